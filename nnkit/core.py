@@ -1,0 +1,439 @@
+"""The nnkit contract: a model is a pair of pure functions over pytrees.
+
+Every layer, combinator and whole model is a :class:`Layer`::
+
+    init(key, input_shape)                            -> (output_shape, params, state)
+    apply(params, state, x, *, key=None, train=False) -> (y, new_state)
+
+* ``input_shape`` excludes the batch dimension (a leading ``-1`` is accepted and ignored).
+* ``apply`` takes ``x`` of shape ``(batch, *input_shape)``: exactly one leading batch
+  dimension. (Element-wise layers and Dense also accept any number of leading dims.) For
+  per-example work, ``jax.vmap`` over a function that adds the batch axis with ``x[None]``.
+* ``params`` are trainable arrays, ``state`` non-trainable arrays (running statistics);
+  both are nested dicts with readable names, ``{}`` when a layer has none.
+* ``key`` is the only source of randomness; ``train`` is a static Python bool.
+
+Combinators (:func:`serial`, :func:`parallel`, :func:`residual`) derive each child's name
+and RNG key from the child's *name*, never from a global counter, so a model is a value
+that can be built twice and gives the same tree.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Shape = tuple[int, ...]
+Params = dict[str, Any]
+State = dict[str, Any]
+
+__all__ = [
+    "Layer",
+    "ShapeError",
+    "layer",
+    "named",
+    "serial",
+    "Sequential",
+    "parallel",
+    "fanout",
+    "concat",
+    "residual",
+    "Lambda",
+    "child_key",
+    "normalize_shape",
+    "summary",
+    "param_count",
+    "abstract_init",
+]
+
+
+class ShapeError(ValueError):
+    """A layer was initialised with an input shape (or arguments) it cannot accept.
+
+    The message names the layer path, the expected and the received shapes.
+    """
+
+
+class Layer(NamedTuple):
+    """A model: ``init(key, input_shape)`` and ``apply(params, state, x, *, key, train)``.
+
+    Attributes:
+      init: ``(key, input_shape) -> (output_shape, params, state)``.
+      apply: ``(params, state, x, *, key=None, train=False) -> (y, new_state)``.
+      kind: short lowercase kind used for default names (``"dense"``, ``"conv2d"``).
+      name: explicit name given by the user, or ``None`` for a default name.
+      children: ``((name, Layer), ...)`` for combinators, ``()`` for leaves.
+      meta: ``((key, value), ...)`` hyper-parameters for summaries and configs.
+    """
+
+    init: Callable[..., tuple[Shape, Params, State]]
+    apply: Callable[..., tuple[Any, State]]
+    kind: str
+    name: str | None = None
+    children: tuple[tuple[str, Layer], ...] = ()
+    meta: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, params: Params, state: State, x: Any, *, key=None, train: bool = False):
+        """Shorthand for :attr:`apply`."""
+        return self.apply(params, state, x, key=key, train=train)
+
+
+def normalize_shape(input_shape: Sequence[int] | int) -> Shape:
+    """Returns ``input_shape`` as a tuple of ints without a leading ``-1`` batch entry."""
+    if isinstance(input_shape, int):
+        input_shape = (input_shape,)
+    shape = tuple(int(d) for d in input_shape)
+    if shape and shape[0] == -1:
+        shape = shape[1:]
+    if any(d <= 0 for d in shape):
+        raise ShapeError(f"input_shape {tuple(input_shape)} has a non-positive dimension")
+    return shape
+
+
+def layer(
+    kind: str,
+    init: Callable,
+    apply: Callable,
+    *,
+    name: str | None = None,
+    meta: dict[str, Any] | None = None,
+) -> Layer:
+    """Builds a leaf :class:`Layer` whose ``init`` normalises shapes and names its errors."""
+
+    def checked_init(key, input_shape):
+        shape = normalize_shape(input_shape)
+        try:
+            return init(key, shape)
+        except ShapeError as e:
+            raise ShapeError(f"{name or kind}: {e}") from None
+
+    return Layer(checked_init, apply, kind, name, (), tuple((meta or {}).items()))
+
+
+def named(model: Layer, name: str) -> Layer:
+    """Returns ``model`` with an explicit name (its key in the parent's params dict)."""
+    return model._replace(name=name)
+
+
+def _stable_hash(name: str) -> int:
+    return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
+
+
+def child_key(key: Array | None, name: str) -> Array | None:
+    """The child's RNG key: ``fold_in(key, crc32(name))``; ``None`` stays ``None``.
+
+    Deriving from the name (not the position) means inserting a layer leaves the other
+    layers' randomness unchanged.
+    """
+    if key is None:
+        return None
+    return jax.random.fold_in(key, _stable_hash(name))
+
+
+def _child_names(layers: Sequence[Layer]) -> list[str]:
+    """Explicit names, else ``{kind}_{i}`` numbered per kind within the container."""
+    counts: dict[str, int] = {}
+    names = []
+    for lyr in layers:
+        if not isinstance(lyr, Layer):
+            raise TypeError(f"expected an nnkit Layer, got {type(lyr).__name__}: {lyr!r}")
+        if lyr.name is not None:
+            names.append(lyr.name)
+        else:
+            i = counts.get(lyr.kind, 0)
+            counts[lyr.kind] = i + 1
+            names.append(f"{lyr.kind}_{i}")
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ValueError(f"duplicate layer names in one container: {sorted(dupes)}")
+    return names
+
+
+def _init_child(name: str, lyr: Layer, key, shape):
+    try:
+        return lyr.init(key, shape)
+    except ShapeError as e:
+        raise ShapeError(f"{name}/{e}" if not str(e).startswith(name) else str(e)) from None
+
+
+def _put(tree: dict, name: str, value: dict) -> None:
+    if value:
+        tree[name] = value
+
+
+def serial(*layers: Layer, name: str | None = None) -> Layer:
+    """Composes layers in sequence: ``y = f_n(... f_2(f_1(x)))``.
+
+    Params and state are ``{child_name: child_tree}`` (children with an empty tree are left
+    out). Child names are explicit names or ``{kind}_{i}`` numbered per kind.
+    """
+    if len(layers) == 1 and isinstance(layers[0], list | tuple):
+        layers = tuple(layers[0])
+    names = _child_names(layers)
+    children = tuple(zip(names, layers, strict=True))
+
+    def init(key, input_shape):
+        shape = normalize_shape(input_shape)
+        params, state = {}, {}
+        for n, lyr in children:
+            shape, p, s = _init_child(n, lyr, child_key(key, n), shape)
+            _put(params, n, p)
+            _put(state, n, s)
+        return shape, params, state
+
+    def apply(params, state, x, *, key=None, train=False):
+        new_state = {}
+        for n, lyr in children:
+            x, s = lyr.apply(
+                params.get(n, {}), state.get(n, {}), x, key=child_key(key, n), train=train
+            )
+            _put(new_state, n, s)
+        return x, new_state
+
+    return Layer(init, apply, "serial", name, children)
+
+
+Sequential = serial
+
+
+def parallel(*layers: Layer, name: str | None = None) -> Layer:
+    """Applies layer ``i`` to input ``i`` of a tuple: ``(x_1, ..., x_n) -> (f_1(x_1), ...)``.
+
+    ``input_shape`` is a tuple of shapes; the output shape is the tuple of output shapes.
+    """
+    names = _child_names(layers)
+    children = tuple(zip(names, layers, strict=True))
+
+    def init(key, input_shape):
+        if len(input_shape) != len(children) or not all(
+            isinstance(s, tuple | list) for s in input_shape
+        ):
+            raise ShapeError(
+                f"{name or 'parallel'}: expected a tuple of {len(children)} input shapes, "
+                f"got {input_shape}"
+            )
+        shapes, params, state = [], {}, {}
+        for (n, lyr), shp in zip(children, input_shape, strict=True):
+            out, p, s = _init_child(n, lyr, child_key(key, n), shp)
+            shapes.append(out)
+            _put(params, n, p)
+            _put(state, n, s)
+        return tuple(shapes), params, state
+
+    def apply(params, state, xs, *, key=None, train=False):
+        ys, new_state = [], {}
+        for (n, lyr), x in zip(children, xs, strict=True):
+            y, s = lyr.apply(
+                params.get(n, {}), state.get(n, {}), x, key=child_key(key, n), train=train
+            )
+            ys.append(y)
+            _put(new_state, n, s)
+        return tuple(ys), new_state
+
+    return Layer(init, apply, "parallel", name, children)
+
+
+def fanout(*layers: Layer, name: str | None = None) -> Layer:
+    """Applies every layer to the same input: ``x -> (f_1(x), ..., f_n(x))``.
+
+    Follow it with :func:`concat` to join the branches, or use it for multi-head models.
+    """
+    names = _child_names(layers)
+    children = tuple(zip(names, layers, strict=True))
+
+    def init(key, input_shape):
+        shape = normalize_shape(input_shape)
+        shapes, params, state = [], {}, {}
+        for n, lyr in children:
+            out, p, s = _init_child(n, lyr, child_key(key, n), shape)
+            shapes.append(out)
+            _put(params, n, p)
+            _put(state, n, s)
+        return tuple(shapes), params, state
+
+    def apply(params, state, x, *, key=None, train=False):
+        ys, new_state = [], {}
+        for n, lyr in children:
+            y, s = lyr.apply(
+                params.get(n, {}), state.get(n, {}), x, key=child_key(key, n), train=train
+            )
+            ys.append(y)
+            _put(new_state, n, s)
+        return tuple(ys), new_state
+
+    return Layer(init, apply, "fanout", name, children)
+
+
+def concat(axis: int = -1, *, name: str | None = None) -> Layer:
+    """Concatenates a tuple of arrays along ``axis`` (an axis of the per-example shape)."""
+
+    def init(key, input_shapes):
+        shapes = [tuple(s) for s in input_shapes]
+        ranks = {len(s) for s in shapes}
+        if len(ranks) != 1:
+            raise ShapeError(f"{name or 'concat'}: inputs of different ranks {shapes}")
+        rank = ranks.pop()
+        ax = axis % rank
+        for s in shapes:
+            if s[:ax] + s[ax + 1 :] != shapes[0][:ax] + shapes[0][ax + 1 :]:
+                raise ShapeError(
+                    f"{name or 'concat'}: shapes {shapes} differ off the concat axis {axis}"
+                )
+        out = list(shapes[0])
+        out[ax] = sum(s[ax] for s in shapes)
+        return tuple(out), {}, {}
+
+    def apply(params, state, xs, *, key=None, train=False):
+        ax = axis if axis < 0 else axis + 1  # skip the batch dim
+        return jnp.concatenate(xs, axis=ax), {}
+
+    return Layer(init, apply, "concat", name, (), (("axis", axis),))
+
+
+def residual(block: Layer, shortcut: Layer | None = None, *, name: str | None = None) -> Layer:
+    """``y = block(x) + shortcut(x)`` with ``shortcut`` the identity by default.
+
+    The block's output shape must equal the shortcut's (the input shape by default).
+    """
+    children = (("block", block),) + ((("shortcut", shortcut),) if shortcut else ())
+
+    def init(key, input_shape):
+        shape = normalize_shape(input_shape)
+        out, p, s = _init_child("block", block, child_key(key, "block"), shape)
+        params, state = {}, {}
+        _put(params, "block", p)
+        _put(state, "block", s)
+        short = shape
+        if shortcut is not None:
+            short, ps, ss = _init_child("shortcut", shortcut, child_key(key, "shortcut"), shape)
+            _put(params, "shortcut", ps)
+            _put(state, "shortcut", ss)
+        if tuple(out) != tuple(short):
+            raise ShapeError(
+                f"{name or 'residual'}: block output {tuple(out)} != shortcut output "
+                f"{tuple(short)}; pass a projection as shortcut="
+            )
+        return tuple(out), params, state
+
+    def apply(params, state, x, *, key=None, train=False):
+        new_state = {}
+        y, s = block.apply(
+            params.get("block", {}),
+            state.get("block", {}),
+            x,
+            key=child_key(key, "block"),
+            train=train,
+        )
+        _put(new_state, "block", s)
+        if shortcut is not None:
+            x, s2 = shortcut.apply(
+                params.get("shortcut", {}),
+                state.get("shortcut", {}),
+                x,
+                key=child_key(key, "shortcut"),
+                train=train,
+            )
+            _put(new_state, "shortcut", s2)
+        return y + x, new_state
+
+    return Layer(init, apply, "residual", name, children)
+
+
+def Lambda(
+    fn: Callable[[Array], Array],
+    *,
+    kind: str | None = None,
+    name: str | None = None,
+) -> Layer:
+    """Turns any shape-polymorphic function ``fn(x) -> y`` into a parameter-free layer.
+
+    The output shape is found with ``jax.eval_shape`` on one example, so ``fn`` must accept
+    a leading batch dimension and treat examples independently.
+    """
+    kind = kind or getattr(fn, "__name__", "lambda").strip("<>").lower()
+
+    def init(key, input_shape):
+        x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+        try:
+            out = jax.eval_shape(fn, x)
+        except Exception as e:  # noqa: BLE001 - re-raised with the layer name
+            raise ShapeError(f"cannot apply to input shape {input_shape}: {e}") from None
+        return tuple(out.shape[1:]), {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        return fn(x), {}
+
+    return layer(kind, init, apply, name=name)
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def param_count(tree: Any) -> int:
+    """Number of scalars in a pytree of arrays."""
+    return int(sum(math.prod(jnp.shape(x)) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def abstract_init(model: Layer, input_shape, key=None) -> tuple[Any, Params, State]:
+    """``model.init`` without allocating: params/state as ``jax.ShapeDtypeStruct`` trees."""
+    box = {}
+
+    def f(k):
+        out, p, s = model.init(k, input_shape)
+        box["out"] = out
+        return p, s
+
+    params, state = jax.eval_shape(f, jax.random.key(0) if key is None else key)
+    return box["out"], params, state
+
+
+def _rows(model: Layer, key, shape, prefix: str, depth: int, out: list):
+    out_shape, params, state = abstract_init(model, shape, key)
+    if model.kind == "serial" and model.children:
+        cur = shape
+        for n, child in model.children:
+            cur = _rows(child, child_key(key, n), cur, f"{prefix}{n}/", depth + 1, out)
+        return out_shape
+    out.append(
+        (prefix.rstrip("/") or model.name or model.kind, model.kind, out_shape,
+         param_count(params), param_count(state))
+    )
+    return out_shape
+
+
+def summary(model: Layer, input_shape: Sequence[int], *, print_fn=print) -> str:
+    """A table of layer paths, kinds, output shapes and parameter counts, plus the total.
+
+    Nothing is allocated: shapes come from ``jax.eval_shape`` of ``init``. The returned text
+    is stable, so a test can compare it with a golden file to pin a model's tree.
+    """
+    shape = normalize_shape(input_shape)
+    key = jax.random.key(0)
+    rows: list = []
+    out = _rows(model, key, shape, "", 0, rows)
+    header = ("layer", "kind", "output shape", "params", "state")
+    body = [(p, k, str(tuple(s)) if not isinstance(s, tuple) or all(
+        isinstance(d, int) for d in s) else str(s), f"{n:,}", f"{m:,}") for p, k, s, n, m in rows]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(5)]
+
+    def fmt(r):
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(
+            zip(r, widths, strict=True)))
+
+    total_p = sum(r[3] for r in rows)
+    total_s = sum(r[4] for r in rows)
+    lines = [f"input shape {shape}", fmt(header), "-" * len(fmt(header))]
+    lines += [fmt(r) for r in body]
+    lines += ["-" * len(fmt(header)),
+              f"output shape {tuple(out) if isinstance(out, tuple) else out}",
+              f"total params {total_p:,}  (state {total_s:,})"]
+    text = "\n".join(lines)
+    if print_fn is not None:
+        print_fn(text)
+    return text

@@ -1,0 +1,51 @@
+"""Fully connected layer."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from nnkit import initializers as inits
+from nnkit.core import Layer, ShapeError, layer
+
+__all__ = ["Dense"]
+
+
+def Dense(
+    features: int,
+    *,
+    use_bias: bool = True,
+    w_init=None,
+    b_init=None,
+    name: str | None = None,
+) -> Layer:
+    """``y = x @ w + b`` on the last axis.
+
+    Shapes: input ``(..., in)``, output ``(..., features)``; any number of leading dims.
+    Params: ``{"w": (in, features), "b": (features,)}`` (``(in, out)``, unlike PyTorch's
+    ``(out, in)``).
+    Default init is the course's: ``w = sqrt(6 / in) * U[-1, 1]`` (He uniform) and
+    ``b = U[-1, 1] / sqrt(in)``.
+    """
+    if not isinstance(features, int) or features <= 0:
+        raise ShapeError(f"{name or 'dense'}: features must be a positive int, got {features!r}")
+
+    def init(key, input_shape):
+        if len(input_shape) < 1:
+            raise ShapeError(f"expected input shape (..., in), got {input_shape}")
+        n_in = input_shape[-1]
+        kw, kb = jax.random.split(key)
+        params = {"w": inits.get(w_init or inits.course_weight())(kw, (n_in, features))}
+        if use_bias:
+            params["b"] = (inits.get(b_init) if b_init else inits.course_bias(n_in))(
+                kb, (features,)
+            )
+        return (*input_shape[:-1], features), params, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        y = jnp.matmul(x, params["w"])
+        if use_bias:
+            y = y + params["b"]
+        return y, {}
+
+    return layer("dense", init, apply, name=name, meta={"features": features})
