@@ -1,0 +1,105 @@
+"""split / split_indices / standardize / one_hot."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nnkit.data import one_hot, split, split_indices, standardize
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 300),
+    fr=st.lists(st.integers(0, 10), min_size=1, max_size=5).filter(lambda v: sum(v) > 0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_indices_disjoint_and_complete(n, fr, seed):
+    fractions = [f / sum(fr) for f in fr]
+    parts = split_indices(n, fractions, seed)
+    assert len(parts) == len(fractions)
+    allidx = np.concatenate(parts)
+    assert np.array_equal(np.sort(allidx), np.arange(n))  # complete, no duplicates
+    for p, f in zip(parts, fractions, strict=True):
+        assert abs(len(p) - f * n) < 1 + 1e-9
+
+
+def test_split_pairs_rows_and_is_deterministic():
+    x = np.arange(100)[:, None] * np.ones((1, 3))
+    y = np.arange(100)
+    (xtr, ytr), (xva, yva), (xte, yte) = split(x, y, seed=1)
+    assert (len(ytr), len(yva), len(yte)) == (80, 10, 10)
+    for xs, ys in ((xtr, ytr), (xva, yva), (xte, yte)):
+        np.testing.assert_array_equal(xs[:, 0], ys)
+    assert not set(ytr) & set(yva) and not set(ytr) & set(yte) and not set(yva) & set(yte)
+    assert set(ytr) | set(yva) | set(yte) == set(range(100))
+    again = split(x, y, seed=1)
+    np.testing.assert_array_equal(again[0][1], ytr)
+    assert not np.array_equal(split(x, y, seed=2)[0][1], ytr)
+    (a, _), (b, _) = split(x, y, fractions=(0.5, 0.5))
+    assert len(a) == len(b) == 50
+
+
+def test_stratified_proportions():
+    y = np.repeat([0, 1, 2], [500, 300, 200])
+    x = np.arange(len(y))
+    parts = split(x, y, fractions=(0.6, 0.2, 0.2), seed=0, stratify=True)
+    for (xs, ys), f in zip(parts, (0.6, 0.2, 0.2), strict=True):
+        np.testing.assert_array_equal(np.bincount(ys), np.array([500, 300, 200]) * f)
+        np.testing.assert_array_equal(y[xs], ys)
+    assert np.array_equal(np.sort(np.concatenate([p[0] for p in parts])), x)
+    # string labels work too
+    names = np.array(["cat", "dog"])[y % 2]
+    tr, te = split(x, names, fractions=(0.5, 0.5), stratify=True)
+    assert (tr[1] == "cat").sum() == (te[1] == "cat").sum() == 350
+
+
+def test_split_errors():
+    with pytest.raises(ValueError, match="sum to 1"):
+        split_indices(10, (0.5, 0.4))
+    with pytest.raises(ValueError, match="non-negative"):
+        split_indices(10, (1.5, -0.5))
+    with pytest.raises(ValueError, match="labels"):
+        split_indices(10, stratify=True)
+    with pytest.raises(ValueError, match="examples"):
+        split(np.zeros((3, 2)), np.zeros(4))
+
+
+def test_standardize_uses_train_stats_only():
+    rng = np.random.default_rng(0)
+    tr = rng.normal(5.0, 2.0, (500, 3)).astype(np.float32)
+    tr[:, 2] = 7.0  # constant feature: no division by zero
+    te = rng.normal(-50.0, 30.0, (50, 3)).astype(np.float32)
+    (ztr, zte), stats = standardize(tr, te)
+    np.testing.assert_allclose(stats.mean, tr.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(stats.std[:2], tr.std(0)[:2], rtol=1e-4)
+    assert stats.std[2] == 1.0
+    np.testing.assert_allclose(ztr[:, :2].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(ztr[:, :2].std(0), 1, atol=1e-4)
+    np.testing.assert_allclose(zte, (te - tr.mean(0)) / stats.std, rtol=1e-4, atol=1e-4)
+    assert zte.mean() < -5  # test data was NOT re-centred with its own mean
+    np.testing.assert_allclose(stats.invert(zte), te, rtol=1e-4, atol=1e-3)
+    assert ztr.dtype == np.float32
+
+
+def test_standardize_per_channel_images():
+    x = np.random.default_rng(1).uniform(size=(20, 4, 4, 3))
+    (z,), stats = standardize(x, axis=(0, 1, 2))
+    assert stats.mean.shape == (1, 1, 3) and z.shape == x.shape
+    np.testing.assert_allclose(z.mean((0, 1, 2)), 0, atol=1e-5)
+    with pytest.raises(ValueError, match="batch axis"):
+        standardize(x, axis=1)
+
+
+def test_one_hot():
+    oh = one_hot(np.array([0, 2, 1]), 3)
+    np.testing.assert_array_equal(oh, [[1, 0, 0], [0, 0, 1], [0, 1, 0]])
+    assert oh.dtype == np.float32 and isinstance(oh, np.ndarray)
+    assert one_hot(np.array([[1], [0]]), 2).shape == (2, 1, 2)
+    with pytest.raises(ValueError, match="0..2"):
+        one_hot(np.array([3]), 3)
+    with pytest.raises(ValueError, match="integer"):
+        one_hot(np.array([0.5]), 3)
+    j = one_hot(jnp.array([1, 0]), 2)
+    np.testing.assert_array_equal(np.asarray(j), [[0, 1], [1, 0]])
