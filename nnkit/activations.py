@@ -18,16 +18,21 @@ __all__ = [
 ]
 
 
+def _step_value(x: Array) -> Array:
+    x = jnp.asarray(x)
+    return (x >= 0).astype(jnp.result_type(x, jnp.float32))
+
+
 @jax.custom_jvp
 def step(x: Array) -> Array:
     """Heaviside step ``1[x >= 0]`` (the perceptron's activation); its gradient is 0."""
-    return (x >= 0).astype(jnp.result_type(x, jnp.float32))
+    return _step_value(x)
 
 
 @step.defjvp
 def _step_jvp(primals, tangents):
     (x,), _ = primals, tangents
-    y = step(x)
+    y = _step_value(x)
     return y, jnp.zeros_like(y)
 
 

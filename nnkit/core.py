@@ -85,10 +85,21 @@ class Layer(NamedTuple):
 
 
 def normalize_shape(input_shape: Sequence[int] | int) -> Shape:
-    """Returns ``input_shape`` as a tuple of ints without a leading ``-1`` batch entry."""
+    """Returns ``input_shape`` as a tuple of ints without a leading ``-1`` batch entry.
+
+    A tuple of shapes (the input of :func:`parallel`/:func:`concat`) is normalised
+    element-wise and returned as a tuple of tuples.
+    """
     if isinstance(input_shape, int):
         input_shape = (input_shape,)
-    shape = tuple(int(d) for d in input_shape)
+    if not isinstance(input_shape, Sequence) and not hasattr(input_shape, "__iter__"):
+        raise ShapeError(f"input_shape must be a tuple of ints, got {input_shape!r}")
+    if len(input_shape) and all(isinstance(s, Sequence) for s in input_shape):
+        return tuple(normalize_shape(s) for s in input_shape)  # type: ignore[misc]
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ShapeError(f"input_shape must be a tuple of ints, got {input_shape!r}") from None
     if shape and shape[0] == -1:
         shape = shape[1:]
     if any(d <= 0 for d in shape):
@@ -159,7 +170,14 @@ def _init_child(name: str, lyr: Layer, key, shape):
     try:
         return lyr.init(key, shape)
     except ShapeError as e:
-        raise ShapeError(f"{name}/{e}" if not str(e).startswith(name) else str(e)) from None
+        # Re-label the error with the child's path in this container: a leaf's own
+        # "kind: msg" becomes "name: msg"; a nested container's "a/b: msg" -> "name/a/b: msg".
+        msg, own = str(e), f"{lyr.name or lyr.kind}: "
+        if msg.startswith(own):
+            msg = f"{name}: {msg[len(own):]}"
+        elif not msg.startswith((f"{name}:", f"{name}/")):
+            msg = f"{name}/{msg}"
+        raise ShapeError(msg) from None
 
 
 def _put(tree: dict, name: str, value: dict) -> None:
@@ -173,7 +191,9 @@ def serial(*layers: Layer, name: str | None = None) -> Layer:
     Params and state are ``{child_name: child_tree}`` (children with an empty tree are left
     out). Child names are explicit names or ``{kind}_{i}`` numbered per kind.
     """
-    if len(layers) == 1 and isinstance(layers[0], list | tuple):
+    if len(layers) == 1 and isinstance(layers[0], list | tuple) and not isinstance(
+        layers[0], Layer
+    ):
         layers = tuple(layers[0])
     names = _child_names(layers)
     children = tuple(zip(names, layers, strict=True))
@@ -274,6 +294,11 @@ def concat(axis: int = -1, *, name: str | None = None) -> Layer:
     """Concatenates a tuple of arrays along ``axis`` (an axis of the per-example shape)."""
 
     def init(key, input_shapes):
+        if not input_shapes or not all(isinstance(s, tuple | list) for s in input_shapes):
+            raise ShapeError(
+                f"{name or 'concat'}: expected a tuple of input shapes (the output of fanout or "
+                f"parallel), got {input_shapes}"
+            )
         shapes = [tuple(s) for s in input_shapes]
         ranks = {len(s) for s in shapes}
         if len(ranks) != 1:

@@ -86,9 +86,13 @@ def uniform(low: float = -0.05, high: float = 0.05) -> Initializer:
 
 
 def _variance_scaling(scale: float, mode: str, distribution: str) -> Initializer:
+    if mode not in ("fan_in", "fan_out", "fan_avg"):
+        raise ValueError(f"unknown mode {mode!r}; known: 'fan_avg', 'fan_in', 'fan_out'")
     def init(key, shape, dtype=jnp.float32):
         fan_in, fan_out = fans(shape)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2}[mode]
+        if n <= 0:
+            raise ValueError(f"{mode} of shape {tuple(shape)} is {n}; cannot scale by 1/{mode}")
         var = scale / n
         if distribution == "normal":
             return math.sqrt(var) * jax.random.normal(key, shape, dtype)
@@ -142,7 +146,9 @@ def orthogonal(scale: float = 1.0) -> Initializer:
     """Orthogonal matrix (QR of a Gaussian), reshaped to ``(*k, in, out)``; times ``scale``."""
 
     def init(key, shape, dtype=jnp.float32):
-        return scale * jax.nn.initializers.orthogonal()(key, shape, dtype)
+        # QR has no low-precision (bfloat16/float16) kernel: draw in float32, then cast.
+        work = jnp.promote_types(dtype, jnp.float32)
+        return (scale * jax.nn.initializers.orthogonal()(key, shape, work)).astype(dtype)
 
     return init
 

@@ -1,0 +1,1 @@
+"""The course's examples, reproduced with nnkit. Run all: ``python -m experiments.run_all``."""

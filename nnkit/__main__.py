@@ -1,0 +1,5 @@
+"""``python -m nnkit ...`` = the ``nnkit`` command."""
+
+from nnkit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,384 @@
+"""Checkpoints of pytrees (e.g. :class:`nnkit.train.TrainState`) without pickle.
+
+Format: ONE ``.npz`` file (a zip of ``.npy`` arrays, read back with ``allow_pickle=False``):
+
+* one entry per leaf, keyed by its tree path joined with ``/`` (``params/dense_0/w``,
+  ``opt_state/inner_state/0/mu/dense_0/w``, ``key``);
+* one entry ``__nnkit_meta__``: UTF-8 JSON with the format version, nnkit and jax versions,
+  ``step``, ``epoch``, ``config``, ``metrics``, the tree structure (text) and, per leaf, its
+  dtype, shape and CRC-32.
+
+Restoring needs a *target* with the same structure (e.g. the state built by
+``create_train_state``, or its ``jax.eval_shape``), so NamedTuple optimizer states come back
+as their own types; the file only supplies arrays. Typed PRNG keys are stored as raw
+``uint32`` key data and re-wrapped; ``bfloat16`` and other ml_dtypes leaves are stored as
+same-width unsigned ints and viewed back.
+
+Writes are atomic: a temporary file in the same directory is written, ``fsync``-ed and
+``os.replace``-d over the target, so a crash mid-write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import zlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointManager",
+    "save",
+    "restore",
+    "load_meta",
+    "load_arrays",
+    "path_str",
+    "atomic_write",
+    "FORMAT_VERSION",
+]
+
+FORMAT = "nnkit-checkpoint"
+FORMAT_VERSION = 1
+_META = "__nnkit_meta__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is corrupt, truncated, not an nnkit checkpoint, or does not fit the
+    target (the message names the file and, for a mismatch, the leaf path and both shapes).
+    """
+
+    def __init__(self, message: str, *, file: str | os.PathLike | None = None) -> None:
+        self.file = None if file is None else os.fspath(file)
+        super().__init__(f"{self.file}: {message}" if self.file else message)
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def _escape(s: str) -> str:
+    return s.replace("%", "%25").replace("/", "%2F")
+
+
+def path_str(path: tuple) -> str:
+    """A tree path as ``a/b/0/c`` (dict keys, attribute names and sequence indices)."""
+    parts = []
+    for p in path:
+        if isinstance(p, jax.tree_util.DictKey):
+            parts.append(_escape(str(p.key)))
+        elif isinstance(p, jax.tree_util.GetAttrKey):
+            parts.append(_escape(p.name))
+        elif isinstance(p, jax.tree_util.SequenceKey):
+            parts.append(str(p.idx))
+        elif isinstance(p, jax.tree_util.FlattenedIndexKey):
+            parts.append(str(p.key))
+        else:  # pragma: no cover - custom key types
+            parts.append(_escape(str(p)))
+    return "/".join(parts) or "."
+
+
+def _is_key(x: Any) -> bool:
+    dt = getattr(x, "dtype", None)
+    return dt is not None and jnp.issubdtype(dt, jax.dtypes.prng_key)
+
+
+def _storage(arr: np.ndarray) -> np.ndarray:
+    """Arrays NumPy cannot save natively (bfloat16, float8, int4) as same-width uints."""
+    if type(arr.dtype).__module__.startswith("ml_dtypes") or arr.dtype.kind == "V":
+        return arr.view(np.dtype(f"uint{arr.dtype.itemsize * 8}"))
+    return arr
+
+
+def _crc(arr: np.ndarray) -> int:
+    return zlib.crc32(np.asarray(arr).tobytes(order="C")) & 0xFFFFFFFF
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _fsync_dir(d: Path) -> None:
+    with contextlib.suppress(OSError):  # not supported everywhere (e.g. Windows)
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Runs ``write(f)`` on a temporary file next to ``path``, fsyncs it and renames it over
+    ``path`` (``os.replace``). On any error the temporary file is removed and ``path`` is
+    left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic | np.ndarray | jax.Array) and np.ndim(x) == 0:
+        x = np.asarray(x).item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    if x is None or isinstance(x, bool | int | float | str):
+        return x
+    return str(x)
+
+
+def save(
+    path: str | os.PathLike,
+    tree: Any,
+    *,
+    step: int | None = None,
+    epoch: int | None = None,
+    config: Mapping[str, Any] | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Writes ``tree`` (arrays, typed keys, scalars) to ``path`` atomically; returns the path.
+
+    ``step``, ``epoch``, ``config``, ``metrics`` and ``extra`` go into the JSON metadata
+    (non-finite floats become ``null``). One device-to-host transfer for the whole tree.
+    """
+    from nnkit import __version__
+
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    host = jax.device_get([jax.random.key_data(x) if _is_key(x) else x for _, x in flat])
+    arrays: dict[str, np.ndarray] = {}
+    leaves: dict[str, dict[str, Any]] = {}
+    for (p, leaf), value in zip(flat, host, strict=True):
+        k = path_str(p)
+        if k in arrays or k == _META:
+            raise ValueError(f"checkpoint: two leaves map to the same key {k!r}")
+        arr = np.asarray(value)
+        if arr.dtype == object:
+            raise TypeError(f"checkpoint: leaf {k!r} is not an array ({type(leaf).__name__})")
+        info: dict[str, Any] = {"dtype": arr.dtype.name, "shape": list(arr.shape)}
+        if _is_key(leaf):
+            info["key_impl"] = str(jax.random.key_impl(leaf))
+        stored = np.require(_storage(arr), requirements="C")
+        info["crc32"] = _crc(stored)
+        arrays[k] = stored
+        leaves[k] = info
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "nnkit_version": __version__,
+        "jax_version": jax.__version__,
+        "step": None if step is None else int(step),
+        "epoch": None if epoch is None else int(epoch),
+        "config": _jsonable(config) if config is not None else None,
+        "metrics": _jsonable(metrics) if metrics is not None else None,
+        "extra": _jsonable(extra) if extra is not None else None,
+        "tree": str(treedef),
+        "leaves": leaves,
+    }
+    blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    return atomic_write(path, lambda f: np.savez(f, **arrays, **{_META: blob}))
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """All arrays (verified against the metadata's dtypes, shapes and CRCs) and the meta."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files") or _META not in z.files:
+                raise CheckpointError("not an nnkit checkpoint (no metadata entry)", file=path)
+            meta = json.loads(bytes(z[_META]).decode("utf-8"))
+            arrays = {k: z[k] for k in z.files if k != _META}
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zip/npy/json errors all mean "unreadable"
+        raise CheckpointError(
+            f"corrupt or truncated checkpoint ({type(e).__name__}: {e})", file=path
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError("not an nnkit checkpoint (bad metadata)", file=path)
+    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint format {meta.get('format_version')} is newer than this nnkit "
+            f"reads ({FORMAT_VERSION})",
+            file=path,
+        )
+    leaves = meta.get("leaves", {})
+    if set(leaves) != set(arrays):
+        raise CheckpointError(
+            f"corrupt checkpoint: entries {sorted(set(arrays) ^ set(leaves))} do not match "
+            "its metadata",
+            file=path,
+        )
+    out = {}
+    for k, arr in arrays.items():
+        info = leaves[k]
+        if list(arr.shape) != list(info["shape"]) or _crc(arr) != info["crc32"]:
+            raise CheckpointError(f"corrupt checkpoint: leaf {k!r} fails its checksum",
+                                  file=path)
+        if arr.dtype.name != info["dtype"]:
+            arr = arr.view(np.dtype(getattr(jnp, info["dtype"], info["dtype"])))
+        out[k] = arr
+    return out, meta
+
+
+def load_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint (verifies the whole file)."""
+    return _read(path)[1]
+
+
+def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """``({leaf_path: array}, meta)`` without a target (typed keys stay raw key data)."""
+    return _read(path)
+
+
+def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tuple[Any, dict]:
+    """Reads checkpoint ``path`` into the structure of ``target``; returns ``(tree, meta)``.
+
+    ``target`` may hold arrays or ``jax.ShapeDtypeStruct`` leaves (``jax.eval_shape`` of the
+    init function): only its structure, shapes and dtypes are used. Leaves come back as jax
+    arrays, bit-identical to the saved ones; typed-key leaves come back as typed keys.
+
+    Raises:
+      FileNotFoundError: no such file.
+      CheckpointError: corrupt/truncated file; a target leaf missing from the file; a leaf
+        whose shape or dtype differs (the message names the leaf path and both shapes); with
+        ``strict``, leaves in the file that the target lacks.
+    """
+    arrays, meta = _read(path)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(target)
+    out = []
+    seen = set()
+    for p, leaf in flat:
+        k = path_str(p)
+        seen.add(k)
+        if k not in arrays:
+            raise CheckpointError(
+                f"leaf {k!r} of the target is missing from the checkpoint "
+                f"(it has {len(arrays)} leaves, e.g. {sorted(arrays)[:5]})",
+                file=path,
+            )
+        arr = arrays[k]
+        info = meta["leaves"][k]
+        if _is_key(leaf):
+            want_shape = tuple(leaf.shape)
+            got_shape = tuple(arr.shape[: arr.ndim - 1]) if "key_impl" in info else None
+            if got_shape != want_shape:
+                have = (f"a key array of shape {got_shape}" if got_shape is not None
+                        else f"raw data of shape {tuple(arr.shape)}")
+                raise CheckpointError(
+                    f"leaf {k!r}: checkpoint has {have}, target expects a key array of "
+                    f"shape {want_shape}",
+                    file=path,
+                )
+            impl = getattr(leaf.dtype, "_impl", None)
+            out.append(jax.random.wrap_key_data(jnp.asarray(arr), impl=impl)
+                       if impl is not None else jax.random.wrap_key_data(jnp.asarray(arr)))
+            continue
+        want = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype))
+        want_shape = tuple(np.shape(leaf))
+        if tuple(arr.shape) != want_shape or arr.dtype != want:
+            raise CheckpointError(
+                f"leaf {k!r}: checkpoint has shape {tuple(arr.shape)} {arr.dtype}, target "
+                f"expects shape {want_shape} {want}",
+                file=path,
+            )
+        out.append(jnp.asarray(arr))
+    if strict and set(arrays) - seen:
+        extra = sorted(set(arrays) - seen)
+        raise CheckpointError(
+            f"checkpoint has {len(extra)} leaves the target lacks: {extra[:8]} "
+            "(pass strict=False to ignore them)",
+            file=path,
+        )
+    return jax.tree_util.tree_unflatten(treedef, out), meta
+
+
+# ----------------------------------------------------------------------------- manager
+
+_CKPT = re.compile(r"^ckpt-(\d+)\.npz$")
+
+
+class CheckpointManager:
+    """Numbered checkpoints ``ckpt-<step>.npz`` in ``directory``: the latest ``keep`` are
+    kept, plus ``best.npz`` (a copy of the checkpoint last saved with ``is_best=True``).
+
+    ``step`` is any increasing integer (the training loop uses the epoch number).
+    """
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3) -> None:
+        if not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"CheckpointManager: keep must be an int >= 1, got {keep!r}")
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def path(self, step: int) -> Path:
+        """The file of checkpoint ``step``."""
+        return self.directory / f"ckpt-{int(step):09d}.npz"
+
+    @property
+    def best_path(self) -> Path:
+        """``directory/best.npz`` (may not exist)."""
+        return self.directory / "best.npz"
+
+    def steps(self) -> list[int]:
+        """Saved steps, ascending (temporary files are ignored)."""
+        if not self.directory.is_dir():
+            return []
+        found = (_CKPT.match(p.name) for p in self.directory.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def latest_path(self) -> Path | None:
+        """The newest checkpoint file, or ``None``."""
+        steps = self.steps()
+        return self.path(steps[-1]) if steps else None
+
+    def save(self, tree: Any, step: int, *, is_best: bool = False, **meta: Any) -> Path:
+        """Saves ``tree`` as checkpoint ``step`` (``meta``: ``epoch``, ``config``,
+        ``metrics``, ``extra`` as :func:`save`), copies it to ``best.npz`` if ``is_best``,
+        then deletes all but the latest ``keep`` numbered checkpoints."""
+        path = save(self.path(step), tree, step=step, **meta)
+        if is_best:
+            data = path.read_bytes()
+            atomic_write(self.best_path, lambda f: f.write(data))
+        for s in self.steps()[: -self.keep]:
+            with contextlib.suppress(FileNotFoundError):
+                self.path(s).unlink()
+        return path
+
+    def restore(self, target: Any, which: str | int = "latest") -> tuple[Any, dict]:
+        """``restore(file, target)`` for ``which`` = ``"latest"``, ``"best"`` or a step."""
+        if which == "best":
+            path = self.best_path
+        elif which == "latest":
+            path = self.latest_path()
+            if path is None:
+                raise FileNotFoundError(f"no checkpoints in {self.directory}")
+        else:
+            path = self.path(int(which))
+        return restore(path, target)

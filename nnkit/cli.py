@@ -1,0 +1,276 @@
+"""The ``nnkit`` command line.
+
+::
+
+    nnkit train CONFIG [--set key=value ...] [--out DIR]    train into a new run directory
+    nnkit train --resume DIR [--set key=value ...]          continue a run exactly
+    nnkit eval DIR [--split test|val|train] [--checkpoint best|latest]
+    nnkit summary CONFIG                                    layer table of the config's model
+    nnkit lr-find CONFIG [--out PNG] [--steps N]            learning-rate range test
+    nnkit sweep CONFIG --grid optimizer.lr=1e-4,1e-3 [--grid seed=0,1]
+    nnkit datasets | nnkit models                           what configs can name
+
+Exit status: 0 success; 2 user error (bad config, path, data file, checkpoint: one line on
+stderr, no traceback); 1 internal error (traceback) or a non-finite training loss;
+130 / 143 when SIGINT / SIGTERM stopped training (after writing a checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser", "user_errors"]
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types reported as user errors: one line on stderr, exit status 2."""
+    from nnkit.checkpoint import CheckpointError
+    from nnkit.config import ConfigError
+    from nnkit.core import ShapeError
+    from nnkit.data import DataFormatError
+    from nnkit.run.rundir import RunError
+
+    return (ConfigError, CheckpointError, RunError, DataFormatError, ShapeError,
+            FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def _err(cmd: str, msg: str) -> None:
+    print(f"nnkit {cmd}: error: {msg}", file=sys.stderr, flush=True)
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _result_line(s: dict[str, Any]) -> str:
+    """``test accuracy 0.9750, test loss 0.0912, best epoch 17 of 30, wall 12.3 s`` (train
+    metrics of the last epoch when there is no test split)."""
+    split = "test" if s.get("test_loss") is not None else "train"
+    vals = s if split == "test" else {k: v for k, v in s.get("last_epoch", {}).items()}
+    keys = [k for k in vals if k.startswith(split + "_") and k != f"{split}_loss"][:1]
+    keys.append(f"{split}_loss")
+    shown = ", ".join(f"{k.replace('_', ' ')} {_fmt(vals.get(k))}" for k in keys)
+    if split == "train":
+        shown += " (no test split)"
+    return (f"{shown}, best epoch {s.get('best_epoch')} of {s.get('epochs_run')}, "
+            f"wall {s.get('wall_seconds', 0.0):.1f} s")
+
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from nnkit import run
+    from nnkit.config import load_config
+
+    progress = args.progress
+    if args.resume:
+        if args.config:
+            _err("train", "give either CONFIG or --resume DIR, not both")
+            return 2
+        if args.out:
+            _err("train", "--out cannot be used with --resume (the run directory is reused)")
+            return 2
+        res = run.resume(args.resume, overrides=args.set, progress=progress)
+    else:
+        if not args.config:
+            _err("train", "give a CONFIG file (or --resume DIR)")
+            return 2
+        cfg = load_config(args.config, args.set)
+        res = run.train(cfg, config_path=args.config, out=args.out, progress=progress)
+    if res.status == "nonfinite":
+        _err("train", res.message)
+    elif res.status == "interrupted":
+        print(res.message, file=sys.stderr)
+    else:
+        print(f"done ({res.message}): {_result_line(res.summary)}")
+    print(f"run directory: {res.run_dir}")
+    return res.exit_code
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from nnkit.run import evaluate_run
+
+    out = evaluate_run(args.run_dir, split=args.split, checkpoint=args.checkpoint)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        ms = "  ".join(f"{k} {v:.4f}" for k, v in out.items()
+                       if k not in ("split", "checkpoint", "epoch", "n"))
+        print(f"{out['split']} ({out['n']} examples, {out['checkpoint']} checkpoint, "
+              f"epoch {out['epoch']}): {ms}")
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from nnkit.config import load_config
+    from nnkit.run import model_summary
+
+    print(model_summary(load_config(args.config, args.set), file=args.config))
+    return 0
+
+
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from nnkit.config import load_config
+    from nnkit.run import lr_find_run
+
+    cfg = load_config(args.config, args.set)
+    out = args.out or f"lr_find-{Path(args.config).stem}.png"
+    res, png = lr_find_run(cfg, out, steps=args.steps, min_lr=args.min_lr, max_lr=args.max_lr,
+                           file=args.config)
+    div = "" if res.diverged_at is None else f", diverged at step {res.diverged_at}"
+    print(f"suggested learning rate {res.suggestion:.3g} (loss minimum at "
+          f"{res.lr_at_min:.3g}{div})")
+    print(f"plot: {png}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from nnkit.config import read_yaml
+    from nnkit.run import parse_grid, sweep_run
+
+    grid = parse_grid(args.grid)
+    rows, d, method = sweep_run(read_yaml(args.config), grid, config_path=args.config,
+                                overrides=args.set, out=args.out)
+    how = "one vmapped program" if method == "vmap" else "separate runs"
+    print(f"{len(rows)} configurations ({how}); table: {d / 'sweep.csv'}")
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from nnkit import data
+
+    names = data.available()
+    w = max(map(len, names), default=0)
+    for k, v in names.items():
+        print(f"{k.ljust(w)}  {v}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from nnkit import models
+
+    archs = models.available()
+    w = max(map(len, archs))
+    for k, v in archs.items():
+        print(f"{k.ljust(w)}  {v}")
+    print("layer types for model.layers: " + ", ".join(sorted(models.LAYER_TYPES)))
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set optimizer.lr=3e-3 (VALUE is "
+                        "parsed as YAML; repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (one sub-parser per command, each with ``--help``)."""
+    p = argparse.ArgumentParser(
+        prog="nnkit",
+        description="Config-driven training runs with nnkit (JAX).",
+        epilog="exit status: 0 ok, 2 user error, 1 internal error or non-finite loss, "
+               "130/143 interrupted by SIGINT/SIGTERM",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train a config into a run directory (or resume one)",
+                       description="Train CONFIG into a new run directory (config.yaml, "
+                       "metrics.jsonl, summary.json, checkpoints/, plots/, tensorboard/), "
+                       "or continue one with --resume DIR. SIGINT/SIGTERM stop after the "
+                       "current epoch with a checkpoint (exit 130/143).")
+    t.add_argument("config", nargs="?", help="YAML config file")
+    _add_set(t)
+    t.add_argument("--out", help="run directory (default runs/<config-stem>-<timestamp>)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest "
+                   "checkpoint (same final result as an uninterrupted run)")
+    g = t.add_mutually_exclusive_group()
+    g.add_argument("--progress", dest="progress", action="store_true", default=None,
+                   help="always show the progress bar")
+    g.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="never show it (default: only on a terminal)")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint on a data split",
+                       description="Rebuild a run's data from its config.yaml and evaluate a "
+                       "checkpoint on one split.")
+    e.add_argument("run_dir", metavar="DIR", help="run directory")
+    e.add_argument("--split", choices=("test", "val", "train"), default="test")
+    e.add_argument("--checkpoint", choices=("best", "latest"), default=None,
+                   help="default: best if early stopping restores the best epoch, else latest")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=_cmd_eval)
+
+    s = sub.add_parser("summary", help="print the layer table of a config's model",
+                       description="Print nnkit.summary of the config's model on its data's "
+                       "input shape (loads the data set).")
+    s.add_argument("config", help="YAML config file")
+    _add_set(s)
+    s.set_defaults(func=_cmd_summary)
+
+    lf = sub.add_parser("lr-find", help="learning-rate range test; writes a PNG",
+                        description="Run the learning-rate range test with the config's "
+                        "model, data and optimizer; print the suggested rate, save the plot.")
+    lf.add_argument("config", help="YAML config file")
+    _add_set(lf)
+    lf.add_argument("--out", help="PNG path (default lr_find-<config-stem>.png)")
+    lf.add_argument("--steps", type=int, default=100, help="number of steps (default 100)")
+    lf.add_argument("--min-lr", type=float, default=1e-7, help="first rate (default 1e-7)")
+    lf.add_argument("--max-lr", type=float, default=10.0, help="last rate (default 10)")
+    lf.set_defaults(func=_cmd_lr_find)
+
+    sw = sub.add_parser("sweep", help="train a grid of configs; writes a table",
+                        description="Train every combination of the --grid values. Varying "
+                        "only optimizer.lr, optimizer.weight_decay and seed trains all in one "
+                        "vmapped program; other keys give one run directory each.")
+    sw.add_argument("config", help="YAML config file")
+    sw.add_argument("--grid", action="append", default=[], required=True,
+                    metavar="KEY=V1,V2,...", help="values of one key (repeatable: product)")
+    _add_set(sw)
+    sw.add_argument("--out", help="sweep directory (default runs/<stem>-sweep-<timestamp>)")
+    sw.set_defaults(func=_cmd_sweep)
+
+    d = sub.add_parser("datasets", help="list the data sets configs can name",
+                       description="List nnkit.data.available() with descriptions.")
+    d.set_defaults(func=_cmd_datasets)
+
+    m = sub.add_parser("models", help="list the architectures and layer types",
+                       description="List nnkit.models.available() and the layer types of "
+                       "layer-list model specs.")
+    m.set_defaults(func=_cmd_models)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (see the module docstring)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - sorted into user vs internal errors
+        if isinstance(e, user_errors()):
+            msg = str(e) if not isinstance(e, FileNotFoundError | PermissionError) or not (
+                e.filename) else f"{e.strerror}: {e.filename}"
+            _err(args.command, msg)
+            return 2
+        traceback.print_exc()
+        _err(args.command, f"internal error: {type(e).__name__}: {e}")
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,662 @@
+"""Typed, validated run configurations read from YAML (``yaml.safe_load`` only).
+
+A config file has the sections below; every key is optional except ``model`` and
+``data.dataset``::
+
+    model: {arch: mlp, hidden: [128], dropout: 0.1}      # or {layers: [{type: dense, ...}]}
+    data: {dataset: digits, options: {}, split: [0.8, 0.1, 0.1], stratify: true,
+           split_seed: 0, batch_size: 64, eval_batch_size: 1024, standardize: true,
+           augmentation: [{name: random_translate, max_shift: 1}]}
+    optimizer: {name: adam, lr: 1e-3, schedule: {name: cosine, decay_steps: auto},
+                weight_decay: 0.0, clip_norm: null, accumulate: 1, options: {b1: 0.9},
+                plateau: {monitor: val_loss, patience: 3, factor: 0.5}}
+    training: {epochs: 20, early_stopping: {monitor: val_loss, patience: 5, min_delta: 0},
+               grad_mode: batch, microbatches: 1, l1: 0.0, l2: 0.0, mode: auto}
+    loss: cross_entropy
+    metrics: [accuracy]
+    seed: 0
+    logging: {tensorboard: true, checkpoint_keep: 3, plots: true}
+    parallel: {}                                          # passed through untouched
+
+Errors are :class:`ConfigError` naming the file, the dotted key, and either the closest
+valid key (``did you mean 'lr'?``) or the allowed type / range. Overrides
+``--set optimizer.lr=3e-3`` are parsed as YAML scalars. Numbers written ``1e-3`` (which
+YAML 1.1 reads as a *string*) are read as floats everywhere in the file.
+:func:`dump_config` writes a fully resolved config that :func:`parse_config` reads back
+to an equal object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "Config",
+    "DataConfig",
+    "OptimizerConfig",
+    "PlateauConfig",
+    "TrainingConfig",
+    "EarlyStoppingConfig",
+    "LoggingConfig",
+    "load_config",
+    "parse_config",
+    "read_yaml",
+    "apply_overrides",
+    "dump_config",
+    "config_to_dict",
+    "suggest",
+    "AUGMENTATIONS",
+]
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type or out of range.
+
+    ``str(err)`` is one line: ``"<file>: <key>: <problem>"``. Attributes ``file`` and ``key``
+    (dotted path, e.g. ``optimizer.lr``) hold the parts.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, file: str | None = None):
+        self.message = message
+        self.key = key
+        self.file = file
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        parts = [p for p in (self.file, self.key) if p]
+        return ": ".join([*parts, self.message])
+
+    def with_file(self, file: str | None) -> ConfigError:
+        """This error, naming ``file`` (if it names none yet)."""
+        if file and not self.file:
+            self.file = file
+            self.args = (self._text(),)
+        return self
+
+
+def suggest(name: Any, valid: Iterable[str]) -> str:
+    """``" (did you mean 'x'?)"`` for the closest valid name (difflib), else ``""``."""
+    close = difflib.get_close_matches(str(name), list(valid), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ----------------------------------------------------------------------------- YAML
+
+_EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _fix_numbers(tree: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string: turn such strings into floats."""
+    if isinstance(tree, dict):
+        return {k: _fix_numbers(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_fix_numbers(v) for v in tree]
+    if isinstance(tree, str) and _EXP_FLOAT.match(tree.strip()):
+        return float(tree)
+    return tree
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in YAML file ``path`` (``yaml.safe_load``; exponent strings -> floats).
+
+    Raises:
+      FileNotFoundError: no such file.
+      ConfigError: unparsable YAML (with line/column) or a top level that is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"invalid YAML{where}: {problem}", file=str(path)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text: {e}", file=str(path)) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"the top level must be a mapping of sections, got {type(raw).__name__}",
+            file=str(path),
+        )
+    return _fix_numbers(raw)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with each ``"a.b.c=value"`` set (``value`` parsed as YAML).
+
+    Intermediate mappings are created as needed; a numeric path part indexes a list
+    (``model.layers.0.features=32``). Keys are checked later by :func:`parse_config`.
+    """
+    import copy
+
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value", key="--set")
+        path, text = item.split("=", 1)
+        parts = [p for p in path.strip().split(".")]
+        if not path.strip() or any(not p for p in parts):
+            raise ConfigError(f"override {item!r} has an empty key", key="--set")
+        try:
+            value = _fix_numbers(yaml.safe_load(text)) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node: Any = out
+        for i, p in enumerate(parts[:-1]):
+            here = ".".join(parts[: i + 1])
+            if isinstance(node, list):
+                node = _list_item(node, p, here)
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"cannot set {path!r}: {here!r} is not a mapping", key="--set")
+            if node.get(p) is None:
+                node[p] = {}
+            node = node[p]
+        last = parts[-1]
+        if isinstance(node, list):
+            idx = _list_index(node, last, path)
+            node[idx] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise ConfigError(f"cannot set {path!r}: its parent is not a mapping", key="--set")
+    return out
+
+
+def _list_index(node: list, part: str, where: str) -> int:
+    if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+        raise ConfigError(
+            f"list index {part!r} out of range (list has {len(node)} items)", key=where
+        )
+    return int(part)
+
+
+def _list_item(node: list, part: str, where: str) -> Any:
+    return node[_list_index(node, part, where)]
+
+
+# ----------------------------------------------------------------------------- fields
+
+
+def _field(default: Any = dataclasses.MISSING, *, factory: Any = None, doc: str = "",
+           ge: float | None = None, gt: float | None = None, lt: float | None = None,
+           le: float | None = None, choices: Any = None) -> Any:
+    """A dataclass field with validation metadata (range bounds, choices)."""
+    meta = {"doc": doc, "ge": ge, "gt": gt, "lt": lt, "le": le, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _range_text(m: Mapping[str, Any]) -> str:
+    lo = f"[{m['ge']}" if m["ge"] is not None else f"({m['gt']}" if m["gt"] is not None else None
+    hi = f"{m['le']}]" if m["le"] is not None else f"{m['lt']})" if m["lt"] is not None else None
+    if lo and hi:
+        return f"in {lo}, {hi}"
+    if lo:
+        return f">= {m['ge']}" if m["ge"] is not None else f"> {m['gt']}"
+    return f"<= {m['le']}" if m["le"] is not None else f"< {m['lt']}"
+
+
+def _in_range(v: float, m: Mapping[str, Any]) -> bool:
+    return (
+        (m["ge"] is None or v >= m["ge"]) and (m["gt"] is None or v > m["gt"])
+        and (m["lt"] is None or v < m["lt"]) and (m["le"] is None or v <= m["le"])
+    )
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is tuple:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict or tp is dict:
+        return "mapping"
+    if dataclasses.is_dataclass(tp):
+        return "mapping"
+    return {int: "int", float: "number", bool: "bool (true/false)", str: "string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against type ``tp`` (ints accepted for floats, lists for tuples)."""
+    origin = typing.get_origin(tp)
+    bad = ConfigError(
+        f"expected {_type_name(tp)}, got {type(value).__name__} {value!r}", key=key
+    )
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            if type(None) in typing.get_args(tp):
+                return None
+            raise bad
+        for a in args:
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                if e.key != key:  # the type matched; a value inside it is wrong
+                    raise
+        raise bad
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, int):
+            return int(value)
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        raise bad
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        return float(value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad
+        return dict(value)
+    if origin is tuple:
+        (item_tp, *_rest) = typing.get_args(tp)
+        if isinstance(value, list | tuple):
+            return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+        raise bad
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad
+        return _from_dict(tp, value, key)
+    raise TypeError(f"config field {key}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def _from_dict(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    """Builds dataclass ``cls`` from ``raw``: unknown keys, types, ranges and choices."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    dotted = (lambda k: f"{prefix}.{k}") if prefix else (lambda k: k)
+    for k in raw:
+        if k not in fields:
+            where = f"section '{prefix}'" if prefix else "the top level"
+            raise ConfigError(
+                f"unknown key{suggest(k, fields)}; valid keys in {where}: "
+                f"{', '.join(fields)}",
+                key=dotted(str(k)),
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        key = dotted(name)
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError("missing required key", key=key)
+            continue
+        v = _coerce(raw[name], hints[name], key)
+        m = f.metadata
+        if m and isinstance(v, int | float) and not isinstance(v, bool) and any(
+            m[b] is not None for b in ("ge", "gt", "lt", "le")
+        ):
+            if not _in_range(v, m):
+                raise ConfigError(f"must be {_range_text(m)}, got {v!r}", key=key)
+        if m and m.get("choices") is not None and v is not None:
+            choices = m["choices"]() if callable(m["choices"]) else m["choices"]
+            if v not in choices:
+                raise ConfigError(
+                    f"unknown value {v!r}{suggest(v, choices)}; allowed: "
+                    f"{', '.join(map(str, choices))}",
+                    key=key,
+                )
+        kwargs[name] = v
+    obj = cls(**kwargs)
+    check = getattr(obj, "_check", None)
+    if check is not None:
+        check(prefix)
+    return obj
+
+
+# ----------------------------------------------------------------------------- choices
+
+
+def _optimizers() -> list[str]:
+    from nnkit import optim
+
+    return sorted(optim.OPTIMIZERS)
+
+
+def _losses() -> list[str]:
+    from nnkit import losses
+
+    return sorted(losses.LOSSES)
+
+
+def _datasets() -> list[str]:
+    from nnkit import data
+
+    return list(data.available())
+
+
+def _grad_modes() -> tuple[str, ...]:
+    from nnkit.train.step import GRAD_MODES
+
+    return GRAD_MODES
+
+
+AUGMENTATIONS = ("random_translate", "random_rotate", "random_flip_lr", "random_crop",
+                 "gaussian_noise")
+"""Names allowed in ``data.augmentation`` (functions of :mod:`nnkit.data.augment`)."""
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``data`` section: which data set, how it is split, batched and preprocessed.
+
+    ``split`` gives (train, val, test) fractions summing to 1 (1 to 3 entries; a missing or
+    zero part is absent). A data set with an official test split uses it as the test part
+    when the test fraction is missing or 0. ``standardize`` fits per-feature mean/std on
+    the training part only.
+    """
+
+    dataset: str = _field(choices=_datasets)
+    options: dict[str, Any] = _field(factory=dict)
+    split: tuple[float, ...] = _field((0.8, 0.1, 0.1))
+    stratify: bool = _field(True)
+    split_seed: int = _field(0, ge=0)
+    batch_size: int = _field(32, ge=1)
+    eval_batch_size: int = _field(1024, ge=1)
+    standardize: bool = _field(False)
+    augmentation: tuple[dict[str, Any], ...] = _field(())
+
+    def _check(self, prefix: str) -> None:
+        if not 1 <= len(self.split) <= 3:
+            raise ConfigError(
+                f"needs 1 to 3 fractions (train, val, test), got {len(self.split)}",
+                key=f"{prefix}.split",
+            )
+        if any(f < 0 for f in self.split) or abs(sum(self.split) - 1.0) > 1e-6:
+            raise ConfigError(
+                f"fractions must be >= 0 and sum to 1, got {list(self.split)} "
+                f"(sum {sum(self.split):g})",
+                key=f"{prefix}.split",
+            )
+        if self.split[0] <= 0:
+            raise ConfigError("the train fraction must be > 0", key=f"{prefix}.split")
+        for i, aug in enumerate(self.augmentation):
+            key = f"{prefix}.augmentation[{i}]"
+            name = aug.get("name")
+            if name not in AUGMENTATIONS:
+                raise ConfigError(
+                    f"unknown augmentation {name!r}{suggest(name, AUGMENTATIONS)}; "
+                    f"allowed: {', '.join(AUGMENTATIONS)}",
+                    key=f"{key}.name",
+                )
+            _check_kwargs(_augment_fn(name), {k: v for k, v in aug.items() if k != "name"},
+                          key, skip=("key", "img", "x"))
+
+
+def _augment_fn(name: str) -> Any:
+    from nnkit.data import augment
+
+    return getattr(augment, name)
+
+
+def _check_kwargs(fn: Any, kwargs: Mapping[str, Any], key: str, *,
+                  skip: Sequence[str] = (), require: bool = True) -> None:
+    """Unknown (with a suggestion) or missing keyword arguments of ``fn`` -> ConfigError."""
+    sig = inspect.signature(fn)
+    params = {n: p for n, p in sig.parameters.items() if n not in skip}
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    names = [n for n, p in params.items() if p.kind is not p.VAR_POSITIONAL]
+    for k in kwargs:
+        if k not in names:
+            raise ConfigError(
+                f"unknown argument{suggest(k, names)}; arguments: {', '.join(names)}",
+                key=f"{key}.{k}",
+            )
+    if require:
+        missing = [n for n, p in params.items() if p.default is p.empty
+                   and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in kwargs]
+        if missing:
+            raise ConfigError(f"missing argument(s): {', '.join(missing)}", key=key)
+
+
+@dataclass(frozen=True)
+class PlateauConfig:
+    """``optimizer.plateau``: reduce-on-plateau (see :class:`nnkit.optim.Plateau`)."""
+
+    monitor: str = _field("val_loss")
+    mode: str = _field("min", choices=("min", "max"))
+    patience: int = _field(3, ge=1)
+    factor: float = _field(0.1, gt=0.0, lt=1.0)
+    min_delta: float = _field(0.0, ge=0.0)
+    cooldown: int = _field(0, ge=0)
+    min_scale: float = _field(0.0, ge=0.0)
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """``optimizer`` section -> :func:`nnkit.optim.make` (+ :func:`nnkit.optim.schedule`).
+
+    ``schedule`` is ``{name: <schedule>, ...its arguments}``; its ``learning_rate`` (or
+    ``max_lr`` for ``one_cycle``) defaults to ``lr``, and a step count given as ``auto``
+    means all optimizer steps of the run (``epochs * (n_train // batch_size) //
+    accumulate``). ``options`` go to the Optax factory (``b1``, ``momentum``, ...).
+    """
+
+    name: str = _field("adam", choices=_optimizers)
+    lr: float = _field(1e-3, gt=0.0)
+    schedule: dict[str, Any] | None = _field(None)
+    weight_decay: float = _field(0.0, ge=0.0)
+    clip_norm: float | None = _field(None, gt=0.0)
+    accumulate: int = _field(1, ge=1)
+    plateau: PlateauConfig | None = _field(None)
+    options: dict[str, Any] = _field(factory=dict)
+
+    def _check(self, prefix: str) -> None:
+        from nnkit import optim
+
+        factory = optim.OPTIMIZERS[self.name][0]
+        if self.name in ("sgd",):
+            import optax
+
+            factory = optax.sgd
+        _check_kwargs(factory, self.options, f"{prefix}.options",
+                      skip=("learning_rate",), require=False)
+        if self.schedule is not None:
+            key = f"{prefix}.schedule"
+            name = self.schedule.get("name")
+            if name not in optim.SCHEDULES:
+                raise ConfigError(
+                    f"unknown schedule {name!r}{suggest(name, optim.SCHEDULES)}; allowed: "
+                    f"{', '.join(sorted(optim.SCHEDULES))}",
+                    key=f"{key}.name",
+                )
+            args = {k: v for k, v in self.schedule.items() if k != "name"}
+            fn = optim.SCHEDULES[name]
+            _check_kwargs(fn, {**_schedule_defaults(fn, self.lr), **args}, key)
+            for k, v in args.items():
+                if v == "auto" and not k.endswith("steps"):
+                    raise ConfigError("'auto' is only allowed for *_steps arguments",
+                                      key=f"{key}.{k}")
+
+
+def _schedule_defaults(fn: Any, lr: float) -> dict[str, float]:
+    params = inspect.signature(fn).parameters
+    for name in ("learning_rate", "max_lr"):
+        if name in params:
+            return {name: lr}
+    return {}
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """``training.early_stopping`` (see :class:`nnkit.train.EarlyStopping`)."""
+
+    monitor: str = _field("val_loss")
+    mode: str | None = _field(None, choices=("min", "max"))
+    patience: int = _field(5, ge=1)
+    min_delta: float = _field(0.0, ge=0.0)
+    restore_best: bool = _field(True)
+
+    @property
+    def resolved_mode(self) -> str:
+        """``mode``, or ``"min"`` for losses/errors and ``"max"`` otherwise."""
+        if self.mode is not None:
+            return self.mode
+        return "min" if _lower_is_better(self.monitor) else "max"
+
+
+def _lower_is_better(monitor: str) -> bool:
+    return any(s in monitor for s in ("loss", "mse", "mae", "rmse", "error"))
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """``training`` section -> the arguments of :func:`nnkit.train.fit`."""
+
+    epochs: int = _field(10, ge=1)
+    early_stopping: EarlyStoppingConfig | None = _field(None)
+    grad_mode: str = _field("batch", choices=_grad_modes)
+    microbatches: int = _field(1, ge=1)
+    l1: float = _field(0.0, ge=0.0)
+    l2: float = _field(0.0, ge=0.0)
+    mode: str = _field("auto", choices=("auto", "scan", "step"))
+
+    def _check(self, prefix: str) -> None:
+        if self.microbatches > 1 and self.grad_mode != "accumulate":
+            raise ConfigError("microbatches > 1 needs grad_mode: accumulate",
+                              key=f"{prefix}.microbatches")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """``logging`` section: what the run directory gets besides metrics and summary."""
+
+    tensorboard: bool = _field(True)
+    checkpoint_keep: int = _field(3, ge=1)
+    plots: bool = _field(True)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run configuration (see the module docstring for the layout).
+
+    ``model`` is the model spec for :func:`nnkit.models.build`, validated on load.
+    ``parallel`` is passed through untouched (for the data-parallel runner).
+    """
+
+    model: dict[str, Any] = _field()
+    data: DataConfig = _field()
+    optimizer: OptimizerConfig = _field(factory=OptimizerConfig)
+    training: TrainingConfig = _field(factory=TrainingConfig)
+    loss: str = _field("cross_entropy", choices=_losses)
+    metrics: tuple[str, ...] = _field(("accuracy",))
+    seed: int = _field(0, ge=0)
+    logging: LoggingConfig = _field(factory=LoggingConfig)
+    parallel: dict[str, Any] = _field(factory=dict)
+
+    def _check(self, prefix: str) -> None:
+        from nnkit import metrics as M
+        from nnkit import models
+
+        for i, m in enumerate(self.metrics):
+            try:
+                M.get(m)
+            except (ValueError, KeyError, TypeError):
+                known = list(M.METRICS) + ["top_5_accuracy"]
+                raise ConfigError(f"unknown metric {m!r}{suggest(m, known)}; known: "
+                                  f"{', '.join(known)}", key=f"metrics[{i}]") from None
+        logged = ["train_loss", "val_loss"] + [f"{p}_{m}" for p in ("train", "val")
+                                               for m in self.metrics]
+        monitors = []
+        if self.training.early_stopping is not None:
+            monitors.append(("training.early_stopping.monitor",
+                             self.training.early_stopping.monitor))
+        if self.optimizer.plateau is not None:
+            monitors.append(("optimizer.plateau.monitor", self.optimizer.plateau.monitor))
+        for key, mon in monitors:
+            if mon not in logged:
+                raise ConfigError(f"{mon!r} is not logged{suggest(mon, logged)}; logged: "
+                                  f"{', '.join(logged)}", key=key)
+        models.validate(self.model, key="model")
+
+
+# ----------------------------------------------------------------------------- API
+
+
+def parse_config(raw: Mapping[str, Any], *, file: str | None = None,
+                 overrides: Sequence[str] = ()) -> Config:
+    """A validated :class:`Config` from a mapping (as read by :func:`read_yaml`).
+
+    ``overrides`` (``"a.b=value"``) are applied first; an error in an overridden key says
+    ``--set``, other errors name ``file``.
+
+    Raises:
+      ConfigError: unknown key (with the closest valid one), wrong type, out-of-range value.
+    """
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"expected a mapping, got {type(raw).__name__}", file=file)
+    raw = apply_overrides(dict(raw), overrides) if overrides else dict(raw)
+    set_keys = [o.split("=", 1)[0].strip() for o in overrides]
+    try:
+        return _from_dict(Config, raw, "")
+    except ConfigError as e:
+        from_set = e.key is not None and any(
+            e.key == k or e.key.startswith(k + ".") or e.key.startswith(k + "[")
+            or k.startswith(e.key + ".") for k in set_keys
+        )
+        raise e.with_file("--set" if from_set else file) from None
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Reads and validates YAML config ``path`` with ``--set`` style ``overrides``."""
+    return parse_config(read_yaml(path), file=str(path), overrides=overrides)
+
+
+def _plain(v: Any) -> Any:
+    if dataclasses.is_dataclass(v):
+        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, tuple | list):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dicts/lists of a config (every default filled in)."""
+    return _plain(cfg)
+
+
+def dump_config(cfg: Config | Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> str:
+    """YAML text of a fully resolved config (``extra`` sections appended, e.g. ``run``)."""
+    d = config_to_dict(cfg) if isinstance(cfg, Config) else dict(cfg)
+    if extra:
+        d = {**d, **extra}
+    return yaml.safe_dump(d, sort_keys=False, default_flow_style=None, width=100)

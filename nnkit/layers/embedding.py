@@ -1,0 +1,43 @@
+"""Embedding lookup: :func:`Embedding`."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from nnkit import initializers as inits
+from nnkit.core import Layer, layer
+
+__all__ = ["Embedding"]
+
+
+def Embedding(
+    vocab_size: int,
+    features: int,
+    *,
+    embedding_init=None,
+    name: str | None = None,
+) -> Layer:
+    """``y[..., :] = table[ids[...], :]``: integer ids of any shape -> ``(*ids.shape, features)``.
+
+    Params: ``{"table": (vocab_size, features)}``, default init ``N(0, 1)`` (as PyTorch).
+    Equivalent to ``one_hot(ids) @ table``, so the gradient wrt ``table`` scatter-adds the
+    upstream gradient into the looked-up rows (repeated ids accumulate). Out-of-range ids give
+    NaN rows (``jnp.take(..., mode="fill")``) rather than a silently clamped row.
+    """
+    who = name or "embedding"
+    for what, v in (("vocab_size", vocab_size), ("features", features)):
+        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+            raise ValueError(f"{who}: {what} must be a positive int, got {v!r}")
+
+    def init(key, input_shape):
+        table = inits.get(embedding_init or inits.normal(1.0))(key, (vocab_size, features))
+        return (*input_shape, features), {"table": table}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.integer):
+            raise TypeError(f"{who}: expected integer token ids, got dtype {x.dtype}")
+        return jnp.take(params["table"], x, axis=0, mode="fill", fill_value=jnp.nan), {}
+
+    return layer("embedding", init, apply, name=name, meta={"vocab_size": vocab_size,
+                                                             "features": features})

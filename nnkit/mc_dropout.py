@@ -1,0 +1,94 @@
+"""Monte-Carlo dropout (Gal & Ghahramani 2016): predictive mean and spread from dropout masks.
+
+``mc_predict`` runs the model ``num_samples`` times in training mode with independent keys
+(vectorised with ``jax.vmap`` over the keys, one trace) and returns the mean and standard
+deviation of the outputs over the samples.
+
+Limitation: the contract has one ``train`` flag for the whole model, so *every* layer runs in
+training mode. Dropout-like layers then sample masks (what we want), but ``BatchNorm``
+normalises with the statistics of the batch given to ``mc_predict`` instead of its running
+averages: predictions then depend on the other examples in ``x`` and differ from eval
+predictions even with dropout off. :func:`mc_predict` warns when the model contains a batch
+norm layer; for such models build a copy with the normalisation folded into a Dense/affine
+layer, or accept the batch-statistics behaviour (with large, representative batches).
+The returned state is discarded, so running statistics are never updated.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nnkit.core import Layer, Params, State
+
+__all__ = ["mc_predict"]
+
+_NORM_KINDS = ("batchnorm", "batch_norm", "bn")
+
+
+def _as_key(key) -> jax.Array:
+    """An int seed, a ``jax.random.key`` or a legacy ``PRNGKey`` as a usable key."""
+    if isinstance(key, int | np.integer):
+        return jax.random.key(int(key))
+    if key is None:
+        raise ValueError("a key is required (an int seed or a jax.random.key)")
+    return key
+
+
+def _batchnorm_paths(model: Layer, prefix: str = "") -> list[str]:
+    path = prefix.rstrip("/") or model.name or model.kind
+    found = [path] if model.kind.lower().replace("-", "_") in _NORM_KINDS else []
+    for n, child in model.children:
+        found += _batchnorm_paths(child, f"{prefix}{n}/")
+    return found
+
+
+def mc_predict(
+    model: Layer,
+    params: Params,
+    state: State,
+    x: jax.Array,
+    *,
+    key,
+    num_samples: int = 20,
+    transform: Callable[[jax.Array], jax.Array] | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Monte-Carlo dropout prediction: ``(mean, std)`` of ``num_samples`` stochastic passes.
+
+    Sample ``s`` is ``t(apply(params, state, x, key=k_s, train=True)[0])`` with
+    ``k_1..k_S = split(key, S)`` and ``t = transform`` (identity by default; pass
+    ``jax.nn.softmax`` to average class *probabilities* instead of logits). Returns
+    ``mean = (1/S) sum_s y_s`` and the population ``std = sqrt((1/S) sum_s (y_s - mean)^2)``,
+    both of the output's shape ``(batch, ...)``. A model without stochastic layers gives
+    ``std == 0`` exactly and ``mean`` equal to the train-mode output.
+
+    Jit-compatible (``num_samples`` and ``transform`` must be static). See the module
+    docstring for the BatchNorm limitation (a ``UserWarning`` is raised for such models).
+    """
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"mc_predict: num_samples must be a positive int, got {num_samples!r}")
+    norms = _batchnorm_paths(model)
+    if norms:
+        warnings.warn(
+            f"mc_predict: {', '.join(norms)} will normalise with the statistics of this batch "
+            "(train=True applies to every layer), not with its running averages",
+            UserWarning,
+            stacklevel=2,
+        )
+    keys = jax.random.split(_as_key(key), num_samples)
+    t = transform if transform is not None else (lambda y: y)
+
+    def one(k):
+        y, _ = model.apply(params, state, x, key=k, train=True)
+        return t(y)
+
+    ys = jax.vmap(one)(keys)  # (S, batch, ...)
+    # Shift by the first sample: identical samples give exactly std 0 and mean == sample.
+    d = ys - ys[0]
+    mean_d = jnp.mean(d, axis=0)
+    std = jnp.sqrt(jnp.mean(jnp.square(d - mean_d), axis=0))
+    return ys[0] + mean_d, std

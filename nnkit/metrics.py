@@ -1,0 +1,243 @@
+"""Evaluation metrics: pure, jittable ``jnp`` functions returning scalars (or small arrays).
+
+Classification metrics accept model outputs directly: ``(B, C)`` logits or probabilities
+(class = argmax; ties go to the lowest index), or ``(B, 1)`` single-logit binary outputs
+(class 1 where the logit ``> threshold``, default 0, i.e. probability > 0.5). Labels are
+integer class ids ``(B,)`` or one-hot ``(B, C)``. ``num_classes`` arguments are static
+Python ints.
+
+:func:`get` maps config names to functions ``metric(predictions, targets) -> scalar``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+MetricFn = Callable[..., Array]
+
+__all__ = [
+    "accuracy",
+    "top_k_accuracy",
+    "confusion_matrix",
+    "precision_recall_f1",
+    "macro_f1",
+    "mae",
+    "mse",
+    "rmse",
+    "r2_score",
+    "METRICS",
+    "get",
+]
+
+
+def _class_ids(labels: Any, batch_shape: tuple[int, ...] | None = None) -> Array:
+    """Integer labels ``(B,)`` as-is; one-hot ``(B, C)`` -> argmax; ``(B, 1)`` -> squeeze."""
+    y = jnp.asarray(labels)
+    if batch_shape is not None and y.shape == (*batch_shape, 1):
+        y = y[..., 0]
+    elif batch_shape is not None and y.ndim == len(batch_shape) + 1:
+        y = jnp.argmax(y, axis=-1)
+    elif batch_shape is not None and y.shape != batch_shape:
+        raise ValueError(
+            f"labels shape {y.shape} fits neither class ids {batch_shape} nor one-hot "
+            f"{(*batch_shape, 'C')}"
+        )
+    return y.astype(jnp.int32)
+
+
+def _predicted(predictions: Any, threshold: float = 0.0) -> Array:
+    """Predicted class ids from logits/probabilities ``(B, C)``, ``(B, 1)``, or ids ``(B,)``."""
+    p = jnp.asarray(predictions)
+    if p.ndim >= 2 and p.shape[-1] == 1:
+        return (p[..., 0] > threshold).astype(jnp.int32)
+    if p.ndim >= 2:
+        return jnp.argmax(p, axis=-1).astype(jnp.int32)
+    if p.ndim == 1 and jnp.issubdtype(p.dtype, jnp.integer):
+        return p.astype(jnp.int32)
+    raise ValueError(
+        f"predictions of shape {p.shape} and dtype {p.dtype} are ambiguous: pass scores "
+        "(B, C), a single logit per example (B, 1), or integer class ids (B,)"
+    )
+
+
+def accuracy(logits_or_probs: Any, labels: Any, *, threshold: float = 0.0) -> Array:
+    """Fraction of examples whose predicted class equals the label: ``mean(pred == y)``.
+
+    ``(B, C)`` scores -> argmax; ``(B, 1)`` -> binary, class 1 where the score is
+    ``> threshold`` (0 for logits; pass ``threshold=0.5`` for sigmoid probabilities);
+    integer ``(B,)`` -> already class ids. Labels: ids ``(B,)`` / ``(B, 1)`` or one-hot.
+    """
+    pred = _predicted(logits_or_probs, threshold)
+    y = _class_ids(labels, pred.shape)
+    return jnp.mean((pred == y).astype(jnp.float32))
+
+
+def top_k_accuracy(logits: Any, labels: Any, k: int = 5) -> Array:
+    """Fraction of examples whose label is among the ``k`` highest scores of ``(B, C)``.
+
+    Ties are broken towards the lower class index (as ``argmax``), so ``k=1`` equals
+    :func:`accuracy`.
+    """
+    z = jnp.asarray(logits)
+    if z.ndim < 2 or not 1 <= k <= z.shape[-1]:
+        raise ValueError(f"top_k_accuracy: need scores (B, C) with 1 <= k <= C, got "
+                         f"shape {z.shape} and k={k}")
+    y = _class_ids(labels, z.shape[:-1])
+    _, idx = jax.lax.top_k(z, k)
+    return jnp.mean(jnp.any(idx == y[..., None], axis=-1).astype(jnp.float32))
+
+
+def confusion_matrix(preds_or_logits: Any, labels: Any, num_classes: int) -> Array:
+    """``(K, K)`` int32 counts: entry ``[i, j]`` = examples of true class ``i`` predicted ``j``.
+
+    Rows are true classes, columns predictions. Computed as ``onehot(y)^T @ onehot(pred)``
+    (jittable, no scatter). Predictions: class ids ``(B,)``, scores ``(B, K)`` (argmax) or
+    a single logit ``(B, 1)`` (threshold 0). Ids outside ``[0, K)`` are not counted.
+    """
+    pred = _predicted(preds_or_logits)
+    y = _class_ids(labels, pred.shape)
+    oy = jax.nn.one_hot(y.reshape(-1), num_classes, dtype=jnp.int32)
+    op = jax.nn.one_hot(pred.reshape(-1), num_classes, dtype=jnp.int32)
+    return oy.T @ op
+
+
+def precision_recall_f1(
+    labels: Any, preds: Any, num_classes: int, average: str | None = "macro"
+) -> tuple[Array, Array, Array]:
+    """Precision, recall and F1 from the confusion matrix (note: *labels first*).
+
+    Per class ``c``: ``P_c = TP / (TP + FP)``, ``R_c = TP / (TP + FN)``,
+    ``F1_c = 2 P_c R_c / (P_c + R_c)``; a class never predicted has ``P_c = 0``, a class
+    with no examples ``R_c = 0``, and ``F1_c = 0`` when ``P_c + R_c = 0``.
+
+    Args:
+      labels: integer ids ``(B,)`` or one-hot ``(B, K)``.
+      preds: class ids ``(B,)``, scores ``(B, K)`` or a single logit ``(B, 1)``.
+      num_classes: ``K`` (static).
+      average: ``"macro"``: unweighted mean of the per-class values over the classes that
+        occur in ``labels`` or ``preds`` (as scikit-learn; F1 is the mean of ``F1_c``, not
+        the F1 of the means); ``"micro"``: from the pooled counts (all three equal accuracy
+        for single-label data); ``None`` / ``"none"``: per-class arrays ``(K,)``.
+
+    Returns:
+      ``(precision, recall, f1)``: scalars, or ``(K,)`` arrays for ``average=None``.
+    """
+    cm = confusion_matrix(preds, labels, num_classes).astype(jnp.float32)
+    tp = jnp.diag(cm)
+    predicted = cm.sum(axis=0)
+    support = cm.sum(axis=1)
+    if average == "micro":
+        total = jnp.maximum(cm.sum(), 1.0)
+        acc = tp.sum() / total
+        return acc, acc, acc
+    precision = jnp.where(predicted > 0, tp / jnp.maximum(predicted, 1.0), 0.0)
+    recall = jnp.where(support > 0, tp / jnp.maximum(support, 1.0), 0.0)
+    denom = precision + recall
+    f1 = jnp.where(denom > 0, 2 * precision * recall / jnp.where(denom > 0, denom, 1.0), 0.0)
+    if average is None or average == "none":
+        return precision, recall, f1
+    if average != "macro":
+        raise ValueError(f"unknown average {average!r}; known: 'macro', 'micro', None")
+    present = ((support + predicted) > 0).astype(jnp.float32)
+    n = jnp.maximum(present.sum(), 1.0)
+    return (precision * present).sum() / n, (recall * present).sum() / n, (f1 * present).sum() / n
+
+
+def macro_f1(logits: Any, labels: Any) -> Array:
+    """Macro-averaged F1 of ``(B, C)`` scores against labels, ``C`` from the scores' shape."""
+    z = jnp.asarray(logits)
+    num_classes = 2 if z.shape[-1] == 1 else z.shape[-1]
+    return precision_recall_f1(labels, z, num_classes, "macro")[2]
+
+
+def _regression_pair(fn: str, predictions: Any, targets: Any) -> tuple[Array, Array]:
+    p = jnp.asarray(predictions, jnp.float32)
+    t = jnp.asarray(targets, jnp.float32)
+    if p.shape != t.shape:
+        if p.shape == (*t.shape, 1):
+            p = p[..., 0]
+        elif t.shape == (*p.shape, 1):
+            t = t[..., 0]
+        else:
+            raise ValueError(f"{fn}: predictions shape {p.shape} != targets shape {t.shape}")
+    return p, t
+
+
+def mae(predictions: Any, targets: Any) -> Array:
+    """Mean absolute error over all elements: ``mean |p - t|``."""
+    p, t = _regression_pair("mae", predictions, targets)
+    return jnp.mean(jnp.abs(p - t))
+
+
+def mse(predictions: Any, targets: Any) -> Array:
+    """Mean squared error over all elements: ``mean (p - t)^2`` (no 1/2)."""
+    p, t = _regression_pair("mse", predictions, targets)
+    return jnp.mean(jnp.square(p - t))
+
+
+def rmse(predictions: Any, targets: Any) -> Array:
+    """Root mean squared error: ``sqrt(mse)``, in the targets' units."""
+    return jnp.sqrt(mse(predictions, targets))
+
+
+def r2_score(predictions: Any, targets: Any) -> Array:
+    """Coefficient of determination ``R^2 = 1 - SS_res / SS_tot``.
+
+    ``SS_res = sum_i (t_i - p_i)^2``, ``SS_tot = sum_i (t_i - mean(t))^2`` over the batch
+    axis, per output column for ``(B, D)``, then averaged over columns. A constant target
+    column (``SS_tot = 0``) scores 1 if predicted exactly, else 0 (as scikit-learn).
+    """
+    p, t = _regression_pair("r2_score", predictions, targets)
+    p = p.reshape(p.shape[0], -1)
+    t = t.reshape(t.shape[0], -1)
+    ss_res = jnp.sum(jnp.square(t - p), axis=0)
+    ss_tot = jnp.sum(jnp.square(t - jnp.mean(t, axis=0)), axis=0)
+    r2 = jnp.where(
+        ss_tot > 0,
+        1.0 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1.0),
+        jnp.where(ss_res == 0, 1.0, 0.0),
+    )
+    return jnp.mean(r2)
+
+
+METRICS: dict[str, MetricFn] = {
+    "accuracy": accuracy,
+    "macro_f1": macro_f1,
+    "mae": mae,
+    "mse": mse,
+    "rmse": rmse,
+    "r2": r2_score,
+    "r2_score": r2_score,
+}
+
+_TOP_K = re.compile(r"top_(\d+)_accuracy")
+
+
+def get(name_or_fn: str | MetricFn) -> MetricFn:
+    """A metric ``fn(predictions, targets) -> scalar`` by config name; callables pass through.
+
+    Names: those in :data:`METRICS` and ``"top_{k}_accuracy"`` (e.g. ``"top_5_accuracy"``).
+    """
+    if callable(name_or_fn):
+        return name_or_fn
+    if isinstance(name_or_fn, str):
+        if name_or_fn in METRICS:
+            return METRICS[name_or_fn]
+        m = _TOP_K.fullmatch(name_or_fn)
+        if m and int(m.group(1)) >= 1:
+            k = int(m.group(1))
+
+            def top_k(logits: Any, labels: Any) -> Array:
+                return top_k_accuracy(logits, labels, k)
+
+            top_k.__name__ = name_or_fn
+            return top_k
+    raise ValueError(
+        f"unknown metric {name_or_fn!r}; known: {sorted(METRICS) + ['top_{k}_accuracy']}"
+    )

@@ -1,0 +1,60 @@
+"""``nnkit eval``: a run directory's checkpoint evaluated on one of its data splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from nnkit.checkpoint import CheckpointManager
+from nnkit.run.prepare import initial_state, prepare_named
+from nnkit.run.rundir import RunError, read_run_config
+from nnkit.train.gradients import resolve_loss, resolve_metrics
+from nnkit.train.step import make_evaluator
+
+__all__ = ["evaluate_run", "default_checkpoint"]
+
+
+def default_checkpoint(cfg: Any) -> str:
+    """``"best"`` when early stopping restores the best epoch (what ``summary.json``'s test
+    metrics used), else ``"latest"``."""
+    es = cfg.training.early_stopping
+    return "best" if es is not None and es.restore_best else "latest"
+
+
+def evaluate_run(run_dir: str | Path, split: str = "test",
+                 checkpoint: str | None = None) -> dict[str, Any]:
+    """Metrics of a run's checkpoint on ``split`` (``train``, ``val`` or ``test``).
+
+    The data are rebuilt from the run's ``config.yaml`` (same split seed, standardisation
+    fitted on the same training split). Returns ``{"split", "checkpoint", "epoch", "n",
+    "loss", <metric>...}``.
+
+    Raises:
+      RunError: unknown split, a split the run does not have, or no such checkpoint.
+    """
+    if split not in ("train", "val", "test"):
+        raise RunError(f"unknown split {split!r}; use train, val or test")
+    run_dir = Path(run_dir)
+    cfg, _ = read_run_config(run_dir)
+    prep = prepare_named(cfg, str(run_dir / "config.yaml"))
+    data = {"train": prep.train, "val": prep.val, "test": prep.test}[split]
+    if data is None:
+        raise RunError(f"the run has no {split} split (data.split = {list(cfg.data.split)})")
+    which = checkpoint or default_checkpoint(prep.cfg)
+    manager = CheckpointManager(run_dir / "checkpoints")
+    if which == "best" and not manager.best_path.exists():
+        raise RunError(f"{manager.best_path} does not exist")
+    if which == "latest" and manager.latest_path() is None:
+        raise RunError(f"{run_dir} has no checkpoints")
+    ts, meta = manager.restore(jax.eval_shape(lambda: initial_state(prep)), which)
+    x, y = data
+    n = int(x.shape[0])
+    ev = jax.jit(make_evaluator(prep.model, resolve_loss(prep.cfg.loss),
+                                resolve_metrics(prep.cfg.metrics), n,
+                                prep.cfg.data.eval_batch_size))
+    out = jax.device_get(ev(ts.params, ts.state, x, y))
+    return {"split": split, "checkpoint": which, "epoch": meta.get("epoch"), "n": n,
+            **{k: float(np.asarray(v)) for k, v in out.items()}}

@@ -1,0 +1,231 @@
+"""Config -> everything a run needs (model, data splits, optimizer), validated up front.
+
+:func:`prepare` does all the checks that can fail on user input (data set options, data
+files, model vs data shapes, batch size vs data size, schedule arguments) BEFORE a run
+directory exists, turning them into :class:`nnkit.config.ConfigError` where a config key is
+at fault.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+from nnkit import models, optim
+from nnkit.config import AUGMENTATIONS, Config, ConfigError
+from nnkit.core import Layer, ShapeError
+from nnkit.train import EarlyStopping, Plateau, TrainState, create_train_state
+from nnkit.train.early_stopping import early_stopping_init
+from nnkit.train.gradients import resolve_loss
+from nnkit.train.inputs import check_data
+
+__all__ = ["Prepared", "prepare", "prepare_named", "initial_state", "monitor_of"]
+
+XY = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated run: the model, data splits (host NumPy arrays) and training objects.
+
+    Attributes:
+      cfg: the config, with the model's output width filled in from the data.
+      model: the :class:`nnkit.Layer`.
+      input_shape: per-example input shape (no batch dim).
+      train, val, test: ``(x, y)`` splits (``val``/``test`` ``None`` when absent); x is
+        standardised with train statistics when ``data.standardize``.
+      num_classes: classes of a classification set, else ``None``.
+      task: ``"classification"``, ``"regression"`` or ``"sequence"``.
+      optimizer: the Optax transformation from :func:`nnkit.optim.make`.
+      early_stopping, plateau: fit's settings or ``None``.
+      augment: ``augment(key, x) -> x`` or ``None``.
+      steps_per_epoch: ``n_train // batch_size``.
+    """
+
+    cfg: Config
+    model: Layer
+    input_shape: tuple[int, ...]
+    train: XY
+    val: XY | None
+    test: XY | None
+    num_classes: int | None
+    task: str
+    optimizer: optax.GradientTransformation
+    early_stopping: EarlyStopping | None
+    plateau: Plateau | None
+    augment: Callable | None
+    steps_per_epoch: int
+
+
+def _load_data(cfg: Config) -> Any:
+    from nnkit import data
+
+    try:
+        return data.load(cfg.data.dataset, **cfg.data.options)
+    except TypeError as e:
+        raise ConfigError(str(e), key="data.options") from None
+
+
+def _split(cfg: Config, ds: Any) -> tuple[XY, XY | None, XY | None]:
+    from nnkit.data import split_indices, standardize
+
+    fr = list(cfg.data.split) + [0.0] * (3 - len(cfg.data.split))
+    strat = (cfg.data.stratify and ds.task == "classification"
+             and np.ndim(ds.y) == 1 and np.issubdtype(np.asarray(ds.y).dtype, np.integer))
+    idx = split_indices(ds.y if strat else int(ds.x.shape[0]), fr, cfg.data.split_seed, strat)
+    parts: list[XY | None] = [
+        (ds.x[i], ds.y[i]) if len(i) else None for i in idx
+    ]
+    train, val, test = parts
+    if test is None and fr[2] == 0 and ds.x_test is not None:
+        test = (ds.x_test, ds.y_test)
+    if cfg.data.standardize:
+        if not np.issubdtype(np.asarray(train[0]).dtype, np.floating):
+            raise ConfigError(f"cannot standardize {np.asarray(train[0]).dtype} inputs "
+                              "(token ids?)", key="data.standardize")
+        others = [p[0] for p in (val, test) if p is not None]
+        (xt, *rest), _ = standardize(train[0], *others)
+        it = iter(rest)
+        train = (xt, train[1])
+        val = None if val is None else (next(it), val[1])
+        test = None if test is None else (next(it), test[1])
+    return train, val, test
+
+
+def _schedule(cfg: Config, total_steps: int) -> Any:
+    spec = cfg.optimizer.schedule
+    if spec is None:
+        return cfg.optimizer.lr
+    import inspect
+
+    name = spec["name"]
+    fn = optim.SCHEDULES[name]
+    kwargs = {k: v for k, v in spec.items() if k != "name"}
+    params = inspect.signature(fn).parameters
+    for lr_arg in ("learning_rate", "max_lr"):
+        if lr_arg in params and lr_arg not in kwargs:
+            kwargs[lr_arg] = cfg.optimizer.lr
+            break
+    for k, v in kwargs.items():
+        if v == "auto":
+            kwargs[k] = max(int(total_steps), 1)
+    try:
+        return optim.schedule(name, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e), key="optimizer.schedule") from None
+
+
+def _augment(cfg: Config, input_shape: tuple[int, ...]) -> Callable | None:
+    if not cfg.data.augmentation:
+        return None
+    from nnkit.data import augment as aug
+
+    fns = []
+    for i, spec in enumerate(cfg.data.augmentation):
+        name = spec["name"]
+        assert name in AUGMENTATIONS
+        if name != "gaussian_noise" and len(input_shape) != 3:
+            raise ConfigError(
+                f"{name} needs (H, W, C) image inputs, the data have {input_shape}",
+                key=f"data.augmentation[{i}]",
+            )
+        kwargs = {k: v for k, v in spec.items() if k != "name"}
+        fns.append(functools.partial(getattr(aug, name), **kwargs))
+
+    def augment(key: jax.Array, x: jax.Array) -> jax.Array:
+        return aug.augment_batch(key, x, fns)
+
+    return augment
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Loads and splits the data, builds the model and optimizer, and checks they fit.
+
+    Raises:
+      ConfigError: a config value that does not fit the data (options, batch size, model
+        shapes, schedule arguments, augmentation on non-images).
+      FileNotFoundError, nnkit.data.DataFormatError: missing or corrupt data files.
+    """
+    ds = _load_data(cfg)
+    train, val, test = _split(cfg, ds)
+    n = int(train[0].shape[0])
+    if cfg.data.batch_size > n:
+        raise ConfigError(
+            f"must be <= the training split size {n}, got {cfg.data.batch_size}",
+            key="data.batch_size",
+        )
+    spec = models.with_output_size(cfg.model, ds.num_targets)
+    cfg = _replace_model(cfg, spec)
+    model = models.build(spec)
+    input_shape = tuple(int(d) for d in train[0].shape[1:])
+    try:
+        check_data(model, resolve_loss(cfg.loss), train, {"val": val, "test": test}, None)
+    except (ShapeError, ValueError) as e:
+        raise ConfigError(f"the model/loss do not fit the data {cfg.data.dataset!r} "
+                          f"(inputs {input_shape}): {e}", key="model") from None
+    steps = n // cfg.data.batch_size
+    total = cfg.training.epochs * steps // cfg.optimizer.accumulate
+    try:
+        optimizer = optim.make(
+            cfg.optimizer.name, _schedule(cfg, total), weight_decay=cfg.optimizer.weight_decay,
+            clip_norm=cfg.optimizer.clip_norm, accumulate=cfg.optimizer.accumulate,
+            **cfg.optimizer.options,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e), key="optimizer") from None
+    es = None
+    if (c := cfg.training.early_stopping) is not None:
+        es = EarlyStopping(c.monitor, c.resolved_mode, c.patience, c.min_delta, c.restore_best)
+    plateau = None
+    if (p := cfg.optimizer.plateau) is not None:
+        plateau = Plateau(p.monitor, p.mode, p.patience, p.factor, p.min_delta, p.cooldown,
+                          p.min_scale)
+    for what, mon in (("training.early_stopping.monitor", es and es.monitor),
+                      ("optimizer.plateau.monitor", plateau and plateau.monitor)):
+        if mon and mon.startswith("val_") and val is None:
+            raise ConfigError(f"monitors {mon!r} but there is no validation split "
+                              "(data.split needs a val fraction)", key=what)
+    return Prepared(
+        cfg=cfg, model=model, input_shape=input_shape, train=train, val=val, test=test,
+        num_classes=ds.num_classes, task=ds.task, optimizer=optimizer, early_stopping=es,
+        plateau=plateau, augment=_augment(cfg, input_shape), steps_per_epoch=steps,
+    )
+
+
+def prepare_named(cfg: Config, file: str | None) -> Prepared:
+    """:func:`prepare`, with ``file`` named in its ConfigErrors."""
+    try:
+        return prepare(cfg)
+    except ConfigError as e:
+        raise e.with_file(file) from None
+
+
+def _replace_model(cfg: Config, spec: dict[str, Any]) -> Config:
+    import dataclasses
+
+    return dataclasses.replace(cfg, model=spec)
+
+
+def initial_state(prep: Prepared) -> TrainState:
+    """The train state :func:`nnkit.train.fit` starts from (seed ``cfg.seed``), with the
+    early-stopping and plateau fields it adds: the structure a checkpoint restores into."""
+    ts = create_train_state(prep.model, prep.input_shape, prep.optimizer, prep.cfg.seed)
+    if prep.early_stopping is not None:
+        ts = early_stopping_init(prep.early_stopping, ts)
+    if prep.plateau is not None:
+        ts = ts._replace(plateau=optim.plateau_init(prep.plateau))
+    return ts
+
+
+def monitor_of(prep: Prepared) -> tuple[str, str]:
+    """``(key, mode)`` deciding the *best* checkpoint: the early-stopping monitor, else
+    ``val_loss`` (``train_loss`` without a validation split), lower is better."""
+    if prep.early_stopping is not None:
+        return prep.early_stopping.monitor, prep.early_stopping.mode
+    return ("val_loss" if prep.val is not None else "train_loss"), "min"

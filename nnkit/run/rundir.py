@@ -1,0 +1,214 @@
+"""The run directory layout and its small writers.
+
+::
+
+    runs/<config-stem>-<YYYYmmdd-HHMMSS>/
+      config.yaml      fully resolved config + a ``run`` section (versions, device, time)
+      metrics.jsonl    one JSON object per epoch (epoch, train_loss, ..., lr, grad_norm, seconds)
+      summary.json     best_epoch, epochs_run, test metrics, param_count, wall_seconds, status
+      checkpoints/     ckpt-<epoch>.npz (latest N) + best.npz   (nnkit.checkpoint)
+      plots/           history.png, lr.png, decision_boundary.png (2-D inputs)
+      tensorboard/     event files (tensorboardX), one scalar per log key per epoch
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nnkit.config import Config, ConfigError, dump_config, parse_config, read_yaml
+
+__all__ = [
+    "RunError",
+    "RUN_SECTION",
+    "new_run_dir",
+    "write_config",
+    "read_run_config",
+    "MetricsLog",
+    "write_json",
+    "read_json",
+    "environment",
+    "TensorBoard",
+]
+
+RUN_SECTION = "run"
+"""Top-level key of the metadata section nnkit writes into a run's ``config.yaml``."""
+
+
+class RunError(ValueError):
+    """A user-level problem with a run directory (missing, not a run, nothing to resume)."""
+
+
+def _timestamp() -> str:
+    return _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | None,
+                *, base: str | os.PathLike = "runs", suffix: str = "") -> Path:
+    """Creates the run directory: ``out`` if given (must not already hold a run), else
+    ``<base>/<config-stem><suffix>-<timestamp>`` (``-1``, ``-2``... appended on a clash)."""
+    if out is not None:
+        d = Path(out)
+        if (d / "config.yaml").exists():
+            raise RunError(f"{d} already holds a run; use --resume {d} or another --out")
+        if d.exists() and not d.is_dir():
+            raise RunError(f"--out {d} exists and is not a directory")
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+    stem = Path(config_path).stem if config_path else "run"
+    root = Path(base) / f"{stem}{suffix}-{_timestamp()}"
+    d, i = root, 0
+    while True:
+        try:
+            d.mkdir(parents=True, exist_ok=False)
+            return d
+        except FileExistsError:
+            i += 1
+            d = root.with_name(f"{root.name}-{i}")
+
+
+def environment() -> dict[str, Any]:
+    """Versions and device of this process, for the ``run`` section of ``config.yaml``."""
+    import jax
+
+    from nnkit import __version__
+
+    devs = jax.devices()
+    return {
+        "nnkit_version": __version__,
+        "jax_version": jax.__version__,
+        "python_version": platform.python_version(),
+        "device": f"{devs[0].platform}: {devs[0].device_kind}",
+        "device_count": len(devs),
+        "host": platform.node(),
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+
+
+def write_config(run_dir: Path, cfg: Config, extra: Mapping[str, Any]) -> Path:
+    """Writes ``config.yaml``: the resolved config plus ``run: extra``."""
+    from nnkit.checkpoint import atomic_write
+
+    text = dump_config(cfg, {RUN_SECTION: dict(extra)})
+    return atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode("utf-8")))
+
+
+def read_run_config(run_dir: str | os.PathLike,
+                    overrides: tuple[str, ...] | list[str] = ()) -> tuple[Config, dict]:
+    """``(config, run_section)`` from a run directory's ``config.yaml``."""
+    d = Path(run_dir)
+    if not d.is_dir():
+        raise RunError(f"run directory not found: {d}")
+    path = d / "config.yaml"
+    if not path.is_file():
+        raise RunError(f"{d} is not a run directory (no config.yaml)")
+    raw = read_yaml(path)
+    meta = raw.pop(RUN_SECTION, None) or {}
+    if not isinstance(meta, dict):
+        raise ConfigError("expected a mapping", key=RUN_SECTION, file=str(path))
+    return parse_config(raw, file=str(path), overrides=overrides), meta
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, Mapping):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
+
+
+def write_json(path: Path, obj: Mapping[str, Any]) -> Path:
+    """Writes ``obj`` as indented JSON atomically (non-finite floats as ``null``)."""
+    from nnkit.checkpoint import atomic_write
+
+    text = json.dumps(_finite(dict(obj)), indent=2) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path`` (``RunError`` naming the file if unreadable)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path}: cannot read JSON ({e})") from None
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one line per epoch, appended and flushed as training goes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def truncate_from(self, epoch: int) -> None:
+        """Drops lines of epochs ``>= epoch`` (epochs re-run after a resume)."""
+        rows = [r for r in self.read() if int(r["epoch"]) < epoch]
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        from nnkit.checkpoint import atomic_write
+
+        atomic_write(self.path, lambda f: f.write(text.encode("utf-8")))
+
+    def append(self, epoch: int, logs: Mapping[str, float]) -> dict[str, Any]:
+        """Appends ``{"epoch": epoch, **logs}`` (non-finite values as ``null``)."""
+        row = {"epoch": int(epoch), **{k: _finite(float(v)) for k, v in logs.items()
+                                       if k != "epoch"}}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+        return row
+
+    def read(self) -> list[dict[str, Any]]:
+        """All rows (a torn last line from a crash is skipped)."""
+        if not self.path.is_file():
+            return []
+        rows = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+        return rows
+
+    def history(self) -> dict[str, list[float]]:
+        """Rows as a fit-style history ``{key: [value per epoch]}`` (``None`` -> NaN)."""
+        rows = self.read()
+        keys: list[str] = []
+        for r in rows:
+            keys += [k for k in r if k not in keys]
+        return {k: [float("nan") if r.get(k) is None else float(r[k]) for r in rows]
+                for k in keys}
+
+
+class TensorBoard:
+    """Per-epoch scalars to TensorBoard event files (``train_loss`` -> tag ``loss/train``)."""
+
+    def __init__(self, logdir: Path) -> None:
+        from tensorboardX import SummaryWriter
+
+        self._w = SummaryWriter(logdir=str(logdir), flush_secs=10)
+
+    @staticmethod
+    def tag(key: str) -> str:
+        """``train_x`` -> ``x/train``, ``val_x`` -> ``x/val``, others unchanged."""
+        for split in ("train", "val", "test"):
+            if key.startswith(split + "_"):
+                return f"{key[len(split) + 1:]}/{split}"
+        return key
+
+    def log(self, epoch: int, logs: Mapping[str, float]) -> None:
+        """One scalar per key at step ``epoch``; flushed."""
+        for k, v in logs.items():
+            if k != "epoch" and v is not None:
+                self._w.add_scalar(self.tag(k), float(v), int(epoch))
+        self._w.flush()
+
+    def close(self) -> None:
+        """Flushes and closes the event file."""
+        self._w.close()

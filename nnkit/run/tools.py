@@ -1,0 +1,210 @@
+"""``nnkit summary``, ``nnkit lr-find`` and ``nnkit sweep`` on a config."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nnkit.config import Config, ConfigError, config_to_dict, parse_config
+from nnkit.core import summary as layer_summary
+from nnkit.run.prepare import prepare_named
+from nnkit.run.rundir import new_run_dir, write_json
+
+__all__ = ["model_summary", "lr_find_run", "parse_grid", "sweep_run", "FAST_SWEEP_KEYS",
+           "format_table"]
+
+FAST_SWEEP_KEYS = {"optimizer.lr": "learning_rates", "optimizer.weight_decay": "weight_decays",
+                   "seed": "seeds"}
+"""Grid keys :func:`nnkit.train.sweep` can vary inside one compiled program."""
+
+
+def model_summary(cfg: Config, *, file: str | None = None) -> str:
+    """The :func:`nnkit.summary` table of the config's model on its data's input shape."""
+    prep = prepare_named(cfg, file)
+    head = (f"model {prep.cfg.model}\ndata {cfg.data.dataset}: train {len(prep.train[0])}"
+            + (f", val {len(prep.val[0])}" if prep.val is not None else "")
+            + (f", test {len(prep.test[0])}" if prep.test is not None else ""))
+    return head + "\n" + layer_summary(prep.model, prep.input_shape, print_fn=None)
+
+
+def lr_find_run(cfg: Config, out: str | Path, *, steps: int = 100, min_lr: float = 1e-7,
+                max_lr: float = 10.0, file: str | None = None) -> tuple[Any, Path]:
+    """Runs :func:`nnkit.train.lr_find` with the config's model, data, loss and optimizer
+    (its ``lr`` and schedule are replaced by the range test) and saves the plot to ``out``.
+    Returns ``(LRFindResult, png_path)``."""
+    from nnkit.train import lr_find
+
+    prep = prepare_named(cfg, file)
+    kwargs: dict[str, Any] = dict(cfg.optimizer.options)
+    if cfg.optimizer.weight_decay:
+        kwargs["weight_decay"] = cfg.optimizer.weight_decay
+    if cfg.optimizer.clip_norm is not None:
+        kwargs["clip_norm"] = cfg.optimizer.clip_norm
+    try:
+        res = lr_find(prep.model, cfg.optimizer.name, prep.train, loss=cfg.loss,
+                      batch_size=cfg.data.batch_size, min_lr=min_lr, max_lr=max_lr, steps=steps,
+                      key=cfg.seed, **kwargs)
+    except ValueError as e:
+        raise ConfigError(str(e), key="lr-find") from None
+    return res, Path(res.plot(str(out)))
+
+
+def _split_top(text: str) -> list[str]:
+    """Splits on commas outside brackets/braces (``[64,32],[128]`` -> two items)."""
+    parts, depth, cur = [], 0, ""
+    for ch in text:
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """``["optimizer.lr=1e-4,1e-3", "seed=0,1"]`` -> ``{key: [values]}`` (YAML scalars)."""
+    from nnkit.config import _fix_numbers
+
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{item!r} is not of the form key=v1,v2,...", key="--grid")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if key in grid:
+            raise ConfigError(f"{key!r} given twice", key="--grid")
+        values = [_fix_numbers(yaml.safe_load(v)) for v in _split_top(text)]
+        if not values:
+            raise ConfigError(f"no values for {key!r}", key="--grid")
+        grid[key] = values
+    if not grid:
+        raise ConfigError("give at least one --grid key=v1,v2,...", key="--grid")
+    return grid
+
+
+def _dump_value(v: Any) -> str:
+    return yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix("...")\
+        .strip()
+
+
+def _fast_ok(cfg: Config, grid: dict[str, list[Any]]) -> bool:
+    return (set(grid) <= set(FAST_SWEEP_KEYS) and cfg.optimizer.schedule is None
+            and cfg.optimizer.plateau is None and cfg.training.early_stopping is None
+            and cfg.optimizer.accumulate == 1 and not cfg.data.augmentation
+            and cfg.training.grad_mode == "batch" and cfg.training.l1 == 0
+            and cfg.training.l2 == 0)
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A plain-text table (floats with 4 significant digits)."""
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "nan" if not math.isfinite(v) else f"{v:.4g}"
+        return "-" if v is None else str(v)
+
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True))
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def sweep_run(
+    cfg_raw: dict[str, Any],
+    grid: dict[str, list[Any]],
+    *,
+    config_path: str | None = None,
+    overrides: Sequence[str] = (),
+    out: str | Path | None = None,
+    base: str | Path = "runs",
+    print_fn: Callable[[str], Any] | None = print,
+) -> tuple[list[dict[str, Any]], Path, str]:
+    """Trains every point of the ``grid`` product; returns ``(rows, sweep_dir, method)``.
+
+    When only ``optimizer.lr``, ``optimizer.weight_decay`` and ``seed`` vary (and the config
+    uses no schedule, plateau, early stopping, accumulation, augmentation, l1/l2 or special
+    grad mode) all points train together in ONE compiled program with
+    :func:`nnkit.train.sweep` (``method == "vmap"``); otherwise each point is a full run in
+    ``sweep_dir/run-<i>`` (``method == "runs"``). Writes ``sweep.csv`` and ``sweep.txt``.
+    Every point's config is validated before anything is created.
+    """
+    keys = list(grid)
+    points = list(itertools.product(*(grid[k] for k in keys)))
+    cfgs = []
+    for values in points:
+        sets = [*overrides, *(f"{k}={_dump_value(v)}" for k, v in zip(keys, values,
+                                                                     strict=True))]
+        cfgs.append(parse_config(cfg_raw, file=config_path, overrides=sets))
+    base_cfg = cfgs[0]
+    method = "vmap" if _fast_ok(base_cfg, grid) else "runs"
+    prep = prepare_named(base_cfg, config_path)  # validates data/model before the directory exists
+    if method == "runs":
+        for c in cfgs[1:]:
+            prepare_named(c, config_path)
+    sweep_dir = new_run_dir(config_path, out, base=base, suffix="-sweep")
+    rows: list[dict[str, Any]] = []
+    if method == "vmap":
+        from nnkit.train import sweep
+
+        c = base_cfg
+        lists = {arg: (grid[k] if k in grid else None) for k, arg in FAST_SWEEP_KEYS.items()}
+        opt_kwargs: dict[str, Any] = dict(c.optimizer.options)
+        if c.optimizer.clip_norm is not None:
+            opt_kwargs["clip_norm"] = c.optimizer.clip_norm
+        res = sweep(
+            prep.model, c.optimizer.name, prep.train, val_data=prep.val, epochs=c.training.epochs,
+            batch_size=c.data.batch_size, loss=c.loss, metrics=c.metrics,
+            eval_batch_size=c.data.eval_batch_size,
+            learning_rates=[float(v) for v in lists["learning_rates"]] if lists[
+                "learning_rates"] else [c.optimizer.lr],
+            weight_decays=[float(v) for v in lists["weight_decays"]] if lists[
+                "weight_decays"] else [c.optimizer.weight_decay],
+            seeds=[int(v) for v in lists["seeds"]] if lists["seeds"] else [c.seed],
+            **opt_kwargs,
+        )
+        names = {"learning_rate": "optimizer.lr", "weight_decay": "optimizer.weight_decay",
+                 "seed": "seed"}
+        for conf, hist in zip(res.configs, res.histories, strict=True):
+            row = {names[k]: v for k, v in conf.items() if names[k] in grid}
+            row.update({k: v[-1] for k, v in hist.items() if k not in ("epoch",)})
+            if "val_loss" in hist:
+                row["best_val_loss"] = min(hist["val_loss"])
+            rows.append(row)
+    else:
+        from nnkit.run.trainer import train
+
+        for i, (c, values) in enumerate(zip(cfgs, points, strict=True)):
+            r = train(c, config_path=config_path, out=sweep_dir / f"run-{i}")
+            row = dict(zip(keys, values, strict=True))
+            row.update(r.summary.get("last_epoch", {}))
+            row.pop("epoch", None)
+            row.update({k: v for k, v in r.summary.items() if k.startswith("test_")})
+            row["run_dir"] = str(r.run_dir)
+            rows.append(row)
+    preferred = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "best_val_loss",
+                 "test_loss", "test_accuracy"]
+    have = {k for r in rows for k in r}
+    columns = keys + [k for k in preferred if k in have]
+    table = format_table(rows, columns)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys + sorted(have - set(keys)))
+    w.writeheader()
+    w.writerows(rows)
+    (sweep_dir / "sweep.csv").write_text(buf.getvalue(), encoding="utf-8")
+    (sweep_dir / "sweep.txt").write_text(table + "\n", encoding="utf-8")
+    write_json(sweep_dir / "sweep.json", {"method": method, "grid": grid,
+                                          "config": config_to_dict(base_cfg), "rows": rows})
+    if print_fn is not None:
+        print_fn(table)
+    return rows, sweep_dir, method

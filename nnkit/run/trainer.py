@@ -1,0 +1,313 @@
+"""``nnkit train``: a config -> a run directory; ``--resume`` continues it exactly.
+
+Exactness: :func:`nnkit.train.fit` draws epoch ``e``'s data order from
+``fold_in(data_key, e)`` and step ``t``'s randomness from ``fold_in(step_key, t)``, both
+from the key in the :class:`~nnkit.train.TrainState`. A checkpoint after epoch ``e`` holds
+that whole state (params, optimizer and model state, key, step, early-stopping and plateau
+fields), so ``fit(train_state=restored, start_epoch=e + 1)`` runs the same computations as
+the uninterrupted run and ends with bit-identical parameters.
+
+Signals: SIGINT/SIGTERM set a flag; after the current epoch finishes, its checkpoint is
+written and training stops (exit status 130 / 143). A second signal interrupts at once
+(the last complete checkpoint is untouched: writes are atomic).
+
+Non-finite loss: training stops at the bad epoch, the parameters from the start of that
+epoch are kept, the previous epoch's checkpoint stays the latest, ``summary.json`` says
+``status: nonfinite`` and the CLI exits with status 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from nnkit.checkpoint import CheckpointManager
+from nnkit.config import Config, config_to_dict
+from nnkit.core import param_count
+from nnkit.run.prepare import Prepared, initial_state, monitor_of, prepare_named
+from nnkit.run.rundir import (
+    MetricsLog,
+    RunError,
+    TensorBoard,
+    environment,
+    new_run_dir,
+    read_json,
+    read_run_config,
+    write_config,
+    write_json,
+)
+from nnkit.train import TrainState, fit
+
+__all__ = ["RunResult", "StopFlag", "train", "resume", "EXIT_CODES"]
+
+EXIT_CODES = {"completed": 0, "early_stopped": 0, "stopped": 0, "nonfinite": 1}
+"""Process exit status per run status; an interrupted run exits ``128 + signal``."""
+
+Callback = Callable[[int, TrainState, dict], bool | None]
+
+
+class RunResult(NamedTuple):
+    """What :func:`train` / :func:`resume` return.
+
+    Attributes:
+      run_dir: the run directory.
+      status: ``completed``, ``early_stopped``, ``stopped`` (a callback), ``interrupted``
+        (SIGINT/SIGTERM) or ``nonfinite``.
+      summary: the contents of ``summary.json``.
+      exit_code: 0, 1 (non-finite loss) or 128 + signal number.
+      message: one line for the user.
+    """
+
+    run_dir: Path
+    status: str
+    summary: dict[str, Any]
+    exit_code: int
+    message: str
+
+
+class StopFlag:
+    """Signal handler target: the first SIGINT/SIGTERM records the signal (training stops
+    after the epoch), a second one raises ``KeyboardInterrupt`` at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def handler(self, signum: int, frame: Any) -> None:
+        """Records ``signum``; raises ``KeyboardInterrupt`` if one was already recorded."""
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        name = signal.Signals(signum).name
+        print(f"\n{name} received: stopping after this epoch (checkpoint kept); "
+              "send again to stop now", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        """Installs :meth:`handler` for SIGINT and SIGTERM (main thread only), restoring the
+        previous handlers on exit."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+class _Recorder:
+    """The epoch callback: metrics line, TensorBoard, checkpoint (+best), stop on signal."""
+
+    def __init__(self, run_dir: Path, prep: Prepared, manager: CheckpointManager,
+                 flag: StopFlag, extra: Sequence[Callback], best: tuple[Any, Any]) -> None:
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl")
+        self.tb = TensorBoard(run_dir / "tensorboard") if prep.cfg.logging.tensorboard else None
+        self.prep = prep
+        self.manager = manager
+        self.flag = flag
+        self.extra = tuple(extra)
+        self.monitor, self.mode = monitor_of(prep)
+        self.best_epoch, self.best_value = best
+        self.last_epoch: int | None = None
+        self.config = config_to_dict(prep.cfg)
+        self.__name__ = "signal"
+
+    def _better(self, v: float) -> bool:
+        if not math.isfinite(v):
+            return False
+        if self.best_value is None:
+            return True
+        return v < self.best_value if self.mode == "min" else v > self.best_value
+
+    def __call__(self, epoch: int, ts: TrainState, logs: dict) -> bool | None:
+        row = self.metrics.append(epoch, logs)
+        if self.tb is not None:
+            self.tb.log(epoch, row)
+        value = float(logs.get(self.monitor, float("nan")))
+        if self.prep.early_stopping is not None and ts.best_epoch is not None:
+            is_best = int(ts.best_epoch) == epoch  # the state's own rule (min_delta)
+        else:
+            is_best = self._better(value)
+        if is_best:
+            self.best_epoch, self.best_value = epoch, value
+        self.manager.save(
+            ts, epoch, epoch=epoch, is_best=is_best, metrics=row, config=self.config,
+            extra={"best_epoch": self.best_epoch, "best_value": self.best_value,
+                   "monitor": self.monitor},
+        )
+        self.last_epoch = epoch
+        stop = False
+        for cb in self.extra:
+            stop = bool(cb(epoch, ts, logs)) or stop
+        return True if self.flag.signum is not None else (stop or None)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _plots(run_dir: Path, prep: Prepared, history: dict, ts: TrainState) -> list[str]:
+    """history / lr / decision-boundary PNGs; a failing plot is reported, not fatal."""
+    from nnkit import plots
+
+    out = run_dir / "plots"
+    made, jobs = [], [("history.png", lambda p: plots.plot_history(history, p,
+                                                                    title=run_dir.name))]
+    if history.get("lr"):
+        jobs.append(("lr.png", lambda p: plots.plot_lr(history, p)))
+    if prep.input_shape == (2,) and prep.task == "classification":
+        model, params, state = prep.model, ts.params, ts.state
+        predict = jax.jit(lambda x: model.apply(params, state, x, train=False)[0])
+        x, y = prep.train
+        jobs.append(("decision_boundary.png", lambda p: plots.plot_decision_boundary(
+            lambda g: np.asarray(predict(g)), x, y, p, title=f"{run_dir.name} (train split)")))
+    for name, job in jobs:
+        try:
+            made.append(job(out / name))
+        except Exception as e:  # noqa: BLE001 - a figure must not lose a finished run
+            print(f"warning: plot {name} failed: {type(e).__name__}: {e}", file=sys.stderr)
+    return made
+
+
+def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: int,
+         best: tuple[Any, Any], prior: dict[str, Any], callbacks: Sequence[Callback],
+         progress: bool | None) -> RunResult:
+    cfg = prep.cfg
+    manager = CheckpointManager(run_dir / "checkpoints", keep=cfg.logging.checkpoint_keep)
+    flag = StopFlag()
+    rec = _Recorder(run_dir, prep, manager, flag, callbacks, best)
+    t0 = time.perf_counter()
+    try:
+        with flag.installed():
+            result = fit(
+                prep.model, prep.optimizer, prep.train, val_data=prep.val,
+                test_data=prep.test, loss=cfg.loss, metrics=cfg.metrics,
+                epochs=cfg.training.epochs, batch_size=cfg.data.batch_size, key=cfg.seed,
+                early_stopping=prep.early_stopping, plateau=prep.plateau, callbacks=[rec],
+                progress=progress, mode=cfg.training.mode, grad_mode=cfg.training.grad_mode,
+                microbatches=cfg.training.microbatches, l1=cfg.training.l1, l2=cfg.training.l2,
+                augment=prep.augment, train_state=ts, start_epoch=start_epoch,
+                eval_batch_size=cfg.data.eval_batch_size,
+            )
+    finally:
+        rec.close()
+    wall = time.perf_counter() - t0
+    reason = result.stop_reason
+    if flag.signum is not None:
+        status = "interrupted"
+    elif reason.startswith("non-finite"):
+        status = "nonfinite"
+    elif reason.startswith("early stopping"):
+        status = "early_stopped"
+    elif reason != "completed":
+        status = "stopped"
+    else:
+        status = "completed"
+    history = rec.metrics.history()
+    last = rec.last_epoch if rec.last_epoch is not None else start_epoch - 1
+    test = {"test_loss": None, **{f"test_{m}": None for m in cfg.metrics},
+            **result.test_metrics}
+    summary = {
+        "status": status,
+        "stop_reason": reason,
+        "best_epoch": rec.best_epoch,
+        "monitor": rec.monitor,
+        "best_value": rec.best_value,
+        "epochs_run": last + 1,
+        **test,
+        "param_count": param_count(result.train_state.params),
+        "wall_seconds": float(prior.get("wall_seconds", 0.0)) + wall,
+        "sessions": int(prior.get("sessions", 0)) + 1,
+        "last_epoch": {k: v[-1] for k, v in history.items()} if history else {},
+        "latest_checkpoint": str(manager.latest_path()) if manager.latest_path() else None,
+        "best_checkpoint": str(manager.best_path) if manager.best_path.exists() else None,
+    }
+    write_json(run_dir / "summary.json", summary)
+    if cfg.logging.plots and history:
+        _plots(run_dir, prep, history, result.train_state)
+    if status == "interrupted":
+        code = 128 + int(flag.signum or signal.SIGINT)
+        msg = (f"interrupted by {signal.Signals(flag.signum).name} after epoch {last}; "
+               f"resume with: nnkit train --resume {run_dir}")
+    elif status == "nonfinite":
+        code = 1
+        msg = f"{reason}; last good checkpoint: {summary['latest_checkpoint']}"
+    else:
+        code = 0
+        msg = reason
+    return RunResult(run_dir, status, summary, code, msg)
+
+
+def train(
+    cfg: Config,
+    *,
+    config_path: str | None = None,
+    out: str | Path | None = None,
+    base: str | Path = "runs",
+    callbacks: Sequence[Callback] = (),
+    progress: bool | None = None,
+) -> RunResult:
+    """Trains ``cfg`` into a new run directory (``out``, or ``<base>/<stem>-<timestamp>``).
+
+    Everything that can fail on user input is checked before the directory is created.
+    ``callbacks`` (``cb(epoch, train_state, logs) -> bool | None``) run after each epoch's
+    checkpoint is written; ``True`` stops training.
+    """
+    prep = prepare_named(cfg, config_path)
+    run_dir = new_run_dir(config_path, out, base=base)
+    write_config(run_dir, prep.cfg, {**environment(), "config_file": config_path})
+    # the state fit would create from cfg.seed, built in one compiled call
+    ts = jax.jit(lambda: initial_state(prep))()
+    return _run(run_dir, prep, ts=ts, start_epoch=0, best=(None, None), prior={},
+                callbacks=callbacks, progress=progress)
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    callbacks: Sequence[Callback] = (),
+    progress: bool | None = None,
+) -> RunResult:
+    """Continues the run in ``run_dir`` from its latest checkpoint to ``training.epochs``
+    (``overrides`` may e.g. raise ``training.epochs``; they are saved to ``config.yaml``).
+
+    Raises:
+      RunError: not a run directory, or no checkpoint to resume from.
+      CheckpointError: the latest checkpoint is corrupt or does not fit the config.
+    """
+    run_dir = Path(run_dir)
+    cfg, meta = read_run_config(run_dir, list(overrides))
+    prep = prepare_named(cfg, str(run_dir / "config.yaml"))
+    manager = CheckpointManager(run_dir / "checkpoints", keep=prep.cfg.logging.checkpoint_keep)
+    if manager.latest_path() is None:
+        raise RunError(f"{run_dir} has no checkpoint to resume from")
+    ts, ck = manager.restore(jax.eval_shape(lambda: initial_state(prep)), "latest")
+    start = int(ck["epoch"]) + 1
+    extra = ck.get("extra") or {}
+    best = (extra.get("best_epoch"), extra.get("best_value"))
+    prior = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
+    if overrides:
+        write_config(run_dir, prep.cfg, {**meta, "resumed_with": list(overrides)})
+    if start >= prep.cfg.training.epochs and prior.get("status") in (
+        "completed", "early_stopped", "stopped"
+    ):
+        return RunResult(run_dir, prior["status"], prior, 0,
+                         f"already finished ({start} epochs); nothing to do")
+    if prior.get("status") == "early_stopped":
+        return RunResult(run_dir, "early_stopped", prior, 0,
+                         "already finished (early stopping); nothing to do")
+    MetricsLog(run_dir / "metrics.jsonl").truncate_from(start)
+    return _run(run_dir, prep, ts=ts, start_epoch=start, best=best, prior=prior,
+                callbacks=callbacks, progress=progress)

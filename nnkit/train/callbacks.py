@@ -1,0 +1,53 @@
+"""Epoch callbacks: ``cb(epoch, train_state, logs) -> bool | None`` (``True`` stops training).
+
+:func:`nnkit.train.fit` calls every callback once after each epoch with the absolute epoch
+index, the current :class:`TrainState` and that epoch's logs (floats). Per-step callbacks
+(``fit(step_callbacks=...)``) exist only in ``mode="step"``: in the scanned mode an epoch is
+one compiled call and there is no Python between steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["Callback", "stop_when", "print_logs", "record"]
+
+Callback = Callable[[int, Any, Mapping[str, float]], bool | None]
+
+
+def stop_when(monitor: str, threshold: float, mode: str = "min") -> Callback:
+    """Stops once ``logs[monitor] <= threshold`` (``mode="min"``) or ``>=`` (``"max"``)."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"stop_when: mode must be 'min' or 'max', got {mode!r}")
+
+    def cb(epoch: int, train_state: Any, logs: Mapping[str, float]) -> bool:
+        if monitor not in logs:
+            raise KeyError(f"stop_when: no {monitor!r} in logs; have {sorted(logs)}")
+        v = logs[monitor]
+        return v <= threshold if mode == "min" else v >= threshold
+
+    cb.__name__ = f"stop_when({monitor} {'<=' if mode == 'min' else '>='} {threshold})"
+    return cb
+
+
+def print_logs(every: int = 1, keys: tuple[str, ...] | None = None,
+               print_fn: Callable[[str], Any] = print) -> Callback:
+    """Prints ``epoch k: key=value ...`` every ``every`` epochs."""
+
+    def cb(epoch: int, train_state: Any, logs: Mapping[str, float]) -> None:
+        if epoch % every == 0:
+            shown = keys or tuple(logs)
+            print_fn(f"epoch {epoch}: " + " ".join(f"{k}={logs[k]:.4g}" for k in shown
+                                                    if k in logs))
+
+    return cb
+
+
+def record(store: list) -> Callback:
+    """Appends ``(epoch, dict(logs))`` to ``store`` (for tests and notebooks)."""
+
+    def cb(epoch: int, train_state: Any, logs: Mapping[str, float]) -> None:
+        store.append((epoch, dict(logs)))
+
+    return cb

@@ -1,0 +1,112 @@
+"""The jitted functions of a :func:`fit` configuration, built once and reused.
+
+``jax.jit`` caches compilations per function object, so building fresh closures in every
+``fit`` call would recompile the epoch (about a second on CPU) each time. Here the jitted
+functions are memoised on the (hashable) configuration: calling ``fit`` again with the same
+model, optimizer and loss objects -- to resume, or to train more epochs -- reuses them.
+The cache holds functions only, never arrays, so it does not change any result.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from nnkit.core import Layer
+from nnkit.optim import Plateau
+from nnkit.train.early_stopping import EarlyStopping
+from nnkit.train.epoch import make_epoch_fns, make_val_evaluator
+from nnkit.train.step import make_train_step
+
+__all__ = ["Compiled", "compiled_fit_fns"]
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """Jitted pieces: ``epoch`` (the scanned epoch, donates the train state), ``step`` (one
+    train step, donates), ``finish`` (end of a step-mode epoch), ``indices`` (the data order),
+    ``stack`` (per-step metrics -> stacked). ``epoch``/``finish`` return the logs packed in
+    one float32 vector whose keys are ``names`` (filled at the first trace)."""
+
+    epoch: Callable[..., Any]
+    step: Callable[..., Any]
+    finish: Callable[..., Any]
+    indices: Callable[..., Any]
+    stack: Callable[..., Any]
+    names: list[str] = field(default_factory=list)
+
+
+def _pack(logs: dict[str, jax.Array], names: list[str]) -> jax.Array:
+    if not names:
+        names.extend(sorted(logs))
+    return jnp.stack([jnp.asarray(logs[k], jnp.float32) for k in names])
+
+
+def _build(
+    model: Layer,
+    loss_fn: Callable,
+    metric_fns: tuple,
+    optimizer: optax.GradientTransformation,
+    grad_mode: str,
+    microbatches: int,
+    l1: float,
+    l2: float,
+    augment: Callable | None,
+    n: int,
+    batch_size: int,
+    val_n: int | None,
+    eval_batch_size: int,
+    early_stopping: EarlyStopping | None,
+    plateau: Plateau | None,
+    log_grad_norm: bool = True,
+) -> Compiled:
+    step = make_train_step(
+        model, loss_fn, optimizer, metrics=metric_fns, grad_mode=grad_mode,
+        microbatches=microbatches, l1=l1, l2=l2, augment=augment, jit=False,
+        log_grad_norm=log_grad_norm,
+    )
+    fns = make_epoch_fns(
+        step, n=n, batch_size=batch_size,
+        evaluator=make_val_evaluator(model, loss_fn, metric_fns, val_n, eval_batch_size),
+        early_stopping=early_stopping, plateau=plateau,
+    )
+    names: list[str] = []
+
+    def epoch(ts, e, x, y, xv, yv):
+        ts, logs = fns.epoch(ts, e, x, y, xv, yv)
+        return ts, _pack(logs, names)
+
+    def finish(ts, ts0, ms, xv, yv, e):
+        ts, logs = fns.finish(ts, ts0, ms, xv, yv, e)
+        return ts, _pack(logs, names)
+
+    def stack(ms):
+        return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *ms)
+
+    return Compiled(
+        epoch=jax.jit(epoch, donate_argnums=(0,)),
+        step=jax.jit(step, donate_argnums=(0,)),
+        finish=jax.jit(finish, donate_argnums=(0,)),
+        indices=jax.jit(fns.indices),
+        stack=jax.jit(stack),
+        names=names,
+    )
+
+
+_cached_build = functools.lru_cache(maxsize=8)(_build)
+
+
+def compiled_fit_fns(*args: Any) -> Compiled:
+    """:class:`Compiled` for a configuration (see ``_build``'s arguments), memoised when every
+    argument is hashable (Layers, optax transformations and plain functions are)."""
+    try:
+        hash(args)
+    except TypeError:
+        return _build(*args)
+    return _cached_build(*args)

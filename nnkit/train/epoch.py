@@ -1,0 +1,112 @@
+"""One training epoch as a pure function: shuffle, scan the train step, evaluate, update
+early stopping / plateau, and roll back if any step produced a non-finite loss.
+
+Used by :func:`nnkit.train.fit` (jitted once, one call per epoch) and by
+:func:`nnkit.train.sweep` (``vmap``-ed over a leading model axis).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from nnkit.optim import Plateau, plateau_update
+from nnkit.train.early_stopping import EarlyStopping, early_stopping_update
+from nnkit.train.state import TrainState, split_train_key
+from nnkit.train.step import make_evaluator
+
+__all__ = ["epoch_indices", "EpochFns", "make_epoch_fns"]
+
+
+def epoch_indices(key: jax.Array, n: int, batch_size: int) -> jax.Array:
+    """``(n // batch_size, batch_size)`` example indices: a permutation of ``range(n)`` from
+    ``key``, cut into batches; the last ``n % batch_size`` indices of the permutation (a
+    different set every epoch) are dropped so every step has the same shape."""
+    nb = n // batch_size
+    return jax.random.permutation(key, n)[: nb * batch_size].reshape(nb, batch_size)
+
+
+def _take(tree: Any, idx: jax.Array) -> Any:
+    return jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0), tree)
+
+
+def _where(ok: jax.Array, a: Any, b: Any) -> Any:
+    return jax.tree_util.tree_map(lambda u, v: jnp.where(ok, u, v), a, b)
+
+
+@dataclass(frozen=True)
+class EpochFns:
+    """The pieces of an epoch (all unjitted and pure).
+
+    * ``indices(ts, epoch) -> (num_batches, batch)`` int32 data order of the epoch.
+    * ``step(ts, (x, y)) -> (ts, step_metrics)`` the train step.
+    * ``finish(ts, ts0, stacked_metrics, xv, yv, epoch) -> (ts, logs)``: averages the per-step
+      metrics, evaluates, updates early stopping / plateau and returns ``ts0`` (the state
+      at the start of the epoch) instead of ``ts`` if any step's loss or gradient norm was
+      non-finite. ``logs["nonfinite_step"]`` is the first bad step of the epoch, or -1.
+    * ``epoch(ts, epoch, x, y, xv, yv) -> (ts, logs)``: all of it on on-device arrays.
+    """
+
+    indices: Callable[..., jax.Array]
+    step: Callable[..., tuple[TrainState, dict]]
+    finish: Callable[..., tuple[TrainState, dict]]
+    epoch: Callable[..., tuple[TrainState, dict]]
+
+
+def make_epoch_fns(
+    step: Callable[..., tuple[TrainState, dict]],
+    *,
+    n: int,
+    batch_size: int,
+    evaluator: Callable[..., dict] | None = None,
+    early_stopping: EarlyStopping | None = None,
+    plateau: Plateau | None = None,
+) -> EpochFns:
+    """Builds the epoch functions around an unjitted train ``step`` (``make_train_step(...,
+    jit=False)``). ``evaluator(params, state, xv, yv)`` (see :func:`make_evaluator`) gives
+    the ``val_*`` logs; ``None`` for no validation."""
+
+    def indices(ts: TrainState, epoch: jax.Array) -> jax.Array:
+        k_data, _ = split_train_key(ts.key)
+        return epoch_indices(jax.random.fold_in(k_data, epoch), n, batch_size)
+
+    def finish(ts, ts0, ms, xv, yv, epoch):
+        logs = {f"train_{k}": jnp.mean(v) for k, v in ms.items() if k not in ("lr", "grad_norm")}
+        logs["lr"] = ms["lr"][-1]
+        finite = jnp.isfinite(ms["loss"])
+        if "grad_norm" in ms:
+            logs["grad_norm"] = jnp.mean(ms["grad_norm"])
+            finite = finite & jnp.isfinite(ms["grad_norm"])
+        ok = jnp.all(finite)
+        logs["nonfinite_step"] = jnp.where(ok, -1, jnp.argmin(finite)).astype(jnp.int32)
+        if evaluator is not None:
+            logs.update({f"val_{k}": v for k, v in evaluator(ts.params, ts.state, xv, yv).items()})
+        if early_stopping is not None:
+            ts = early_stopping_update(early_stopping, ts, logs[early_stopping.monitor], epoch)
+        if plateau is not None:
+            ts = ts._replace(plateau=plateau_update(plateau, ts.plateau, logs[plateau.monitor]))
+        if early_stopping is not None:
+            logs["bad_epochs"] = ts.bad_epochs
+            logs["best_epoch"] = ts.best_epoch
+        if plateau is not None:
+            logs["lr_scale"] = ts.plateau.scale
+        return _where(ok, ts, ts0), logs
+
+    def epoch_fn(ts, epoch, x, y, xv, yv):
+        idx = indices(ts, epoch)
+        ts1, ms = lax.scan(step, ts, (_take(x, idx), _take(y, idx)))
+        return finish(ts1, ts, ms, xv, yv, epoch)
+
+    return EpochFns(indices, step, finish, epoch_fn)
+
+
+def make_val_evaluator(model, loss, metrics, val_n: int | None, eval_batch_size: int):
+    """``make_evaluator`` for a validation set of ``val_n`` examples, or ``None``."""
+    if not val_n:
+        return None
+    return make_evaluator(model, loss, metrics, val_n, eval_batch_size)

@@ -1,0 +1,145 @@
+"""Checks of training data against the model, done on the host before anything compiles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nnkit.core import Layer, ShapeError, abstract_init, normalize_shape
+
+__all__ = ["as_xy", "check_data", "check_params", "data_nbytes"]
+
+
+def as_xy(data: Any, what: str) -> tuple[Any, Any] | None:
+    """``(x, y)`` from an ``(x, y)`` tuple or an object with ``.x`` and ``.y``; ``None`` stays."""
+    if data is None:
+        return None
+    if hasattr(data, "x") and hasattr(data, "y"):
+        x, y = data.x, data.y
+    elif isinstance(data, tuple | list) and len(data) == 2:
+        x, y = data
+    else:
+        raise TypeError(f"{what} must be an (x, y) tuple or have .x and .y, got {type(data)}")
+    x, y = _array(x), _array(y)
+    nx, ny = _leading(x, what + " x"), _leading(y, what + " y")
+    if nx != ny:
+        raise ValueError(f"{what}: x has {nx} examples but y has {ny}")
+    if nx == 0:
+        raise ValueError(f"{what} is empty")
+    return x, y
+
+
+def _array(a: Any) -> Any:
+    if isinstance(a, jax.Array | np.ndarray):
+        return a
+    if isinstance(a, tuple | list | dict):
+        return jax.tree_util.tree_map(_array, a)
+    return np.asarray(a)
+
+
+def _leading(tree: Any, what: str) -> int:
+    leaves = jax.tree_util.tree_leaves(tree)
+    if not leaves or any(np.ndim(a) == 0 for a in leaves):
+        raise ValueError(f"{what} needs a leading example axis")
+    ns = {int(np.shape(a)[0]) for a in leaves}
+    if len(ns) != 1:
+        raise ValueError(f"{what}: leaves have different numbers of examples {sorted(ns)}")
+    return ns.pop()
+
+
+def data_nbytes(*datasets: Any) -> int:
+    """Total bytes of the arrays in ``(x, y)`` pairs (``None`` skipped)."""
+    leaves = jax.tree_util.tree_leaves([d for d in datasets if d is not None])
+    return int(sum(np.dtype(a.dtype).itemsize * int(np.prod(np.shape(a))) for a in leaves))
+
+
+def _example_shape(x: Any) -> Any:
+    if isinstance(x, jax.Array | np.ndarray):
+        return tuple(x.shape[1:])
+    return jax.tree_util.tree_map(lambda a: tuple(np.shape(a)[1:]), x)
+
+
+def check_data(
+    model: Layer,
+    loss: Callable,
+    train: tuple[Any, Any],
+    others: dict[str, tuple[Any, Any] | None],
+    input_shape: Any,
+) -> tuple[Any, Any]:
+    """Validates data against the model before compiling; returns ``(input_shape, out_shape)``.
+
+    Raises ``ValueError`` naming the shapes for: x not matching ``input_shape``, a model that
+    cannot take the data's shape, val/test x or y shapes differing from train, integer labels
+    outside ``[0, num_classes)``, and predictions the loss cannot compare with ``y``.
+    """
+    x, y = train
+    data_shape = _example_shape(x)
+    if input_shape is None:
+        input_shape = data_shape
+    else:
+        if isinstance(data_shape, tuple) and all(isinstance(d, int) for d in data_shape):
+            input_shape = normalize_shape(input_shape)
+        if tuple(input_shape) != tuple(data_shape):
+            raise ValueError(
+                f"train_data x has per-example shape {data_shape} but the model's input_shape "
+                f"is {tuple(input_shape)}"
+            )
+    for name, d in others.items():
+        if d is None:
+            continue
+        if _example_shape(d[0]) != data_shape:
+            raise ValueError(f"{name} x has per-example shape {_example_shape(d[0])}, "
+                             f"train_data x has {data_shape}")
+        if _example_shape(d[1]) != _example_shape(y):
+            raise ValueError(f"{name} y has per-example shape {_example_shape(d[1])}, "
+                             f"train_data y has {_example_shape(y)}")
+    try:
+        out_shape, _, _ = abstract_init(model, input_shape)
+    except ShapeError as e:
+        raise ShapeError(
+            f"the model cannot take inputs of per-example shape {tuple(input_shape)}: {e}"
+        ) from None
+    if (isinstance(y, jax.Array | np.ndarray) and np.issubdtype(y.dtype, np.integer)
+            and isinstance(out_shape, tuple) and len(out_shape) >= 1
+            and y.shape[1:] == tuple(out_shape[:-1]) and out_shape[-1] > 1):
+        from nnkit.losses import check_labels
+
+        for name, d in {"train_data": train, **others}.items():
+            if d is not None:
+                try:
+                    check_labels(np.asarray(d[1]), out_shape[-1])
+                except ValueError as e:
+                    raise ValueError(
+                        f"{name} y: {e} (the model has {out_shape[-1]} outputs)"
+                    ) from None
+    b = 2
+    pred = jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct((b, *s), jnp.float32), out_shape,
+        is_leaf=lambda s: isinstance(s, tuple) and all(isinstance(d, int) for d in s),
+    )
+    ys = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((b, *np.shape(a)[1:]), a.dtype), y)
+    try:
+        jax.eval_shape(loss, pred, ys)
+    except Exception as e:  # noqa: BLE001 - re-raised with the shapes
+        raise ValueError(
+            f"the loss cannot compare model outputs of shape (batch, *{tuple(out_shape)}) with "
+            f"targets y of shape (batch, *{_example_shape(y)}): {e}"
+        ) from None
+    return input_shape, out_shape
+
+
+def check_params(model: Layer, input_shape: Any, params: Any) -> None:
+    """Raises ``ValueError`` if ``params`` (e.g. of a resumed train state) do not have the
+    shapes ``model.init`` gives for ``input_shape``."""
+    _, want, _ = abstract_init(model, input_shape)
+    got_shapes = jax.tree_util.tree_map(lambda a: tuple(np.shape(a)), params)
+    want_shapes = jax.tree_util.tree_map(lambda a: tuple(a.shape), want)
+    if got_shapes != want_shapes:
+        raise ValueError(
+            f"train_state params do not fit the model for input shape {tuple(input_shape)}: "
+            f"expected {want_shapes}, got {got_shapes}"
+        )

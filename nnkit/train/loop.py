@@ -1,0 +1,316 @@
+"""``fit``: the training loop. One compiled call and one host sync per epoch.
+
+Modes:
+
+* ``"scan"``: the data are put on the device once; each epoch is ONE jitted call that
+  shuffles (``fold_in(data_key, epoch)``), cuts ``n // batch_size`` full batches (the last
+  ``n % batch_size`` examples of each epoch's permutation are dropped), runs the train step
+  in a ``lax.scan``, evaluates the validation set, updates early stopping / plateau and rolls
+  back a non-finite epoch. The logs come back as one small vector.
+* ``"step"``: the same jitted train step called from Python for each batch (for data that
+  does not fit on the device, iterators, or per-step callbacks). Same key, same data ->
+  the same parameters as ``"scan"`` (up to float reassociation in the compiler).
+* ``"auto"``: ``"scan"`` for arrays under ~1 GB (and no per-step callbacks), else ``"step"``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nnkit.core import Layer
+from nnkit.optim import Plateau, plateau_init
+from nnkit.train.callbacks import Callback
+from nnkit.train.compiled import compiled_fit_fns
+from nnkit.train.early_stopping import EarlyStopping, early_stopping_init, should_stop
+from nnkit.train.gradients import resolve_loss, resolve_metrics
+from nnkit.train.inputs import as_xy, check_data, check_params, data_nbytes
+from nnkit.train.progress import EpochProgress
+from nnkit.train.state import TrainState, create_train_state
+from nnkit.train.step import make_evaluator
+
+__all__ = ["fit", "FitResult", "SCAN_LIMIT_BYTES"]
+
+SCAN_LIMIT_BYTES = 1 << 30
+"""``mode="auto"`` scans when the training + validation arrays are below this size."""
+
+_HIDDEN = ("nonfinite_step", "bad_epochs", "best_epoch")
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      train_state: the final :class:`TrainState` (best params restored if early stopping
+        says so; the last good state if training went non-finite). Pass it back with
+        ``start_epoch`` to resume.
+      history: ``{key: [one float per epoch run]}``: ``epoch``, ``train_loss``,
+        ``train_<metric>``, ``val_loss``, ``val_<metric>``, ``lr`` (at the epoch's last
+        step), ``grad_norm`` (epoch mean, unless ``log_grad_norm=False``), ``seconds``
+        (wall time; the first epoch includes compilation), and ``lr_scale`` with a plateau.
+      best_epoch: epoch index with the best monitored value (early stopping), else the
+        epoch of the lowest ``val_loss``, else ``None``.
+      epochs_run: epochs whose updates were kept in this call.
+      stop_reason: ``"completed"``, or why training stopped early.
+      test_metrics: ``{"test_loss": ..., "test_<metric>": ...}`` on ``test_data`` with the
+        returned params, or ``{}``.
+    """
+
+    train_state: TrainState
+    history: dict[str, list[float]]
+    best_epoch: int | None
+    epochs_run: int
+    stop_reason: str
+    test_metrics: dict[str, float]
+
+
+def _copy(tree: Any) -> Any:
+    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
+
+
+def _streaming(train_data: Any) -> bool:
+    return callable(train_data) and not hasattr(train_data, "x")
+
+
+def fit(
+    model: Layer,
+    optimizer: optax.GradientTransformation | str,
+    train_data: Any,
+    *,
+    val_data: Any = None,
+    test_data: Any = None,
+    loss: str | Callable = "cross_entropy",
+    metrics: Sequence[str | Callable] | dict[str, Callable] = ("accuracy",),
+    epochs: int = 10,
+    batch_size: int = 32,
+    key: int | jax.Array = 0,
+    input_shape: Any = None,
+    early_stopping: EarlyStopping | None = None,
+    plateau: Plateau | None = None,
+    callbacks: Sequence[Callback] = (),
+    progress: bool | None = None,
+    mode: str = "auto",
+    grad_mode: str = "batch",
+    microbatches: int = 1,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    augment: Callable | None = None,
+    train_state: TrainState | None = None,
+    start_epoch: int = 0,
+    eval_batch_size: int = 1024,
+    step_callbacks: Sequence[Callable[[int, TrainState, dict], bool | None]] = (),
+    log_grad_norm: bool = True,
+) -> FitResult:
+    """Trains ``model`` for epochs ``start_epoch .. epochs-1`` and returns a :class:`FitResult`.
+
+    Args:
+      model: an :class:`nnkit.Layer`.
+      optimizer: an Optax transformation (:func:`nnkit.optim.make`), or a name for
+        ``optim.make(name, 1e-3)``.
+      train_data: ``(x, y)`` arrays or an object with ``.x``/``.y``; or (``mode="step"``) a
+        callable ``epoch -> iterable of (x, y) batches`` for streaming data (then give
+        ``input_shape``; ``batch_size`` is unused).
+      val_data, test_data: ``(x, y)`` or ``.x``/``.y``; evaluated in batches of
+        ``eval_batch_size`` with ``train=False``.
+      loss: ``fn(pred, y) -> scalar`` or a :func:`nnkit.losses.get` name.
+      metrics: :func:`nnkit.metrics.get` names or callables, logged as ``train_*``/``val_*``.
+      epochs: the index to stop before (total epochs, as Keras), so a resumed run with the
+        same ``epochs`` finishes where the uninterrupted one would.
+      batch_size: examples per step; each epoch drops the ``n % batch_size`` remainder.
+      key: int seed or PRNG key for a fresh train state (ignored with ``train_state``).
+      input_shape: per-example input shape; default the data's (checked if given).
+      early_stopping: :class:`EarlyStopping` or ``None``.
+      plateau: :class:`nnkit.optim.Plateau` (reduce-on-plateau) or ``None``.
+      callbacks: ``cb(epoch, train_state, logs) -> bool | None`` after each epoch; True stops.
+      progress: tqdm epoch bar; ``None`` = only if stderr is a terminal.
+      mode: ``"auto"`` | ``"scan"`` | ``"step"`` (see the module docstring).
+      grad_mode, microbatches, l1, l2, augment: see :func:`make_train_step`.
+      train_state: resume from this state (it is copied, not consumed).
+      start_epoch: the first epoch index to run (its data order is ``fold_in(key, epoch)``,
+        so resuming reproduces an uninterrupted run exactly).
+      eval_batch_size: batch size for validation/test evaluation.
+      step_callbacks: ``cb(step, train_state, step_metrics) -> bool | None`` after every
+        step; ``"step"`` mode only (reading the metrics syncs with the device each step).
+      log_grad_norm: log ``grad_norm`` (one extra read of the gradient per step).
+
+    Raises:
+      ValueError: data that do not fit the model (shapes named), labels out of range,
+        ``batch_size`` larger than the data, an unknown mode or monitor key.
+    """
+    if mode not in ("auto", "scan", "step"):
+        raise ValueError(f"unknown mode {mode!r}; known: auto, scan, step")
+    if not isinstance(epochs, int) or not isinstance(start_epoch, int) or start_epoch < 0:
+        raise ValueError(f"epochs and start_epoch must be ints >= 0, got {epochs}, {start_epoch}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(optimizer, str):
+        from nnkit import optim
+
+        optimizer = optim.make(optimizer, 1e-3)
+    loss_fn = resolve_loss(loss)
+    metric_fns = resolve_metrics(metrics)
+    streaming = _streaming(train_data)
+    val = as_xy(val_data, "val_data")
+    test = as_xy(test_data, "test_data")
+
+    # ------------------------------------------------------------------ checks & state
+    if streaming:
+        if mode == "scan":
+            raise ValueError("a callable train_data streams batches: use mode='step'")
+        if input_shape is None:
+            raise ValueError("streaming train_data needs input_shape=")
+        mode = "step"
+        train = None
+        n = 0
+    else:
+        train = as_xy(train_data, "train_data")
+        n = int(jax.tree_util.tree_leaves(train[0])[0].shape[0])
+        if batch_size > n:
+            raise ValueError(
+                f"batch_size {batch_size} is larger than the training set ({n} examples)"
+            )
+        input_shape, _ = check_data(
+            model, loss_fn, train, {"val_data": val, "test_data": test}, input_shape
+        )
+    if mode == "auto":
+        small = data_nbytes(train, val) < SCAN_LIMIT_BYTES
+        mode = "scan" if small and not step_callbacks else "step"
+    if step_callbacks and mode != "step":
+        raise ValueError("step_callbacks need mode='step' (a scanned epoch has no Python steps)")
+
+    if train_state is None:
+        ts = create_train_state(model, input_shape, optimizer, key)
+    else:
+        check_params(model, input_shape, train_state.params)
+        ts = _copy(train_state)
+    if early_stopping is not None:
+        ts = early_stopping_init(early_stopping, ts)
+    if plateau is not None and ts.plateau is None:
+        ts = ts._replace(plateau=plateau_init(plateau))
+
+    available = ["train_loss", *(f"train_{m}" for m, _ in metric_fns)]
+    if val is not None:
+        available += ["val_loss", *(f"val_{m}" for m, _ in metric_fns)]
+    for what, cfg in (("early_stopping", early_stopping), ("plateau", plateau)):
+        if cfg is not None and cfg.monitor not in available:
+            raise ValueError(
+                f"{what} monitors {cfg.monitor!r}, which is not logged; available: {available}"
+                + ("" if val is not None else " (give val_data for val_* keys)")
+            )
+
+    # ------------------------------------------------------------------ compiled pieces
+    val_n = None if val is None else int(jax.tree_util.tree_leaves(val[0])[0].shape[0])
+    cf = compiled_fit_fns(
+        model, loss_fn, metric_fns, optimizer, grad_mode, microbatches, l1, l2, augment, n,
+        batch_size, val_n, eval_batch_size, early_stopping, plateau, log_grad_norm,
+    )
+    names = cf.names
+    xv, yv = (None, None) if val is None else jax.device_put(val)
+
+    if mode == "scan":
+        x, y = jax.device_put(train)
+
+        def run_epoch(ts: TrainState, epoch: int):
+            return cf.epoch(ts, jnp.int32(epoch), x, y, xv, yv)
+    else:
+
+        def batches(ts: TrainState, epoch: int) -> Iterable:
+            if streaming:
+                yield from train_data(epoch)
+                return
+            idx = np.asarray(cf.indices(ts, jnp.int32(epoch)))  # one transfer per epoch
+            for row in idx:
+                yield (jax.tree_util.tree_map(lambda a, r=row: a[r], train[0]),
+                       jax.tree_util.tree_map(lambda a, r=row: a[r], train[1]))
+
+        def run_epoch(ts: TrainState, epoch: int):
+            ts0 = _copy(ts)
+            ms = []
+            for batch in batches(ts, epoch):
+                ts, m = cf.step(ts, batch)
+                ms.append(m)
+                for cb in step_callbacks:
+                    if cb(int(ts.step), ts, m):
+                        raise _StopSteps(ts, ts0, ms)
+            if not ms:
+                raise ValueError(f"train_data gave no batches in epoch {epoch}")
+            return cf.finish(ts, ts0, cf.stack(ms), xv, yv, jnp.int32(epoch))
+
+    # ------------------------------------------------------------------ the loop
+    history: dict[str, list[float]] = {}
+    stop_reason = "completed"
+    epochs_run = 0
+    bar = EpochProgress(max(epochs - start_epoch, 0), 0, progress)
+    try:
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            try:
+                ts, packed = run_epoch(ts, epoch)
+            except _StopSteps as s:
+                ts, packed = cf.finish(s.ts, s.ts0, cf.stack(s.ms), xv, yv, jnp.int32(epoch))
+                stop_reason = f"step callback stopped training at step {int(ts.step)}"
+            logs = dict(zip(names, np.asarray(jax.device_get(packed)).tolist(), strict=True))
+            seconds = time.perf_counter() - t0
+            bad_step = int(logs["nonfinite_step"])
+            if bad_step >= 0:
+                stop_reason = (
+                    f"non-finite loss at epoch {epoch}, step {bad_step} of the epoch "
+                    f"(global step {int(ts.step) + bad_step}); returning the train state "
+                    f"from the start of epoch {epoch}"
+                )
+                break
+            epochs_run += 1
+            shown = {k: v for k, v in logs.items() if k not in _HIDDEN}
+            shown["seconds"] = seconds
+            history.setdefault("epoch", []).append(epoch)
+            for k, v in shown.items():
+                history.setdefault(k, []).append(v)
+            bar.update(shown)
+            if stop_reason != "completed":
+                break
+            for cb in callbacks:
+                if cb(epoch, ts, shown):
+                    name = getattr(cb, "__name__", type(cb).__name__)
+                    stop_reason = f"callback {name} stopped training after epoch {epoch}"
+                    break
+            if stop_reason != "completed":
+                break
+            if early_stopping is not None and should_stop(early_stopping, logs["bad_epochs"]):
+                stop_reason = (
+                    f"early stopping: {early_stopping.monitor} did not improve for "
+                    f"{early_stopping.patience} epochs (best epoch {int(logs['best_epoch'])})"
+                )
+                break
+    finally:
+        bar.close()
+
+    # ------------------------------------------------------------------ results
+    best_epoch = None
+    if early_stopping is not None and ts.best_epoch is not None and int(ts.best_epoch) >= 0:
+        best_epoch = int(ts.best_epoch)
+        if early_stopping.restore_best and ts.best_params is not None:
+            ts = ts._replace(params=_copy(ts.best_params), state=_copy(ts.best_state))
+    elif history.get("val_loss"):
+        best_epoch = int(history["epoch"][int(np.nanargmin(history["val_loss"]))]) if np.any(
+            np.isfinite(history["val_loss"])) else None
+    test_metrics: dict[str, float] = {}
+    if test is not None:
+        test_n = int(jax.tree_util.tree_leaves(test[0])[0].shape[0])
+        ev = jax.jit(make_evaluator(model, loss_fn, metric_fns, test_n, eval_batch_size))
+        out = jax.device_get(ev(ts.params, ts.state, *jax.device_put(test)))
+        test_metrics = {f"test_{k}": float(v) for k, v in out.items()}
+    return FitResult(ts, history, best_epoch, epochs_run, stop_reason, test_metrics)
+
+
+class _StopSteps(Exception):  # noqa: N818 - internal control flow
+    """A per-step callback asked to stop: carries the partial epoch."""
+
+    def __init__(self, ts: TrainState, ts0: TrainState, ms: list) -> None:
+        super().__init__("step callback stop")
+        self.ts, self.ts0, self.ms = ts, ts0, ms

@@ -1,0 +1,173 @@
+"""Learning-rate range test (Smith 2017; fastai's ``lr_find``) in ONE ``lax.scan``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from nnkit.core import Layer
+from nnkit.optim import get_lr, set_hyperparam
+from nnkit.train.epoch import epoch_indices
+from nnkit.train.gradients import resolve_loss
+from nnkit.train.inputs import as_xy, check_data
+from nnkit.train.state import create_train_state, split_train_key
+from nnkit.train.step import make_train_step
+
+__all__ = ["lr_find", "LRFindResult", "smooth_losses", "resolve_optimizer"]
+
+
+class LRFindResult(NamedTuple):
+    """Result of :func:`lr_find`.
+
+    Attributes:
+      lrs: learning rates tried, increasing, before the first divergent step.
+      losses: the bias-corrected exponentially smoothed training losses at those rates.
+      suggestion: the rate where the smoothed loss falls fastest (steepest negative slope
+        of loss vs ``log lr``), searched between the first 10% of the points (skipped as
+        noise) and the minimum; if that range has under 3 points, ``lr_at_min / 10``
+        (not below ``min_lr``).
+      lr_at_min: the rate of the lowest smoothed loss (``lr_at_min / 10`` is the other
+        common rule of thumb).
+      diverged_at: index (into the full ``steps`` schedule) of the first step whose smoothed
+        loss exceeded ``diverge_factor`` times the best so far (or was non-finite), else None.
+      raw_losses: the unsmoothed losses at ``lrs``.
+    """
+
+    lrs: np.ndarray
+    losses: np.ndarray
+    suggestion: float
+    lr_at_min: float
+    diverged_at: int | None
+    raw_losses: np.ndarray
+
+    def plot(self, path: str) -> str:
+        """Saves loss vs learning rate (log x) with the suggestion marked; returns ``path``."""
+        from nnkit.plots import plot_lr_find
+
+        return plot_lr_find(self, path)
+
+
+def resolve_optimizer(
+    optimizer: str | Callable[[float], optax.GradientTransformation] | optax.GradientTransformation,
+    learning_rate: float,
+    **kwargs: Any,
+) -> optax.GradientTransformation:
+    """An optimizer from a :func:`nnkit.optim.make` name, a factory ``lr -> optimizer``, or
+    a ready transformation (used as is)."""
+    if isinstance(optimizer, optax.GradientTransformation):
+        return optimizer
+    if isinstance(optimizer, str):
+        from nnkit import optim
+
+        return optim.make(optimizer, learning_rate, **kwargs)
+    if callable(optimizer):
+        return optimizer(learning_rate)
+    raise TypeError(f"expected an optimizer name, factory or transformation, got {optimizer!r}")
+
+
+def smooth_losses(losses: np.ndarray, smoothing: float) -> np.ndarray:
+    """Bias-corrected EMA: ``a_i = b a_{i-1} + (1 - b) l_i``; ``s_i = a_i / (1 - b^(i+1))``."""
+    out = np.empty(len(losses), dtype=np.float64)
+    avg = 0.0
+    for i, v in enumerate(np.asarray(losses, np.float64)):
+        avg = smoothing * avg + (1.0 - smoothing) * v
+        out[i] = avg / (1.0 - smoothing ** (i + 1))
+    return out
+
+
+def lr_find(
+    model: Layer,
+    optimizer: str | Callable[[float], optax.GradientTransformation],
+    train_data: Any,
+    *,
+    loss: str | Callable = "cross_entropy",
+    batch_size: int = 32,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    steps: int = 100,
+    smoothing: float = 0.98,
+    diverge_factor: float = 4.0,
+    key: int | jax.Array = 0,
+    input_shape: Any = None,
+    **optimizer_kwargs: Any,
+) -> LRFindResult:
+    """Trains with ``lr_i = min_lr * (max_lr / min_lr) ** (i / (steps - 1))`` for ``steps``
+    steps (one compiled ``lax.scan``; the rate is set through the injected hyper-parameter)
+    and records the loss of each step's batch before its update.
+
+    Batches follow the same shuffled epochs as :func:`fit` with the same ``key``. Losses
+    after the first divergent step (smoothed loss > ``diverge_factor`` * best so far, or
+    non-finite) are masked off. See :class:`LRFindResult` for the suggestion rule.
+
+    Args:
+      optimizer: a :func:`nnkit.optim.make` name (``optimizer_kwargs`` go to it) or a
+        factory ``lr -> optimizer`` whose learning rate is injected.
+    """
+    if not 0 < min_lr < max_lr:
+        raise ValueError(f"need 0 < min_lr < max_lr, got {min_lr}, {max_lr}")
+    if steps < 2 or not 0.0 <= smoothing < 1.0 or diverge_factor <= 1.0:
+        raise ValueError("need steps >= 2, 0 <= smoothing < 1 and diverge_factor > 1")
+    loss_fn = resolve_loss(loss)
+    train = as_xy(train_data, "train_data")
+    n = int(jax.tree_util.tree_leaves(train[0])[0].shape[0])
+    if batch_size > n:
+        raise ValueError(f"batch_size {batch_size} is larger than the training set ({n})")
+    input_shape, _ = check_data(model, loss_fn, train, {}, input_shape)
+    opt = resolve_optimizer(optimizer, min_lr, **optimizer_kwargs)
+    ts = create_train_state(model, input_shape, opt, key)
+    try:
+        get_lr(ts.opt_state)
+    except KeyError:
+        raise ValueError(
+            "lr_find needs an optimizer with an injected learning_rate (nnkit.optim.make "
+            "or optax.inject_hyperparams)"
+        ) from None
+    step = make_train_step(model, loss_fn, opt, metrics=(), jit=False)
+    nb = n // batch_size
+    n_epochs = math.ceil(steps / nb)
+    lrs = min_lr * (max_lr / min_lr) ** (np.arange(steps) / (steps - 1))
+
+    @jax.jit
+    def run(ts, x, y, lrs):
+        k_data, _ = split_train_key(ts.key)
+        idx = jnp.concatenate(
+            [epoch_indices(jax.random.fold_in(k_data, e), n, batch_size) for e in range(n_epochs)]
+        )[:steps]
+
+        def body(ts, inp):
+            lr, i = inp
+            ts = ts._replace(opt_state=set_hyperparam(ts.opt_state, "learning_rate", lr))
+            xb = jax.tree_util.tree_map(lambda a: jnp.take(a, i, axis=0), x)
+            yb = jax.tree_util.tree_map(lambda a: jnp.take(a, i, axis=0), y)
+            ts, m = step(ts, (xb, yb))
+            return ts, m["loss"]
+
+        _, losses = lax.scan(body, ts, (lrs, idx))
+        return losses
+
+    x, y = jax.device_put(train)
+    raw = np.asarray(jax.device_get(run(ts, x, y, jnp.asarray(lrs, jnp.float32))), np.float64)
+    smooth = smooth_losses(np.where(np.isfinite(raw), raw, np.inf), smoothing)
+    best = np.minimum.accumulate(smooth)
+    bad = ~np.isfinite(smooth) | (smooth > diverge_factor * best)
+    diverged_at = int(np.argmax(bad)) if bad.any() else None
+    keep = steps if diverged_at is None else diverged_at
+    lrs_k, sm_k, raw_k = lrs[:keep], smooth[:keep], raw[:keep]
+    if keep == 0:
+        raise ValueError("lr_find: the loss was non-finite from the first step; lower min_lr")
+    i_min = int(np.argmin(sm_k))
+    lr_at_min = float(lrs_k[i_min])
+    start = max(1, keep // 10)  # the first smoothed values are mostly noise
+    if i_min - start >= 2:
+        slope = np.gradient(sm_k[start : i_min + 1], np.log(lrs_k[start : i_min + 1]))
+        suggestion = float(lrs_k[start + int(np.argmin(slope))])
+    else:
+        suggestion = max(lr_at_min / 10.0, float(lrs_k[0]))
+    return LRFindResult(lrs_k, sm_k, suggestion, lr_at_min, diverged_at, raw_k)

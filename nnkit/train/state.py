@@ -1,0 +1,98 @@
+"""The training state: one pytree holding everything a training run changes."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from nnkit.core import Layer, normalize_shape
+from nnkit.optim import PlateauState
+
+__all__ = ["TrainState", "create_train_state", "key_data", "as_key", "split_train_key"]
+
+
+class TrainState(NamedTuple):
+    """Everything a training run updates, as one pytree (jit/scan/vmap/checkpoint friendly).
+
+    Attributes:
+      step: int32 scalar, number of optimizer steps taken.
+      params: model parameters (nested dict).
+      state: model state, e.g. BatchNorm running statistics (nested dict, ``{}`` if none).
+      opt_state: the optimizer's state (holds the injected learning rate).
+      key: raw uint32 key *data* (``jax.random.key_data``), so it saves like any array;
+        :func:`as_key` turns it back into a typed key.
+      plateau: :class:`nnkit.optim.PlateauState` when reduce-on-plateau is on, else ``None``;
+        its ``scale`` multiplies every update.
+      best_metric, best_epoch, bad_epochs: early-stopping scalars (``None`` when unused).
+      best_params, best_state: copies of params/state at the best epoch (``None`` unless
+        early stopping restores the best).
+    """
+
+    step: jax.Array
+    params: Any
+    state: Any
+    opt_state: Any
+    key: jax.Array
+    plateau: PlateauState | None = None
+    best_metric: jax.Array | None = None
+    best_params: Any = None
+    best_state: Any = None
+    best_epoch: jax.Array | None = None
+    bad_epochs: jax.Array | None = None
+
+
+def key_data(key: int | jax.Array) -> jax.Array:
+    """uint32 key data from an int seed, a typed key (``jax.random.key``) or a legacy
+    ``PRNGKey`` (already uint32 data)."""
+    if isinstance(key, int | np.integer):
+        return jax.random.key_data(jax.random.key(int(key)))
+    key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(key)
+    if key.dtype != jnp.uint32:
+        raise TypeError(
+            f"expected an int seed, jax.random.key or PRNGKey, got dtype {key.dtype} "
+            f"shape {key.shape}"
+        )
+    return key
+
+
+def as_key(data: jax.Array) -> jax.Array:
+    """Typed key from uint32 key data (inverse of :func:`key_data`)."""
+    return jax.random.wrap_key_data(data)
+
+
+def split_train_key(data: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(data_key, step_key)`` typed keys derived from a train state's key data.
+
+    Epoch ``e``'s data order comes from ``fold_in(data_key, e)`` and step ``t``'s
+    randomness (dropout, augmentation) from ``fold_in(step_key, t)``.
+    """
+    k_data, k_step = jax.random.split(as_key(data))
+    return k_data, k_step
+
+
+def create_train_state(
+    model: Layer,
+    input_shape: Any,
+    optimizer: optax.GradientTransformation,
+    key: int | jax.Array,
+) -> TrainState:
+    """Initialises params/state with ``model.init`` and the optimizer state.
+
+    ``key`` (an int seed, typed key or legacy ``PRNGKey``) is split into the init key and the
+    training key stored in :attr:`TrainState.key`. ``input_shape`` excludes the batch dim.
+    """
+    k_init, k_train = jax.random.split(as_key(key_data(key)))
+    _, params, state = model.init(k_init, normalize_shape(input_shape))
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        state=state,
+        opt_state=optimizer.init(params),
+        key=jax.random.key_data(k_train),
+    )

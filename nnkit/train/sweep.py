@@ -1,0 +1,147 @@
+"""Hyper-parameter sweeps as ONE compiled program: the epoch function ``vmap``-ed over a
+leading model axis. Each model has its own params (its seed), learning rate and weight decay
+(set through the optimizer's injected hyper-parameters, so no recompilation per value)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nnkit import optim
+from nnkit.core import Layer
+from nnkit.train.epoch import make_epoch_fns, make_val_evaluator
+from nnkit.train.gradients import resolve_loss, resolve_metrics
+from nnkit.train.inputs import as_xy, check_data
+from nnkit.train.state import TrainState, create_train_state
+from nnkit.train.step import make_train_step
+
+__all__ = ["sweep", "SweepResult"]
+
+
+class SweepResult(NamedTuple):
+    """Result of :func:`sweep`.
+
+    Attributes:
+      configs: one dict per model: ``learning_rate``, ``weight_decay``, ``seed``.
+      histories: one :func:`fit`-style history per model (``epoch``, ``train_loss``, ...).
+      train_states: the models' :class:`TrainState` stacked on a leading axis.
+    """
+
+    configs: list[dict[str, Any]]
+    histories: list[dict[str, list[float]]]
+    train_states: TrainState
+
+    def best(self, monitor: str = "val_loss", mode: str = "min") -> int:
+        """Index of the model with the best final ``monitor`` (NaN counts as worst)."""
+        vals = np.array([h[monitor][-1] for h in self.histories], np.float64)
+        vals = np.where(np.isfinite(vals), vals, np.inf if mode == "min" else -np.inf)
+        return int(np.argmin(vals) if mode == "min" else np.argmax(vals))
+
+    def train_state(self, i: int) -> TrainState:
+        """Model ``i``'s train state (un-stacked)."""
+        return jax.tree_util.tree_map(lambda a: a[i], self.train_states)
+
+
+def sweep(
+    model: Layer,
+    optimizer_name: str,
+    train_data: Any,
+    *,
+    learning_rates: Sequence[float] | None = None,
+    weight_decays: Sequence[float] | None = None,
+    seeds: Sequence[int] | None = None,
+    epochs: int,
+    batch_size: int,
+    loss: str | Callable = "cross_entropy",
+    metrics: Sequence[str | Callable] | dict[str, Callable] = ("accuracy",),
+    val_data: Any = None,
+    input_shape: Any = None,
+    eval_batch_size: int = 1024,
+    **optimizer_kwargs: Any,
+) -> SweepResult:
+    """Trains one model per point of ``learning_rates x weight_decays x seeds`` together.
+
+    Model ``m`` gets exactly what ``fit(model, optim.make(optimizer_name, lr_m,
+    weight_decay=wd_m, **optimizer_kwargs), train_data, key=seed_m, ...)`` would: params
+    from its seed and **its own data order** (``fold_in`` of its seed's data key, as in
+    :func:`fit`), so each model equals its separate run. Memory: one shuffled copy of the
+    training set per model per epoch, plus every model's params and optimizer state.
+    Missing lists default to ``[optimizer_kwargs.get("learning_rate", 1e-3)]``, ``[0.0]``
+    and ``[0]``. Non-finite epochs are rolled back per model (shown as NaN train losses);
+    other models go on. One host sync per epoch for the whole grid.
+    """
+    lrs = list(learning_rates) if learning_rates is not None else [
+        optimizer_kwargs.pop("learning_rate", 1e-3)]
+    optimizer_kwargs.pop("learning_rate", None)
+    wds = list(weight_decays) if weight_decays is not None else [
+        optimizer_kwargs.pop("weight_decay", 0.0)]
+    optimizer_kwargs.pop("weight_decay", None)
+    seed_list = list(seeds) if seeds is not None else [0]
+    if not lrs or not wds or not seed_list:
+        raise ValueError("sweep: learning_rates, weight_decays and seeds must be non-empty")
+    configs = [
+        {"learning_rate": float(lr), "weight_decay": float(wd), "seed": int(s)}
+        for lr, wd, s in itertools.product(lrs, wds, seed_list)
+    ]
+    loss_fn = resolve_loss(loss)
+    metric_fns = resolve_metrics(metrics)
+    train = as_xy(train_data, "train_data")
+    val = as_xy(val_data, "val_data")
+    n = int(jax.tree_util.tree_leaves(train[0])[0].shape[0])
+    if batch_size > n:
+        raise ValueError(f"batch_size {batch_size} is larger than the training set ({n})")
+    input_shape, _ = check_data(model, loss_fn, train, {"val_data": val}, input_shape)
+
+    # One optimizer structure for all; per-model values go into the injected hyperparams.
+    wd_placeholder = max((abs(w) for w in wds), default=0.0)
+    opt = optim.make(optimizer_name, lrs[0], weight_decay=wd_placeholder, **optimizer_kwargs)
+    states = []
+    for c in configs:
+        ts = create_train_state(model, input_shape, opt, c["seed"])
+        os_ = optim.set_hyperparam(ts.opt_state, "learning_rate", c["learning_rate"])
+        if wd_placeholder or "weight_decay" in _hyper_names(os_):
+            os_ = optim.set_hyperparam(os_, "weight_decay", c["weight_decay"])
+        states.append(ts._replace(opt_state=os_))
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states)
+
+    step = make_train_step(model, loss_fn, opt, metrics=metric_fns, jit=False)
+    val_n = None if val is None else int(jax.tree_util.tree_leaves(val[0])[0].shape[0])
+    fns = make_epoch_fns(
+        step, n=n, batch_size=batch_size,
+        evaluator=make_val_evaluator(model, loss_fn, metric_fns, val_n, eval_batch_size),
+    )
+    names: list[str] = []
+
+    def packed(ts, e, x, y, xv, yv):
+        ts, logs = fns.epoch(ts, e, x, y, xv, yv)
+        if not names:
+            names.extend(sorted(logs))
+        return ts, jnp.stack([jnp.asarray(logs[k], jnp.float32) for k in names])
+
+    run = jax.jit(jax.vmap(packed, in_axes=(0, None, None, None, None, None)),
+                  donate_argnums=(0,))
+    x, y = jax.device_put(train)
+    xv, yv = (None, None) if val is None else jax.device_put(val)
+    histories: list[dict[str, list[float]]] = [{} for _ in configs]
+    for epoch in range(epochs):
+        stacked, logs = run(stacked, jnp.int32(epoch), x, y, xv, yv)
+        table = np.asarray(jax.device_get(logs))  # (models, keys): one transfer per epoch
+        for h, row in zip(histories, table, strict=True):
+            h.setdefault("epoch", []).append(epoch)
+            for k, v in zip(names, row.tolist(), strict=True):
+                if k != "nonfinite_step":
+                    h.setdefault(k, []).append(v)
+    return SweepResult(configs, histories, stacked)
+
+
+def _hyper_names(opt_state: Any) -> set[str]:
+    try:
+        optim.get_hyperparam(opt_state, "weight_decay")
+        return {"weight_decay"}
+    except KeyError:
+        return set()

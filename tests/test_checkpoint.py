@@ -1,0 +1,240 @@
+"""nnkit.checkpoint: pickle-free, atomic, verified checkpoints of train states."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import nnkit
+from nnkit import checkpoint as C
+from nnkit import optim
+from nnkit.checkpoint import CheckpointError, CheckpointManager
+from nnkit.train import EarlyStopping
+from nnkit.train.early_stopping import early_stopping_init
+
+
+def _state(seed: int = 0, accumulate: int = 2):
+    """:func:`_build_state` as one compiled call."""
+    return jax.jit(lambda: _build_state(seed, accumulate))()
+
+
+def _build_state(seed: int, accumulate: int):
+    """A TrainState with a nested optax state (MultiSteps > inject_hyperparams > chain),
+    plateau and early-stopping fields, and non-trivial values everywhere."""
+    model = nnkit.serial(nnkit.layers.Dense(5), nnkit.layers.Relu(), nnkit.layers.Dense(3))
+    opt = optim.make("adamw", 1e-3, weight_decay=1e-2, clip_norm=1.0, accumulate=accumulate)
+    ts = nnkit.create_train_state(model, (4,), opt, seed)
+    ts = early_stopping_init(EarlyStopping(), ts)
+    ts = ts._replace(plateau=optim.plateau_init(optim.Plateau()))
+    # take a real optimizer step so moments are non-zero
+    grads = jax.tree_util.tree_map(jnp.ones_like, ts.params)
+    updates, os_ = opt.update(grads, ts.opt_state, ts.params)
+    return ts._replace(params=optax.apply_updates(ts.params, updates), opt_state=os_,
+                       step=ts.step + 7)
+
+
+def _equal(a, b) -> bool:
+    def raw(x):
+        return jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    return ta == tb and all(
+        x.dtype == y.dtype and np.array_equal(np.asarray(raw(x)), np.asarray(raw(y)))
+        for x, y in zip(la, lb, strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def ts():
+    return _state()
+
+
+def test_round_trip_bit_exact_with_types(tmp_path, ts):
+    path = C.save(tmp_path / "a.npz", ts, step=7, epoch=2, config={"lr": 1e-3},
+                  metrics={"val_loss": float("nan"), "acc": np.float32(0.5)})
+    target = jax.eval_shape(lambda: _build_state(1, 2))  # only structure/shapes/dtypes are used
+    got, meta = C.restore(path, target)
+    assert _equal(got, ts)
+    assert type(got) is type(ts)
+    assert type(got.opt_state) is optax.MultiStepsState
+    assert type(got.opt_state.inner_opt_state) is type(ts.opt_state.inner_opt_state)
+    assert type(got.plateau) is optim.PlateauState
+    assert got.key.dtype == jnp.uint32 and got.key.shape == ts.key.shape
+    assert meta["step"] == 7 and meta["epoch"] == 2 and meta["config"] == {"lr": 1e-3}
+    assert meta["metrics"] == {"val_loss": None, "acc": 0.5}
+    assert meta["nnkit_version"] == nnkit.__version__ and meta["jax_version"] == jax.__version__
+    assert "params/dense_0/w" in meta["leaves"]
+
+
+def test_file_is_a_plain_npz_without_pickles(tmp_path, ts):
+    path = C.save(tmp_path / "a.npz", ts)
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    assert all(n.endswith(".npy") for n in names) and "__nnkit_meta__.npy" in names
+    with np.load(path, allow_pickle=False) as z:  # loads with pickles forbidden
+        assert np.array_equal(z["params/dense_0/w"], np.asarray(ts.params["dense_0"]["w"]))
+        assert z["key"].dtype == np.uint32
+
+
+def test_typed_keys_legacy_keys_and_bfloat16(tmp_path):
+    tree = {"typed": jax.random.split(jax.random.key(3), 4),
+            "legacy": jax.random.PRNGKey(5),
+            "bf16": jnp.linspace(-2, 2, 7, dtype=jnp.bfloat16),
+            "i8": jnp.arange(-3, 3, dtype=jnp.int8),
+            "scalar": jnp.float32(3.5),
+            "odd/name%": jnp.ones(2)}
+    path = C.save(tmp_path / "k.npz", tree)
+    got, meta = C.restore(path, jax.eval_shape(lambda: tree))
+    assert _equal(got, tree)
+    assert jnp.issubdtype(got["typed"].dtype, jax.dtypes.prng_key) and got["typed"].shape == (4,)
+    assert meta["leaves"]["typed"]["key_impl"]
+    assert "odd%2Fname%25" in meta["leaves"]  # '/' and '%' in dict keys are escaped
+    # the restored key draws the same numbers
+    np.testing.assert_array_equal(jax.random.uniform(got["typed"][2], (3,)),
+                                  jax.random.uniform(tree["typed"][2], (3,)))
+
+
+def test_mismatched_shape_names_leaf_and_both_shapes(tmp_path, ts):
+    path = C.save(tmp_path / "a.npz", ts)
+    model = nnkit.serial(nnkit.layers.Dense(6), nnkit.layers.Relu(), nnkit.layers.Dense(3))
+    opt = optim.make("adamw", 1e-3, weight_decay=1e-2, clip_norm=1.0, accumulate=2)
+    other = jax.eval_shape(lambda: early_stopping_init(
+        EarlyStopping(), nnkit.create_train_state(model, (4,), opt, 0))._replace(
+        plateau=optim.plateau_init(optim.Plateau())))
+    with pytest.raises(CheckpointError) as e:
+        C.restore(path, other)
+    assert str(e.value) == (f"{path}: leaf 'params/dense_0/b': checkpoint has shape (5,) "
+                            "float32, target expects shape (6,) float32")
+
+
+def test_missing_and_extra_leaves(tmp_path, ts):
+    path = C.save(tmp_path / "a.npz", ts)
+    bigger = ts._replace(params={**ts.params, "extra": {"w": jnp.zeros(2)}})
+    with pytest.raises(CheckpointError, match="'params/extra/w' of the target is missing"):
+        C.restore(path, bigger)
+    no_plateau = ts._replace(plateau=None)
+    with pytest.raises(CheckpointError, match="leaves the target lacks.*plateau/scale"):
+        C.restore(path, no_plateau)
+    got, _ = C.restore(path, no_plateau, strict=False)
+    assert _equal(got, no_plateau)
+
+
+def test_dtype_mismatch(tmp_path):
+    path = C.save(tmp_path / "a.npz", {"w": jnp.ones(3, jnp.float32)})
+    with pytest.raises(CheckpointError, match="'w'.*float32.*int32"):
+        C.restore(path, {"w": jnp.ones(3, jnp.int32)})
+
+
+def test_truncated_file_raises_naming_it(tmp_path, ts):
+    path = C.save(tmp_path / "a.npz", ts)
+    data = path.read_bytes()
+    for cut in (len(data) - 1, len(data) // 2, 10, 0):
+        path.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match=str(path)):
+            C.restore(path, ts)
+
+
+def test_flipped_bytes_are_detected(tmp_path, ts):
+    path = C.save(tmp_path / "a.npz", ts)
+    data = path.read_bytes()
+    # a byte inside the stored array data of params/dense_0/w
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("params/dense_0/w.npy")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 128
+    flipped = bytearray(data)
+    flipped[start + 5] ^= 0xFF
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match=f"{path}: corrupt"):
+        C.restore(path, ts)
+
+
+def test_any_single_flipped_byte_errors_or_restores_exactly(tmp_path):
+    """Never silently wrong data: flipping any byte gives a CheckpointError, or (in bytes
+    nobody reads, such as zip version fields) exactly the saved tree."""
+    tree = {"w": jnp.arange(6.0).reshape(2, 3), "n": jnp.int32(4)}
+    path = C.save(tmp_path / "a.npz", tree)
+    data = path.read_bytes()
+    errors = 0
+    for i in range(0, len(data), 3):
+        bad = bytearray(data)
+        bad[i] ^= 0x5A
+        path.write_bytes(bytes(bad))
+        try:
+            got, _ = C.restore(path, tree)
+        except CheckpointError:
+            errors += 1
+            continue
+        assert _equal(got, tree), f"byte {i} changed the data silently"
+    assert errors > len(data) // 6
+
+
+def test_not_a_checkpoint(tmp_path):
+    p = tmp_path / "plain.npz"
+    np.savez(p, a=np.ones(3))
+    with pytest.raises(CheckpointError, match="not an nnkit checkpoint"):
+        C.restore(p, {"a": jnp.ones(3)})
+    q = tmp_path / "text.npz"
+    q.write_text("hello")
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        C.load_meta(q)
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        C.restore(tmp_path / "missing.npz", {})
+
+
+def test_atomic_write_keeps_old_checkpoint_on_crash(tmp_path, ts, monkeypatch):
+    path = C.save(tmp_path / "a.npz", ts, step=1)
+    before = path.read_bytes()
+    newer = ts._replace(step=ts.step + 1)
+
+    def crash(*args, **kwargs):
+        raise OSError("simulated crash before rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        C.save(path, newer, step=2)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz"]  # no temp file left
+    got, meta = C.restore(path, ts)
+    assert meta["step"] == 1 and _equal(got, ts)
+
+
+def test_atomic_write_interrupted_mid_write(tmp_path, ts, monkeypatch):
+    path = C.save(tmp_path / "a.npz", ts, step=1)
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(KeyboardInterrupt):
+        C.save(path, ts, step=2)
+    assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
+
+
+def test_manager_keeps_latest_and_best(tmp_path):
+    mgr = CheckpointManager(tmp_path / "ck", keep=2)
+    trees = [{"w": jnp.full((2,), float(i))} for i in range(5)]
+    for i, t in enumerate(trees):
+        mgr.save(t, i, epoch=i, is_best=(i == 1), metrics={"val_loss": 1.0 / (i + 1)})
+    assert mgr.steps() == [3, 4]
+    assert mgr.latest_path() == mgr.path(4)
+    (tmp_path / "ck" / ".ckpt-000000009.npz.abc.tmp").write_bytes(b"junk")  # ignored
+    assert mgr.steps() == [3, 4]
+    latest, meta = mgr.restore({"w": jnp.zeros(2)})
+    assert meta["epoch"] == 4 and _equal(latest, trees[4])
+    best, meta = mgr.restore({"w": jnp.zeros(2)}, "best")
+    assert meta["epoch"] == 1 and _equal(best, trees[1])
+    again, _ = mgr.restore({"w": jnp.zeros(2)}, 3)
+    assert _equal(again, trees[3])
+    with pytest.raises(FileNotFoundError):
+        CheckpointManager(tmp_path / "empty").restore({})
+    with pytest.raises(ValueError, match="keep"):
+        CheckpointManager(tmp_path, keep=0)

@@ -1,0 +1,435 @@
+"""The ``nnkit`` command line and the run machinery behind it (nnkit.run)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import yaml
+
+import nnkit
+from nnkit import checkpoint as C
+from nnkit import run as runs
+from nnkit.cli import main
+from nnkit.config import load_config, parse_config, read_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+model: {arch: mlp, hidden: [8], dropout: 0.1}
+data:
+  dataset: moons
+  options: {n: 100, noise: 0.2, seed: 1}
+  split: [0.6, 0.2, 0.2]
+  standardize: true
+  batch_size: 10
+optimizer:
+  name: adam
+  lr: 0.02
+  schedule: {name: cosine, decay_steps: auto, alpha: 0.1}
+  plateau: {patience: 2, factor: 0.5}
+training:
+  epochs: 4
+  early_stopping: {monitor: val_loss, patience: 10}
+logging: {tensorboard: true, checkpoint_keep: 2, plots: true}
+"""
+
+METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
+               "grad_norm", "seconds"}
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main(list(argv))
+        except SystemExit as e:
+            rc = int(e.code or 0)
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    p.write_text(TINY)
+    return p
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    d = tmp_path_factory.mktemp("runs") / "a"
+    rc, out, err = run_cli("train", str(tiny), "--out", str(d))
+    return d, rc, out, err
+
+
+def rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def leaves(path: Path) -> dict[str, np.ndarray]:
+    return C.load_arrays(path)[0]
+
+
+# ----------------------------------------------------------------------------- help
+
+
+@pytest.mark.parametrize("cmd", [[], ["train"], ["eval"], ["summary"], ["lr-find"], ["sweep"],
+                                 ["datasets"], ["models"]])
+def test_help_for_every_command(cmd):
+    rc, out, _ = run_cli(*cmd, "--help")
+    assert rc == 0 and out.startswith("usage: nnkit") and "--help" in out
+
+
+def test_usage_errors_exit_2():
+    assert run_cli()[0] == 2
+    assert run_cli("trian")[0] == 2
+    rc, _, err = run_cli("train")
+    assert rc == 2 and "give a CONFIG" in err
+
+
+def test_datasets_and_models_lists():
+    rc, out, _ = run_cli("datasets")
+    assert rc == 0 and {"digits", "moons", "xor", "fashion_mnist"} <= {
+        line.split()[0] for line in out.splitlines()}
+    rc, out, _ = run_cli("models")
+    assert rc == 0 and "lenet5" in out and "mlp" in out and "conv2d" in out
+
+
+def test_python_dash_m_entry_point():
+    p = subprocess.run([sys.executable, "-m", "nnkit", "datasets"], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT)
+    assert p.returncode == 0 and "digits" in p.stdout
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def test_train_writes_complete_run_directory(trained, tiny):
+    d, rc, out, err = trained
+    assert rc == 0, err
+    assert f"run directory: {d}" in out and "test accuracy" in out and "best epoch" in out
+    names = {p.name for p in d.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "summary.json", "checkpoints", "plots",
+            "tensorboard"} <= names
+    rs = rows(d)
+    assert [r["epoch"] for r in rs] == [0, 1, 2, 3]
+    assert all(set(r) == METRIC_KEYS | {"lr_scale"} for r in rs)
+    assert all(r["lr"] > 0 and r["grad_norm"] > 0 and 0 <= r["val_accuracy"] <= 1 for r in rs)
+    assert rs[-1]["lr"] < rs[0]["lr"]  # cosine schedule
+    s = json.loads((d / "summary.json").read_text())
+    for k in ("best_epoch", "epochs_run", "test_loss", "test_accuracy", "param_count",
+              "wall_seconds", "status"):
+        assert k in s
+    assert s["status"] == "completed" and s["epochs_run"] == 4
+    assert s["param_count"] == 2 * 8 + 8 + 8 * 2 + 2
+    best = int(np.argmin([r["val_loss"] for r in rs]))
+    assert s["best_epoch"] == best
+    ck = {p.name for p in (d / "checkpoints").iterdir()}
+    assert ck == {"best.npz", "ckpt-000000002.npz", "ckpt-000000003.npz"}
+    assert C.load_meta(d / "checkpoints" / "best.npz")["epoch"] == best
+    for png in ("history.png", "lr.png", "decision_boundary.png"):
+        assert (d / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = b"".join(p.read_bytes() for p in (d / "tensorboard").iterdir())
+    assert b"loss/train" in events and b"accuracy/val" in events and b"lr" in events
+
+
+def test_run_config_is_resolved_and_reloadable(trained, tiny):
+    d = trained[0]
+    raw = read_yaml(d / "config.yaml")
+    meta = raw.pop("run")
+    assert meta["jax_version"] == jax.__version__ and meta["nnkit_version"] == nnkit.__version__
+    assert meta["device"] and meta["config_file"] == str(tiny)
+    assert raw["model"]["out"] == 2  # filled in from the data
+    again = parse_config(raw)
+    assert again.model == {**load_config(tiny).model, "out": 2}
+    assert again.optimizer == load_config(tiny).optimizer
+
+
+def test_eval_matches_summary_and_hand_computed_accuracy(trained):
+    d = trained[0]
+    rc, out, err = run_cli("eval", str(d), "--json")
+    assert rc == 0, err
+    got = json.loads(out)
+    s = json.loads((d / "summary.json").read_text())
+    assert got["checkpoint"] == "best" and got["n"] == 20
+    assert got["loss"] == pytest.approx(s["test_loss"], rel=1e-6)
+    assert got["accuracy"] == pytest.approx(s["test_accuracy"], abs=1e-7)
+    # independent: restore the best params and count correct argmaxes by hand
+    cfg, _ = runs.read_run_config(d)
+    prep = runs.prepare(cfg)
+    ts, _ = C.restore(d / "checkpoints" / "best.npz", runs.initial_state(prep))
+    logits, _ = prep.model.apply(ts.params, ts.state, prep.test[0])
+    assert got["accuracy"] == pytest.approx(
+        float(np.mean(np.argmax(np.asarray(logits), 1) == prep.test[1])), abs=1e-7)
+    rc, out, _ = run_cli("eval", str(d), "--split", "val", "--checkpoint", "latest")
+    assert rc == 0 and out.startswith("val (20 examples, latest checkpoint, epoch 3)")
+    assert f"loss {rows(d)[-1]['val_loss']:.4f}" in out
+
+
+def test_config_error_exit_2_one_line_and_no_run_dir(tmp_path, monkeypatch, tiny):
+    monkeypatch.chdir(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.replace("lr: 0.02", "lrr: 0.02"))
+    rc, out, err = run_cli("train", str(bad))
+    assert rc == 2
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert str(bad) in err and "optimizer.lrr" in err and "did you mean 'lr'?" in err
+    assert not (tmp_path / "runs").exists()
+    rc, _, err = run_cli("train", str(tiny), "--set", "model.dropout=1.5", "--out",
+                         str(tmp_path / "x"))
+    assert rc == 2 and "model.dropout: must be in [0, 1)" in err and not (tmp_path / "x").exists()
+    rc, _, err = run_cli("train", str(tiny), "--set", "data.batch_size=1000")
+    assert rc == 2 and "data.batch_size" in err and str(tiny) in err
+    rc, _, err = run_cli("train", str(tmp_path / "missing.yaml"))
+    assert rc == 2 and "missing.yaml" in err
+    rc, _, err = run_cli("train", str(tiny), "--set", "data.dataset=fashion_mnist",
+                         "--set", f"data.options={{path: {tmp_path / 'nope'}}}")
+    assert rc == 2 and "nope" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_out_dir_holding_a_run_and_resume_misuse(trained, tiny):
+    d = trained[0]
+    rc, _, err = run_cli("train", str(tiny), "--out", str(d))
+    assert rc == 2 and "already holds a run" in err
+    assert run_cli("train", str(tiny), "--resume", str(d))[0] == 2
+    rc, _, err = run_cli("eval", str(d.parent / "nothing"))
+    assert rc == 2 and "not found" in err
+
+
+def test_default_run_dir_name_and_sigterm(tmp_path, monkeypatch, tiny):
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(tiny, ["training.epochs=3", "logging.plots=false",
+                             "logging.tensorboard=false"])
+    before = signal.getsignal(signal.SIGTERM)
+
+    def term(epoch, ts, logs):
+        if epoch == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    res = runs.train(cfg, config_path=str(tiny), callbacks=[term])
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+    assert res.status == "interrupted" and res.exit_code == 143
+    assert res.run_dir.parent == Path("runs") and res.run_dir.name.startswith("tiny-")
+    assert [r["epoch"] for r in rows(res.run_dir)] == [0]
+    assert C.load_meta(res.run_dir / "checkpoints" / "ckpt-000000000.npz")["epoch"] == 0
+    assert json.loads((res.run_dir / "summary.json").read_text())["status"] == "interrupted"
+
+
+def test_stop_flag_handler():
+    flag = runs.StopFlag()
+    with contextlib.redirect_stderr(io.StringIO()):
+        flag.handler(signal.SIGINT, None)
+        assert flag.signum == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            flag.handler(signal.SIGINT, None)
+
+
+def test_resume_is_exact(trained, tiny, tmp_path):
+    a = trained[0]
+    b = tmp_path / "b"
+
+    def interrupt(epoch, ts, logs):
+        if epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        # logging settings do not change the numbers; skipping plots/events saves time
+        quiet = ["logging.plots=false", "logging.tensorboard=false"]
+        first = runs.train(load_config(tiny, quiet), config_path=str(tiny), out=b,
+                           callbacks=[interrupt])
+    assert first.exit_code == 130 and first.status == "interrupted"
+    assert [r["epoch"] for r in rows(b)] == [0, 1]
+    rc, out, err = run_cli("train", "--resume", str(b))
+    assert rc == 0, err
+    final_a = leaves(a / "checkpoints" / "ckpt-000000003.npz")
+    final_b = leaves(b / "checkpoints" / "ckpt-000000003.npz")
+    assert final_a.keys() == final_b.keys()
+    for k in final_a:
+        np.testing.assert_array_equal(final_a[k], final_b[k], err_msg=k)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+    assert strip(rows(a)) == strip(rows(b))
+    assert (b / "plots").exists() is False
+    sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+    assert sb["sessions"] == 2 and sb["status"] == "completed"
+    for k in ("test_loss", "test_accuracy", "best_epoch", "epochs_run", "best_value"):
+        assert sa[k] == sb[k], k
+    rc, out, _ = run_cli("train", "--resume", str(b))
+    assert rc == 0 and "nothing to do" in out
+
+
+NONFINITE = """
+model: {arch: mlp, hidden: [4]}
+data: {dataset: sin, options: {n: 40}, split: [1.0], batch_size: 10}
+optimizer:
+  name: sgd
+  lr: 0.01
+  schedule: {name: piecewise, boundaries: [8], values: [0.01, 1.0e+30]}
+training: {epochs: 5}
+loss: mse
+metrics: [mae]
+logging: {tensorboard: false, plots: false}
+"""
+
+
+def test_nonfinite_loss_exit_1_and_last_good_checkpoint(tmp_path):
+    cfg = tmp_path / "nan.yaml"
+    cfg.write_text(NONFINITE)
+    d = tmp_path / "run"
+    rc, out, err = run_cli("train", str(cfg), "--out", str(d))
+    assert rc == 1 and "Traceback" not in err
+    assert "non-finite loss at epoch 2" in err and "last good checkpoint" in err
+    assert [r["epoch"] for r in rows(d)] == [0, 1]
+    s = json.loads((d / "summary.json").read_text())
+    assert s["status"] == "nonfinite" and s["epochs_run"] == 2
+    c, _ = runs.read_run_config(d)
+    ts, meta = C.restore(s["latest_checkpoint"], runs.initial_state(runs.prepare(c)))
+    assert meta["epoch"] == 1
+    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(ts.params))
+
+
+@pytest.mark.slow
+def test_sigint_subprocess_then_resume(tiny, tmp_path):
+    d = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nnkit", "train", str(tiny), "--out", str(d), "--set",
+           "training.epochs=3000", "--set", "logging.tensorboard=false", "--set",
+           "logging.plots=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    deadline = time.monotonic() + 120
+    metrics = d / "metrics.jsonl"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "SIGINT received" in err and "--resume" in err
+    last = rows(d)[-1]["epoch"]
+    assert 0 <= last < 2999
+    assert C.load_meta(d / "checkpoints" / f"ckpt-{last:09d}.npz")["epoch"] == last
+    assert json.loads((d / "summary.json").read_text())["status"] == "interrupted"
+    rc, _, err = run_cli("train", "--resume", str(d), "--set", f"training.epochs={last + 3}")
+    assert rc == 0, err
+    assert [r["epoch"] for r in rows(d)] == list(range(last + 3))
+
+
+def test_internal_error_exit_1_with_traceback(monkeypatch, tiny):
+    def broken(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(runs, "train", broken)
+    rc, _, err = run_cli("train", str(tiny))
+    assert rc == 1 and "Traceback" in err and "internal error: RuntimeError: boom" in err
+
+
+# ----------------------------------------------------------------------------- tools
+
+
+def test_summary_command(tiny):
+    rc, out, _ = run_cli("summary", str(tiny))
+    assert rc == 0 and "total params 42" in out and "dense_0" in out and "(2,)" in out
+
+
+def test_lr_find_command(tiny, tmp_path):
+    png = tmp_path / "lr.png"
+    rc, out, err = run_cli("lr-find", str(tiny), "--steps", "30", "--min-lr", "1e-5",
+                           "--max-lr", "10", "--out", str(png))
+    assert rc == 0, err
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    lr = float(out.split("suggested learning rate ")[1].split()[0])
+    assert 1e-5 <= lr <= 10
+
+
+NO_EXTRAS = ["--set", "training.early_stopping=null", "--set", "optimizer.plateau=null",
+             "--set", "optimizer.schedule=null", "--set", "training.epochs=3"]
+
+
+def test_sweep_vmapped_equals_separate_run(tiny, tmp_path):
+    d = tmp_path / "sw"
+    rc, out, err = run_cli("sweep", str(tiny), "--grid", "optimizer.lr=3e-3,3e-2",
+                           *NO_EXTRAS, "--out", str(d))
+    assert rc == 0, err
+    assert "one vmapped program" in out
+    info = json.loads((d / "sweep.json").read_text())
+    assert info["method"] == "vmap" and len(info["rows"]) == 2
+    table = (d / "sweep.csv").read_text().splitlines()
+    assert table[0].startswith("optimizer.lr,") and len(table) == 3
+    row = next(r for r in info["rows"] if r["optimizer.lr"] == pytest.approx(0.03))
+    sets = [a for a in NO_EXTRAS if a != "--set"] + ["optimizer.lr=3e-2", "logging.plots=false",
+                                                     "logging.tensorboard=false"]
+    single = runs.train(load_config(tiny, sets), out=tmp_path / "single")
+    for k in ("train_loss", "val_loss", "val_accuracy"):
+        assert row[k] == pytest.approx(single.summary["last_epoch"][k], rel=1e-4, abs=1e-6), k
+
+
+@pytest.mark.slow
+def test_sweep_separate_runs_for_other_keys(tiny, tmp_path):
+    d = tmp_path / "sw"
+    rc, out, err = run_cli("sweep", str(tiny), "--grid", "model.hidden=[4],[6]",
+                           "--set", "training.epochs=1", "--set", "logging.plots=false",
+                           "--set", "logging.tensorboard=false", "--out", str(d))
+    assert rc == 0, err
+    assert "separate runs" in out
+    info = json.loads((d / "sweep.json").read_text())
+    assert info["method"] == "runs" and [r["model.hidden"] for r in info["rows"]] == [[4], [6]]
+    for i in range(2):
+        s = json.loads((d / f"run-{i}" / "summary.json").read_text())
+        assert s["param_count"] == [2 * 4 + 4 + 4 * 2 + 2, 2 * 6 + 6 + 6 * 2 + 2][i]
+    rc, _, err = run_cli("sweep", str(tiny), "--grid", "optimizer.lrr=1,2")
+    assert rc == 2 and "did you mean 'lr'?" in err
+
+
+def test_parse_grid():
+    g = runs.parse_grid(["optimizer.lr=1e-4, 1e-3", "model.hidden=[64,32],[128]", "seed=0"])
+    assert g == {"optimizer.lr": [1e-4, 1e-3], "model.hidden": [[64, 32], [128]], "seed": [0]}
+    with pytest.raises(ValueError, match="given twice"):
+        runs.parse_grid(["seed=1", "seed=2"])
+    assert yaml.safe_load("1e-3") == "1e-3"  # why numbers are fixed up after safe_load
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def test_prepare_splits_standardizes_and_resolves_auto_steps(tiny):
+    from nnkit.run.prepare import _schedule
+
+    cfg = load_config(tiny, ["optimizer.schedule={name: linear, end_value: 0.0, "
+                             "transition_steps: auto}", "optimizer.accumulate=2"])
+    prep = runs.prepare(cfg)
+    assert [len(p[0]) for p in (prep.train, prep.val, prep.test)] == [60, 20, 20]
+    np.testing.assert_allclose(prep.train[0].mean(0), 0, atol=1e-5)  # fitted on train
+    np.testing.assert_allclose(prep.train[0].std(0), 1, atol=1e-4)
+    assert prep.steps_per_epoch == 6 and prep.cfg.model["out"] == 2
+    total = 4 * 6 // 2  # epochs * steps per epoch // accumulate
+    sched = _schedule(cfg, total)
+    assert float(sched(0)) == pytest.approx(0.02)
+    assert float(sched(total // 2)) == pytest.approx(0.01)
+    assert float(sched(total)) == pytest.approx(0.0)
+
+
+def test_prepare_two_way_split_and_augmentation(tiny):
+    raw = read_yaml(tiny)
+    raw["model"] = {"arch": "mlp", "hidden": [4]}
+    raw["data"] = {"dataset": "digits", "split": [0.9, 0.1], "batch_size": 32,
+                   "augmentation": [{"name": "random_translate", "max_shift": 1},
+                                    {"name": "gaussian_noise", "std": 0.5}]}
+    prep = runs.prepare(parse_config(raw))
+    assert prep.test is None and len(prep.train[0]) + len(prep.val[0]) == 1797
+    x = prep.train[0][:4]
+    out = np.asarray(jax.jit(prep.augment)(jax.random.key(0), x))
+    assert out.shape == x.shape and not np.allclose(out, x)
+    raw["data"]["dataset"] = "moons"
+    with pytest.raises(ValueError, match=r"data.augmentation\[0\]: random_translate needs"):
+        runs.prepare(parse_config(raw))

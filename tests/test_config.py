@@ -1,0 +1,276 @@
+"""nnkit.config: typed YAML configs, validation errors, overrides, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nnkit import layers as L
+from nnkit.config import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    config_to_dict,
+    dump_config,
+    load_config,
+    parse_config,
+    read_yaml,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+BASE = {"model": {"arch": "mlp", "hidden": [8]}, "data": {"dataset": "digits"}}
+
+
+def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def parse(**sections) -> Config:
+    return parse_config({**BASE, **sections})
+
+
+# ----------------------------------------------------------------------------- shipped
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate_and_round_trip(path):
+    if "lstm" in path.name and not hasattr(L, "LSTM"):
+        pytest.skip("nnkit.layers.LSTM not available yet")
+    cfg = load_config(path)
+    assert parse_config(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+def test_defaults_are_filled_in():
+    cfg = parse()
+    assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == 1e-3
+    assert cfg.data.split == (0.8, 0.1, 0.1) and cfg.data.batch_size == 32
+    assert cfg.training.early_stopping is None and cfg.logging.checkpoint_keep == 3
+    assert cfg.metrics == ("accuracy",) and cfg.parallel == {}
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_unknown_key_names_file_key_and_suggestion(tmp_path):
+    p = write(tmp_path, "model: {arch: mlp}\ndata: {dataset: digits}\noptimizer: {lrr: 0.1}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "optimizer.lrr" in msg and "did you mean 'lr'?" in msg
+    assert e.value.key == "optimizer.lrr" and e.value.file == str(p)
+
+
+def test_unknown_top_level_section(tmp_path):
+    p = write(tmp_path, "model: {arch: mlp}\ndata: {dataset: digits}\ntrainig: {epochs: 3}\n")
+    with pytest.raises(ConfigError, match=r"trainig: unknown key \(did you mean 'training'\?\)"):
+        load_config(p)
+
+
+def test_missing_required_sections():
+    with pytest.raises(ConfigError, match="model: missing required key"):
+        parse_config({"data": {"dataset": "digits"}})
+    with pytest.raises(ConfigError, match="data.dataset: missing required key"):
+        parse_config({"model": {"arch": "mlp"}, "data": {}})
+
+
+@pytest.mark.parametrize(
+    "section, value, key, expect",
+    [
+        ("training", {"epochs": "ten"}, "training.epochs", "expected int, got str"),
+        ("training", {"epochs": 2.5}, "training.epochs", "expected int"),
+        ("data", {"dataset": "digits", "standardize": "yes"}, "data.standardize", "bool"),
+        ("data", {"dataset": "digits", "split": 0.8}, "data.split", "list of number"),
+        ("optimizer", {"lr": [1]}, "optimizer.lr", "expected number"),
+        ("optimizer", {"lr": True}, "optimizer.lr", "expected number"),
+        ("logging", {"plots": 1}, "logging.plots", "bool"),
+    ],
+)
+def test_wrong_types_name_key_and_type(section, value, key, expect):
+    with pytest.raises(ConfigError) as e:
+        parse(**{section: value})
+    assert e.value.key == key and expect in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "section, value, key, allowed",
+    [
+        ("optimizer", {"lr": -0.1}, "optimizer.lr", "> 0"),
+        ("optimizer", {"lr": 0}, "optimizer.lr", "> 0"),
+        ("optimizer", {"clip_norm": 0.0}, "optimizer.clip_norm", "> 0"),
+        ("optimizer", {"weight_decay": -1e-4}, "optimizer.weight_decay", ">= 0"),
+        ("optimizer", {"plateau": {"factor": 1.0}}, "optimizer.plateau.factor", "in (0.0, 1.0)"),
+        ("data", {"dataset": "digits", "batch_size": 0}, "data.batch_size", ">= 1"),
+        ("training", {"epochs": 0}, "training.epochs", ">= 1"),
+        ("training", {"l2": -1}, "training.l2", ">= 0"),
+        ("logging", {"checkpoint_keep": 0}, "logging.checkpoint_keep", ">= 1"),
+    ],
+)
+def test_out_of_range_names_key_and_range(section, value, key, allowed):
+    with pytest.raises(ConfigError) as e:
+        parse(**{section: value})
+    assert e.value.key == key and f"must be {allowed}" in str(e.value)
+
+
+def test_dropout_must_be_below_one():
+    with pytest.raises(ConfigError, match=r"model.dropout: must be in \[0, 1\), got 1.0"):
+        parse(model={"arch": "mlp", "dropout": 1.0})
+    with pytest.raises(ConfigError, match=r"model.layers\[1\].rate: must be in \[0, 1\)"):
+        parse(model={"layers": [{"type": "dense", "features": 3}, {"type": "dropout",
+                                                                    "rate": 1.5}]})
+
+
+@pytest.mark.parametrize("split", [[0.5, 0.1], [0.8, 0.3, -0.1], [0.2, 0.2, 0.2, 0.4], [0, 1]])
+def test_split_fractions_checked(split):
+    with pytest.raises(ConfigError) as e:
+        parse(data={"dataset": "digits", "split": split})
+    assert e.value.key == "data.split"
+
+
+def test_choices_with_suggestions():
+    cases = [
+        ({"optimizer": {"name": "adamm"}}, "optimizer.name", "'adam'"),
+        ({"loss": "crossentropy"}, "loss", "'cross_entropy'"),
+        ({"data": {"dataset": "digts"}}, "data.dataset", "'digits'"),
+        ({"training": {"grad_mode": "batches"}}, "training.grad_mode", "'batch'"),
+        ({"metrics": ["acuracy"]}, "metrics[0]", "'accuracy'"),
+        ({"optimizer": {"schedule": {"name": "cosin"}}}, "optimizer.schedule.name", "'cosine'"),
+        ({"optimizer": {"schedule": {"name": "cosine", "decay_step": 3}}},
+         "optimizer.schedule.decay_step", "'decay_steps'"),
+        ({"optimizer": {"options": {"b3": 0.9}}}, "optimizer.options.b3", "'b2'"),
+        ({"training": {"early_stopping": {"monitor": "val_acc"}}},
+         "training.early_stopping.monitor", "'val_accuracy'"),
+        ({"data": {"dataset": "digits", "augmentation": [{"name": "random_flip"}]}},
+         "data.augmentation[0].name", "'random_flip_lr'"),
+        ({"model": {"arch": "mpl"}}, "model.arch", "'mlp'"),
+    ]
+    for sections, key, suggestion in cases:
+        with pytest.raises(ConfigError) as e:
+            parse(**sections)
+        assert e.value.key == key, sections
+        assert f"did you mean {suggestion}?" in str(e.value), str(e.value)
+
+
+def test_schedule_missing_argument_and_auto_only_for_steps():
+    with pytest.raises(ConfigError, match="missing argument"):
+        parse(optimizer={"schedule": {"name": "cosine"}})
+    with pytest.raises(ConfigError, match="'auto' is only allowed"):
+        parse(optimizer={"schedule": {"name": "cosine", "decay_steps": 10, "alpha": "auto"}})
+    assert parse(optimizer={"schedule": {"name": "cosine", "decay_steps": "auto"}})
+
+
+def test_microbatches_need_accumulate():
+    with pytest.raises(ConfigError, match="training.microbatches"):
+        parse(training={"microbatches": 2})
+    assert parse(training={"microbatches": 2, "grad_mode": "accumulate"}).training.microbatches == 2
+
+
+def test_invalid_yaml_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match=r"invalid YAML at line 2"):
+        read_yaml(write(tmp_path, "model: {arch: mlp\ndata: [\n"))
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        read_yaml(write(tmp_path, "- 1\n- 2\n"))
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        read_yaml(tmp_path / "nope.yaml")
+
+
+def test_config_error_is_value_error_one_line():
+    e = ConfigError("must be > 0", key="optimizer.lr", file="a.yaml")
+    assert isinstance(e, ValueError) and str(e) == "a.yaml: optimizer.lr: must be > 0"
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def test_overrides_are_yaml_scalars():
+    cfg = parse_config(BASE, overrides=[
+        "optimizer.lr=3e-3", "model.hidden=[64, 32]", "training.early_stopping.patience=3",
+        "data.standardize=true", "optimizer.clip_norm=null", "loss=mse", "seed=7",
+    ])
+    assert cfg.optimizer.lr == 0.003 and isinstance(cfg.optimizer.lr, float)
+    assert cfg.model["hidden"] == [64, 32]
+    assert cfg.training.early_stopping.patience == 3
+    assert cfg.data.standardize is True and cfg.optimizer.clip_norm is None
+    assert cfg.loss == "mse" and cfg.seed == 7
+
+
+def test_override_list_index_and_errors():
+    raw = {**BASE, "model": {"layers": [{"type": "dense", "features": 4}]}}
+    assert apply_overrides(raw, ["model.layers.0.features=32"])["model"]["layers"][0] == {
+        "type": "dense", "features": 32}
+    assert raw["model"]["layers"][0]["features"] == 4  # the input is not modified
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        apply_overrides(raw, ["optimizer.lr"])
+    with pytest.raises(ConfigError, match="out of range"):
+        apply_overrides(raw, ["model.layers.3.features=1"])
+
+
+def test_override_errors_say_set(tmp_path):
+    p = write(tmp_path, "model: {arch: mlp}\ndata: {dataset: digits}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, ["optimizer.lrr=0.1"])
+    assert str(e.value).startswith("--set: optimizer.lrr") and "did you mean 'lr'?" in str(
+        e.value)
+    with pytest.raises(ConfigError, match="--set: optimizer.lr: must be > 0"):
+        load_config(p, ["optimizer.lr=-3e-3"])
+
+
+def test_exponent_strings_read_as_floats_everywhere(tmp_path):
+    p = write(tmp_path, "model: {arch: mlp}\ndata: {dataset: digits}\n"
+              "optimizer: {lr: 1e-3, schedule: {name: cosine, decay_steps: 100, alpha: 1e-2}}\n")
+    cfg = load_config(p)
+    assert cfg.optimizer.lr == 1e-3 and cfg.optimizer.schedule["alpha"] == 0.01
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.floats(min_value=1e-12, max_value=1e3, allow_nan=False))
+def test_lr_override_and_dump_round_trip_exactly(lr):
+    cfg = parse_config(BASE, overrides=[f"optimizer.lr={lr!r}"])
+    assert cfg.optimizer.lr == lr
+    assert parse_config(yaml.safe_load(dump_config(cfg))).optimizer.lr == lr
+
+
+# ----------------------------------------------------------------------------- round trip
+
+
+def test_full_config_round_trip_and_dict(tmp_path):
+    full = {
+        "model": {"layers": [{"type": "flatten"}, {"type": "dense", "features": 16,
+                                                   "name": "hidden"}, {"type": "relu"},
+                             {"type": "dropout", "rate": 0.1}, {"type": "dense", "features": 10}]},
+        "data": {"dataset": "digits", "options": {"size": 8}, "split": [0.7, 0.2, 0.1],
+                 "stratify": False, "split_seed": 3, "batch_size": 16, "eval_batch_size": 64,
+                 "standardize": True, "augmentation": [{"name": "gaussian_noise", "std": 0.1}]},
+        "optimizer": {"name": "sgd", "lr": 0.05, "schedule": {"name": "step", "boundaries": [10],
+                                                              "factor": 0.5},
+                      "weight_decay": 1e-4, "clip_norm": 1.0, "accumulate": 2,
+                      "plateau": {"monitor": "val_accuracy", "mode": "max", "patience": 2,
+                                  "factor": 0.5, "min_delta": 0.01, "cooldown": 1,
+                                  "min_scale": 0.01},
+                      "options": {"momentum": 0.9}},
+        "training": {"epochs": 3, "early_stopping": {"monitor": "val_loss", "mode": "min",
+                                                     "patience": 2, "min_delta": 0.001,
+                                                     "restore_best": False},
+                     "grad_mode": "accumulate", "microbatches": 2, "l1": 0.0, "l2": 1e-5,
+                     "mode": "step"},
+        "loss": "cross_entropy", "metrics": ["accuracy", "macro_f1"], "seed": 5,
+        "logging": {"tensorboard": False, "checkpoint_keep": 1, "plots": False},
+        "parallel": {"devices": 2, "fsdp": False},
+    }
+    cfg = parse_config(full)
+    again = load_config(write(tmp_path, dump_config(cfg)))
+    assert again == cfg
+    assert config_to_dict(cfg) == {**full, "data": {**full["data"]},
+                                   "training": full["training"]}
+    assert dataclasses.is_dataclass(cfg) and cfg.parallel == {"devices": 2, "fsdp": False}
+
+
+def test_dump_extra_section():
+    text = dump_config(parse(), {"run": {"jax_version": "x"}})
+    assert yaml.safe_load(text)["run"] == {"jax_version": "x"}

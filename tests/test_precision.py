@@ -1,0 +1,272 @@
+"""Tests for nnkit.precision: dtype policies, the with_policy wrapper and loss scaling."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nnkit
+from nnkit import precision as prec
+from nnkit.core import layer
+from nnkit.layers import Dense, Relu
+
+F32, BF16, F16 = jnp.dtype("float32"), jnp.dtype("bfloat16"), jnp.dtype("float16")
+
+
+def mlp():
+    return nnkit.serial(Dense(64), Relu(), Dense(32), Relu(), Dense(3))
+
+
+def data(n=16, d=8, seed=0):
+    return jax.random.normal(jax.random.key(seed), (n, d), jnp.float32)
+
+
+@pytest.mark.parametrize(
+    "name,dtypes,scale",
+    [
+        ("float32", (F32, F32, F32), 1.0),
+        ("bfloat16", (BF16, BF16, BF16), 1.0),
+        ("float16", (F16, F16, F16), 2.0**12),
+        ("mixed_bfloat16", (F32, BF16, F32), 1.0),
+        ("mixed_float16", (F32, F16, F32), 2.0**12),
+    ],
+)
+def test_named_policies(name, dtypes, scale):
+    p = prec.Policy.from_name(name)
+    assert (p.param_dtype, p.compute_dtype, p.output_dtype) == dtypes
+    assert p.loss_scale == scale
+    assert p.name == name
+    assert prec.get_policy(name) == p
+
+
+def test_policy_defaults_and_errors():
+    assert prec.get_policy(None) == prec.Policy() == prec.Policy.from_name("float32")
+    assert prec.Policy.from_name("mixed_float16", loss_scale=8).loss_scale == 8.0
+    assert prec.Policy(F32, F16, F16).name == "float32/float16/float16"
+    with pytest.raises(ValueError, match="unknown precision policy 'half'.*mixed_bfloat16"):
+        prec.Policy.from_name("half")
+    with pytest.raises(ValueError, match="Policy.compute_dtype: expected a floating dtype"):
+        prec.Policy(compute_dtype=jnp.int32)
+    with pytest.raises(ValueError, match="Policy.output_dtype: 'nope' is not a dtype"):
+        prec.Policy(output_dtype="nope")
+    with pytest.raises(ValueError, match="Policy.loss_scale"):
+        prec.Policy(loss_scale=0)
+
+
+def test_cast_floating_leaves_ints_and_keys_alone():
+    tree = {"f": jnp.ones(2), "i": jnp.arange(3), "k": jax.random.key(0), "h": jnp.ones(1, F16)}
+    out = prec.cast_to_compute(tree, "mixed_bfloat16")
+    assert out["f"].dtype == BF16 and out["h"].dtype == BF16
+    assert out["i"].dtype == jnp.int32
+    assert jax.dtypes.issubdtype(out["k"].dtype, jax.dtypes.prng_key)
+    back = prec.Policy.from_name("mixed_bfloat16").cast_to_param(out)
+    assert back["f"].dtype == F32 and back["i"].dtype == jnp.int32
+
+
+def test_mixed_bf16_forward_close_to_float32_and_keeps_the_tree():
+    model, x = mlp(), data()
+    _, p32, _ = model.init(jax.random.key(1), (8,))
+    wrapped = prec.with_policy(model, "mixed_bfloat16")
+    _, pmix, _ = wrapped.init(jax.random.key(1), (8,))
+    # same names, same float32 values: a checkpoint fits both
+    chex.assert_trees_all_equal(pmix, p32)
+    chex.assert_trees_all_equal_dtypes(pmix, p32)
+    assert (wrapped.kind, wrapped.name, wrapped.children) == (
+        model.kind, model.name, model.children)
+    assert dict(wrapped.meta)["dtype_policy"] == "mixed_bfloat16"
+
+    y32, _ = jax.jit(model.apply)(p32, {}, x)
+    ymix, _ = jax.jit(wrapped.apply)(pmix, {}, x)
+    assert ymix.dtype == F32 and ymix.shape == (16, 3)
+    # bf16 has an 8-bit mantissa (relative step 2**-8 ~ 0.4%); three layers stay within ~3%
+    scale = float(jnp.max(jnp.abs(y32)))
+    np.testing.assert_allclose(ymix, y32, atol=3e-2 * scale)
+    assert float(jnp.max(jnp.abs(ymix - y32))) > 0  # really computed in bf16
+
+
+def test_mixed_bf16_matmuls_run_in_bf16():
+    model = prec.with_policy(mlp(), "mixed_bfloat16")
+    _, params, _ = model.init(jax.random.key(1), (8,))
+    jaxpr = jax.make_jaxpr(lambda p, x: model.apply(p, {}, x)[0])(params, data())
+    dots = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+    assert len(dots) == 3
+    for e in dots:
+        assert [v.aval.dtype for v in e.invars] == [BF16, BF16]
+
+
+def test_mixed_bf16_grads_are_float32_and_close():
+    model, x = mlp(), data()
+    y = jnp.sin(x[:, :3])
+    _, params, _ = model.init(jax.random.key(2), (8,))
+
+    def loss(m):
+        return lambda p: jnp.mean((m.apply(p, {}, x)[0] - y) ** 2)
+
+    g32 = jax.jit(jax.grad(loss(model)))(params)
+    gmix = jax.jit(jax.grad(loss(prec.with_policy(model, "mixed_bfloat16"))))(params)
+    chex.assert_trees_all_equal_dtypes(gmix, params)  # float32, like the params
+    # element-wise errors are large where grads cancel, so compare whole leaves: bf16
+    # rounding in the forward and backward passes gives ~1% (last layer) to ~7% (first)
+    for a, b in zip(jax.tree.leaves(gmix), jax.tree.leaves(g32), strict=True):
+        rel = float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+        cos = float(jnp.vdot(a, b) / (jnp.linalg.norm(a) * jnp.linalg.norm(b)))
+        assert 0 < rel < 0.1 and cos > 0.99
+
+
+def test_pure_bfloat16_stores_params_in_bf16():
+    model = prec.with_policy(mlp(), "bfloat16")
+    _, params, _ = model.init(jax.random.key(1), (8,))
+    assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {BF16}
+    y, _ = model.apply(params, {}, data())
+    assert y.dtype == BF16
+
+
+def _running_mean():
+    def init(key, shape):
+        return shape, {}, {"mean": jnp.zeros(shape[-1:], jnp.float32)}
+
+    def apply(params, state, x, *, key=None, train=False):
+        return x, {"mean": 0.9 * state["mean"] + 0.1 * jnp.mean(x, axis=0)}
+
+    return layer("running_mean", init, apply)
+
+
+def test_state_keeps_its_dtype_so_scan_carries_work():
+    model = prec.with_policy(nnkit.serial(Dense(4), _running_mean()), "mixed_bfloat16")
+    _, params, state = model.init(jax.random.key(0), (8,))
+    xs = jnp.stack([data(seed=s) for s in range(3)])
+
+    def body(st, x):
+        _, st = model.apply(params, st, x, train=True)
+        return st, None
+
+    final, _ = jax.lax.scan(body, state, xs)  # fails if the carry's dtype changed
+    assert final["running_mean_0"]["mean"].dtype == F32
+    assert float(jnp.max(jnp.abs(final["running_mean_0"]["mean"]))) > 0
+
+
+def test_int_inputs_are_not_cast():
+    seen = []
+
+    def init(key, shape):
+        return shape, {}, {}
+
+    def apply(params, state, x, *, key=None, train=False):
+        seen.append(x.dtype)
+        return x.astype(jnp.float32), {}
+
+    model = prec.with_policy(layer("probe", init, apply), "mixed_bfloat16")
+    model.init(jax.random.key(0), (3,))
+    model.apply({}, {}, jnp.arange(6).reshape(2, 3))
+    model.apply({}, {}, jnp.ones((2, 3)))
+    assert seen == [jnp.int32, BF16]
+
+
+def test_with_policy_rejects_non_layers():
+    with pytest.raises(TypeError, match="expected an nnkit Layer"):
+        prec.with_policy(lambda x: x, "float32")
+
+
+# ----------------------------------------------------------------------------- loss scale
+
+
+def test_scale_and_unscale_closed_form():
+    p = prec.Policy.from_name("mixed_float16", loss_scale=4.0)
+    assert float(prec.scale_loss(jnp.float32(1.5), p)) == 6.0
+    g = prec.unscale_grads({"a": jnp.array([8.0, 2.0], F16), "n": jnp.arange(2)}, p)
+    assert g["a"].dtype == F16 and g["n"].dtype == jnp.int32
+    np.testing.assert_array_equal(g["a"], np.array([2.0, 0.5], np.float16))
+    assert prec.unscale_grads(g, "float32") is g
+
+
+def test_all_finite():
+    assert bool(prec.all_finite({"a": jnp.ones(3), "i": jnp.arange(2)}))
+    assert not bool(prec.all_finite({"a": jnp.array([1.0, jnp.inf])}))
+    assert not bool(prec.all_finite([jnp.ones(2), jnp.array(jnp.nan, F16)]))
+    assert bool(prec.all_finite({}))
+
+
+def _tiny_grad_problem(policy):
+    """dL/dw = c * sum(x) = 1e-5 * 1e-3 = 1e-8 per weight: below float16's smallest subnormal."""
+    model = prec.with_policy(Dense(1, use_bias=False), policy)
+    _, params, _ = model.init(jax.random.key(0), (4,))
+    x = jnp.full((1, 4), 1e-3, jnp.float32)
+
+    def loss(p):
+        return 1e-5 * jnp.sum(model.apply(p, {}, x)[0])
+
+    return loss, params
+
+
+def test_float16_small_grads_underflow_without_loss_scale():
+    loss, params = _tiny_grad_problem(prec.Policy.from_name("mixed_float16", loss_scale=1.0))
+    g = jax.grad(loss)(params)
+    assert g["w"].dtype == F32
+    np.testing.assert_array_equal(g["w"], 0.0)
+
+
+def test_float16_static_loss_scale_recovers_small_grads():
+    pol = prec.Policy.from_name("mixed_float16")  # static scale 2**12
+    loss, params = _tiny_grad_problem(pol)
+    value, g = prec.value_and_grad(loss, pol)(params)
+    assert g["w"].dtype == F32
+    np.testing.assert_allclose(g["w"], np.full((4, 1), 1e-8), rtol=2e-2)
+    np.testing.assert_allclose(value, loss(params), rtol=1e-6)  # the value is unscaled
+    assert bool(prec.all_finite(g))
+
+
+def test_float16_too_large_loss_scale_overflows_and_is_detected():
+    pol = prec.Policy.from_name("mixed_float16", loss_scale=2.0**40)
+    loss, params = _tiny_grad_problem(pol)
+    _, g = prec.value_and_grad(loss, pol)(params)
+    assert not bool(prec.all_finite(g))
+
+
+def test_value_and_grad_has_aux_matches_jax():
+    def f(p):
+        return jnp.sum(p["w"] ** 2), {"n": 3}
+
+    p = {"w": jnp.array([1.0, -2.0])}
+    (v, aux), g = prec.value_and_grad(f, prec.Policy(loss_scale=8.0), has_aux=True)(p)
+    assert float(v) == 5.0 and aux == {"n": 3}
+    np.testing.assert_allclose(g["w"], [2.0, -4.0])  # 2w, the scale removed exactly
+
+
+def test_scaled_multiplies_the_loss_only():
+    pol = prec.Policy(loss_scale=4.0)
+    assert float(prec.scaled(lambda v: v * 2, pol)(jnp.float32(3.0))) == 24.0
+    loss, aux = prec.scaled(lambda v: (v, {"raw": v}), pol, has_aux=True)(jnp.float32(3.0))
+    assert float(loss) == 12.0 and float(aux["raw"]) == 3.0
+    f = lambda v: v
+    assert prec.scaled(f, "float32") is f
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_from_config():
+    assert prec.from_config(None) is None
+    assert prec.from_config("mixed_bfloat16") == prec.Policy.from_name("mixed_bfloat16")
+    p = prec.from_config({"name": "mixed_float16", "loss_scale": 1024})
+    assert (p.compute_dtype, p.loss_scale) == (F16, 1024.0)
+    p = prec.from_config({"compute_dtype": "bfloat16"})
+    assert (p.param_dtype, p.compute_dtype, p.output_dtype) == (F32, BF16, F32)
+
+
+@pytest.mark.parametrize(
+    "value,match",
+    [
+        ("half", r"precision: unknown precision policy 'half'"),
+        (3, r"precision: expected a policy name or a mapping"),
+        ({"nme": "float32"}, r"precision: unknown key\(s\) \['nme'\]"),
+        ({"name": "float32", "compute_dtype": "bfloat16"}, r"either name or dtypes"),
+        ({"compute_dtype": "int8"}, r"precision.compute_dtype: .*floating"),
+        ({"name": "mixed_float16", "loss_scale": -1}, r"precision.loss_scale"),
+    ],
+)
+def test_from_config_errors_name_the_key(value, match):
+    with pytest.raises(ValueError, match=match):
+        prec.from_config(value)

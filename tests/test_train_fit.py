@@ -1,0 +1,201 @@
+"""fit(): scan vs step paths, exact resume, early stopping, non-finite rollback, plateau,
+callbacks, bad input."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nnkit
+from nnkit import initializers, optim
+from nnkit.layers import Dense, Relu
+from nnkit.train import EarlyStopping, Plateau, create_train_state, epoch_indices, fit, stop_when
+from nnkit.train.state import split_train_key
+
+N, D, C = 96, 2, 3
+
+
+def mlp():
+    return nnkit.serial(Dense(8), Relu(), Dense(C))
+
+
+def blobs(seed=0, n=N):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, size=n).astype(np.int32)
+    centers = np.array([[0.0, 2.0], [2.0, -1.0], [-2.0, -1.0]], np.float32)
+    x = centers[y] + 0.7 * rng.normal(size=(n, D)).astype(np.float32)
+    return x, y
+
+
+TRAIN, VAL = blobs(0), blobs(1, 40)
+KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "grad_norm",
+        "seconds"}
+
+
+def no_seconds(h):
+    return {k: v for k, v in h.items() if k != "seconds"}
+
+
+def test_scan_and_step_paths_agree_and_history_keys():
+    kw = dict(val_data=VAL, epochs=3, batch_size=16, key=3)
+    a = fit(mlp(), optim.make("adam", 1e-2), TRAIN, mode="scan", **kw)
+    b = fit(mlp(), optim.make("adam", 1e-2), TRAIN, mode="step", **kw)
+    assert set(a.history) == KEYS == set(b.history)
+    assert a.history["epoch"] == [0, 1, 2] and a.epochs_run == 3
+    assert a.stop_reason == "completed"
+    chex.assert_trees_all_close(a.train_state.params, b.train_state.params, rtol=1e-5,
+                                atol=1e-6)
+    for k in KEYS - {"seconds", "epoch"}:
+        np.testing.assert_allclose(a.history[k], b.history[k], rtol=1e-5, atol=1e-6)
+    assert a.history["train_loss"][-1] < a.history["train_loss"][0]
+    assert int(a.train_state.step) == 3 * (N // 16)
+    assert a.best_epoch == int(np.argmin(a.history["val_loss"]))
+
+
+def test_epoch_data_order_is_fold_in_of_the_epoch():
+    """The scan path visits exactly the batches epoch_indices gives (checked via a
+    streaming run that feeds those batches by hand)."""
+    opt = optim.make("sgd", 0.1)
+    ts = create_train_state(mlp(), (D,), opt, 5)
+    k_data, _ = split_train_key(ts.key)
+
+    def stream(epoch):
+        idx = np.asarray(epoch_indices(jax.random.fold_in(k_data, epoch), N, 32))
+        for row in idx:
+            yield TRAIN[0][row], TRAIN[1][row]
+
+    a = fit(mlp(), opt, TRAIN, epochs=2, batch_size=32, key=5, mode="scan")
+    b = fit(mlp(), opt, stream, epochs=2, key=5, mode="step", input_shape=(D,))
+    chex.assert_trees_all_close(a.train_state.params, b.train_state.params, rtol=1e-5,
+                                atol=1e-6)
+
+
+def test_resume_reproduces_an_uninterrupted_run_exactly():
+    es = EarlyStopping(patience=10)
+    pl = Plateau(patience=1, factor=0.5)
+    model, opt = mlp(), optim.make("adam", 1e-2)  # same objects: the compiled epoch is reused
+    kw = dict(val_data=VAL, batch_size=16, key=7, early_stopping=es, plateau=pl)
+    full = fit(model, opt, TRAIN, epochs=4, **kw)
+    first = fit(model, opt, TRAIN, epochs=2, **kw)
+    saved = first.train_state
+    second = fit(model, opt, TRAIN, epochs=4, start_epoch=2, train_state=saved, **kw)
+    assert second.history["seconds"][0] < full.history["seconds"][0]  # no recompilation
+    assert not saved.params["dense_0"]["w"].is_deleted()  # resume copies, not consumes
+    chex.assert_trees_all_equal(full.train_state, second.train_state)
+    for k in KEYS - {"seconds"}:
+        assert full.history[k] == first.history[k] + second.history[k], k
+
+
+def test_early_stopping_restores_the_best_params():
+    # w starts at 0 and moves towards the train target 2; val target 1 is passed on the
+    # way, so val loss falls, then rises: best epoch is when w is nearest 1.
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    model = Dense(1, use_bias=False, w_init=initializers.zeros)
+    seen = {}
+
+    def remember(epoch, ts, logs):
+        seen[epoch] = np.asarray(ts.params["w"]).copy()
+
+    r = fit(model, optim.make("sgd", 0.02), (x, 2 * x), val_data=(x, 1 * x), loss="mse",
+            metrics=(), epochs=50, batch_size=8, early_stopping=EarlyStopping(patience=3),
+            callbacks=[remember])
+    best = int(np.argmin(r.history["val_loss"]))
+    assert 0 < best < len(r.history["val_loss"]) - 1
+    assert r.best_epoch == best
+    assert r.epochs_run == best + 4
+    assert "early stopping" in r.stop_reason and f"best epoch {best}" in r.stop_reason
+    np.testing.assert_array_equal(r.train_state.params["w"], seen[best])
+    assert abs(float(r.train_state.params["w"][0, 0]) - 1.0) < abs(seen[best + 3][0, 0] - 1.0)
+
+
+def test_non_finite_loss_stops_and_returns_the_last_good_state():
+    steps_per_epoch = N // 16
+    # lr 1e-2 for two epochs, then absurd: the third epoch blows up
+    sched = optim.schedule("step", learning_rate=1e-2, boundaries=[2 * steps_per_epoch],
+                           values=[1e-2, 1e30])
+    kw = dict(batch_size=16, key=1)
+    model, opt = mlp(), optim.make("sgd", sched)
+    r = fit(model, opt, TRAIN, epochs=5, **kw)
+    assert r.stop_reason.startswith("non-finite loss at epoch 2, step ")
+    assert r.epochs_run == 2 and len(r.history["train_loss"]) == 2
+    two = fit(model, opt, TRAIN, epochs=2, **kw)
+    chex.assert_trees_all_equal(r.train_state.params, two.train_state.params)
+    assert np.all(np.isfinite(np.asarray(r.train_state.params["dense_0"]["w"])))
+
+    huge = fit(mlp(), optim.make("sgd", 1e30), TRAIN, epochs=3, batch_size=16, key=1,
+               mode="step")
+    assert "non-finite loss at epoch 0" in huge.stop_reason
+    init = create_train_state(mlp(), (D,), optim.make("sgd", 1e30), 1)
+    chex.assert_trees_all_equal(huge.train_state.params, init.params)
+
+
+def test_plateau_scale_drops_after_patience_epochs():
+    # a tiny LR: val loss barely moves, so with min_delta nothing counts as improvement
+    r = fit(mlp(), optim.make("sgd", 1e-9), TRAIN, val_data=VAL, epochs=5, batch_size=32,
+            plateau=Plateau(patience=2, factor=0.5, min_delta=1e-3))
+    # epoch 0 sets best; 1, 2 bad -> halve after epoch 2; 3, 4 bad -> halve after epoch 4
+    assert r.history["lr_scale"] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    np.testing.assert_allclose(r.history["lr"], [1e-9, 1e-9, 1e-9, 5e-10, 5e-10], rtol=1e-5)
+
+
+def test_callbacks_see_every_epoch_and_can_stop():
+    calls = []
+    r = fit(mlp(), optim.make("adam", 5e-2), TRAIN, epochs=30, batch_size=16,
+            callbacks=[lambda e, ts, logs: calls.append((e, int(ts.step))),
+                       stop_when("train_accuracy", 0.8, mode="max")])
+    assert "stop_when(train_accuracy >= 0.8)" in r.stop_reason
+    assert r.history["train_accuracy"][-1] >= 0.8
+    assert calls == [(e, (e + 1) * (N // 16)) for e in range(len(calls))]
+    assert len(calls) == r.epochs_run < 30
+
+
+def test_test_data_and_progress_bar(capsys):
+    r = fit(mlp(), optim.make("adam", 1e-2), TRAIN, test_data=VAL, epochs=1, batch_size=32,
+            progress=True)
+    assert set(r.test_metrics) == {"test_loss", "test_accuracy"}
+    logits, _ = mlp().apply(r.train_state.params, {}, jnp.asarray(VAL[0]))
+    ref = -np.mean(np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)),
+                                      VAL[1][:, None], 1))
+    assert r.test_metrics["test_loss"] == pytest.approx(float(ref), rel=1e-5)
+    assert "epoch" in capsys.readouterr().err
+
+
+def test_bad_inputs_give_clear_errors():
+    opt = optim.make("sgd", 0.1)
+    with pytest.raises(ValueError, match=r"\(2,\).*input_shape is \(3,\)"):
+        fit(mlp(), opt, TRAIN, input_shape=(3,), epochs=1)
+    y_bad = TRAIN[1].copy()
+    y_bad[5] = 7
+    with pytest.raises(ValueError, match="train_data y: label 7 at index 5.*3 outputs"):
+        fit(mlp(), opt, (TRAIN[0], y_bad), epochs=1)
+    with pytest.raises(ValueError, match="batch_size 200 is larger than the training set"):
+        fit(mlp(), opt, TRAIN, batch_size=200)
+    with pytest.raises(ValueError, match="val_data x has per-example shape \\(3,\\)"):
+        fit(mlp(), opt, TRAIN, val_data=(np.zeros((4, 3), np.float32), VAL[1][:4]))
+    with pytest.raises(ValueError, match="x has 96 examples but y has 95"):
+        fit(mlp(), opt, (TRAIN[0], TRAIN[1][:-1]))
+    with pytest.raises(ValueError, match="monitors 'val_loss'.*give val_data"):
+        fit(mlp(), opt, TRAIN, early_stopping=EarlyStopping())
+    with pytest.raises(ValueError, match="unknown mode"):
+        fit(mlp(), opt, TRAIN, mode="fast")
+    ts = create_train_state(mlp(), (5,), opt, 0)
+    with pytest.raises(ValueError, match="train_state params do not fit the model"):
+        fit(mlp(), opt, TRAIN, train_state=ts)
+    with pytest.raises(ValueError, match="loss cannot compare model outputs"):
+        fit(mlp(), opt, (TRAIN[0], np.zeros((N, 5), np.float32)), loss="mse", metrics=())
+
+
+def test_step_callbacks_run_every_step_in_step_mode_only():
+    seen = []
+
+    def cb(step, ts, metrics):
+        seen.append((step, float(metrics["loss"])))
+        return step == 8  # stop in the middle of epoch 1 (6 steps per epoch)
+
+    r = fit(mlp(), optim.make("sgd", 0.1), TRAIN, epochs=3, batch_size=16, step_callbacks=[cb])
+    assert [s for s, _ in seen] == list(range(1, 9))
+    assert r.stop_reason == "step callback stopped training at step 8"
+    assert int(r.train_state.step) == 8 and r.history["epoch"] == [0, 1]
+    with pytest.raises(ValueError, match="step_callbacks need mode='step'"):
+        fit(mlp(), optim.make("sgd", 0.1), TRAIN, mode="scan", step_callbacks=[cb])

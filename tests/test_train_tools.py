@@ -1,0 +1,101 @@
+"""lr_find, overfit_batch and sweep."""
+
+import chex
+import jax
+import numpy as np
+import optax
+import pytest
+
+import nnkit
+from nnkit import optim
+from nnkit.layers import Dense, Relu
+from nnkit.train import fit, lr_find, overfit_batch, sweep
+
+N, D, C = 64, 2, 3
+
+
+def mlp():
+    return nnkit.serial(Dense(8), Relu(), Dense(C))
+
+
+def blobs(seed=0, n=N):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, size=n).astype(np.int32)
+    centers = np.array([[0.0, 2.0], [2.0, -1.0], [-2.0, -1.0]], np.float32)
+    return centers[y] + 0.5 * rng.normal(size=(n, D)).astype(np.float32), y
+
+
+TRAIN, VAL = blobs(0), blobs(1, 32)
+
+
+def test_lr_find_increasing_rates_suggestion_and_divergence():
+    onehot = (TRAIN[0], np.eye(C, dtype=np.float32)[TRAIN[1]])  # mse diverges for sure
+    r = lr_find(mlp(), "sgd", onehot, loss="mse", batch_size=16, min_lr=1e-4, max_lr=1e4,
+                steps=100)
+    assert r.diverged_at is not None and 10 < r.diverged_at < 100
+    assert len(r.lrs) == len(r.losses) == r.diverged_at
+    assert np.all(np.diff(r.lrs) > 0)
+    np.testing.assert_allclose(r.lrs[0], 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(r.lrs[1] / r.lrs[0], (1e8) ** (1 / 99), rtol=1e-6)
+    # the suggestion lies on the descending part, below the rate of the minimum loss
+    assert np.isfinite(r.suggestion) and 1e-4 < r.suggestion < r.lr_at_min
+    # the next smoothed loss (masked off) exceeded diverge_factor times the best
+    assert r.raw_losses.shape == r.losses.shape
+    # losses are the bias-corrected EMA of the raw ones
+    b = 0.98
+    ema = (1 - b) * r.raw_losses[0] + b * 0.0
+    assert r.losses[0] == pytest.approx(ema / (1 - b))
+    assert np.all(np.isfinite(r.losses))
+
+
+def test_lr_find_without_divergence_and_with_a_factory():
+    r = lr_find(mlp(), lambda lr: optim.make("adam", lr), TRAIN, batch_size=16,
+                min_lr=1e-5, max_lr=1e-3, steps=20)
+    assert r.diverged_at is None and len(r.lrs) == 20
+    np.testing.assert_allclose(r.lrs[-1], 1e-3, rtol=1e-6)
+    with pytest.raises(ValueError, match="injected learning_rate"):
+        lr_find(mlp(), lambda lr: optax.sgd(lr), TRAIN, batch_size=16, steps=5)
+
+
+def test_overfit_batch_passes_on_a_correct_setup_and_fails_on_broken_ones():
+    batch = (TRAIN[0][:16], TRAIN[1][:16])
+    ok = overfit_batch(mlp(), optim.make("adam", 3e-2), batch, steps=150, target=0.05)
+    assert ok.passed and ok.final_loss <= 0.05
+    assert ok.losses.shape == (150,) and ok.losses[-1] < ok.losses[0]
+    frozen = overfit_batch(mlp(), optim.make("sgd", 0.0), batch, steps=20)
+    assert not frozen.passed
+    np.testing.assert_allclose(frozen.losses, frozen.losses[0], rtol=1e-6)
+    # a model that ignores its input cannot fit random labels
+    blind = nnkit.serial(nnkit.Lambda(lambda x: x * 0.0, kind="zero"), Dense(C))
+    rng = np.random.default_rng(0)
+    noise = (batch[0], rng.integers(0, C, 16).astype(np.int32))
+    assert not overfit_batch(blind, "adam", noise, steps=100, learning_rate=0.1).passed
+
+
+def test_sweep_equals_separate_fit_runs():
+    lrs, seeds = [3e-3, 3e-2], [0, 1]
+    kw = dict(epochs=2, batch_size=16, val_data=VAL)
+    s = sweep(mlp(), "adam", TRAIN, learning_rates=lrs, seeds=seeds, **kw)
+    assert [(c["learning_rate"], c["seed"]) for c in s.configs] == [
+        (lr, sd) for lr in lrs for sd in seeds]
+    chex.assert_shape(s.train_states.params["dense_0"]["w"], (4, D, 8))
+    for i in (0, 3):  # two separate runs differing in both LR and seed
+        c = s.configs[i]
+        r = fit(mlp(), optim.make("adam", c["learning_rate"]), TRAIN, key=c["seed"], **kw)
+        chex.assert_trees_all_close(s.train_state(i).params, r.train_state.params, rtol=1e-5,
+                                    atol=1e-6)
+        for k in ("train_loss", "val_loss", "val_accuracy", "lr"):
+            np.testing.assert_allclose(s.histories[i][k], r.history[k], rtol=1e-5, atol=1e-6)
+    assert s.best("val_loss") == int(np.argmin([h["val_loss"][-1] for h in s.histories]))
+
+
+def test_sweep_over_weight_decay_matches_fit():
+    kw = dict(epochs=1, batch_size=32)
+    s = sweep(mlp(), "sgd", TRAIN, learning_rate=0.1, weight_decays=[0.0, 0.5], **kw)
+    assert [c["weight_decay"] for c in s.configs] == [0.0, 0.5]
+    for i, wd in enumerate([0.0, 0.5]):
+        r = fit(mlp(), optim.make("sgd", 0.1, weight_decay=wd), TRAIN, key=0, **kw)
+        chex.assert_trees_all_close(s.train_state(i).params, r.train_state.params, rtol=1e-5,
+                                    atol=1e-6)
+    w0, w1 = (jax.tree_util.tree_leaves(s.train_state(i).params) for i in (0, 1))
+    assert sum(float((a**2).sum()) for a in w1) < sum(float((a**2).sum()) for a in w0)
