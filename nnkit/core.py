@@ -94,7 +94,9 @@ def normalize_shape(input_shape: Sequence[int] | int) -> Shape:
         input_shape = (input_shape,)
     if not isinstance(input_shape, Sequence) and not hasattr(input_shape, "__iter__"):
         raise ShapeError(f"input_shape must be a tuple of ints, got {input_shape!r}")
-    if len(input_shape) and all(isinstance(s, Sequence) for s in input_shape):
+    if len(input_shape) and all(
+        isinstance(s, Sequence) and not isinstance(s, str) for s in input_shape
+    ):
         return tuple(normalize_shape(s) for s in input_shape)  # type: ignore[misc]
     try:
         shape = tuple(int(d) for d in input_shape)

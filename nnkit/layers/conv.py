@@ -7,13 +7,18 @@ channels split into ``groups`` independent groups (``groups == in_channels``: de
 Two implementations give the same numbers (up to float rounding):
 
 * ``"xla"``: :func:`jax.lax.conv_general_dilated`.
-* ``"im2col"``: shifted strided slices of the padded input concatenated on the channel axis,
-  ``(batch, *out, k_1 * ... * k_d * C)``, then ONE matmul with the kernel reshaped to
-  ``(k_1 * ... * k_d * C, F)``. On CPU XLA's convolution is slow; this measured ~1.4x faster
-  for LeNet-5 training (see ``benchmarks/bench_conv_impl.py``).
-* ``"auto"`` (default): im2col on the CPU backend for ``groups == 1`` and kernels of at most
-  :data:`IM2COL_MAX_WINDOW` taps, xla otherwise (GPUs/TPUs always use xla). Decided at trace
-  time from :func:`jax.default_backend`.
+* ``"im2col"``: one strided slice of the padded input per kernel tap, stacked into a
+  channels-first patch matrix ``(k_1 * ... * k_d * C, batch * prod(out))``, then ONE matmul
+  with the kernel reshaped to ``(k_1 * ... * k_d * C, F)`` (:func:`conv_im2col`).
+  On CPU this beats XLA's convolution for LeNet-5 training ~2x per step, and XLA's
+  convolution gets 10-40x slower still inside ``lax.scan`` (the compiled epoch) while im2col
+  does not; see ``benchmarks/bench_conv_impl.py``.
+* ``"auto"`` (default): im2col on the CPU backend for kernels of at most
+  :data:`IM2COL_MAX_WINDOW` taps (any ``groups``: grouped and depthwise XLA convolutions
+  collapse inside ``lax.scan`` too), xla otherwise; GPUs/TPUs always use xla. Decided at trace
+  time from :func:`jax.default_backend`. (The patch matrix costs ``taps`` times the input's
+  memory, and for wide (>= 16 channels) or depthwise layers run step by step, outside
+  ``lax.scan``, XLA's convolution can be faster: pass ``impl="xla"`` there.)
 """
 
 from __future__ import annotations
@@ -71,21 +76,6 @@ def conv_xla(
     )
 
 
-def _shifted_slices(x: Array, kernel, stride, dilation, out) -> list[Array]:
-    """One strided slice of the padded ``x`` per kernel tap, each ``(N, *out, C)``."""
-    n, c = x.shape[0], x.shape[-1]
-    slices = []
-    for taps in itertools.product(*(range(k) for k in kernel)):
-        start = (0, *(t * d for t, d in zip(taps, dilation, strict=True)), 0)
-        limit = (
-            n,
-            *(s0 + (o - 1) * s + 1 for s0, o, s in zip(start[1:-1], out, stride, strict=True)),
-            c,
-        )
-        slices.append(lax.slice(x, start, limit, (1, *stride, 1)))
-    return slices
-
-
 def conv_im2col(
     x: Array,
     w: Array,
@@ -94,36 +84,54 @@ def conv_im2col(
     dilation: Sequence[int],
     groups: int = 1,
 ) -> Array:
-    """Channels-last convolution as shifted slices + one matmul (im2col by slicing).
+    """Channels-last convolution as strided slices + one matmul (im2col by slicing).
 
-    Shapes as :func:`conv_xla`. For ``groups == 1`` the slices are concatenated on the channel
-    axis (tap-major, channel-minor, matching ``w.reshape(-1, F)`` of an HWIO kernel) and
-    contracted in one ``dot_general``; for ``groups > 1`` they are stacked and contracted
-    per group (a batched matmul).
+    Shapes as :func:`conv_xla`. The patch matrix is laid out **channels-first, taps-major**
+    (the layout of ``benchmarks/conv_probe.py``): ``x`` is transposed once to
+    ``(C, N, *spatial)``, each kernel tap is a contiguous strided slice ``(C, N, *out)``, the
+    taps are stacked to ``P (taps * C, N * prod(out))`` (row order = an HWIO kernel's
+    ``w.reshape(-1, F)``) and ``y^T = w^T P`` is ONE wide matmul ``(F, taps*C) @ (taps*C, M)``,
+    transposed back to channels-last. (Concatenating the taps on the channel axis instead,
+    ``(N, *out, taps * C)``, interleaves with stride ``taps * C`` and gives a skinny matmul; it
+    measured ~2x slower for LeNet's first layer.) For ``groups > 1`` the contraction is
+    batched over groups.
     """
     nd = w.ndim - 2
-    kernel, f = w.shape[:nd], w.shape[-1]
+    kernel, f = tuple(w.shape[:nd]), w.shape[-1]
     x, w = _common_dtype(x, w)
     if any(lo or hi for lo, hi in pads):
         x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
     out = sp.output_spatial(x.shape[1:-1], kernel, stride, dilation, ((0, 0),) * nd)
-    slices = _shifted_slices(x, kernel, stride, dilation, out)
+    xc = jnp.moveaxis(x, -1, 0)  # (C, N, *spatial)
+    c, n = xc.shape[:2]
+    taps = []
+    for t in itertools.product(*(range(k) for k in kernel)):
+        start = (0, 0, *(a * d for a, d in zip(t, dilation, strict=True)))
+        limit = (
+            c,
+            n,
+            *(s0 + (o - 1) * s + 1 for s0, o, s in zip(start[2:], out, stride, strict=True)),
+        )
+        taps.append(lax.slice(xc, start, limit, (1, 1, *stride)))
+    patches = taps[0][None] if len(taps) == 1 else jnp.stack(taps, axis=0)  # (T, C, N, *out)
+    m = n * sp.prod(out)
     if groups == 1:
-        patches = slices[0] if len(slices) == 1 else jnp.concatenate(slices, axis=-1)
-        return lax.dot_general(patches, w.reshape(-1, f), (((nd + 1,), (0,)), ((), ())))
-    cg = w.shape[-2]
-    patches = jnp.stack(slices, axis=-2)  # (N, *out, taps, C)
-    patches = patches.reshape(*patches.shape[:-1], groups, cg)  # (N, *out, taps, G, Cg)
-    wg = w.reshape(-1, cg, groups, f // groups)  # (taps, Cg, G, Fg)
-    y = jnp.einsum("...tgc,tcgf->...gf", patches, wg)
-    return y.reshape(*y.shape[:-2], f)
+        p = patches.reshape(len(taps) * c, m)
+        yt = lax.dot_general(w.reshape(-1, f), p, (((0,), (0,)), ((), ())))  # (F, M)
+    else:
+        cg = c // groups
+        p = patches.reshape(len(taps), groups, cg, m)
+        wg = w.reshape(len(taps), cg, groups, f // groups)
+        # batch over groups g: y[g, f, m] = sum_{t, c} w[t, c, g, f] p[t, g, c, m]
+        yt = lax.dot_general(wg, p, (((0, 1), (0, 2)), ((2,), (1,)))).reshape(f, m)
+    return jnp.moveaxis(yt.reshape(f, n, *out), 0, -1)
 
 
 def _pick_impl(impl: str, kernel: Sequence[int], groups: int) -> str:
     if impl != "auto":
         return impl
     small = sp.prod(kernel) <= IM2COL_MAX_WINDOW
-    return "im2col" if jax.default_backend() == "cpu" and groups == 1 and small else "xla"
+    return "im2col" if jax.default_backend() == "cpu" and small else "xla"
 
 
 def conv(

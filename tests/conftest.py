@@ -1,0 +1,25 @@
+"""Shared pytest setup. Keep it small: fixtures and settings every test module can rely on.
+
+JAX's persistent compilation cache lives under pytest's cache dir
+(``.pytest_cache/d/jax-compilation-cache``), so a second run of the suite skips most XLA
+compiles. Programs that compile in under 0.5 s are not cached (cheaper to recompile than to
+read back). Set ``NNKIT_TEST_NO_JAX_CACHE=1`` to run without it. Running with
+``-p no:cacheprovider`` also leaves it off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    cache = getattr(config, "cache", None)
+    if cache is None or os.environ.get("NNKIT_TEST_NO_JAX_CACHE"):
+        return
+    path = cache.mkdir("jax-compilation-cache")
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+

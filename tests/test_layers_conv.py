@@ -1,0 +1,220 @@
+"""Conv1D / Conv2D: values against a naive NumPy loop, im2col == xla, shapes, errors, init."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nnkit
+from nnkit.layers import Conv1D, Conv2D, Flatten
+from nnkit.layers import conv as conv_mod
+
+
+def naive_conv(x, w, stride, pads, dilation, groups):
+    """Loop-by-loop cross-correlation in float64 (the hand truth).
+
+    ``x (N, *spatial, C)``, ``w (*k, C // groups, F)``:
+    ``y[n, o, f] = sum_{t, c} x_pad[n, o * stride + t * dilation, g(f) * Cg + c] * w[t, c, f]``.
+    """
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    nd = w.ndim - 2
+    x = np.pad(x, ((0, 0), *pads, (0, 0)))
+    kernel, cg, f = w.shape[:nd], w.shape[-2], w.shape[-1]
+    fg = f // groups
+    out = [
+        (x.shape[1 + i] - (kernel[i] - 1) * dilation[i] - 1) // stride[i] + 1 for i in range(nd)
+    ]
+    y = np.zeros((x.shape[0], *out, f))
+    for n in range(x.shape[0]):
+        for o in itertools.product(*(range(m) for m in out)):
+            for fo in range(f):
+                g = fo // fg
+                acc = 0.0
+                for t in itertools.product(*(range(k) for k in kernel)):
+                    pos = tuple(o[i] * stride[i] + t[i] * dilation[i] for i in range(nd))
+                    for c in range(cg):
+                        acc += x[(n, *pos, g * cg + c)] * w[(*t, c, fo)]
+                y[(n, *o, fo)] = acc
+    return y
+
+
+CONFIGS_2D = [
+    # (input (H, W, C), features, kernel, stride, padding, dilation, groups, expected pads)
+    ((5, 5, 2), 3, 3, 1, "SAME", 1, 1, ((1, 1), (1, 1))),
+    # SAME, stride 2: out = ceil(n / 2) = 3; total pad = (3 - 1) * 2 + k - n, extra on the high side
+    ((6, 5, 2), 2, (3, 2), 2, "SAME", 1, 1, ((0, 1), (0, 1))),
+    ((6, 6, 1), 2, 2, 1, "VALID", 2, 1, ((0, 0), (0, 0))),
+    ((5, 4, 2), 2, 3, (2, 1), ((1, 0), (2, 1)), 1, 1, ((1, 0), (2, 1))),
+    ((4, 4, 4), 4, 2, 1, 1, 1, 2, ((1, 1), (1, 1))),
+    ((4, 5, 3), 6, 3, 2, "SAME", 1, 3, ((0, 1), (1, 1))),  # depthwise, multiplier 2
+]
+
+
+@pytest.mark.parametrize("impl", ["xla", "im2col"])
+@pytest.mark.parametrize("cfg", CONFIGS_2D, ids=[f"cfg{i}" for i in range(len(CONFIGS_2D))])
+def test_conv2d_matches_naive_loop(cfg, impl):
+    shape, feats, k, s, pad, d, g, pads = cfg
+    layer = Conv2D(feats, k, stride=s, padding=pad, dilation=d, groups=g, impl=impl)
+    out_shape, params, _ = layer.init(jax.random.key(1), shape)
+    x = jax.random.normal(jax.random.key(2), (2, *shape))
+    y, _ = jax.jit(layer.apply)(params, {}, x)
+    kk = (k, k) if isinstance(k, int) else k
+    ss = (s, s) if isinstance(s, int) else s
+    want = naive_conv(x, params["w"], ss, pads, (d, d), g) + np.asarray(params["b"])
+    assert y.shape == (2, *out_shape) == want.shape
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    assert params["w"].shape == (*kk, shape[-1] // g, feats)
+
+
+@pytest.mark.parametrize("impl", ["xla", "im2col"])
+def test_conv1d_matches_naive_loop(impl):
+    layer = Conv1D(3, 3, stride=2, dilation=2, padding=((2, 1),), impl=impl)
+    out_shape, params, _ = layer.init(jax.random.key(1), (9, 2))
+    x = jax.random.normal(jax.random.key(2), (2, 9, 2))
+    y, _ = jax.jit(layer.apply)(params, {}, x)
+    want = naive_conv(x, params["w"], (2,), ((2, 1),), (2,), 1) + np.asarray(params["b"])
+    # out = (9 + 3 - ((3 - 1) * 2 + 1)) // 2 + 1 = 4
+    assert out_shape == (4, 3) and y.shape == (2, 4, 3)
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_hand_value():
+    """A 2x2 all-ones kernel on a 3x3 ramp, VALID: each output is a 2x2 window sum."""
+    layer = Conv2D(1, 2, padding="VALID", use_bias=False, w_init="ones")
+    _, params, _ = layer.init(jax.random.key(0), (3, 3, 1))
+    x = jnp.arange(9.0).reshape(1, 3, 3, 1)  # [[0 1 2] [3 4 5] [6 7 8]]
+    y, _ = layer.apply(params, {}, x)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[8.0, 12.0], [20.0, 24.0]])
+
+
+IMPL_CONFIGS = [
+    dict(kernel_size=3),
+    dict(kernel_size=(2, 3), stride=(2, 1), padding="VALID"),
+    dict(kernel_size=3, dilation=2, padding=((2, 0), (1, 1))),
+    dict(kernel_size=3, stride=2, groups=2),
+    dict(kernel_size=2, groups=4),
+    dict(kernel_size=1),
+]
+
+
+@pytest.mark.parametrize("kw", IMPL_CONFIGS, ids=[str(i) for i in range(len(IMPL_CONFIGS))])
+def test_im2col_equals_xla_outputs_and_grads(kw):
+    shape = (6, 5, 4)
+    x = jax.random.normal(jax.random.key(3), (2, *shape))
+    results = {}
+    for impl in ("xla", "im2col"):
+        layer = Conv2D(4, impl=impl, **kw)
+        _, params, _ = layer.init(jax.random.key(4), shape)
+
+        def run(p, x, layer=layer):
+            def loss(p, x):
+                y, _ = layer.apply(p, {}, x)
+                return jnp.sum(jnp.sin(y)), y  # non-linear loss: a non-constant cotangent
+
+            (_, y), grads = jax.value_and_grad(loss, (0, 1), has_aux=True)(p, x)
+            return y, grads
+
+        results[impl] = jax.jit(run)(params, x)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(results["xla"]),
+        jax.tree_util.tree_leaves(results["im2col"]),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_impl_choice():
+    pick = conv_mod._pick_impl
+    assert jax.default_backend() == "cpu"  # the test machine
+    assert pick("auto", (5, 5), 1) == "im2col"
+    assert pick("auto", (3, 3), 8) == "im2col"  # grouped too (XLA's collapses inside scan)
+    assert pick("auto", (7, 7), 1) == "im2col"
+    assert pick("auto", (11, 11), 1) == "xla"  # big kernels: patches too large
+    assert pick("xla", (3, 3), 1) == "xla" and pick("im2col", (3, 3), 4) == "im2col"
+
+
+def test_functional_conv_same_as_layer():
+    layer = Conv2D(3, 3, stride=2)
+    _, params, _ = layer.init(jax.random.key(0), (5, 5, 2))
+    x = jax.random.normal(jax.random.key(1), (2, 5, 5, 2))
+    y = conv_mod.conv(x, params["w"], stride=2, padding="SAME") + params["b"]
+    np.testing.assert_allclose(y, layer.apply(params, {}, x)[0], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "n,k,s,d,pad,want",
+    [
+        (28, 5, 1, 1, "SAME", 28),
+        (28, 5, 1, 1, "VALID", 24),
+        (7, 3, 2, 1, "SAME", 4),  # ceil(7 / 2)
+        (7, 3, 2, 2, "VALID", 2),  # (7 - 5) // 2 + 1
+        (7, 3, 3, 1, 2, 3),  # (7 + 4 - 3) // 3 + 1
+    ],
+)
+def test_output_sizes(n, k, s, d, pad, want):
+    out, params, _ = Conv1D(2, k, stride=s, dilation=d, padding=pad).init(
+        jax.random.key(0), (n, 1)
+    )
+    assert out == (want, 2)
+
+
+def test_default_init_bounds():
+    """w = sqrt(6 / fan_in) U[-1, 1], b = U[-1, 1] / sqrt(fan_in), fan_in = kh * kw * C_in."""
+    _, params, _ = Conv2D(64, (3, 5), groups=2).init(jax.random.key(0), (8, 8, 6))
+    fan_in = 3 * 5 * 3  # groups=2: each output sees C_in / 2 = 3 channels
+    w, b = np.asarray(params["w"]), np.asarray(params["b"])
+    assert w.shape == (3, 5, 3, 64) and b.shape == (64,)
+    bound = math.sqrt(6 / fan_in)
+    assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+    assert abs(w.std() - bound / math.sqrt(3)) < 0.05 * bound  # std of U[-a, a] is a / sqrt(3)
+    assert np.abs(b).max() <= 1 / math.sqrt(fan_in)
+
+
+def test_wrong_rank_error_names_layer_and_shapes():
+    with pytest.raises(nnkit.ShapeError) as e:
+        nnkit.serial(Conv2D(4, 3, name="conv_a")).init(jax.random.key(0), (28, 28))
+    msg = str(e.value)
+    assert "conv_a" in msg and "(28, 28)" in msg and "(H, W, C)" in msg
+    with pytest.raises(nnkit.ShapeError, match=r"conv2d_0: .*\(H, W, C\).*got \(32,\)"):
+        nnkit.serial(Flatten(), Conv2D(4, 3)).init(jax.random.key(0), (4, 4, 2))
+    with pytest.raises(nnkit.ShapeError, match=r"conv1d: .*\(W, C\).*\(5, 5, 1\)"):
+        Conv1D(2, 3).init(jax.random.key(0), (5, 5, 1))
+
+
+def test_kernel_larger_than_padded_input():
+    with pytest.raises(nnkit.ShapeError) as e:
+        Conv2D(2, 5, padding="VALID", name="big").init(jax.random.key(0), (3, 4, 1))
+    msg = str(e.value)
+    assert msg.startswith("big:") and "(5, 5)" in msg and "(3, 4)" in msg
+    with pytest.raises(nnkit.ShapeError, match=r"dilated to \(5,\)"):
+        Conv1D(2, 3, dilation=2, padding=0).init(jax.random.key(0), (4, 1))
+    Conv1D(2, 3, dilation=2, padding=1).init(jax.random.key(0), (4, 1))  # 4 + 2 >= 5: fine
+
+
+def test_group_and_argument_errors():
+    with pytest.raises(nnkit.ShapeError, match=r"dw: input channels 3 .* groups=2"):
+        Conv2D(4, 3, groups=2, name="dw").init(jax.random.key(0), (5, 5, 3))
+    with pytest.raises(nnkit.ShapeError, match="features=3 is not divisible by groups=2"):
+        Conv2D(3, 3, groups=2)
+    with pytest.raises(ValueError, match="impl"):
+        Conv2D(3, 3, impl="fft")
+    with pytest.raises(ValueError, match="padding"):
+        Conv2D(3, 3, padding="FULL")
+    with pytest.raises(ValueError, match="kernel_size"):
+        Conv2D(3, (3, 3, 3))
+    with pytest.raises(ValueError, match="stride"):
+        Conv2D(3, 3, stride=0)
+
+
+def test_apply_rank_and_channel_errors():
+    layer = Conv2D(2, 3, name="c")
+    _, params, _ = layer.init(jax.random.key(0), (5, 5, 2))
+    with pytest.raises(nnkit.ShapeError, match=r"c: expected x of shape \(batch, H, W, C\)"):
+        layer.apply(params, {}, jnp.ones((5, 5, 2)))  # forgot the batch axis
+    with pytest.raises(nnkit.ShapeError, match="3 channels"):
+        layer.apply(params, {}, jnp.ones((1, 5, 5, 3)))

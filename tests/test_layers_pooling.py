@@ -1,0 +1,146 @@
+"""Pooling layers against NumPy loops and hand values; fast path == reduce_window path."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nnkit
+from nnkit.layers import (
+    AvgPool1D,
+    AvgPool2D,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    MaxPool1D,
+    MaxPool2D,
+)
+from nnkit.layers import pooling as P
+
+
+def naive_pool(x, window, stride, pads, op, count_include_pad=False):
+    """Loop pooling in float64: the window's max/mean over real cells (or the full window)."""
+    x = np.asarray(x, np.float64)
+    nd = len(window)
+    spatial = x.shape[1:-1]
+    out = [(spatial[i] + sum(pads[i]) - window[i]) // stride[i] + 1 for i in range(nd)]
+    y = np.zeros((x.shape[0], *out, x.shape[-1]))
+    for o in itertools.product(*(range(m) for m in out)):
+        lo = [o[i] * stride[i] - pads[i][0] for i in range(nd)]
+        idx = tuple(
+            slice(max(lo[i], 0), min(lo[i] + window[i], spatial[i])) for i in range(nd)
+        )
+        win = x[(slice(None), *idx, slice(None))]
+        axes = tuple(range(1, nd + 1))
+        if op == "max":
+            y[(slice(None), *o, slice(None))] = win.max(axis=axes)
+        else:
+            denom = np.prod(window) if count_include_pad else np.prod(win.shape[1:-1])
+            y[(slice(None), *o, slice(None))] = win.sum(axis=axes) / denom
+    return y
+
+
+CASES = [
+    # (layer factory, input shape, window, stride, explicit pads)
+    (lambda: MaxPool2D(2), (4, 6, 2), (2, 2), (2, 2), ((0, 0), (0, 0))),  # fast path
+    (lambda: MaxPool2D(2), (5, 7, 1), (2, 2), (2, 2), ((0, 0), (0, 0))),  # fast path, crop
+    (lambda: MaxPool2D(3, 2), (7, 6, 2), (3, 3), (2, 2), ((0, 0), (0, 0))),  # overlapping
+    (lambda: MaxPool2D(3, 2, "SAME"), (5, 6, 2), (3, 3), (2, 2), ((1, 1), (0, 1))),
+    (lambda: MaxPool2D((2, 3), (1, 2), 1), (4, 5, 1), (2, 3), (1, 2), ((1, 1), (1, 1))),
+    (lambda: AvgPool2D(2), (4, 6, 2), (2, 2), (2, 2), ((0, 0), (0, 0))),
+    (lambda: AvgPool2D(3, 2, "SAME"), (5, 6, 2), (3, 3), (2, 2), ((1, 1), (0, 1))),
+    (lambda: AvgPool2D(3, 1, "SAME"), (4, 4, 1), (3, 3), (1, 1), ((1, 1), (1, 1))),
+    (lambda: MaxPool1D(3), (10, 2), (3,), (3,), ((0, 0),)),
+    (lambda: AvgPool1D(3, 2, "SAME"), (6, 2), (3,), (2,), ((0, 1),)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(i) for i in range(len(CASES))])
+def test_pool_matches_numpy(case):
+    factory, shape, window, stride, pads = case
+    layer = factory()
+    out_shape, _, _ = layer.init(jax.random.key(0), shape)
+    x = jax.random.normal(jax.random.key(1), (2, *shape))
+    y, _ = jax.jit(layer.apply)({}, {}, x)
+    op = "max" if layer.kind.startswith("max") else "avg"
+    want = naive_pool(x, window, stride, pads, op)
+    assert y.shape == (2, *out_shape) == want.shape
+    np.testing.assert_allclose(y, want, rtol=1e-6, atol=1e-6)
+
+
+def test_fast_path_equals_reduce_window():
+    x = jax.random.normal(jax.random.key(0), (2, 7, 9, 3))
+    window = (2, 3)
+    pads = ((0, 0), (0, 0))
+    for reducer, generic in (
+        (jnp.max, lambda x: jax.lax.reduce_window(
+            x, -jnp.inf, jax.lax.max, (1, 2, 3, 1), (1, 2, 3, 1), "VALID")),
+        (jnp.mean, lambda x: jax.lax.reduce_window(
+            x, 0.0, jax.lax.add, (1, 2, 3, 1), (1, 2, 3, 1), "VALID") / 6),
+    ):
+        assert P._is_blocked(window, window, pads)
+        np.testing.assert_allclose(P._blocked(x, window, reducer), generic(x), rtol=1e-6)
+
+
+def test_avg_pool_same_padding_counted_vs_not():
+    """3x3 window, stride 1, SAME on a 3x3 input of ones then a ramp; corner by hand."""
+    ones = jnp.ones((1, 3, 3, 1))
+    y_excl, _ = AvgPool2D(3, 1, "SAME").apply({}, {}, ones)
+    y_incl, _ = AvgPool2D(3, 1, "SAME", count_include_pad=True).apply({}, {}, ones)
+    # Not counted: every window holds only ones -> 1. Counted: corner 4/9, edge 6/9, centre 1.
+    np.testing.assert_allclose(y_excl[0, :, :, 0], np.ones((3, 3)), rtol=1e-6)
+    np.testing.assert_allclose(
+        y_incl[0, :, :, 0],
+        [[4 / 9, 6 / 9, 4 / 9], [6 / 9, 1.0, 6 / 9], [4 / 9, 6 / 9, 4 / 9]],
+        rtol=1e-6,
+    )
+    x = jnp.arange(9.0).reshape(1, 3, 3, 1)  # [[0 1 2] [3 4 5] [6 7 8]]
+    # top-left window covers real cells {0, 1, 3, 4}: sum 8 -> 8/4 = 2 (excl), 8/9 (incl).
+    assert float(AvgPool2D(3, 1, "SAME").apply({}, {}, x)[0][0, 0, 0, 0]) == pytest.approx(2.0)
+    y_incl = AvgPool2D(3, 1, "SAME", count_include_pad=True).apply({}, {}, x)[0]
+    assert float(y_incl[0, 0, 0, 0]) == pytest.approx(8 / 9)
+
+
+def test_valid_counts_closed_form():
+    # n=5, window 3, stride 2, pads (1, 1): windows [-1, 2), [1, 4), [3, 6) -> 2, 3, 2 cells.
+    np.testing.assert_array_equal(P._valid_counts((5,), (3,), (2,), ((1, 1),)), [2, 3, 2])
+    np.testing.assert_array_equal(
+        P._valid_counts((3, 3), (3, 3), (1, 1), ((1, 1), (1, 1))),
+        [[4, 6, 4], [6, 9, 6], [4, 6, 4]],
+    )
+
+
+def test_max_pool_hand_values():
+    x = jnp.array([[1.0, 5.0, 2.0, 0.0], [3.0, -1.0, 7.0, 4.0]]).reshape(1, 2, 4, 1)
+    y, _ = MaxPool2D(2).apply({}, {}, x)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[5.0, 7.0]])
+    g = jax.grad(lambda x: MaxPool2D(2).apply({}, {}, x)[0].sum())(x)
+    np.testing.assert_array_equal(g[0, :, :, 0], [[0, 1, 0, 0], [0, 0, 1, 0]])
+
+
+def test_global_pools():
+    x = jax.random.normal(jax.random.key(0), (2, 3, 4, 5))
+    out, _, _ = GlobalAvgPool().init(None, (3, 4, 5))
+    assert out == (5,)
+    np.testing.assert_allclose(GlobalAvgPool().apply({}, {}, x)[0], x.mean(axis=(1, 2)), 1e-6)
+    np.testing.assert_allclose(GlobalMaxPool().apply({}, {}, x)[0], x.max(axis=(1, 2)))
+    x1 = jax.random.normal(jax.random.key(1), (2, 7, 3))  # 1-D: over W
+    np.testing.assert_allclose(GlobalAvgPool().apply({}, {}, x1)[0], x1.mean(axis=1), 1e-6)
+    with pytest.raises(nnkit.ShapeError, match="global_avg_pool"):
+        GlobalAvgPool().init(None, (5,))
+
+
+def test_pool_errors():
+    with pytest.raises(nnkit.ShapeError, match=r"mp: window \(3, 3\) is larger.*\(2, 5\)"):
+        MaxPool2D(3, name="mp").init(None, (2, 5, 1))
+    with pytest.raises(nnkit.ShapeError, match=r"max_pool2d: expected input shape \(H, W, C\)"):
+        MaxPool2D(2).init(None, (4, 4))
+    with pytest.raises(nnkit.ShapeError, match="padding"):
+        AvgPool1D(2, padding=2).init(None, (6, 1))  # a window of padding only
+    with pytest.raises(ValueError, match="window"):
+        MaxPool2D(0)
+    with pytest.raises(ValueError, match="padding"):
+        AvgPool2D(2, padding="FULL")
