@@ -8,11 +8,18 @@
     nnkit summary CONFIG                                    layer table of the config's model
     nnkit lr-find CONFIG [--out PNG] [--steps N]            learning-rate range test
     nnkit sweep CONFIG --grid optimizer.lr=1e-4,1e-3 [--grid seed=0,1]
+    nnkit diagnose CONFIG [--set key=value ...] [--out DIR] pre-training checks + figures
     nnkit datasets | nnkit models                           what configs can name
 
 Exit status: 0 success; 2 user error (bad config, path, data file, checkpoint: one line on
 stderr, no traceback); 1 internal error (traceback) or a non-finite training loss;
 130 / 143 when SIGINT / SIGTERM stopped training (after writing a checkpoint).
+``nnkit diagnose`` exits 0 when the diagnosis ran, whatever it found (warnings and errors
+are findings about the model/data, printed and saved in ``report.json``; read its
+``severity``); it exits 2/1 only when it could not run.
+
+``nnkit train`` builds the config's ``parallel:`` section (:func:`nnkit.parallel.from_config`,
+which may start JAX's multi-process runtime) before anything touches a device.
 """
 
 from __future__ import annotations
@@ -78,13 +85,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.out:
             _err("train", "--out cannot be used with --resume (the run directory is reused)")
             return 2
-        res = run.resume(args.resume, overrides=args.set, progress=progress)
+        cfg, _ = run.read_run_config(args.resume, args.set)
+        parallel = run.make_parallel(cfg, str(Path(args.resume) / "config.yaml"))  # first
+        res = run.resume(args.resume, overrides=args.set, progress=progress,
+                         parallel=parallel)
     else:
         if not args.config:
             _err("train", "give a CONFIG file (or --resume DIR)")
             return 2
         cfg = load_config(args.config, args.set)
-        res = run.train(cfg, config_path=args.config, out=args.out, progress=progress)
+        parallel = run.make_parallel(cfg, args.config)  # before anything touches a device
+        res = run.train(cfg, config_path=args.config, out=args.out, progress=progress,
+                        parallel=parallel)
     if res.status == "nonfinite":
         _err("train", res.message)
     elif res.status == "interrupted":
@@ -141,6 +153,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                                 overrides=args.set, out=args.out)
     how = "one vmapped program" if method == "vmap" else "separate runs"
     print(f"{len(rows)} configurations ({how}); table: {d / 'sweep.csv'}")
+    return 0
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from nnkit.config import load_config
+    from nnkit.run import diagnose_run
+
+    cfg = load_config(args.config, args.set)
+    res = diagnose_run(cfg, args.out, file=args.config)
+    print(res.report)
+    print(f"report and {len(res.figures)} figure(s): {res.out_dir}")
     return 0
 
 
@@ -240,6 +263,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(sw)
     sw.add_argument("--out", help="sweep directory (default runs/<stem>-sweep-<timestamp>)")
     sw.set_defaults(func=_cmd_sweep)
+
+    dg = sub.add_parser("diagnose", help="check a config's model and data before training",
+                        description="Build the model and training split as 'train' does, "
+                        "run nnkit.diagnose (inputs, labels, initial loss, overfitting one "
+                        "batch, activations, gradients), print the report and write "
+                        "report.txt, report.json and PNG figures to --out. Exit status 0 "
+                        "whenever the diagnosis ran, also when it reports warnings or "
+                        "errors (see report.json's severity).")
+    dg.add_argument("config", help="YAML config file")
+    _add_set(dg)
+    dg.add_argument("--out", help="output directory (default "
+                    "runs/<config-stem>-diagnose-<timestamp>)")
+    dg.set_defaults(func=_cmd_diagnose)
 
     d = sub.add_parser("datasets", help="list the data sets configs can name",
                        description="List nnkit.data.available() with descriptions.")

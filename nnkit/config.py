@@ -16,7 +16,16 @@ A config file has the sections below; every key is optional except ``model`` and
     metrics: [accuracy]
     seed: 0
     logging: {tensorboard: true, checkpoint_keep: 3, plots: true}
-    parallel: {}                                          # passed through untouched
+    parallel: {data_parallel: true, fsdp: false}          # default {}: one device
+    precision: mixed_bfloat16                             # default null: as the model is
+
+``parallel`` is a mapping for :func:`nnkit.parallel.from_config` (keys ``data_parallel``,
+``model_parallel``, ``fsdp``, ``fsdp_min_size``, ``distributed``). It is checked when a run
+starts (``nnkit train`` builds it before anything touches a device, since it may start
+JAX's multi-process runtime), not here. ``precision`` is a policy name
+(``float32``, ``mixed_bfloat16``, ``mixed_float16``, ``bfloat16``, ``float16``) or a mapping
+for :func:`nnkit.precision.from_config` (``{name: mixed_float16, loss_scale: 1024}``),
+checked here.
 
 Errors are :class:`ConfigError` naming the file, the dotted key, and either the closest
 valid key (``did you mean 'lr'?``) or the allowed type / range. Overrides
@@ -568,7 +577,9 @@ class Config:
     """A whole run configuration (see the module docstring for the layout).
 
     ``model`` is the model spec for :func:`nnkit.models.build`, validated on load.
-    ``parallel`` is passed through untouched (for the data-parallel runner).
+    ``parallel`` is a mapping checked by :func:`nnkit.parallel.from_config` when a run
+    starts; ``precision`` a policy name or mapping (:func:`nnkit.precision.from_config`),
+    validated on load.
     """
 
     model: dict[str, Any] = _field()
@@ -580,10 +591,20 @@ class Config:
     seed: int = _field(0, ge=0)
     logging: LoggingConfig = _field(factory=LoggingConfig)
     parallel: dict[str, Any] = _field(factory=dict)
+    precision: str | dict[str, Any] | None = _field(None)
 
     def _check(self, prefix: str) -> None:
         from nnkit import metrics as M
         from nnkit import models
+        from nnkit import precision as prec
+
+        try:
+            prec.from_config(self.precision)
+        except ValueError as e:
+            head, sep, rest = str(e).partition(": ")
+            if sep and (head == "precision" or head.startswith("precision.")):
+                raise ConfigError(rest, key=head) from None
+            raise ConfigError(str(e), key="precision") from None
 
         for i, m in enumerate(self.metrics):
             try:

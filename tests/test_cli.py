@@ -84,7 +84,7 @@ def leaves(path: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("cmd", [[], ["train"], ["eval"], ["summary"], ["lr-find"], ["sweep"],
-                                 ["datasets"], ["models"]])
+                                 ["diagnose"], ["datasets"], ["models"]])
 def test_help_for_every_command(cmd):
     rc, out, _ = run_cli(*cmd, "--help")
     assert rc == 0 and out.startswith("usage: nnkit") and "--help" in out
@@ -223,7 +223,10 @@ def test_default_run_dir_name_and_sigterm(tmp_path, monkeypatch, tiny):
     assert res.run_dir.parent == Path("runs") and res.run_dir.name.startswith("tiny-")
     assert [r["epoch"] for r in rows(res.run_dir)] == [0]
     assert C.load_meta(res.run_dir / "checkpoints" / "ckpt-000000000.npz")["epoch"] == 0
-    assert json.loads((res.run_dir / "summary.json").read_text())["status"] == "interrupted"
+    s = json.loads((res.run_dir / "summary.json").read_text())
+    assert s["status"] == "interrupted" and s["stop_reason"].startswith("interrupted")
+    # the signal asks to stop now: fit skips the test split (TINY has one)
+    assert s["test_loss"] is None and s["test_accuracy"] is None
 
 
 def test_stop_flag_handler():
@@ -433,3 +436,108 @@ def test_prepare_two_way_split_and_augmentation(tiny):
     raw["data"]["dataset"] = "moons"
     with pytest.raises(ValueError, match=r"data.augmentation\[0\]: random_translate needs"):
         runs.prepare(parse_config(raw))
+
+
+# ----------------------------------------------------------------------------- parallel, precision
+
+
+def test_train_with_precision_and_parallel_sections(trained, tiny, tmp_path):
+    """precision: mixed_bfloat16 and parallel: {data_parallel: true} (a 1-device mesh here;
+    tests/test_parallel.py runs fit on 8) reach fit: the run trains like the float32 run,
+    not bit-identically, and checkpoints float32 params."""
+    d = tmp_path / "mixed"
+    rc, out, err = run_cli("train", str(tiny), "--out", str(d), "--set",
+                           "precision=mixed_bfloat16", "--set", "parallel.data_parallel=true",
+                           "--set", "logging.tensorboard=false", "--set", "logging.plots=false")
+    assert rc == 0, err
+    raw = read_yaml(d / "config.yaml")
+    assert raw["precision"] == "mixed_bfloat16" and raw["parallel"] == {"data_parallel": True}
+    ref, got = rows(trained[0]), rows(d)
+    assert [r["epoch"] for r in got] == [0, 1, 2, 3]
+    a = [r["train_loss"] for r in ref]
+    b = [r["train_loss"] for r in got]
+    assert a != b
+    np.testing.assert_allclose(b, a, rtol=0.05)
+    arrays = leaves(d / "checkpoints" / "ckpt-000000003.npz")
+    floats = [k for k, v in arrays.items() if np.issubdtype(v.dtype, np.floating)]
+    assert floats and all(arrays[k].dtype == np.float32 for k in floats)
+    # eval rebuilds the policy from config.yaml and reproduces the summary's test loss
+    rc, out, err = run_cli("eval", str(d), "--json")
+    assert rc == 0, err
+    s = json.loads((d / "summary.json").read_text())
+    assert json.loads(out)["loss"] == pytest.approx(s["test_loss"], rel=1e-5)
+
+
+def test_parallel_and_precision_errors_exit_2_before_a_run_dir(tmp_path, monkeypatch, tiny):
+    monkeypatch.chdir(tmp_path)
+    for setting, expect in [
+        ("parallel.fsdp=3", "parallel.fsdp: expected true or false, got 3"),
+        ("parallel.devices=2", "parallel: unknown key(s) ['devices']"),
+        (f"parallel.data_parallel={jax.device_count() + 1}", "device(s) are visible"),
+        ("precision=half", "precision: unknown precision policy 'half'"),
+    ]:
+        rc, _, err = run_cli("train", str(tiny), "--set", setting)
+        assert rc == 2 and expect in err and "Traceback" not in err, (setting, err)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_only_process_0_writes_and_every_process_gathers(tmp_path, monkeypatch, tiny):
+    """Multi-process runs: each epoch every process gathers the state (a collective) and
+    meets the others at a barrier; only process 0 writes metrics and checkpoints."""
+    from nnkit.run import trainer
+
+    prep = runs.prepare(load_config(tiny))
+    ts = runs.initial_state(prep)
+    calls: list = []
+
+    class Spy:
+        def gather(self, tree):
+            calls.append("gather")
+            return jax.device_get(tree)
+
+        def sync(self, name):
+            calls.append(name)
+
+    logs = {"train_loss": 1.0, "val_loss": 0.5, "val_accuracy": 0.5}
+    for pid in (1, 0):
+        monkeypatch.setattr(jax, "process_index", lambda pid=pid: pid)
+        d = tmp_path / f"p{pid}"
+        assert trainer.new_run_dir(None, d, create=pid == 0) == d
+        d.mkdir(exist_ok=True)
+        mgr = C.CheckpointManager(d / "checkpoints")
+        rec = trainer._Recorder(d, prep, mgr, runs.StopFlag(), (), (None, None), Spy())
+        assert rec(0, ts, logs) is None
+        rec.close()
+        assert calls == ["gather", "nnkit-checkpoint-0"]
+        calls.clear()
+    assert sorted(p.name for p in (tmp_path / "p1").iterdir()) == []
+    assert (tmp_path / "p0" / "checkpoints" / "ckpt-000000000.npz").exists()
+    assert [r["epoch"] for r in rows(tmp_path / "p0")] == [0]
+
+
+# ----------------------------------------------------------------------------- diagnose
+
+
+def test_diagnose_command_reports_and_writes_figures(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = run_cli("diagnose", str(tiny), "--set", "data.options.n=200")
+    assert rc == 0, err  # 0 whatever the findings
+    assert out.startswith("nnkit diagnosis: 6 checks")
+    (d,) = list((tmp_path / "runs").iterdir())
+    assert d.name.startswith("tiny-diagnose-") and f"figure(s): runs/{d.name}" in out
+    rep = json.loads((d / "report.json").read_text())
+    assert [f["check"] for f in rep["findings"]] == ["inputs", "labels", "initial_loss",
+                                                    "overfit", "activations", "gradients"]
+    assert rep["severity"] in ("ok", "warn", "error")
+    assert (d / "report.txt").read_text().startswith("nnkit diagnosis")
+    for png in ("inputs.png", "activations.png", "gradients.png", "overfit.png"):
+        assert (d / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # it diagnosed what train would see: the standardised 60 % training split
+    prep = runs.prepare(load_config(tiny, ["data.options.n=200"]))
+    counts = rep["numbers"]["labels"]["counts"]
+    assert sum(counts) == len(prep.train[1]) == 120
+    assert counts == np.bincount(prep.train[1]).tolist()
+    np.testing.assert_allclose(rep["numbers"]["inputs"]["feature_mean"], 0.0, atol=1e-5)
+    np.testing.assert_allclose(rep["numbers"]["inputs"]["feature_std"], 1.0, rtol=1e-4)
+    # the model's initial loss was computed on it: ln 2 is the uninformative reference
+    assert rep["numbers"]["initial_loss"]["expected"] == pytest.approx(np.log(2), rel=1e-5)

@@ -52,7 +52,33 @@ def test_defaults_are_filled_in():
     assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == 1e-3
     assert cfg.data.split == (0.8, 0.1, 0.1) and cfg.data.batch_size == 32
     assert cfg.training.early_stopping is None and cfg.logging.checkpoint_keep == 3
-    assert cfg.metrics == ("accuracy",) and cfg.parallel == {}
+    assert cfg.metrics == ("accuracy",) and cfg.parallel == {} and cfg.precision is None
+
+
+@pytest.mark.parametrize("value", ["mixed_bfloat16", "float16",
+                                   {"name": "mixed_float16", "loss_scale": 512},
+                                   {"compute_dtype": "bfloat16"}])
+def test_precision_names_and_mappings(value):
+    from nnkit import precision
+
+    cfg = parse(precision=value)
+    assert cfg.precision == value
+    assert isinstance(precision.from_config(cfg.precision), precision.Policy)
+
+
+@pytest.mark.parametrize("value,key,expect", [
+    ("half", "precision", "unknown precision policy 'half'"),
+    (16, "precision", "expected string or mapping or null, got int 16"),
+    ({"name": "mixed_float16", "loss_scale": 0}, "precision.loss_scale", "finite number > 0"),
+    ({"nmae": "float32"}, "precision", "unknown key(s) ['nmae']"),
+])
+def test_precision_errors_name_the_key(value, key, expect):
+    with pytest.raises(ConfigError) as e:
+        parse_config({**BASE, "precision": value}, file="c.yaml")
+    assert e.value.key == key and e.value.file == "c.yaml" and expect in str(e.value)
+    # through --set too
+    with pytest.raises(ConfigError, match="--set: precision"):
+        parse_config(BASE, overrides=["precision=half"])
 
 
 # ----------------------------------------------------------------------------- errors
@@ -261,14 +287,15 @@ def test_full_config_round_trip_and_dict(tmp_path):
                      "mode": "step"},
         "loss": "cross_entropy", "metrics": ["accuracy", "macro_f1"], "seed": 5,
         "logging": {"tensorboard": False, "checkpoint_keep": 1, "plots": False},
-        "parallel": {"devices": 2, "fsdp": False},
+        "parallel": {"data_parallel": 2, "fsdp": False},
+        "precision": {"name": "mixed_float16", "loss_scale": 1024},
     }
     cfg = parse_config(full)
     again = load_config(write(tmp_path, dump_config(cfg)))
     assert again == cfg
     assert config_to_dict(cfg) == {**full, "data": {**full["data"]},
                                    "training": full["training"]}
-    assert dataclasses.is_dataclass(cfg) and cfg.parallel == {"devices": 2, "fsdp": False}
+    assert dataclasses.is_dataclass(cfg) and cfg.parallel == {"data_parallel": 2, "fsdp": False}
 
 
 def test_dump_extra_section():

@@ -210,6 +210,83 @@ def test_two_processes_on_localhost_train_identically():
     assert r0["ref_losses"][-1] < 0.8 * r0["ref_losses"][0]
 
 
+# ----------------------------------------------------------------------------- nnkit.fit
+
+FIT_WORKER = HERE / "_fit_parallel_worker.py"
+import _fit_parallel_worker as fit_worker  # noqa: E402
+
+
+def _same_run(got: dict, ref: dict) -> None:
+    """Histories, test metrics and final params/state agree to float rounding."""
+    assert got["history"].keys() == ref["history"].keys()
+    for k, v in ref["history"].items():
+        np.testing.assert_allclose(got["history"][k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+    assert got["test"].keys() == ref["test"].keys() and ref["test"]
+    for k, v in ref["test"].items():
+        assert got["test"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+    for a, b in zip(got["leaves"], ref["leaves"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert got["step"] == ref["step"] == fit_worker.EPOCHS * (fit_worker.N // fit_worker.BATCH)
+    # training moved, else the comparison is vacuous
+    assert ref["history"]["train_loss"][-1] < 0.7 * ref["history"]["train_loss"][0]
+
+
+@pytest.fixture(scope="module")
+def fit8():
+    p = subprocess.run(
+        [sys.executable, str(FIT_WORKER), "devices"], env=_env(8), capture_output=True,
+        text=True, timeout=TIMEOUT_S, cwd=HERE.parent,
+    )
+    return _result(p.stdout, p.stderr, p.returncode)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", fit_worker.MODES)
+def test_fit_with_data_parallel_matches_one_device(fit8, mode):
+    """``fit(parallel=DataParallel(make_mesh()))`` on 8 devices == ``fit`` on one."""
+    assert fit8["device_count"] == fit8["mesh_devices"] == 8
+    ref, dp = fit8[mode]["ref"], fit8[mode]["dp"]
+    _same_run(dp, ref)
+    assert (dp["param_devices"], dp["param_replicated"]) == (8, True)
+    assert ref["param_devices"] == 1
+
+
+@pytest.mark.slow
+def test_fit_with_data_parallel_indivisible_batch_errors_early(fit8):
+    msg = fit8["indivisible_error"]
+    assert msg is not None and "12" in msg and "8 devices" in msg
+
+
+@pytest.mark.slow
+def test_fit_with_data_parallel_two_processes():
+    """Two processes x 2 devices: scan mode splits the data set's rows between processes,
+    step mode has each process place its half of every global batch; both == one device."""
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(FIT_WORKER), "process", str(i), str(port)], env=_env(2),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE.parent,
+        )
+        for i in range(2)
+    ]
+    results = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=TIMEOUT_S)
+            results.append(_result(out, err, p.returncode))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for mode in fit_worker.MODES:
+        ref = fit_worker.run_fit(mode, None)  # this process: one device
+        for i, r in enumerate(results):
+            assert (r["process_index"], r["device_count"], r["local_device_count"]) == (i, 4, 2)
+            _same_run(r[mode], ref)
+            assert (r[mode]["param_devices"], r[mode]["param_replicated"]) == (4, True)
+
+
 # ----------------------------------------------------------------------------- in process
 
 

@@ -270,3 +270,89 @@ def test_from_config():
 def test_from_config_errors_name_the_key(value, match):
     with pytest.raises(ValueError, match=match):
         prec.from_config(value)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _blobs(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n).astype(np.int32)
+    centers = np.array([[2.0, 0.0], [-1.0, 1.7], [-1.0, -1.7]], np.float32)
+    x = centers[y] + 0.5 * rng.normal(size=(n, 2)).astype(np.float32)
+    return x, y
+
+
+def test_fit_mixed_bfloat16_trains_with_float32_params_and_bf16_compute():
+    from nnkit import optim
+
+    model = nnkit.serial(Dense(16), Relu(), Dense(3))
+    x, y = _blobs()
+    kw = dict(epochs=3, batch_size=16, key=0, progress=False, mode="scan")
+    r = nnkit.fit(model, optim.make("adam", 0.02), (x, y), policy="mixed_bfloat16", **kw)
+    loss = r.history["train_loss"]
+    assert loss[-1] < 0.5 * loss[0]
+    assert r.history["train_accuracy"][-1] > 0.9
+    # params and the optimizer state (Adam's moments) stay float32
+    for leaf in jax.tree.leaves((r.train_state.params, r.train_state.opt_state)):
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            assert leaf.dtype == F32
+    # the model really computed in bfloat16: same run in float32 differs, but only a little
+    r32 = nnkit.fit(model, optim.make("adam", 0.02), (x, y), **kw)
+    assert r32.history["train_loss"] != loss
+    np.testing.assert_allclose(loss, r32.history["train_loss"], rtol=0.05)
+    # a bfloat16 forward pass has bf16 matmuls inside
+    wrapped = prec.with_policy(model, "mixed_bfloat16")
+    jaxpr = str(jax.make_jaxpr(lambda p: wrapped.apply(p, {}, x[:4])[0])(r.train_state.params))
+    assert "bf16[4,16]" in jaxpr
+
+
+@pytest.mark.parametrize("grad_mode", ["batch", "accumulate", "per_example"])
+def test_train_step_float16_loss_scale_recovers_tiny_gradients(grad_mode):
+    """Loss 1e-7 * MSE: its output cotangents (~1e-8) underflow in float16, so without a
+    loss scale every gradient is 0; mixed_float16's static scale 2**12 lifts them into
+    float16's range and the unscaled float32 gradient matches the float32 step."""
+    import optax
+
+    from nnkit.train import create_train_state, make_train_step
+
+    model = nnkit.serial(Dense(16), nnkit.layers.Tanh(), Dense(3))
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(8, 4)).astype(np.float32))
+    y = jnp.asarray(rng.normal(size=(8, 3)).astype(np.float32))
+    mb = 2 if grad_mode == "accumulate" else 1
+    rows = {"batch": 8, "accumulate": 4, "per_example": 1}[grad_mode]  # per loss call
+    c = 1e-7 * rows / 8  # the same output cotangents 2 c (p - t) / (rows * 3) in every mode
+    tiny = lambda p, t: c * jnp.mean((p - t) ** 2)
+    opt = optax.sgd(1.0)  # update = -grad
+    ts = create_train_state(model, (4,), opt, 0)
+
+    def one_step(policy):
+        step = make_train_step(model, tiny, opt, metrics=(), policy=policy, donate=False,
+                               grad_mode=grad_mode, microbatches=mb)
+        new, m = step(ts, (x, y))
+        return jax.tree.map(lambda a, b: a - b, new.params, ts.params), m
+
+    d32, m32 = one_step(None)
+    d16, m16 = one_step("mixed_float16")
+    d0, m0 = one_step(prec.Policy(F32, F16, F32, loss_scale=1.0))
+    assert float(m32["grad_norm"]) > 1e-7 * rows / 8
+    assert float(m0["grad_norm"]) == 0.0  # underflow without the scale
+    assert float(m16["grad_norm"]) == pytest.approx(float(m32["grad_norm"]), rel=1e-3)
+    assert float(m16["loss"]) == pytest.approx(float(m32["loss"]), rel=1e-2)  # unscaled
+    for a, b in zip(jax.tree.leaves(d16), jax.tree.leaves(d32), strict=True):
+        assert a.dtype == F32
+        np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-10)
+
+
+def test_policy_wrapping_is_memoised_and_not_doubled():
+    from nnkit.train.step import apply_policy
+
+    model = mlp()
+    a = apply_policy(model, "mixed_bfloat16")
+    assert apply_policy(model, "mixed_bfloat16") is a  # fit reuses its compiled functions
+    assert apply_policy(a, "mixed_bfloat16") is a  # already under the policy
+    assert apply_policy(model, None) is model
+    assert dict(a.meta)["dtype_policy"] == "mixed_bfloat16"
+    with pytest.raises(ValueError, match="unknown precision policy 'half'"):
+        apply_policy(model, "half")

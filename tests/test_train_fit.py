@@ -10,8 +10,18 @@ import pytest
 import nnkit
 from nnkit import initializers, optim
 from nnkit.layers import Dense, Relu
-from nnkit.train import EarlyStopping, Plateau, create_train_state, epoch_indices, fit, stop_when
-from nnkit.train.state import split_train_key
+from nnkit.train import (
+    INTERRUPT,
+    EarlyStopping,
+    Plateau,
+    TrainState,
+    create_train_state,
+    epoch_indices,
+    fit,
+    stop_when,
+)
+from nnkit.train.early_stopping import early_stopping_init
+from nnkit.train.state import as_key, key_data, split_train_key
 
 N, D, C = 96, 2, 3
 
@@ -39,8 +49,10 @@ def no_seconds(h):
 
 def test_scan_and_step_paths_agree_and_history_keys():
     kw = dict(val_data=VAL, epochs=3, batch_size=16, key=3)
+    per_step = []
     a = fit(mlp(), optim.make("adam", 1e-2), TRAIN, mode="scan", **kw)
-    b = fit(mlp(), optim.make("adam", 1e-2), TRAIN, mode="step", **kw)
+    b = fit(mlp(), optim.make("adam", 1e-2), TRAIN, mode="step",
+            step_callbacks=[lambda t, ts, m: per_step.append(float(m["grad_norm"]))], **kw)
     assert set(a.history) == KEYS == set(b.history)
     assert a.history["epoch"] == [0, 1, 2] and a.epochs_run == 3
     assert a.stop_reason == "completed"
@@ -51,6 +63,13 @@ def test_scan_and_step_paths_agree_and_history_keys():
     assert a.history["train_loss"][-1] < a.history["train_loss"][0]
     assert int(a.train_state.step) == 3 * (N // 16)
     assert a.best_epoch == int(np.argmin(a.history["val_loss"]))
+    # grad_norm is the norm at each epoch's last step (the scanned epoch computes it there
+    # only); step mode computes every step's, and the epoch's last one is logged
+    steps = N // 16
+    last = [per_step[(e + 1) * steps - 1] for e in range(3)]
+    mean = [np.mean(per_step[e * steps:(e + 1) * steps]) for e in range(3)]
+    np.testing.assert_allclose(a.history["grad_norm"], last, rtol=1e-5)
+    assert not np.allclose(a.history["grad_norm"], mean, rtol=1e-3)
 
 
 def test_epoch_data_order_is_fold_in_of_the_epoch():
@@ -148,6 +167,50 @@ def test_callbacks_see_every_epoch_and_can_stop():
     assert r.history["train_accuracy"][-1] >= 0.8
     assert calls == [(e, (e + 1) * (N // 16)) for e in range(len(calls))]
     assert len(calls) == r.epochs_run < 30
+
+
+def test_interrupt_from_a_callback_skips_the_test_set():
+    """A callback returning INTERRUPT stops like True but fit does not evaluate test_data
+    (the user asked to stop now); True still evaluates it."""
+    model, opt = mlp(), optim.make("adam", 1e-2)
+    kw = dict(test_data=VAL, epochs=5, batch_size=32, progress=False)
+    r = fit(model, opt, TRAIN, callbacks=[lambda e, ts, logs: INTERRUPT if e == 1 else None],
+            **kw)
+    assert r.epochs_run == 2 and r.history["epoch"] == [0, 1]
+    assert r.stop_reason.startswith("interrupted") and "after epoch 1" in r.stop_reason
+    assert r.test_metrics == {}
+    r = fit(model, opt, TRAIN, callbacks=[lambda e, ts, logs: e == 1], **kw)
+    assert r.epochs_run == 2 and set(r.test_metrics) == {"test_loss", "test_accuracy"}
+    with pytest.raises(ValueError, match="returned 'stop'"):
+        fit(model, opt, TRAIN, callbacks=[lambda e, ts, logs: "stop"], **kw)
+
+
+def _create_op_by_op(model, input_shape, optimizer, key, es):
+    """The previous create_train_state (eager, op by op) + early_stopping_init: the truth."""
+    k_init, k_train = jax.random.split(as_key(key_data(key)))
+    _, params, state = model.init(k_init, input_shape)
+    ts = TrainState(step=jnp.zeros((), jnp.int32), params=params, state=state,
+                    opt_state=optimizer.init(params), key=jax.random.key_data(k_train))
+    return early_stopping_init(es, ts)
+
+
+def test_create_train_state_is_one_compiled_program_with_the_same_values():
+    traces = []
+    base = mlp()
+
+    def init(key, shape):
+        traces.append(shape)  # runs once per trace, not per call
+        return base.init(key, shape)
+
+    model = base._replace(init=init)
+    opt, es, pl = optim.make("adam", 1e-2), EarlyStopping(), Plateau()
+    for key in (3, 4, 2**40, jax.random.key(5), jax.random.PRNGKey(6)):
+        got = create_train_state(model, (D,), opt, key, early_stopping=es, plateau=pl)
+        want = _create_op_by_op(base, (D,), opt, key, es)._replace(
+            plateau=optim.plateau_init(pl))
+        chex.assert_trees_all_equal(got, want)
+    # one trace for the int seeds in int32 range, one for key data (2**40 and keys)
+    assert len(traces) == 2
 
 
 def test_test_data_and_progress_bar(capsys):

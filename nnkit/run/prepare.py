@@ -4,6 +4,11 @@
 files, model vs data shapes, batch size vs data size, schedule arguments) BEFORE a run
 directory exists, turning them into :class:`nnkit.config.ConfigError` where a config key is
 at fault.
+
+:func:`make_parallel` turns the config's ``parallel:`` section into a
+:class:`nnkit.parallel.DataParallel` (it may start JAX's multi-process runtime, so the
+command line calls it before anything touches a device); ``precision:`` becomes
+:attr:`Prepared.policy` and the model is wrapped with it.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ import numpy as np
 import optax
 
 from nnkit import models, optim
+from nnkit import precision as _precision
 from nnkit.config import AUGMENTATIONS, Config, ConfigError
 from nnkit.core import Layer, ShapeError
 from nnkit.train import EarlyStopping, Plateau, TrainState, create_train_state
-from nnkit.train.early_stopping import early_stopping_init
 from nnkit.train.gradients import resolve_loss
 from nnkit.train.inputs import check_data
+from nnkit.train.step import apply_policy
 
-__all__ = ["Prepared", "prepare", "prepare_named", "initial_state", "monitor_of"]
+__all__ = ["Prepared", "prepare", "prepare_named", "initial_state", "monitor_of",
+           "make_parallel", "check_parallel", "policy_of"]
 
 XY = tuple[np.ndarray, np.ndarray]
 
@@ -36,7 +43,7 @@ class Prepared:
 
     Attributes:
       cfg: the config, with the model's output width filled in from the data.
-      model: the :class:`nnkit.Layer`.
+      model: the :class:`nnkit.Layer` (wrapped with :attr:`policy` when there is one).
       input_shape: per-example input shape (no batch dim).
       train, val, test: ``(x, y)`` splits (``val``/``test`` ``None`` when absent); x is
         standardised with train statistics when ``data.standardize``.
@@ -46,6 +53,7 @@ class Prepared:
       early_stopping, plateau: fit's settings or ``None``.
       augment: ``augment(key, x) -> x`` or ``None``.
       steps_per_epoch: ``n_train // batch_size``.
+      policy: the ``precision:`` policy (:class:`nnkit.precision.Policy`) or ``None``.
     """
 
     cfg: Config
@@ -61,6 +69,7 @@ class Prepared:
     plateau: Plateau | None
     augment: Callable | None
     steps_per_epoch: int
+    policy: _precision.Policy | None = None
 
 
 def _load_data(cfg: Config) -> Any:
@@ -162,7 +171,8 @@ def prepare(cfg: Config) -> Prepared:
         )
     spec = models.with_output_size(cfg.model, ds.num_targets)
     cfg = _replace_model(cfg, spec)
-    model = models.build(spec)
+    policy = policy_of(cfg)
+    model = apply_policy(models.build(spec), policy)
     input_shape = tuple(int(d) for d in train[0].shape[1:])
     try:
         check_data(model, resolve_loss(cfg.loss), train, {"val": val, "test": test}, None)
@@ -195,6 +205,7 @@ def prepare(cfg: Config) -> Prepared:
         cfg=cfg, model=model, input_shape=input_shape, train=train, val=val, test=test,
         num_classes=ds.num_classes, task=ds.task, optimizer=optimizer, early_stopping=es,
         plateau=plateau, augment=_augment(cfg, input_shape), steps_per_epoch=steps,
+        policy=policy,
     )
 
 
@@ -214,13 +225,63 @@ def _replace_model(cfg: Config, spec: dict[str, Any]) -> Config:
 
 def initial_state(prep: Prepared) -> TrainState:
     """The train state :func:`nnkit.train.fit` starts from (seed ``cfg.seed``), with the
-    early-stopping and plateau fields it adds: the structure a checkpoint restores into."""
-    ts = create_train_state(prep.model, prep.input_shape, prep.optimizer, prep.cfg.seed)
-    if prep.early_stopping is not None:
-        ts = early_stopping_init(prep.early_stopping, ts)
-    if prep.plateau is not None:
-        ts = ts._replace(plateau=optim.plateau_init(prep.plateau))
-    return ts
+    early-stopping and plateau fields it adds: the structure a checkpoint restores into.
+    Built by one compiled call (:func:`nnkit.train.create_train_state`)."""
+    return create_train_state(prep.model, prep.input_shape, prep.optimizer, prep.cfg.seed,
+                              early_stopping=prep.early_stopping, plateau=prep.plateau)
+
+
+def _config_error(e: ValueError, section: str) -> ConfigError:
+    """``"parallel.fsdp: expected ..."`` -> ConfigError(key="parallel.fsdp", "expected ...")."""
+    msg = str(e)
+    head, sep, rest = msg.partition(": ")
+    if sep and (head == section or head.startswith(section + ".")):
+        return ConfigError(rest, key=head)
+    return ConfigError(msg, key=section)
+
+
+def policy_of(cfg: Config) -> _precision.Policy | None:
+    """The ``precision:`` section as a :class:`nnkit.precision.Policy` (``None``: off).
+
+    Raises:
+      ConfigError: naming ``precision`` or ``precision.<key>``.
+    """
+    try:
+        return _precision.from_config(cfg.precision)
+    except ValueError as e:
+        raise _config_error(e, "precision") from None
+
+
+def make_parallel(cfg: Config, file: str | None = None) -> Any:
+    """The ``parallel:`` section as a :class:`nnkit.parallel.DataParallel`, or ``None`` (off).
+
+    Calls :func:`nnkit.parallel.from_config`, which starts JAX's multi-process runtime when
+    the section (or the environment) asks for it: call this before anything touches a
+    device. An empty section (the default) is off and touches nothing.
+
+    Raises:
+      ConfigError: naming ``parallel.<key>`` (unknown key, wrong type, too many devices).
+    """
+    from nnkit import parallel as par
+
+    try:
+        return par.from_config(cfg.parallel or None)
+    except ValueError as e:
+        raise _config_error(e, "parallel").with_file(file) from None
+
+
+def check_parallel(prep: Prepared, parallel: Any, file: str | None = None) -> None:
+    """``data.batch_size`` must split evenly over the devices (and processes).
+
+    Raises:
+      ConfigError: naming ``data.batch_size``.
+    """
+    if parallel is None:
+        return
+    try:
+        parallel.local_batch_size(prep.cfg.data.batch_size)
+    except ValueError as e:
+        raise ConfigError(str(e), key="data.batch_size", file=file) from None
 
 
 def monitor_of(prep: Prepared) -> tuple[str, str]:

@@ -50,9 +50,16 @@ def _timestamp() -> str:
 
 
 def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | None,
-                *, base: str | os.PathLike = "runs", suffix: str = "") -> Path:
+                *, base: str | os.PathLike = "runs", suffix: str = "",
+                create: bool = True) -> Path:
     """Creates the run directory: ``out`` if given (must not already hold a run), else
-    ``<base>/<config-stem><suffix>-<timestamp>`` (``-1``, ``-2``... appended on a clash)."""
+    ``<base>/<config-stem><suffix>-<timestamp>`` (``-1``, ``-2``... appended on a clash).
+
+    ``create=False`` only returns the name (``out``, or the timestamped name without the
+    clash suffix): what the processes other than process 0 of a multi-process run use."""
+    if not create:
+        stem = Path(config_path).stem if config_path else "run"
+        return Path(out) if out is not None else Path(base) / f"{stem}{suffix}-{_timestamp()}"
     if out is not None:
         d = Path(out)
         if (d / "config.yaml").exists():
@@ -155,10 +162,15 @@ class MetricsLog:
 
         atomic_write(self.path, lambda f: f.write(text.encode("utf-8")))
 
+    @staticmethod
+    def row(epoch: int, logs: Mapping[str, float]) -> dict[str, Any]:
+        """The line :meth:`append` writes: ``{"epoch": epoch, **logs}`` (non-finite -> None)."""
+        return {"epoch": int(epoch), **{k: _finite(float(v)) for k, v in logs.items()
+                                        if k != "epoch"}}
+
     def append(self, epoch: int, logs: Mapping[str, float]) -> dict[str, Any]:
         """Appends ``{"epoch": epoch, **logs}`` (non-finite values as ``null``)."""
-        row = {"epoch": int(epoch), **{k: _finite(float(v)) for k, v in logs.items()
-                                       if k != "epoch"}}
+        row = self.row(epoch, logs)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
             f.flush()

@@ -1,4 +1,4 @@
-"""``nnkit summary``, ``nnkit lr-find`` and ``nnkit sweep`` on a config."""
+"""``nnkit summary``, ``nnkit lr-find``, ``nnkit sweep`` and ``nnkit diagnose`` on a config."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import yaml
 
 from nnkit.config import Config, ConfigError, config_to_dict, parse_config
@@ -18,7 +19,7 @@ from nnkit.run.prepare import prepare_named
 from nnkit.run.rundir import new_run_dir, write_json
 
 __all__ = ["model_summary", "lr_find_run", "parse_grid", "sweep_run", "FAST_SWEEP_KEYS",
-           "format_table"]
+           "format_table", "diagnose_run", "DiagnoseResult"]
 
 FAST_SWEEP_KEYS = {"optimizer.lr": "learning_rates", "optimizer.weight_decay": "weight_decays",
                    "seed": "seeds"}
@@ -54,6 +55,46 @@ def lr_find_run(cfg: Config, out: str | Path, *, steps: int = 100, min_lr: float
     except ValueError as e:
         raise ConfigError(str(e), key="lr-find") from None
     return res, Path(res.plot(str(out)))
+
+
+class DiagnoseResult(NamedTuple):
+    """What :func:`diagnose_run` returns: the :class:`nnkit.diagnose.Report`, the directory
+    it was written to, and the figure paths."""
+
+    report: Any
+    out_dir: Path
+    figures: list[str]
+
+
+def diagnose_run(cfg: Config, out: str | Path | None = None, *, file: str | None = None,
+                 base: str | Path = "runs") -> DiagnoseResult:
+    """:func:`nnkit.diagnose.diagnose_dataset` on the model and training split ``nnkit train``
+    would use (same split, standardisation, output width and precision policy), with the
+    config's loss and seed; writes ``report.txt``, ``report.json`` and the figures
+    (``report.plot``) to ``out`` (default ``<base>/<config-stem>-diagnose-<timestamp>``).
+
+    The checks run on the training split only (val/test stay unseen), with their own probe
+    settings (Adam 1e-3 for the overfitting check: see :func:`nnkit.diagnose.diagnose`).
+    """
+    import json
+
+    from nnkit.data import Dataset
+    from nnkit.diagnose import diagnose_dataset
+
+    prep = prepare_named(cfg, file)
+    x, y = prep.train
+    num_targets = prep.num_classes if prep.num_classes is not None else int(
+        np.shape(y)[-1] if np.ndim(y) > 1 else 1)
+    ds = Dataset(x=x, y=y, input_shape=prep.input_shape, num_classes=prep.num_classes,
+                 num_targets=num_targets, class_names=(), task=prep.task,
+                 name=cfg.data.dataset)
+    report = diagnose_dataset(prep.model, ds, loss=prep.cfg.loss, key=prep.cfg.seed)
+    out_dir = new_run_dir(file, out, base=base, suffix="-diagnose")
+    (out_dir / "report.txt").write_text(str(report) + "\n", encoding="utf-8")
+    (out_dir / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n",
+                                         encoding="utf-8")
+    figures = [str(f) for f in report.plot(out_dir)]
+    return DiagnoseResult(report, out_dir, figures)
 
 
 def _split_top(text: str) -> list[str]:

@@ -8,8 +8,18 @@ fields), so ``fit(train_state=restored, start_epoch=e + 1)`` runs the same compu
 the uninterrupted run and ends with bit-identical parameters.
 
 Signals: SIGINT/SIGTERM set a flag; after the current epoch finishes, its checkpoint is
-written and training stops (exit status 130 / 143). A second signal interrupts at once
-(the last complete checkpoint is untouched: writes are atomic).
+written and training stops (exit status 130 / 143): the epoch callback returns
+:data:`nnkit.train.INTERRUPT`, so ``fit`` also skips the test-set evaluation. A second signal
+interrupts at once (the last complete checkpoint is untouched: writes are atomic).
+
+Devices and precision: the config's ``parallel:`` section (or a ``parallel=`` argument, a
+:class:`nnkit.parallel.DataParallel`) and ``precision:`` policy go to ``fit``. With several
+processes every process runs the same training; only process 0 creates the run directory and
+writes files (config, metrics, TensorBoard, summary, plots). Each checkpoint's train state
+is gathered by every process (:func:`nnkit.parallel.gather`, a collective: FSDP-sharded or
+multi-host arrays become whole host arrays), written by process 0, and followed by a
+barrier. Give ``--out`` with several processes so that all of them report the same
+directory (the default name has a timestamp).
 
 Non-finite loss: training stops at the bad epoch, the parameters from the start of that
 epoch are kept, the previous epoch's checkpoint stays the latest, ``summary.json`` says
@@ -26,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import numpy as np
@@ -34,7 +44,14 @@ import numpy as np
 from nnkit.checkpoint import CheckpointManager
 from nnkit.config import Config, config_to_dict
 from nnkit.core import param_count
-from nnkit.run.prepare import Prepared, initial_state, monitor_of, prepare_named
+from nnkit.run.prepare import (
+    Prepared,
+    check_parallel,
+    initial_state,
+    make_parallel,
+    monitor_of,
+    prepare_named,
+)
 from nnkit.run.rundir import (
     MetricsLog,
     RunError,
@@ -46,14 +63,17 @@ from nnkit.run.rundir import (
     write_config,
     write_json,
 )
-from nnkit.train import TrainState, fit
+from nnkit.train import INTERRUPT, TrainState, fit
+
+if TYPE_CHECKING:
+    from nnkit.parallel import DataParallel
 
 __all__ = ["RunResult", "StopFlag", "train", "resume", "EXIT_CODES"]
 
 EXIT_CODES = {"completed": 0, "early_stopped": 0, "stopped": 0, "nonfinite": 1}
 """Process exit status per run status; an interrupted run exits ``128 + signal``."""
 
-Callback = Callable[[int, TrainState, dict], bool | None]
+Callback = Callable[[int, TrainState, dict], bool | str | None]
 
 
 class RunResult(NamedTuple):
@@ -106,13 +126,24 @@ class StopFlag:
                 signal.signal(s, h)
 
 
+def _is_main() -> bool:
+    return jax.process_index() == 0
+
+
 class _Recorder:
-    """The epoch callback: metrics line, TensorBoard, checkpoint (+best), stop on signal."""
+    """The epoch callback: metrics line, TensorBoard, checkpoint (+best), stop on signal.
+
+    Files are written by process 0 only; every process gathers the state for the checkpoint
+    (a collective when arrays span processes) and meets the others at a barrier after it."""
 
     def __init__(self, run_dir: Path, prep: Prepared, manager: CheckpointManager,
-                 flag: StopFlag, extra: Sequence[Callback], best: tuple[Any, Any]) -> None:
+                 flag: StopFlag, extra: Sequence[Callback], best: tuple[Any, Any],
+                 parallel: Any = None) -> None:
+        self.main = _is_main()
+        self.parallel = parallel
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
-        self.tb = TensorBoard(run_dir / "tensorboard") if prep.cfg.logging.tensorboard else None
+        self.tb = (TensorBoard(run_dir / "tensorboard")
+                   if prep.cfg.logging.tensorboard and self.main else None)
         self.prep = prep
         self.manager = manager
         self.flag = flag
@@ -130,8 +161,8 @@ class _Recorder:
             return True
         return v < self.best_value if self.mode == "min" else v > self.best_value
 
-    def __call__(self, epoch: int, ts: TrainState, logs: dict) -> bool | None:
-        row = self.metrics.append(epoch, logs)
+    def __call__(self, epoch: int, ts: TrainState, logs: dict) -> bool | str | None:
+        row = self.metrics.append(epoch, logs) if self.main else self.metrics.row(epoch, logs)
         if self.tb is not None:
             self.tb.log(epoch, row)
         value = float(logs.get(self.monitor, float("nan")))
@@ -141,16 +172,26 @@ class _Recorder:
             is_best = self._better(value)
         if is_best:
             self.best_epoch, self.best_value = epoch, value
-        self.manager.save(
-            ts, epoch, epoch=epoch, is_best=is_best, metrics=row, config=self.config,
-            extra={"best_epoch": self.best_epoch, "best_value": self.best_value,
-                   "monitor": self.monitor},
-        )
+        host = ts if self.parallel is None else self.parallel.gather(ts)  # every process
+        if self.main:
+            self.manager.save(
+                host, epoch, epoch=epoch, is_best=is_best, metrics=row, config=self.config,
+                extra={"best_epoch": self.best_epoch, "best_value": self.best_value,
+                       "monitor": self.monitor},
+            )
+        if self.parallel is not None:
+            self.parallel.sync(f"nnkit-checkpoint-{epoch}")
         self.last_epoch = epoch
-        stop = False
+        stop: bool | str = False
         for cb in self.extra:
-            stop = bool(cb(epoch, ts, logs)) or stop
-        return True if self.flag.signum is not None else (stop or None)
+            verdict = cb(epoch, ts, logs)
+            if verdict == INTERRUPT:
+                stop = INTERRUPT
+            elif verdict and stop != INTERRUPT:
+                stop = True
+        if self.flag.signum is not None:
+            return INTERRUPT  # stop now: fit skips the test set
+        return stop or None
 
     def close(self) -> None:
         if self.tb is not None:
@@ -182,11 +223,11 @@ def _plots(run_dir: Path, prep: Prepared, history: dict, ts: TrainState) -> list
 
 def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: int,
          best: tuple[Any, Any], prior: dict[str, Any], callbacks: Sequence[Callback],
-         progress: bool | None) -> RunResult:
+         progress: bool | None, parallel: Any = None) -> RunResult:
     cfg = prep.cfg
     manager = CheckpointManager(run_dir / "checkpoints", keep=cfg.logging.checkpoint_keep)
     flag = StopFlag()
-    rec = _Recorder(run_dir, prep, manager, flag, callbacks, best)
+    rec = _Recorder(run_dir, prep, manager, flag, callbacks, best, parallel)
     t0 = time.perf_counter()
     try:
         with flag.installed():
@@ -198,12 +239,17 @@ def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: i
                 progress=progress, mode=cfg.training.mode, grad_mode=cfg.training.grad_mode,
                 microbatches=cfg.training.microbatches, l1=cfg.training.l1, l2=cfg.training.l2,
                 augment=prep.augment, train_state=ts, start_epoch=start_epoch,
-                eval_batch_size=cfg.data.eval_batch_size,
+                eval_batch_size=cfg.data.eval_batch_size, parallel=parallel,
+                policy=prep.policy,
             )
     finally:
         rec.close()
     wall = time.perf_counter() - t0
     reason = result.stop_reason
+    final = result.train_state
+    if parallel is not None:  # whole host arrays for the plots (a collective)
+        final = final._replace(**dict(zip(("params", "state"), parallel.gather(
+            (final.params, final.state)), strict=True)))
     if flag.signum is not None:
         status = "interrupted"
     elif reason.startswith("non-finite"):
@@ -214,7 +260,7 @@ def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: i
         status = "stopped"
     else:
         status = "completed"
-    history = rec.metrics.history()
+    history = rec.metrics.history() if rec.main else {}
     last = rec.last_epoch if rec.last_epoch is not None else start_epoch - 1
     test = {"test_loss": None, **{f"test_{m}": None for m in cfg.metrics},
             **result.test_metrics}
@@ -233,9 +279,10 @@ def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: i
         "latest_checkpoint": str(manager.latest_path()) if manager.latest_path() else None,
         "best_checkpoint": str(manager.best_path) if manager.best_path.exists() else None,
     }
-    write_json(run_dir / "summary.json", summary)
-    if cfg.logging.plots and history:
-        _plots(run_dir, prep, history, result.train_state)
+    if rec.main:
+        write_json(run_dir / "summary.json", summary)
+        if cfg.logging.plots and history:
+            _plots(run_dir, prep, history, final)
     if status == "interrupted":
         code = 128 + int(flag.signum or signal.SIGINT)
         msg = (f"interrupted by {signal.Signals(flag.signum).name} after epoch {last}; "
@@ -257,20 +304,33 @@ def train(
     base: str | Path = "runs",
     callbacks: Sequence[Callback] = (),
     progress: bool | None = None,
+    parallel: DataParallel | None = None,
 ) -> RunResult:
     """Trains ``cfg`` into a new run directory (``out``, or ``<base>/<stem>-<timestamp>``).
 
     Everything that can fail on user input is checked before the directory is created.
-    ``callbacks`` (``cb(epoch, train_state, logs) -> bool | None``) run after each epoch's
-    checkpoint is written; ``True`` stops training.
+    ``callbacks`` (``cb(epoch, train_state, logs) -> bool | str | None``) run after each
+    epoch's checkpoint is written; ``True`` stops training, :data:`nnkit.train.INTERRUPT`
+    stops it without the test-set evaluation. ``parallel``: a
+    :class:`nnkit.parallel.DataParallel`; ``None`` builds it from ``cfg.parallel`` (off by
+    default) with :func:`nnkit.run.prepare.make_parallel`.
     """
+    if parallel is None:
+        parallel = make_parallel(cfg, config_path)
     prep = prepare_named(cfg, config_path)
-    run_dir = new_run_dir(config_path, out, base=base)
-    write_config(run_dir, prep.cfg, {**environment(), "config_file": config_path})
-    # the state fit would create from cfg.seed, built in one compiled call
-    ts = jax.jit(lambda: initial_state(prep))()
+    check_parallel(prep, parallel, config_path)
+    run_dir = _new_dir(config_path, out, base)
+    if _is_main():
+        write_config(run_dir, prep.cfg, {**environment(), "config_file": config_path})
+    ts = initial_state(prep)  # the state fit would create from cfg.seed: one compiled call
     return _run(run_dir, prep, ts=ts, start_epoch=0, best=(None, None), prior={},
-                callbacks=callbacks, progress=progress)
+                callbacks=callbacks, progress=progress, parallel=parallel)
+
+
+def _new_dir(config_path: str | None, out: str | Path | None, base: str | Path) -> Path:
+    """The run directory: created by process 0; the others take its name without creating
+    anything (``out``, or the default name, which may differ by a clash suffix)."""
+    return new_run_dir(config_path, out, base=base, create=_is_main())
 
 
 def resume(
@@ -279,9 +339,11 @@ def resume(
     overrides: Sequence[str] = (),
     callbacks: Sequence[Callback] = (),
     progress: bool | None = None,
+    parallel: DataParallel | None = None,
 ) -> RunResult:
     """Continues the run in ``run_dir`` from its latest checkpoint to ``training.epochs``
     (``overrides`` may e.g. raise ``training.epochs``; they are saved to ``config.yaml``).
+    ``parallel`` as for :func:`train` (``None``: from the run's config).
 
     Raises:
       RunError: not a run directory, or no checkpoint to resume from.
@@ -289,7 +351,11 @@ def resume(
     """
     run_dir = Path(run_dir)
     cfg, meta = read_run_config(run_dir, list(overrides))
-    prep = prepare_named(cfg, str(run_dir / "config.yaml"))
+    file = str(run_dir / "config.yaml")
+    if parallel is None:
+        parallel = make_parallel(cfg, file)
+    prep = prepare_named(cfg, file)
+    check_parallel(prep, parallel, file)
     manager = CheckpointManager(run_dir / "checkpoints", keep=prep.cfg.logging.checkpoint_keep)
     if manager.latest_path() is None:
         raise RunError(f"{run_dir} has no checkpoint to resume from")
@@ -298,7 +364,7 @@ def resume(
     extra = ck.get("extra") or {}
     best = (extra.get("best_epoch"), extra.get("best_value"))
     prior = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
-    if overrides:
+    if overrides and _is_main():
         write_config(run_dir, prep.cfg, {**meta, "resumed_with": list(overrides)})
     if start >= prep.cfg.training.epochs and prior.get("status") in (
         "completed", "early_stopped", "stopped"
@@ -308,6 +374,7 @@ def resume(
     if prior.get("status") == "early_stopped":
         return RunResult(run_dir, "early_stopped", prior, 0,
                          "already finished (early stopping); nothing to do")
-    MetricsLog(run_dir / "metrics.jsonl").truncate_from(start)
+    if _is_main():
+        MetricsLog(run_dir / "metrics.jsonl").truncate_from(start)
     return _run(run_dir, prep, ts=ts, start_epoch=start, best=best, prior=prior,
-                callbacks=callbacks, progress=progress)
+                callbacks=callbacks, progress=progress, parallel=parallel)

@@ -7,7 +7,7 @@ per-example gradients), ``step`` (train and eval steps), ``epoch`` (one compiled
 """
 
 from nnkit.optim import Plateau, PlateauState
-from nnkit.train.callbacks import print_logs, record, stop_when
+from nnkit.train.callbacks import INTERRUPT, print_logs, record, stop_when
 from nnkit.train.early_stopping import EarlyStopping
 from nnkit.train.epoch import epoch_indices
 from nnkit.train.gradients import clip_per_example, per_example_grads
@@ -24,5 +24,5 @@ __all__ = [
     "per_example_grads", "clip_per_example",
     "fit", "FitResult", "EarlyStopping", "Plateau", "PlateauState",
     "lr_find", "LRFindResult", "overfit_batch", "OverfitResult", "sweep", "SweepResult",
-    "epoch_indices", "stop_when", "print_logs", "record",
+    "epoch_indices", "stop_when", "print_logs", "record", "INTERRUPT",
 ]

@@ -1,9 +1,17 @@
-"""Epoch callbacks: ``cb(epoch, train_state, logs) -> bool | None`` (``True`` stops training).
+"""Epoch callbacks: ``cb(epoch, train_state, logs) -> bool | str | None``.
 
 :func:`nnkit.train.fit` calls every callback once after each epoch with the absolute epoch
-index, the current :class:`TrainState` and that epoch's logs (floats). Per-step callbacks
-(``fit(step_callbacks=...)``) exist only in ``mode="step"``: in the scanned mode an epoch is
-one compiled call and there is no Python between steps.
+index, the current :class:`TrainState` and that epoch's logs (floats). A callback returns
+
+* ``None`` / ``False``: go on;
+* ``True``: stop training normally (the test set, if any, is still evaluated);
+* :data:`INTERRUPT` (the string ``"interrupt"``): stop because the *user* asked to (Ctrl-C,
+  SIGTERM: the ``nnkit train`` runner returns it after a signal); ``fit`` skips the
+  test-set evaluation so that it returns promptly, and its ``stop_reason`` starts with
+  ``"interrupted"``.
+
+Per-step callbacks (``fit(step_callbacks=...)``) exist only in ``mode="step"``: in the
+scanned mode an epoch is one compiled call and there is no Python between steps.
 """
 
 from __future__ import annotations
@@ -11,9 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["Callback", "stop_when", "print_logs", "record"]
+__all__ = ["Callback", "INTERRUPT", "stop_when", "print_logs", "record"]
 
-Callback = Callable[[int, Any, Mapping[str, float]], bool | None]
+INTERRUPT = "interrupt"
+"""Callback return value: stop now and skip the test-set evaluation (a user interrupt)."""
+
+Callback = Callable[[int, Any, Mapping[str, float]], bool | str | None]
 
 
 def stop_when(monitor: str, threshold: float, mode: str = "min") -> Callback:

@@ -65,16 +65,20 @@ def _build(
     early_stopping: EarlyStopping | None,
     plateau: Plateau | None,
     log_grad_norm: bool = True,
+    parallel: Any = None,
+    policy: Any = None,
 ) -> Compiled:
     step = make_train_step(
         model, loss_fn, optimizer, metrics=metric_fns, grad_mode=grad_mode,
         microbatches=microbatches, l1=l1, l2=l2, augment=augment, jit=False,
-        log_grad_norm=log_grad_norm,
+        log_grad_norm=log_grad_norm, policy=policy,
     )
+    if parallel is not None:
+        step = _pinned(step, parallel)
     fns = make_epoch_fns(
         step, n=n, batch_size=batch_size,
         evaluator=make_val_evaluator(model, loss_fn, metric_fns, val_n, eval_batch_size),
-        early_stopping=early_stopping, plateau=plateau,
+        early_stopping=early_stopping, plateau=plateau, grad_norm_last_step=True,
     )
     names: list[str] = []
 
@@ -97,6 +101,15 @@ def _build(
         stack=jax.jit(stack),
         names=names,
     )
+
+
+def _pinned(step: Callable[..., Any], parallel: Any) -> Callable[..., Any]:
+    """``parallel.wrap_step(step)`` (layouts pinned), keeping the step's ``grad_norm`` keyword."""
+
+    def pinned(ts, batch, *, grad_norm=None):
+        return parallel.wrap_step(functools.partial(step, grad_norm=grad_norm))(ts, batch)
+
+    return pinned
 
 
 _cached_build = functools.lru_cache(maxsize=8)(_build)

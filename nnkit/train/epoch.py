@@ -46,9 +46,10 @@ class EpochFns:
     * ``indices(ts, epoch) -> (num_batches, batch)`` int32 data order of the epoch.
     * ``step(ts, (x, y)) -> (ts, step_metrics)`` the train step.
     * ``finish(ts, ts0, stacked_metrics, xv, yv, epoch) -> (ts, logs)``: averages the per-step
-      metrics, evaluates, updates early stopping / plateau and returns ``ts0`` (the state
-      at the start of the epoch) instead of ``ts`` if any step's loss or gradient norm was
-      non-finite. ``logs["nonfinite_step"]`` is the first bad step of the epoch, or -1.
+      metrics (``lr`` and ``grad_norm``: the epoch's last step), evaluates, updates early
+      stopping / plateau and returns ``ts0`` (the state at the start of the epoch) instead
+      of ``ts`` if any step's loss or gradient norm was non-finite.
+      ``logs["nonfinite_step"]`` is the first bad step of the epoch, or -1.
     * ``epoch(ts, epoch, x, y, xv, yv) -> (ts, logs)``: all of it on on-device arrays.
     """
 
@@ -66,10 +67,22 @@ def make_epoch_fns(
     evaluator: Callable[..., dict] | None = None,
     early_stopping: EarlyStopping | None = None,
     plateau: Plateau | None = None,
+    grad_norm_last_step: bool = False,
 ) -> EpochFns:
     """Builds the epoch functions around an unjitted train ``step`` (``make_train_step(...,
     jit=False)``). ``evaluator(params, state, xv, yv)`` (see :func:`make_evaluator`) gives
-    the ``val_*`` logs; ``None`` for no validation."""
+    the ``val_*`` logs; ``None`` for no validation.
+
+    ``grad_norm_last_step``: the scanned epoch calls ``step(ts, batch, grad_norm=i == last)``
+    (the keyword of :func:`make_train_step`'s step), so the gradient norm -- logged for the
+    last step only anyway -- is computed once per epoch instead of once per step. Needs a
+    step that takes that keyword; with ``False`` the step is called as ``step(ts, batch)``.
+    Either way the logged ``grad_norm`` is the last step's.
+
+    Non-finite detection: every step's loss is checked; the gradient norm where computed
+    (every step, or the last). Non-finite gradients at an earlier step make the next step's
+    loss non-finite, so the epoch is still rolled back (the reported step is then the next).
+    """
 
     def indices(ts: TrainState, epoch: jax.Array) -> jax.Array:
         k_data, _ = split_train_key(ts.key)
@@ -79,8 +92,8 @@ def make_epoch_fns(
         logs = {f"train_{k}": jnp.mean(v) for k, v in ms.items() if k not in ("lr", "grad_norm")}
         logs["lr"] = ms["lr"][-1]
         finite = jnp.isfinite(ms["loss"])
-        if "grad_norm" in ms:
-            logs["grad_norm"] = jnp.mean(ms["grad_norm"])
+        if "grad_norm" in ms:  # steps that skipped the norm report 0.0 (finite)
+            logs["grad_norm"] = ms["grad_norm"][-1]
             finite = finite & jnp.isfinite(ms["grad_norm"])
         ok = jnp.all(finite)
         logs["nonfinite_step"] = jnp.where(ok, -1, jnp.argmin(finite)).astype(jnp.int32)
@@ -97,9 +110,18 @@ def make_epoch_fns(
             logs["lr_scale"] = ts.plateau.scale
         return _where(ok, ts, ts0), logs
 
+    nb = n // batch_size
+
+    def body(ts, inp):
+        i, batch = inp
+        if grad_norm_last_step:
+            return step(ts, batch, grad_norm=i == nb - 1)
+        return step(ts, batch)
+
     def epoch_fn(ts, epoch, x, y, xv, yv):
         idx = indices(ts, epoch)
-        ts1, ms = lax.scan(step, ts, (_take(x, idx), _take(y, idx)))
+        batches = (_take(x, idx), _take(y, idx))
+        ts1, ms = lax.scan(body, ts, (jnp.arange(nb, dtype=jnp.int32), batches))
         return finish(ts1, ts, ms, xv, yv, epoch)
 
     return EpochFns(indices, step, finish, epoch_fn)

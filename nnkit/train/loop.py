@@ -11,13 +11,32 @@ Modes:
   does not fit on the device, iterators, or per-step callbacks). Same key, same data ->
   the same parameters as ``"scan"`` (up to float reassociation in the compiler).
 * ``"auto"``: ``"scan"`` for arrays under ~1 GB (and no per-step callbacks), else ``"step"``.
+
+Data parallelism (``parallel=DataParallel(make_mesh())``, see :mod:`nnkit.parallel`): the
+train state is replicated (or FSDP-sharded) over the mesh once, every batch is split along
+its rows over the ``"data"`` axis, and XLA partitions the same jitted step, so results match
+a one-device run up to float summation order. ``batch_size`` is the *global* batch and must
+be divisible by the number of devices. Scan mode keeps the data set on every device (one
+process) or each process's rows (several processes); step mode cuts each global batch on
+the host and places it split over the devices (with several processes each process places
+its slice of the same global batch; a streaming ``train_data`` must yield this process's
+rows). Only process 0 draws the progress bar.
+
+Precision (``policy="mixed_bfloat16"`` or a :class:`nnkit.precision.Policy`): the model is
+wrapped with :func:`nnkit.precision.with_policy` (params stay in ``param_dtype``, float32 for
+the mixed policies) and float16 policies use the static loss scale (see
+:func:`~nnkit.train.step.make_train_step`). Validation and test run under the policy too.
+
+Interrupts: an epoch callback that returns :data:`INTERRUPT` stops training like ``True``
+does, but ``fit`` then skips the test-set evaluation (``test_metrics == {}``) and
+``stop_reason`` starts with ``"interrupted"``: the user asked to stop now, not to finish.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,16 +45,20 @@ import optax
 
 from nnkit.core import Layer
 from nnkit.optim import Plateau, plateau_init
-from nnkit.train.callbacks import Callback
+from nnkit.train.callbacks import INTERRUPT, Callback
 from nnkit.train.compiled import compiled_fit_fns
 from nnkit.train.early_stopping import EarlyStopping, early_stopping_init, should_stop
 from nnkit.train.gradients import resolve_loss, resolve_metrics
 from nnkit.train.inputs import as_xy, check_data, check_params, data_nbytes
 from nnkit.train.progress import EpochProgress
 from nnkit.train.state import TrainState, create_train_state
-from nnkit.train.step import make_evaluator
+from nnkit.train.step import apply_policy, make_evaluator
 
-__all__ = ["fit", "FitResult", "SCAN_LIMIT_BYTES"]
+if TYPE_CHECKING:
+    from nnkit.parallel import DataParallel
+    from nnkit.precision import Policy
+
+__all__ = ["fit", "FitResult", "SCAN_LIMIT_BYTES", "INTERRUPT"]
 
 SCAN_LIMIT_BYTES = 1 << 30
 """``mode="auto"`` scans when the training + validation arrays are below this size."""
@@ -52,14 +75,16 @@ class FitResult(NamedTuple):
         ``start_epoch`` to resume.
       history: ``{key: [one float per epoch run]}``: ``epoch``, ``train_loss``,
         ``train_<metric>``, ``val_loss``, ``val_<metric>``, ``lr`` (at the epoch's last
-        step), ``grad_norm`` (epoch mean, unless ``log_grad_norm=False``), ``seconds``
-        (wall time; the first epoch includes compilation), and ``lr_scale`` with a plateau.
+        step), ``grad_norm`` (the global gradient norm at the epoch's last step, unless
+        ``log_grad_norm=False``), ``seconds`` (wall time; the first epoch includes
+        compilation), and ``lr_scale`` with a plateau.
       best_epoch: epoch index with the best monitored value (early stopping), else the
         epoch of the lowest ``val_loss``, else ``None``.
       epochs_run: epochs whose updates were kept in this call.
-      stop_reason: ``"completed"``, or why training stopped early.
+      stop_reason: ``"completed"``, or why training stopped early (``"interrupted ..."``
+        when a callback returned :data:`INTERRUPT`).
       test_metrics: ``{"test_loss": ..., "test_<metric>": ...}`` on ``test_data`` with the
-        returned params, or ``{}``.
+        returned params, or ``{}`` (no test data, or interrupted).
     """
 
     train_state: TrainState
@@ -106,6 +131,8 @@ def fit(
     eval_batch_size: int = 1024,
     step_callbacks: Sequence[Callable[[int, TrainState, dict], bool | None]] = (),
     log_grad_norm: bool = True,
+    parallel: DataParallel | None = None,
+    policy: Policy | str | None = None,
 ) -> FitResult:
     """Trains ``model`` for epochs ``start_epoch .. epochs-1`` and returns a :class:`FitResult`.
 
@@ -127,7 +154,8 @@ def fit(
       input_shape: per-example input shape; default the data's (checked if given).
       early_stopping: :class:`EarlyStopping` or ``None``.
       plateau: :class:`nnkit.optim.Plateau` (reduce-on-plateau) or ``None``.
-      callbacks: ``cb(epoch, train_state, logs) -> bool | None`` after each epoch; True stops.
+      callbacks: ``cb(epoch, train_state, logs) -> bool | str | None`` after each epoch;
+        ``True`` stops, :data:`INTERRUPT` (``"interrupt"``) stops and skips the test set.
       progress: tqdm epoch bar; ``None`` = only if stderr is a terminal.
       mode: ``"auto"`` | ``"scan"`` | ``"step"`` (see the module docstring).
       grad_mode, microbatches, l1, l2, augment: see :func:`make_train_step`.
@@ -137,11 +165,16 @@ def fit(
       eval_batch_size: batch size for validation/test evaluation.
       step_callbacks: ``cb(step, train_state, step_metrics) -> bool | None`` after every
         step; ``"step"`` mode only (reading the metrics syncs with the device each step).
-      log_grad_norm: log ``grad_norm`` (one extra read of the gradient per step).
+      log_grad_norm: log ``grad_norm``, the norm at each epoch's last step (a scanned epoch
+        computes it on that step only; step mode on every step, for ``step_callbacks``).
+      parallel: a :class:`nnkit.parallel.DataParallel` (data parallelism over its mesh; see
+        the module docstring), or ``None`` for the default device.
+      policy: a :class:`nnkit.precision.Policy` or policy name, or ``None`` (as the model is).
 
     Raises:
       ValueError: data that do not fit the model (shapes named), labels out of range,
-        ``batch_size`` larger than the data, an unknown mode or monitor key.
+        ``batch_size`` larger than the data or not divisible by the devices, an unknown mode,
+        monitor key or policy name.
     """
     if mode not in ("auto", "scan", "step"):
         raise ValueError(f"unknown mode {mode!r}; known: auto, scan, step")
@@ -155,6 +188,7 @@ def fit(
         optimizer = optim.make(optimizer, 1e-3)
     loss_fn = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics)
+    model = apply_policy(model, policy)  # init, steps and evaluation all under the policy
     streaming = _streaming(train_data)
     val = as_xy(val_data, "val_data")
     test = as_xy(test_data, "test_data")
@@ -184,15 +218,22 @@ def fit(
     if step_callbacks and mode != "step":
         raise ValueError("step_callbacks need mode='step' (a scanned epoch has no Python steps)")
 
-    if train_state is None:
-        ts = create_train_state(model, input_shape, optimizer, key)
+    if train_state is None:  # one compiled call, early-stopping / plateau fields included
+        ts = create_train_state(model, input_shape, optimizer, key,
+                                early_stopping=early_stopping, plateau=plateau)
     else:
         check_params(model, input_shape, train_state.params)
         ts = _copy(train_state)
-    if early_stopping is not None:
-        ts = early_stopping_init(early_stopping, ts)
-    if plateau is not None and ts.plateau is None:
-        ts = ts._replace(plateau=plateau_init(plateau))
+        if early_stopping is not None:
+            ts = early_stopping_init(early_stopping, ts)
+        if plateau is not None and ts.plateau is None:
+            ts = ts._replace(plateau=plateau_init(plateau))
+    if parallel is not None:
+        local_bs = parallel.local_batch_size(batch_size)  # early error if not divisible
+        ts = parallel.place_state(ts)
+        if mode == "scan":
+            train = parallel.shard_dataset(*train)  # on the devices; rows split by process
+            n = int(jax.tree_util.tree_leaves(train[0])[0].shape[0])  # global rows
 
     available = ["train_loss", *(f"train_{m}" for m, _ in metric_fns)]
     if val is not None:
@@ -208,13 +249,15 @@ def fit(
     val_n = None if val is None else int(jax.tree_util.tree_leaves(val[0])[0].shape[0])
     cf = compiled_fit_fns(
         model, loss_fn, metric_fns, optimizer, grad_mode, microbatches, l1, l2, augment, n,
-        batch_size, val_n, eval_batch_size, early_stopping, plateau, log_grad_norm,
+        batch_size, val_n, eval_batch_size, early_stopping, plateau, log_grad_norm, parallel,
+        policy,
     )
     names = cf.names
-    xv, yv = (None, None) if val is None else jax.device_put(val)
+    put = jax.device_put if parallel is None else parallel.replicate
+    xv, yv = (None, None) if val is None else put(val)
 
     if mode == "scan":
-        x, y = jax.device_put(train)
+        x, y = jax.device_put(train) if parallel is None else train
 
         def run_epoch(ts: TrainState, epoch: int):
             return cf.epoch(ts, jnp.int32(epoch), x, y, xv, yv)
@@ -222,12 +265,18 @@ def fit(
 
         def batches(ts: TrainState, epoch: int) -> Iterable:
             if streaming:
-                yield from train_data(epoch)
+                for b in train_data(epoch):
+                    yield b if parallel is None else parallel.shard_batch(b)
                 return
             idx = np.asarray(cf.indices(ts, jnp.int32(epoch)))  # one transfer per epoch
+            if parallel is not None and jax.process_count() > 1:
+                # this process's slice of every global batch; shard_batch joins the slices
+                p = jax.process_index()
+                idx = idx[:, p * local_bs:(p + 1) * local_bs]
             for row in idx:
-                yield (jax.tree_util.tree_map(lambda a, r=row: a[r], train[0]),
-                       jax.tree_util.tree_map(lambda a, r=row: a[r], train[1]))
+                b = (jax.tree_util.tree_map(lambda a, r=row: a[r], train[0]),
+                     jax.tree_util.tree_map(lambda a, r=row: a[r], train[1]))
+                yield b if parallel is None else parallel.shard_batch(b)
 
         def run_epoch(ts: TrainState, epoch: int):
             ts0 = _copy(ts)
@@ -245,7 +294,10 @@ def fit(
     # ------------------------------------------------------------------ the loop
     history: dict[str, list[float]] = {}
     stop_reason = "completed"
+    interrupted = False
     epochs_run = 0
+    if parallel is not None and not parallel.is_main_process():
+        progress = False
     bar = EpochProgress(max(epochs - start_epoch, 0), 0, progress)
     try:
         for epoch in range(start_epoch, epochs):
@@ -275,10 +327,20 @@ def fit(
             if stop_reason != "completed":
                 break
             for cb in callbacks:
-                if cb(epoch, ts, shown):
-                    name = getattr(cb, "__name__", type(cb).__name__)
+                verdict = cb(epoch, ts, shown)
+                if not verdict:
+                    continue
+                name = getattr(cb, "__name__", type(cb).__name__)
+                if isinstance(verdict, str):
+                    if verdict != INTERRUPT:
+                        raise ValueError(f"callback {name} returned {verdict!r}; a callback "
+                                         f"returns True, False, None or {INTERRUPT!r}")
+                    interrupted = True
+                    stop_reason = (f"interrupted: callback {name} asked to stop after epoch "
+                                   f"{epoch}; test evaluation skipped")
+                else:
                     stop_reason = f"callback {name} stopped training after epoch {epoch}"
-                    break
+                break
             if stop_reason != "completed":
                 break
             if early_stopping is not None and should_stop(early_stopping, logs["bad_epochs"]):
@@ -300,10 +362,10 @@ def fit(
         best_epoch = int(history["epoch"][int(np.nanargmin(history["val_loss"]))]) if np.any(
             np.isfinite(history["val_loss"])) else None
     test_metrics: dict[str, float] = {}
-    if test is not None:
+    if test is not None and not interrupted:
         test_n = int(jax.tree_util.tree_leaves(test[0])[0].shape[0])
         ev = jax.jit(make_evaluator(model, loss_fn, metric_fns, test_n, eval_batch_size))
-        out = jax.device_get(ev(ts.params, ts.state, *jax.device_put(test)))
+        out = jax.device_get(ev(ts.params, ts.state, *put(test)))
         test_metrics = {f"test_{k}": float(v) for k, v in out.items()}
     return FitResult(ts, history, best_epoch, epochs_run, stop_reason, test_metrics)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -81,18 +82,62 @@ def create_train_state(
     input_shape: Any,
     optimizer: optax.GradientTransformation,
     key: int | jax.Array,
+    *,
+    early_stopping: Any = None,
+    plateau: Any = None,
 ) -> TrainState:
-    """Initialises params/state with ``model.init`` and the optimizer state.
+    """Initialises params/state with ``model.init`` and the optimizer state, in ONE jitted call.
 
     ``key`` (an int seed, typed key or legacy ``PRNGKey``) is split into the init key and the
     training key stored in :attr:`TrainState.key`. ``input_shape`` excludes the batch dim.
+    With ``early_stopping`` (:class:`~nnkit.train.EarlyStopping`) / ``plateau``
+    (:class:`nnkit.optim.Plateau`) their fields are filled in too: the state
+    :func:`nnkit.train.fit` starts from (and the structure its checkpoints restore into).
+
+    Everything runs in one compiled program, built once per ``(model, input_shape,
+    optimizer, early_stopping, plateau)`` (shapes are static; the key is an argument), instead
+    of one dispatch per initializer and optimizer-state array. Same values as the op-by-op
+    version (an int seed in int32 range goes into the program as a traced value).
     """
-    k_init, k_train = jax.random.split(as_key(key_data(key)))
-    _, params, state = model.init(k_init, normalize_shape(input_shape))
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        state=state,
-        opt_state=optimizer.init(params),
-        key=jax.random.key_data(k_train),
-    )
+    shape = normalize_shape(input_shape)
+    init = _init_program(model, shape, optimizer, early_stopping, plateau)
+    if isinstance(key, int | np.integer) and -(2**31) <= int(key) < 2**31:
+        return init(np.int32(key), True)
+    return init(key_data(key), False)
+
+
+def _build_init_program(model, shape, optimizer, early_stopping, plateau):
+    def init(key, is_seed: bool):
+        data = jax.random.key_data(jax.random.key(key)) if is_seed else key
+        k_init, k_train = jax.random.split(as_key(data))
+        _, params, state = model.init(k_init, shape)
+        ts = TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            state=state,
+            opt_state=optimizer.init(params),
+            key=jax.random.key_data(k_train),
+        )
+        if early_stopping is not None:
+            from nnkit.train.early_stopping import early_stopping_init
+
+            ts = early_stopping_init(early_stopping, ts)
+        if plateau is not None:
+            from nnkit.optim import plateau_init
+
+            ts = ts._replace(plateau=plateau_init(plateau))
+        return ts
+
+    return jax.jit(init, static_argnums=(1,))
+
+
+_cached_init_program = functools.lru_cache(maxsize=16)(_build_init_program)
+
+
+def _init_program(*args: Any) -> Any:
+    """The jitted init for a configuration, memoised when every part is hashable."""
+    try:
+        hash(args)
+    except TypeError:
+        return _build_init_program(*args)
+    return _cached_init_program(*args)

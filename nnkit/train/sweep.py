@@ -114,6 +114,7 @@ def sweep(
     fns = make_epoch_fns(
         step, n=n, batch_size=batch_size,
         evaluator=make_val_evaluator(model, loss_fn, metric_fns, val_n, eval_batch_size),
+        grad_norm_last_step=True,
     )
     names: list[str] = []
 

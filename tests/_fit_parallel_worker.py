@@ -1,0 +1,94 @@
+"""Helper for tests/test_parallel.py: ``nnkit.fit(..., parallel=...)`` against plain ``fit``.
+
+The device count is fixed when JAX starts, so the parent runs this in a fresh interpreter::
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/_fit_parallel_worker.py devices
+    XLA_FLAGS=...=2 python tests/_fit_parallel_worker.py process ID PORT   # one of 2 processes
+
+It trains the same small classifier (dropout and a batch-statistics state included, so the
+per-step keys and the cross-device batch means both matter) in scan and step mode, with
+``parallel=DataParallel(make_mesh())`` and (``devices``) without, and prints
+``RESULT {json}``: histories, test metrics, parameters, placements, and the error for a batch
+size the devices do not divide.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+import nnkit
+import nnkit.parallel as par
+from nnkit import core, optim
+from nnkit.layers import Dense, Dropout, Relu
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _multiprocess_worker import running_mean  # noqa: E402
+
+N, IN, CLASSES, BATCH, EPOCHS = 96, 4, 3, 16, 2
+MODES = ("scan", "step")
+
+
+def data() -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(train, val, test) splits of a 3-class problem: 96 / 20 / 20 rows."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N + 40, IN)).astype(np.float32)
+    y = np.argmax(x[:, :CLASSES] + 0.3 * x[:, 1:CLASSES + 1], axis=1).astype(np.int32)
+    return (x[:N], y[:N]), (x[N:N + 20], y[N:N + 20]), (x[N + 20:], y[N + 20:])
+
+
+def run_fit(mode: str, parallel: par.DataParallel | None) -> dict:
+    """One ``fit`` (2 epochs, batch 16) -> JSON-friendly summary."""
+    model = core.serial(Dense(16), Relu(), running_mean(), Dropout(0.2), Dense(CLASSES))
+    train, val, test = data()
+    r = nnkit.fit(model, optim.make("adam", 0.05), train, val_data=val, test_data=test,
+                  epochs=EPOCHS, batch_size=BATCH, key=3, mode=mode, progress=False,
+                  parallel=parallel)
+    ts = r.train_state
+    w = ts.params["dense_0"]["w"]
+    return {
+        "history": {k: v for k, v in r.history.items() if k != "seconds"},
+        "test": r.test_metrics,
+        "leaves": [np.asarray(a).tolist() for a in jax.tree.leaves(jax.device_get(
+            (ts.params, ts.state)))],
+        "step": int(ts.step),
+        "param_devices": len(w.sharding.device_set),
+        "param_replicated": bool(w.sharding.is_fully_replicated),
+    }
+
+
+def run_devices() -> dict:
+    dp = par.DataParallel(par.make_mesh())
+    res: dict = {"device_count": jax.device_count(), "mesh_devices": dp.num_devices}
+    for mode in MODES:
+        res[mode] = {"ref": run_fit(mode, None), "dp": run_fit(mode, dp)}
+    try:
+        model = core.serial(Dense(CLASSES))
+        nnkit.fit(model, "sgd", data()[0], epochs=1, batch_size=12, progress=False,
+                  parallel=dp)
+        res["indivisible_error"] = None
+    except ValueError as e:
+        res["indivisible_error"] = str(e)
+    return res
+
+
+def run_process(pid: int, port: int) -> dict:
+    par.initialize_distributed(f"127.0.0.1:{port}", 2, pid)
+    dp = par.DataParallel(par.make_mesh())
+    res: dict = {"process_index": jax.process_index(), "device_count": jax.device_count(),
+                 "local_device_count": jax.local_device_count()}
+    for mode in MODES:
+        res[mode] = run_fit(mode, dp)
+    par.sync_global_devices("done")
+    jax.distributed.shutdown()
+    return res
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    out = run_devices() if argv[0] == "devices" else run_process(int(argv[1]), int(argv[2]))
+    print("RESULT " + json.dumps(out), flush=True)
