@@ -350,6 +350,9 @@ def multi_task(
     ``total = sum_i w_i L_i(predictions[i], targets[i])`` and ``parts = {i: L_i}`` the
     *unweighted* per-task losses (for logging; under ``jax.value_and_grad(..., has_aux=True)``
     they come out as the aux). A task given as a bare loss (or name) has weight 1.
+    ``predictions`` / ``targets`` may also be sequences in task order (a
+    :func:`nnkit.fanout` model's outputs). ``nnkit.fit`` / ``make_train_step`` accept it as
+    ``loss=``: they train on ``total`` and log each part as the metric ``loss_<task>``.
     """
     if not tasks:
         raise ValueError("multi_task: give at least one task, e.g. label=('cross_entropy', 1.0)")
@@ -360,17 +363,38 @@ def multi_task(
         fns[name] = get(fn)
         weights[name] = float(w)
 
-    def loss(predictions: Mapping[str, Any], targets: Mapping[str, Any], *,
+    names = tuple(fns)
+
+    def by_task(tree: Any, what: str) -> Mapping[str, Any]:
+        if isinstance(tree, tuple | list):  # e.g. a fanout model's outputs, in task order
+            if len(tree) != len(names):
+                raise ValueError(f"multi_task: {what} is a sequence of {len(tree)} but there "
+                                 f"are {len(names)} tasks {list(names)}")
+            return dict(zip(names, tree, strict=True))
+        missing = sorted(set(names) - set(tree))
+        if missing:
+            raise KeyError(
+                f"multi_task: {what} has no entry for task(s) {missing}; got {sorted(tree)}"
+            )
+        return tree
+
+    def loss(predictions: Any, targets: Any, *,
              reduction: str = "mean") -> tuple[Array, dict[str, Array]]:
-        for what, tree in (("predictions", predictions), ("targets", targets)):
-            missing = sorted(set(fns) - set(tree))
-            if missing:
-                raise KeyError(
-                    f"multi_task: {what} has no entry for task(s) {missing}; got {sorted(tree)}"
-                )
-        parts = {n: f(predictions[n], targets[n], reduction=reduction) for n, f in fns.items()}
+        p, t = by_task(predictions, "predictions"), by_task(targets, "targets")
+        parts = {n: f(p[n], t[n], reduction=reduction) for n, f in fns.items()}
         return weighted_sum(parts, weights), parts
 
+    def part(task: str) -> Callable[[Any, Any], Array]:
+        """``fn(predictions, targets) -> L_task`` (unweighted, mean): one task's loss."""
+        def task_loss(predictions: Any, targets: Any) -> Array:
+            return fns[task](by_task(predictions, "predictions")[task],
+                             by_task(targets, "targets")[task])
+
+        return task_loss
+
+    loss.tasks = names  # type: ignore[attr-defined]  # fit logs each part as loss_<task>
+    loss.weights = dict(weights)  # type: ignore[attr-defined]
+    loss.part = part  # type: ignore[attr-defined]
     return loss
 
 

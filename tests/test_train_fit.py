@@ -70,6 +70,11 @@ def test_scan_and_step_paths_agree_and_history_keys():
     mean = [np.mean(per_step[e * steps:(e + 1) * steps]) for e in range(3)]
     np.testing.assert_allclose(a.history["grad_norm"], last, rtol=1e-5)
     assert not np.allclose(a.history["grad_norm"], mean, rtol=1e-3)
+    # without step callbacks, step mode computes the norm on each epoch's last step only
+    # (a device flag into one compiled step: no retrace); same logged values
+    c = fit(mlp(), optim.make("adam", 1e-2), TRAIN, mode="step", **kw)
+    np.testing.assert_allclose(c.history["grad_norm"], last, rtol=1e-5)
+    chex.assert_trees_all_close(c.train_state.params, b.train_state.params, rtol=1e-6)
 
 
 def test_epoch_data_order_is_fold_in_of_the_epoch():
@@ -262,3 +267,29 @@ def test_step_callbacks_run_every_step_in_step_mode_only():
     assert int(r.train_state.step) == 8 and r.history["epoch"] == [0, 1]
     with pytest.raises(ValueError, match="step_callbacks need mode='step'"):
         fit(mlp(), optim.make("sgd", 0.1), TRAIN, mode="scan", step_callbacks=[cb])
+
+
+def test_fit_trains_a_multi_task_loss_and_logs_each_part():
+    """A fanout model with two heads and ``losses.multi_task`` as fit's loss: the logged
+    train_loss is the weighted sum of the logged per-task parts, computed independently."""
+    from nnkit import losses
+
+    x, y = blobs(0)
+    r = np.linalg.norm(x, axis=1, keepdims=True).astype(np.float32)
+    targets = {"cls": y, "reg": r}
+    model = nnkit.serial(Dense(16), Relu(),
+                         nnkit.fanout(Dense(C, name="cls"), Dense(1, name="reg")))
+    mt = losses.multi_task(cls=("cross_entropy", 2.0), reg=("mse", 0.5))
+    res = fit(model, optim.make("adam", 1e-2), (x, targets), epochs=3, batch_size=32, key=0,
+              loss=mt, metrics={"acc": lambda p, t: nnkit.metrics.accuracy(p[0], t["cls"])},
+              val_data=(x, targets))
+    h = res.history
+    assert {"train_loss_cls", "train_loss_reg", "val_loss_cls", "val_loss_reg"} <= set(h)
+    np.testing.assert_allclose(h["val_loss"], 2.0 * np.array(h["val_loss_cls"])
+                               + 0.5 * np.array(h["val_loss_reg"]), rtol=1e-5)
+    pred, _ = model.apply(res.train_state.params, res.train_state.state, jnp.asarray(x))
+    ce = float(losses.softmax_cross_entropy(pred[0], jnp.asarray(y)))
+    np.testing.assert_allclose(h["val_loss_cls"][-1], ce, rtol=1e-5)
+    assert h["train_loss"][-1] < h["train_loss"][0]
+    with pytest.raises(ValueError, match="sequence of 3 but there are 2 tasks"):
+        mt((pred[0], pred[1], pred[1]), targets)

@@ -99,3 +99,16 @@ def test_sweep_over_weight_decay_matches_fit():
                                     atol=1e-6)
     w0, w1 = (jax.tree_util.tree_leaves(s.train_state(i).params) for i in (0, 1))
     assert sum(float((a**2).sum()) for a in w1) < sum(float((a**2).sum()) for a in w0)
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 1]])  # one shared data order; one per model
+def test_sweep_map_and_vmap_agree(seeds):
+    kw = dict(learning_rates=[1e-2, 5e-2], seeds=seeds, epochs=2, batch_size=16, val_data=VAL)
+    a = sweep(mlp(), "adam", TRAIN, vectorize="vmap", **kw)
+    b = sweep(mlp(), "adam", TRAIN, vectorize="map", **kw)
+    chex.assert_trees_all_close(a.train_states.params, b.train_states.params, rtol=1e-5,
+                                atol=1e-6)
+    for ha, hb in zip(a.histories, b.histories, strict=True):
+        np.testing.assert_allclose(ha["val_loss"], hb["val_loss"], rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown vectorize 'loop'; known: auto, vmap, map"):
+        sweep(mlp(), "adam", TRAIN, vectorize="loop", **kw)

@@ -11,7 +11,8 @@ names. Generated sets take ``seed``; file-backed sets take ``path`` (and ``limit
 Modules: ``dataset`` (Dataset, DataFormatError), ``registry``, ``synthetic`` (2-D toy
 classification), ``regression`` (1-D), ``sequence``, ``digits``, ``idx`` + ``mnist``
 (IDX files), ``cifar`` (binary CIFAR-10), ``fileio`` (raw/gzip reading), ``splits``,
-``loaders`` (device-side epochs, prefetching iterator), ``augment``.
+``loaders`` (device-side epochs, prefetching iterator), ``shuffle`` (fast on-device
+permutation), ``augment``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nnkit.data.shuffle import permutation
+
 __all__ = ["epoch_batches", "batch_mask", "BatchIterator"]
 
 
@@ -45,7 +47,7 @@ def epoch_batches(
     """
     n = _leading((x, y))
     nb = _num_batches(n, batch_size, drop_last)
-    perm = jax.random.permutation(key, n)
+    perm = permutation(key, n)
     idx = perm[: nb * batch_size] if drop_last else jnp.resize(perm, (nb * batch_size,))
     idx = idx.reshape(nb, batch_size)
 

@@ -213,7 +213,8 @@ def run_cell(
     initial_carry: Carry | None = None,
     *,
     reverse: bool = False,
-) -> tuple[Carry, Array]:
+    outputs: bool = True,
+) -> tuple[Carry, Array | None]:
     """Runs ``cell`` over the time axis of ``xs`` with ``lax.scan``.
 
     Args:
@@ -224,9 +225,11 @@ def run_cell(
         ``None``. Must match ``cell.initial_state(batch_shape)``'s structure and shapes.
       reverse: process ``t = T-1, ..., 0``; outputs stay aligned with the inputs
         (``hs[:, t]`` is the state after reading ``x_t``).
+      outputs: collect every step's output; ``False`` returns ``hs = None`` and saves the
+        ``(T, *batch, H)`` buffer and its backward pass (last-step models read the carry).
 
     Returns:
-      ``(final_carry, hs)`` with ``hs`` of shape ``(*batch, T, H)``.
+      ``(final_carry, hs)`` with ``hs`` of shape ``(*batch, T, H)`` (or ``None``).
     """
     if xs.ndim < 2:
         raise ShapeError(f"{cell.kind}: run_cell expects xs of shape (*batch, T, F), got "
@@ -237,10 +240,11 @@ def run_cell(
     xs_t = jnp.moveaxis(xs, -2, 0)  # (T, *batch, F): scan runs over the leading axis
 
     def step(carry, x_t):
-        return cell.apply(params, carry, x_t)
+        carry, h = cell.apply(params, carry, x_t)
+        return carry, (h if outputs else None)
 
     carry, hs = jax.lax.scan(step, initial_carry, xs_t, reverse=reverse)
-    return carry, jnp.moveaxis(hs, 0, -2)
+    return carry, (jnp.moveaxis(hs, 0, -2) if outputs else None)
 
 
 def _carry_shape(cell: Cell):
@@ -269,9 +273,9 @@ def _sequence_layer(
     def apply(params, state, x, *, key=None, train=False):
         if x.ndim != 3:
             raise ShapeError(f"{name or kind}: expected x of shape (B, T, F), got {x.shape}")
-        carry, hs = run_cell(cell, params, x, reverse=reverse)
-        # the last output is the one after reading the whole sequence
-        y = hs if return_sequences else hs[:, 0 if reverse else -1]
+        carry, hs = run_cell(cell, params, x, reverse=reverse, outputs=return_sequences)
+        # the last output (after reading the whole sequence) is the final carry's h
+        y = hs if return_sequences else (carry[0] if kind == "lstm" else carry)
         return ((y, carry) if return_state else y), {}
 
     meta = {"hidden": cell.hidden, "return_sequences": return_sequences,

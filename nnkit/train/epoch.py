@@ -15,23 +15,26 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from nnkit.data.shuffle import permutation
 from nnkit.optim import Plateau, plateau_update
 from nnkit.train.early_stopping import EarlyStopping, early_stopping_update
 from nnkit.train.state import TrainState, split_train_key
 from nnkit.train.step import make_evaluator
 
-__all__ = ["epoch_indices", "EpochFns", "make_epoch_fns"]
+__all__ = ["epoch_indices", "gather_rows", "EpochFns", "make_epoch_fns"]
 
 
 def epoch_indices(key: jax.Array, n: int, batch_size: int) -> jax.Array:
     """``(n // batch_size, batch_size)`` example indices: a permutation of ``range(n)`` from
-    ``key``, cut into batches; the last ``n % batch_size`` indices of the permutation (a
-    different set every epoch) are dropped so every step has the same shape."""
+    ``key`` (:func:`nnkit.data.shuffle.permutation`), cut into batches; the last
+    ``n % batch_size`` indices of the permutation (a different set every epoch) are dropped
+    so every step has the same shape."""
     nb = n // batch_size
-    return jax.random.permutation(key, n)[: nb * batch_size].reshape(nb, batch_size)
+    return permutation(key, n)[: nb * batch_size].reshape(nb, batch_size)
 
 
-def _take(tree: Any, idx: jax.Array) -> Any:
+def gather_rows(tree: Any, idx: jax.Array) -> Any:
+    """Rows ``idx`` (any int array shape) of every leaf: ``(n, ...) -> (*idx.shape, ...)``."""
     return jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0), tree)
 
 
@@ -50,12 +53,16 @@ class EpochFns:
       stopping / plateau and returns ``ts0`` (the state at the start of the epoch) instead
       of ``ts`` if any step's loss or gradient norm was non-finite.
       ``logs["nonfinite_step"]`` is the first bad step of the epoch, or -1.
-    * ``epoch(ts, epoch, x, y, xv, yv) -> (ts, logs)``: all of it on on-device arrays.
+    * ``train_on(ts, epoch, xb, yb, xv, yv) -> (ts, logs)``: scans the step over batches
+      already cut (``xb``: ``(num_batches, batch_size, ...)``), then ``finish``.
+    * ``epoch(ts, epoch, x, y, xv, yv) -> (ts, logs)``: ``indices``, gather, ``train_on``;
+      all of it on on-device arrays.
     """
 
     indices: Callable[..., jax.Array]
     step: Callable[..., tuple[TrainState, dict]]
     finish: Callable[..., tuple[TrainState, dict]]
+    train_on: Callable[..., tuple[TrainState, dict]]
     epoch: Callable[..., tuple[TrainState, dict]]
 
 
@@ -118,13 +125,15 @@ def make_epoch_fns(
             return step(ts, batch, grad_norm=i == nb - 1)
         return step(ts, batch)
 
-    def epoch_fn(ts, epoch, x, y, xv, yv):
-        idx = indices(ts, epoch)
-        batches = (_take(x, idx), _take(y, idx))
-        ts1, ms = lax.scan(body, ts, (jnp.arange(nb, dtype=jnp.int32), batches))
+    def train_on(ts, epoch, xb, yb, xv, yv):
+        ts1, ms = lax.scan(body, ts, (jnp.arange(nb, dtype=jnp.int32), (xb, yb)))
         return finish(ts1, ts, ms, xv, yv, epoch)
 
-    return EpochFns(indices, step, finish, epoch_fn)
+    def epoch_fn(ts, epoch, x, y, xv, yv):
+        idx = indices(ts, epoch)
+        return train_on(ts, epoch, gather_rows(x, idx), gather_rows(y, idx), xv, yv)
+
+    return EpochFns(indices, step, finish, train_on, epoch_fn)
 
 
 def make_val_evaluator(model, loss, metrics, val_n: int | None, eval_batch_size: int):

@@ -34,21 +34,50 @@ Objective = Callable[..., tuple[jax.Array, tuple[Any, ...]]]
 
 def resolve_loss(loss: str | LossFn) -> LossFn:
     """A loss ``fn(pred, y) -> scalar``: callables pass through, names go to
-    :func:`nnkit.losses.get` (``"cross_entropy"``, ``"mse"``, ...)."""
-    if callable(loss):
-        return loss
-    from nnkit import losses
+    :func:`nnkit.losses.get` (``"cross_entropy"``, ``"mse"``, ...). A combined loss from
+    :func:`nnkit.losses.multi_task` (it returns ``(total, parts)``) is trained on ``total``;
+    its per-task parts become metrics (:func:`resolve_metrics` with ``loss=``)."""
+    if not callable(loss):
+        from nnkit import losses
 
-    return losses.get(loss)
+        return losses.get(loss)
+    if getattr(loss, "tasks", None) is None or getattr(loss, "is_total", False):
+        return loss
+
+    def total(pred, y):
+        return loss(pred, y)[0]
+
+    total.tasks, total.part = loss.tasks, loss.part  # type: ignore[attr-defined]
+    total.is_total = True  # type: ignore[attr-defined]
+    total.__name__ = getattr(loss, "__name__", "multi_task")
+    return total
 
 
 def resolve_metrics(
     metrics: Sequence[str | Callable] | dict[str, Callable] | None,
+    loss: Any = None,
 ) -> tuple[tuple[str, Callable], ...]:
     """``((name, fn(pred, y) -> scalar), ...)`` from names (:func:`nnkit.metrics.get`),
-    callables (named by ``__name__``), ``(name, fn)`` pairs or a ``{name: fn}`` dict."""
+    callables (named by ``__name__``), ``(name, fn)`` pairs or a ``{name: fn}`` dict.
+
+    With a multi-task ``loss`` (:func:`nnkit.losses.multi_task`) each task's unweighted loss
+    is added as metric ``loss_<task>`` (logged as ``train_loss_<task>``, ``val_loss_<task>``),
+    unless a metric of that name is already there."""
+    items = list(_metric_items(metrics))
+    have = {n for n, _ in items}
+    for task in getattr(loss, "tasks", None) or ():
+        if f"loss_{task}" not in have:
+            items.append((f"loss_{task}", loss.part(task)))
+    names = [n for n, _ in items]
+    reserved = {"loss", "grad_norm", "lr", "penalty"}
+    if reserved & set(names) or len(set(names)) != len(names):
+        raise ValueError(f"metric names must be unique and none of {sorted(reserved)}: {names}")
+    return tuple(items)
+
+
+def _metric_items(metrics: Any) -> list[tuple[str, Callable]]:
     if not metrics:
-        return ()
+        return []
     if isinstance(metrics, str):
         metrics = (metrics,)
     if isinstance(metrics, dict):
@@ -64,11 +93,7 @@ def resolve_metrics(
                 from nnkit import metrics as M
 
                 items.append((m, M.get(m)))
-    names = [n for n, _ in items]
-    reserved = {"loss", "grad_norm", "lr", "penalty"}
-    if reserved & set(names) or len(set(names)) != len(names):
-        raise ValueError(f"metric names must be unique and none of {sorted(reserved)}: {names}")
-    return tuple(items)
+    return items
 
 
 def make_objective(

@@ -165,8 +165,8 @@ def fit(
       eval_batch_size: batch size for validation/test evaluation.
       step_callbacks: ``cb(step, train_state, step_metrics) -> bool | None`` after every
         step; ``"step"`` mode only (reading the metrics syncs with the device each step).
-      log_grad_norm: log ``grad_norm``, the norm at each epoch's last step (a scanned epoch
-        computes it on that step only; step mode on every step, for ``step_callbacks``).
+      log_grad_norm: log ``grad_norm``, the norm at each epoch's last step (computed on that
+        step only, except for streamed data and with ``step_callbacks``: every step).
       parallel: a :class:`nnkit.parallel.DataParallel` (data parallelism over its mesh; see
         the module docstring), or ``None`` for the default device.
       policy: a :class:`nnkit.precision.Policy` or policy name, or ``None`` (as the model is).
@@ -187,7 +187,7 @@ def fit(
 
         optimizer = optim.make(optimizer, 1e-3)
     loss_fn = resolve_loss(loss)
-    metric_fns = resolve_metrics(metrics)
+    metric_fns = resolve_metrics(metrics, loss_fn)
     model = apply_policy(model, policy)  # init, steps and evaluation all under the policy
     streaming = _streaming(train_data)
     val = as_xy(val_data, "val_data")
@@ -278,11 +278,21 @@ def fit(
                      jax.tree_util.tree_map(lambda a, r=row: a[r], train[1]))
                 yield b if parallel is None else parallel.shard_batch(b)
 
+        # The logged grad_norm is the epoch's last step's: compute it there only (a device
+        # bool picks the branch of a lax.cond; the two flags live on the device, so no
+        # transfer per step), unless step callbacks want it on every step.
+        lazy_norm = log_grad_norm and parallel is None and not step_callbacks
+        flags = (jnp.asarray(False), jnp.asarray(True))
+        last = n // batch_size - 1
+
         def run_epoch(ts: TrainState, epoch: int):
             ts0 = _copy(ts)
             ms = []
-            for batch in batches(ts, epoch):
-                ts, m = cf.step(ts, batch)
+            for i, batch in enumerate(batches(ts, epoch)):
+                if lazy_norm:
+                    ts, m = cf.step(ts, batch, grad_norm=flags[streaming or i == last])
+                else:
+                    ts, m = cf.step(ts, batch)
                 ms.append(m)
                 for cb in step_callbacks:
                     if cb(int(ts.step), ts, m):

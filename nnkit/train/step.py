@@ -156,7 +156,7 @@ def make_train_step(
     if per_example_clip is not None and grad_mode != "per_example":
         raise ValueError("per_example_clip needs grad_mode='per_example'")
     loss = resolve_loss(loss_fn)
-    metric_fns = resolve_metrics(metrics)
+    metric_fns = resolve_metrics(metrics, loss)
     pol = None if policy is None else precision.get_policy(policy)
     model = apply_policy(model, pol)
     objective = make_objective(model, loss, l1=l1, l2=l2, train=True)
@@ -247,7 +247,7 @@ def make_eval_step(
     ``jit=False``.
     """
     loss = resolve_loss(loss_fn)
-    metric_fns = resolve_metrics(metrics)
+    metric_fns = resolve_metrics(metrics, loss)
 
     def eval_step(params, state, batch):
         x, y = batch
@@ -270,7 +270,7 @@ def make_evaluator(
     mean over all ``n`` examples. Meant to be traced inside a larger jitted function.
     """
     loss = resolve_loss(loss_fn)
-    metric_fns = resolve_metrics(metrics)
+    metric_fns = resolve_metrics(metrics, loss)
     bs = max(1, min(batch_size, n))
     full, rem = divmod(n, bs)
 

@@ -11,16 +11,20 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from nnkit import optim
 from nnkit.core import Layer
-from nnkit.train.epoch import make_epoch_fns, make_val_evaluator
+from nnkit.train.epoch import gather_rows, make_epoch_fns, make_val_evaluator
 from nnkit.train.gradients import resolve_loss, resolve_metrics
 from nnkit.train.inputs import as_xy, check_data
 from nnkit.train.state import TrainState, create_train_state
 from nnkit.train.step import make_train_step
 
-__all__ = ["sweep", "SweepResult"]
+__all__ = ["sweep", "SweepResult", "sweep_program", "SweepProgram", "VMAP_MAX_PARAMS"]
+
+VMAP_MAX_PARAMS = 100_000
+"""``vectorize="auto"`` vmaps models up to this many parameters each, else maps them."""
 
 
 class SweepResult(NamedTuple):
@@ -62,6 +66,7 @@ def sweep(
     val_data: Any = None,
     input_shape: Any = None,
     eval_batch_size: int = 1024,
+    vectorize: str = "auto",
     **optimizer_kwargs: Any,
 ) -> SweepResult:
     """Trains one model per point of ``learning_rates x weight_decays x seeds`` together.
@@ -69,12 +74,85 @@ def sweep(
     Model ``m`` gets exactly what ``fit(model, optim.make(optimizer_name, lr_m,
     weight_decay=wd_m, **optimizer_kwargs), train_data, key=seed_m, ...)`` would: params
     from its seed and **its own data order** (``fold_in`` of its seed's data key, as in
-    :func:`fit`), so each model equals its separate run. Memory: one shuffled copy of the
-    training set per model per epoch, plus every model's params and optimizer state.
+    :func:`fit`), so each model equals its separate run. Models with the same seed have the
+    same order, so a grid of one seed (learning rates, weight decays) shuffles and gathers
+    the data once per epoch for all models; several seeds cost one shuffled copy of the
+    training set per model per epoch. Plus every model's params and optimizer state.
     Missing lists default to ``[optimizer_kwargs.get("learning_rate", 1e-3)]``, ``[0.0]``
     and ``[0]``. Non-finite epochs are rolled back per model (shown as NaN train losses);
     other models go on. One host sync per epoch for the whole grid.
+
+    ``vectorize``: how the models share the compiled epoch. ``"vmap"`` batches them into
+    one wider computation (small models: on CPU 8 tiny MLPs train ~5x faster than one after
+    another); ``"map"`` runs them one after another inside the same program (large models,
+    where vmap's batched matmuls are slower than the same matmuls one at a time); ``"auto"``
+    picks ``"vmap"`` up to :data:`VMAP_MAX_PARAMS` parameters per model, else ``"map"``.
+    Both give the same result.
     """
+    prog = sweep_program(
+        model, optimizer_name, train_data, learning_rates=learning_rates,
+        weight_decays=weight_decays, seeds=seeds, batch_size=batch_size, loss=loss,
+        metrics=metrics, val_data=val_data, input_shape=input_shape,
+        eval_batch_size=eval_batch_size, vectorize=vectorize, **optimizer_kwargs)
+    stacked = prog.train_states
+    x, y = prog.data
+    xv, yv = prog.val_data
+    histories: list[dict[str, list[float]]] = [{} for _ in prog.configs]
+    for epoch in range(epochs):
+        stacked, logs = prog.epoch(stacked, jnp.int32(epoch), x, y, xv, yv)
+        table = np.asarray(jax.device_get(logs))  # (models, keys): one transfer per epoch
+        for h, row in zip(histories, table, strict=True):
+            h.setdefault("epoch", []).append(epoch)
+            for k, v in zip(prog.names, row.tolist(), strict=True):
+                if k != "nonfinite_step":
+                    h.setdefault(k, []).append(v)
+    return SweepResult(prog.configs, histories, stacked)
+
+
+class SweepProgram(NamedTuple):
+    """The compiled sweep epoch and what it runs on (see :func:`sweep_program`).
+
+    Attributes:
+      configs: one dict per model (``learning_rate``, ``weight_decay``, ``seed``).
+      train_states: the models' initial :class:`TrainState` stacked on a leading axis.
+      epoch: jitted ``epoch(stacked, e, x, y, xv, yv) -> (stacked, logs)``, ``logs`` of
+        shape ``(models, len(names))``; the stacked state is donated.
+      names: the log keys, in the column order of ``logs`` (known after the first call).
+      data, val_data: the training / validation arrays on the device (``(None, None)``
+        without validation data).
+      vectorize: ``"vmap"`` or ``"map"``, as chosen.
+    """
+
+    configs: list[dict[str, Any]]
+    train_states: TrainState
+    epoch: Callable[..., tuple[TrainState, jax.Array]]
+    names: list[str]
+    data: tuple[Any, Any]
+    val_data: tuple[Any, Any]
+    vectorize: str
+
+
+def sweep_program(
+    model: Layer,
+    optimizer_name: str,
+    train_data: Any,
+    *,
+    learning_rates: Sequence[float] | None = None,
+    weight_decays: Sequence[float] | None = None,
+    seeds: Sequence[int] | None = None,
+    batch_size: int,
+    loss: str | Callable = "cross_entropy",
+    metrics: Sequence[str | Callable] | dict[str, Callable] = ("accuracy",),
+    val_data: Any = None,
+    input_shape: Any = None,
+    eval_batch_size: int = 1024,
+    vectorize: str = "auto",
+    **optimizer_kwargs: Any,
+) -> SweepProgram:
+    """Builds what :func:`sweep` runs, without running it: the stacked initial states and the
+    compiled epoch of all models (same arguments as :func:`sweep`, less ``epochs``)."""
+    if vectorize not in ("auto", "vmap", "map"):
+        raise ValueError(f"unknown vectorize {vectorize!r}; known: auto, vmap, map")
     lrs = list(learning_rates) if learning_rates is not None else [
         optimizer_kwargs.pop("learning_rate", 1e-3)]
     optimizer_kwargs.pop("learning_rate", None)
@@ -89,7 +167,7 @@ def sweep(
         for lr, wd, s in itertools.product(lrs, wds, seed_list)
     ]
     loss_fn = resolve_loss(loss)
-    metric_fns = resolve_metrics(metrics)
+    metric_fns = resolve_metrics(metrics, loss_fn)
     train = as_xy(train_data, "train_data")
     val = as_xy(val_data, "val_data")
     n = int(jax.tree_util.tree_leaves(train[0])[0].shape[0])
@@ -118,26 +196,40 @@ def sweep(
     )
     names: list[str] = []
 
-    def packed(ts, e, x, y, xv, yv):
-        ts, logs = fns.epoch(ts, e, x, y, xv, yv)
+    def packed(ts, e, xb, yb, xv, yv):
+        ts, logs = fns.train_on(ts, e, xb, yb, xv, yv)
         if not names:
             names.extend(sorted(logs))
         return ts, jnp.stack([jnp.asarray(logs[k], jnp.float32) for k in names])
 
-    run = jax.jit(jax.vmap(packed, in_axes=(0, None, None, None, None, None)),
-                  donate_argnums=(0,))
-    x, y = jax.device_put(train)
-    xv, yv = (None, None) if val is None else jax.device_put(val)
-    histories: list[dict[str, list[float]]] = [{} for _ in configs]
-    for epoch in range(epochs):
-        stacked, logs = run(stacked, jnp.int32(epoch), x, y, xv, yv)
-        table = np.asarray(jax.device_get(logs))  # (models, keys): one transfer per epoch
-        for h, row in zip(histories, table, strict=True):
-            h.setdefault("epoch", []).append(epoch)
-            for k, v in zip(names, row.tolist(), strict=True):
-                if k != "nonfinite_step":
-                    h.setdefault(k, []).append(v)
-    return SweepResult(configs, histories, stacked)
+    # Models that share a seed share their data order: shuffle and gather once for all of
+    # them, else once per model.
+    shared_order = len(set(seed_list)) == 1
+    if vectorize == "auto":
+        per_model = sum(int(np.size(a)) for a in jax.tree_util.tree_leaves(states[0].params))
+        vectorize = "vmap" if per_model <= VMAP_MAX_PARAMS else "map"
+
+    def cut(ts, e, x, y):
+        idx = fns.indices(ts, e)
+        return gather_rows(x, idx), gather_rows(y, idx)
+
+    def epoch_all(stacked, e, x, y, xv, yv):
+        if shared_order:
+            xb, yb = cut(jax.tree_util.tree_map(lambda a: a[0], stacked), e, x, y)
+            if vectorize == "vmap":
+                return jax.vmap(packed, in_axes=(0, None, None, None, None, None))(
+                    stacked, e, xb, yb, xv, yv)
+            return lax.map(lambda ts: packed(ts, e, xb, yb, xv, yv), stacked)
+
+        def one(ts):
+            return packed(ts, e, *cut(ts, e, x, y), xv, yv)
+
+        return jax.vmap(one)(stacked) if vectorize == "vmap" else lax.map(one, stacked)
+
+    run = jax.jit(epoch_all, donate_argnums=(0,))
+    data = tuple(jax.device_put(train))
+    vdata = (None, None) if val is None else tuple(jax.device_put(val))
+    return SweepProgram(configs, stacked, run, names, data, vdata, vectorize)
 
 
 def _hyper_names(opt_state: Any) -> set[str]:

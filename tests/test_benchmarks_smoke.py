@@ -1,0 +1,181 @@
+"""Smoke tests of the benchmark harness (``benchmarks/``): one tiny window on W3 with the
+hand-written and nnkit entries, peers skipped cleanly when missing, and the numbers the
+report derives (FLOPs, ratios, targets, load) checked against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax import lax
+from jax.test_util import check_grads
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import (  # noqa: E402
+    conv_probe,
+    entries,
+    handwritten,
+    harness,
+    probes,
+    report,
+    run,
+    workloads,
+)
+
+W3 = workloads.get("W3")
+
+
+def test_harness_one_window_on_w3_handwritten_and_nnkit():
+    data = workloads.synthetic(W3)
+    res = harness.measure(entries.make_entries(W3, data, ["jax", "nnkit-step"]), W3,
+                          windows=1, window_s=0.05, log=lambda s: None)
+    assert list(res) == ["jax", "nnkit-step"]
+    for m in res.values():
+        assert m.skipped is None
+        assert len(m.rates) == 1 and m.rates[0] > 0 and math.isfinite(m.rates[0])
+        assert m.first_call_s > 0
+        assert m.cache_size == 1  # compiled once: no retracing while timed
+        assert m.loss_after < m.loss_before  # it really trained
+        assert len(m.foreign) == 1
+    r = harness.ratios(res, "jax")
+    assert r["jax"] == 1.0
+    assert r["nnkit-step"] == pytest.approx(res["nnkit-step"].median / res["jax"].median)
+
+
+PEER_MODULES = ("flax", "flax.nnx", "flax.linen", "equinox", "haiku", "torch")
+
+
+def test_peers_are_skipped_when_not_installed(monkeypatch):
+    for name in PEER_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)  # `import name` now raises ImportError
+    peers = ["nnx", "nnx-split", "linen", "equinox", "haiku", "torch", "torch-fused"]
+    res = harness.measure(entries.make_entries(W3, workloads.synthetic(W3), peers), W3,
+                          windows=1, window_s=0.01, log=lambda s: None)
+    assert set(res) == set(peers)
+    for k, m in res.items():
+        assert m.skipped is not None and "not installed" in m.skipped, k
+        assert m.rates == [] and math.isnan(m.median)
+    text = report.render({"meta": _meta(), "workloads": {"W3": {
+        "title": W3.title, "flops_per_step": 1.0,
+        "entries": {k: m.as_dict() for k, m in res.items()}}}}, {}, [])
+    assert "skipped: flax.nnx not installed" in text
+
+
+def test_unknown_entry_and_section_are_rejected():
+    with pytest.raises(ValueError, match="unknown entries"):
+        entries.make_entries(W3, workloads.synthetic(W3), ["jax", "nope"])
+    with pytest.raises(SystemExit, match="unknown sections"):
+        run.main(["--only", "W9"])
+
+
+def test_analytic_flops_closed_form_and_xla_count():
+    # W1: fwd 2*128*(784*512 + 512*512 + 512*10); step = 3 fwd - first layer's input grad.
+    assert workloads.flops_per_step(workloads.get("W1")) == 410_779_648
+    # W3: 2*32*(2*16 + 16*16 + 16*2) = 20,480 fwd -> 3*20480 - 2*32*32
+    assert workloads.flops_per_step(W3) == 59_392
+    # XLA's own count of the compiled W1 step also counts element-wise ops and Adam: a few %
+    wl = workloads.get("W1")
+    x, y = workloads.synthetic(wl)
+    opt = optax.adam(1e-3)
+    p = handwritten.init_params(wl, jax.random.key(0))
+    ca = handwritten.make_step(wl, opt).lower((p, opt.init(p)), x[:128], y[:128]).compile()
+    ca = ca.cost_analysis()
+    ca = ca[0] if isinstance(ca, list) else ca
+    assert 1.0 <= ca["flops"] / workloads.flops_per_step(wl) < 1.05
+
+
+def _meta():
+    return {"command": "test", "date": "today", "machine": "m", "versions": "v",
+            "windows": 1, "window_s": 0.1}
+
+
+def _m(median, **kw):
+    return {"median": median, "lo": median, "hi": median, "first_call_s": 1.0,
+            "compile_s": 0.5, "foreign": [0.0], **kw}
+
+
+def test_report_ratios_and_targets_hand_computed():
+    res = {"meta": _meta(), "workloads": {
+        "W1": {"title": "w1", "flops_per_step": 4e8, "entries": {
+            "jax": _m(100.0), "nnkit-step": _m(92.0), "nnkit-fit-step": _m(98.0),
+            "nnkit-epoch": _m(101.0), "torch": _m(80.0)}},
+        "W3": {"title": "w3", "flops_per_step": 1.0, "entries": {
+            "jax": _m(10_000.0), "nnkit-step": _m(5_000.0), "nnkit-epoch": _m(25_000.0),
+            "linen": _m(30_000.0)}}},
+        "sweeps": {"W3": {"title": "w3", "entries": {
+            "nnkit-epoch": _m(25_000.0), "nnkit-sweep8": _m(100_000.0, models=8)}}},
+        "compile": {"W1": {"jax": {"total": 2.0}, "nnkit-step": {"total": 2.6}}}}
+    rows = {t: (v, s) for t, v, s in report.targets(res)}
+    assert rows["W1: nnkit per-step path (fit mode='step') >= 0.97x hand-written"] == (
+        "0.98", "**met**")
+    assert rows["W1: make_train_step, grad_norm every step, >= 0.97x hand-written"] == (
+        "0.92", "**missed** by 5%")
+    assert rows["W3: nnkit epoch-in-scan >= 3x hand-written per-step"] == (
+        "2.50", "**missed** by 17%")
+    assert rows["W3: nnkit epoch-in-scan ahead of every peer"] == (
+        "0.83x the best peer (linen)", "**missed** by 17%")
+    assert rows["W1: nnkit epoch-in-scan ahead of every peer"][1] == "**met**"
+    # 8 models at 100k model-steps/s vs 1 model at 25k steps/s: an epoch takes 8*25/100 = 2x
+    assert report.sweep_time_ratio(res["sweeps"]["W3"]["entries"]) == pytest.approx(2.0)
+    assert rows["W4: 8-model sweep of W3 in <= 2x the time of one model"][1] == "**met**"
+    assert rows["W1: compile of nnkit's step <= 1.2x hand-written"] == (
+        "1.30x", "**missed** by 8%")
+    text = report.render(res, {}, ["- a finding"])
+    assert "| W1 w1 | 100 /s (1.00) | n/a | 0.92 | 1.01 |" in text
+    assert "- a finding" in text
+    # W1 detail table: 4e8 FLOP/step * 100 steps/s = 40 GFLOP/s
+    assert "| 40.0 |" in text
+
+
+def test_foreign_load_hand_computed():
+    # 400 jiffies passed on all CPUs, 200 busy, 50 of them ours -> 150/400 of the machine.
+    load = harness.foreign_load((100, 1000, 10), (300, 1400, 60))
+    assert load == pytest.approx(150 / 400 * (__import__("os").cpu_count() or 1))
+    assert math.isnan(harness.foreign_load((1, 1, 1), (1, 1, 1)))
+    busy, total, own = harness.cpu_snapshot()
+    assert 0 <= busy <= total and own >= 0
+
+
+@pytest.mark.parametrize("stride,pads,dilation", [
+    ((1, 1), ((2, 2), (2, 2)), (1, 1)),
+    ((2, 1), ((0, 1), (1, 0)), (1, 2)),
+])
+def test_cf_patch_conv_equals_xla_conv(stride, pads, dilation):
+    kx, kw = jax.random.split(jax.random.key(3))
+    x = jax.random.normal(kx, (2, 9, 8, 3))
+    w = jax.random.normal(kw, (3, 2, 3, 4))
+    want = lax.conv_general_dilated(x, w, stride, pads, rhs_dilation=dilation,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    got = conv_probe.conv_cf_patches(x, w, stride, pads, dilation)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_cf_patch_conv_gradients_finite_differences():
+    kx, kw = jax.random.split(jax.random.key(4))
+    x = jax.random.normal(kx, (1, 5, 4, 2))
+    w = jax.random.normal(kw, (2, 2, 2, 3))
+    check_grads(lambda a, b: conv_probe.conv_cf_patches(a, b, (1, 1), ((1, 0), (0, 1))),
+                (x, w), order=1, modes=("rev",), atol=2e-2, rtol=2e-2)
+
+
+def test_packed_permutation_is_a_uniform_permutation():
+    for n in (7, 3200):
+        p = np.asarray(probes.packed_permutation(jax.random.key(n), n))
+        assert sorted(p.tolist()) == list(range(n))
+    a = probes.packed_permutation(jax.random.key(0), 50)
+    b = probes.packed_permutation(jax.random.key(1), 50)
+    assert not jnp.array_equal(a, b)
+    # where element 0 lands over 2000 keys, n = 4: each slot ~500 (std ~19)
+    keys = jax.random.split(jax.random.key(5), 2000)
+    perms = np.asarray(jax.vmap(lambda k: probes.packed_permutation(k, 4))(keys))
+    counts = np.bincount(np.argmax(perms == 0, axis=1), minlength=4)
+    assert np.all(np.abs(counts - 500) < 100), counts
