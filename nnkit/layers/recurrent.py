@@ -214,6 +214,7 @@ def run_cell(
     *,
     reverse: bool = False,
     outputs: bool = True,
+    unroll: int = 2,
 ) -> tuple[Carry, Array | None]:
     """Runs ``cell`` over the time axis of ``xs`` with ``lax.scan``.
 
@@ -227,6 +228,10 @@ def run_cell(
         (``hs[:, t]`` is the state after reading ``x_t``).
       outputs: collect every step's output; ``False`` returns ``hs = None`` and saves the
         ``(T, *batch, H)`` buffer and its backward pass (last-step models read the carry).
+      unroll: time steps per loop iteration (``lax.scan``'s ``unroll``). Two halves the
+        loop's per-iteration overhead, which on CPU is a noticeable part of a small cell's
+        step (LSTM h128, T=64, batch 64: ~7% faster than 1; more unrolling grows the program
+        and got slower). Same results.
 
     Returns:
       ``(final_carry, hs)`` with ``hs`` of shape ``(*batch, T, H)`` (or ``None``).
@@ -243,7 +248,7 @@ def run_cell(
         carry, h = cell.apply(params, carry, x_t)
         return carry, (h if outputs else None)
 
-    carry, hs = jax.lax.scan(step, initial_carry, xs_t, reverse=reverse)
+    carry, hs = jax.lax.scan(step, initial_carry, xs_t, reverse=reverse, unroll=unroll)
     return carry, (jnp.moveaxis(hs, 0, -2) if outputs else None)
 
 
@@ -259,6 +264,7 @@ def _sequence_layer(
     return_state: bool,
     reverse: bool,
     name: str | None,
+    unroll: int = 2,
 ) -> Layer:
     kind = cell.kind
 
@@ -273,7 +279,8 @@ def _sequence_layer(
     def apply(params, state, x, *, key=None, train=False):
         if x.ndim != 3:
             raise ShapeError(f"{name or kind}: expected x of shape (B, T, F), got {x.shape}")
-        carry, hs = run_cell(cell, params, x, reverse=reverse, outputs=return_sequences)
+        carry, hs = run_cell(cell, params, x, reverse=reverse, outputs=return_sequences,
+                             unroll=unroll)
         # the last output (after reading the whole sequence) is the final carry's h
         y = hs if return_sequences else (carry[0] if kind == "lstm" else carry)
         return ((y, carry) if return_state else y), {}
@@ -291,6 +298,7 @@ def RNN(
     reverse: bool = False,
     kernel_init="glorot_uniform",
     recurrent_init="orthogonal",
+    unroll: int = 2,
     name: str | None = None,
 ) -> Layer:
     """Elman RNN layer (:func:`RNNCell` scanned over time).
@@ -298,11 +306,12 @@ def RNN(
     Shapes: ``(B, T, F) -> (B, T, H)`` if ``return_sequences`` else ``(B, H)`` (the output
     after the last step read: ``t = T-1``, or ``t = 0`` when ``reverse``). With
     ``return_state`` the output is ``(y, final_carry)``. Params as :func:`RNNCell`. The
-    initial carry is zero; to start from another one use :func:`run_cell`.
+    initial carry is zero; to start from another one use :func:`run_cell`. ``unroll``: time
+    steps per loop iteration (see :func:`run_cell`).
     """
     cell = RNNCell(hidden, kernel_init=kernel_init, recurrent_init=recurrent_init)
     return _sequence_layer(cell, return_sequences=return_sequences, return_state=return_state,
-                           reverse=reverse, name=name)
+                           reverse=reverse, name=name, unroll=unroll)
 
 
 def LSTM(
@@ -314,6 +323,7 @@ def LSTM(
     forget_bias: float = 1.0,
     kernel_init="glorot_uniform",
     recurrent_init="orthogonal",
+    unroll: int = 2,
     name: str | None = None,
 ) -> Layer:
     """LSTM layer (:func:`LSTMCell` scanned over time); shapes and options as :func:`RNN`.
@@ -323,7 +333,7 @@ def LSTM(
     cell = LSTMCell(hidden, forget_bias=forget_bias, kernel_init=kernel_init,
                     recurrent_init=recurrent_init)
     return _sequence_layer(cell, return_sequences=return_sequences, return_state=return_state,
-                           reverse=reverse, name=name)
+                           reverse=reverse, name=name, unroll=unroll)
 
 
 def GRU(
@@ -334,12 +344,13 @@ def GRU(
     reverse: bool = False,
     kernel_init="glorot_uniform",
     recurrent_init="orthogonal",
+    unroll: int = 2,
     name: str | None = None,
 ) -> Layer:
     """GRU layer (:func:`GRUCell` scanned over time); shapes and options as :func:`RNN`."""
     cell = GRUCell(hidden, kernel_init=kernel_init, recurrent_init=recurrent_init)
     return _sequence_layer(cell, return_sequences=return_sequences, return_state=return_state,
-                           reverse=reverse, name=name)
+                           reverse=reverse, name=name, unroll=unroll)
 
 
 def Bidirectional(seq_layer: Layer, *, name: str | None = None) -> Layer:
