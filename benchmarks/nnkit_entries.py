@@ -162,7 +162,7 @@ def build_epoch_entry(
     def run(n: int) -> None:
         ts, e = box["ts"], box["epoch"]
         for _ in range(n):
-            ts, packed = cf.epoch(ts, jnp.int32(e), x, y, None, None)
+            ts, packed = cf.epoch(ts, np.int32(e), x, y, None, None)
             if sync:
                 box["logs"] = np.asarray(jax.device_get(packed))  # one transfer per epoch
             e += 1

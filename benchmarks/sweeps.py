@@ -63,7 +63,7 @@ def build_nnkit_sweep(
     def run(n: int) -> None:
         ts, e = box["ts"], box["epoch"]
         for _ in range(n):
-            ts, logs = prog.epoch(ts, jnp.int32(e), x, y, None, None)
+            ts, logs = prog.epoch(ts, np.int32(e), x, y, None, None)
             box["logs"] = np.asarray(jax.device_get(logs))  # (models, keys), once per epoch
             e += 1
         jax.block_until_ready(ts)

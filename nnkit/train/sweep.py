@@ -99,7 +99,7 @@ def sweep(
     xv, yv = prog.val_data
     histories: list[dict[str, list[float]]] = [{} for _ in prog.configs]
     for epoch in range(epochs):
-        stacked, logs = prog.epoch(stacked, jnp.int32(epoch), x, y, xv, yv)
+        stacked, logs = prog.epoch(stacked, np.int32(epoch), x, y, xv, yv)
         table = np.asarray(jax.device_get(logs))  # (models, keys): one transfer per epoch
         for h, row in zip(histories, table, strict=True):
             h.setdefault("epoch", []).append(epoch)
