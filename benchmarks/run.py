@@ -5,6 +5,7 @@
     python -m benchmarks.run --only W1,W3          # sections: W1 W2 W3 W4 W5 targets loader
                                                    #   compile probes
     python -m benchmarks.run --only W3 --entries jax,nnkit-step,nnkit-epoch
+    python -m benchmarks.run --render benchmarks/results.json   # report text only
 
 A full run (no ``--only``/``--entries``/``--quick``) writes ``benchmarks/RESULTS.md`` and
 ``benchmarks/results.json``; other runs print the tables and write only where ``--out`` /
@@ -41,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="2 windows of 0.3 s, 1 compile repeat")
+    p.add_argument("--render", metavar="JSON", default=None,
+                   help="measure nothing: write RESULTS.md (or --out) again from a "
+                        "results.json, e.g. after editing the report text")
     p.add_argument("--only", default="", help=f"comma-separated sections of {SECTIONS}")
     p.add_argument("--entries", default="",
                    help="comma-separated entries for W1/W2/W3/W5 (default: all, plus the "
@@ -112,6 +116,12 @@ def _labels() -> dict[str, str]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the selected sections and returns the results dict (also written as JSON)."""
     args = parse_args(argv)
+    if args.render:  # text only: RESULTS.md again from a results.json, no measurement
+        res = json.loads(Path(args.render).read_text())
+        text = report.render(res, _labels(), findings.build(res))
+        Path(args.out or HERE / "RESULTS.md").write_text(text)
+        print(f"wrote {args.out or HERE / 'RESULTS.md'} from {args.render}")
+        return res
     only = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
     bad = [s for s in only if s not in SECTIONS]
     if bad:

@@ -15,7 +15,7 @@ A config file has the sections below; every key is optional except ``model`` and
     loss: cross_entropy
     metrics: [accuracy]
     seed: 0
-    logging: {tensorboard: true, checkpoint_keep: 3, plots: true}
+    logging: {tensorboard: true, checkpoint_keep: 3, plots: true, histograms_every: 0}
     parallel: {data_parallel: true, fsdp: false}          # default {}: one device
     precision: mixed_bfloat16                             # default null: as the model is
 
@@ -570,6 +570,7 @@ class LoggingConfig:
     tensorboard: bool = _field(True)
     checkpoint_keep: int = _field(3, ge=1)
     plots: bool = _field(True)
+    histograms_every: int = _field(0, ge=0)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ optimizer:
 training:
   epochs: 4
   early_stopping: {monitor: val_loss, patience: 10}
-logging: {tensorboard: true, checkpoint_keep: 2, plots: true}
+logging: {tensorboard: true, checkpoint_keep: 2, plots: true, histograms_every: 2}
 """
 
 METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
@@ -141,6 +141,12 @@ def test_train_writes_complete_run_directory(trained, tiny):
         assert (d / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     events = b"".join(p.read_bytes() for p in (d / "tensorboard").iterdir())
     assert b"loss/train" in events and b"accuracy/val" in events and b"lr" in events
+    # logging.histograms_every: 2 -> the training monitor at epochs 0 and 2
+    diag = {p.name for p in (d / "diagnostics").iterdir()}
+    assert {"histograms_epoch0000.png", "histograms_epoch0002.png", "update_ratio.png"} <= diag
+    events = b"".join((d / "diagnostics" / n).read_bytes() for n in diag
+                      if n.startswith("events"))
+    assert b"params/" in events and b"grads/" in events and b"activations/" in events
 
 
 def test_run_config_is_resolved_and_reloadable(trained, tiny):

@@ -286,7 +286,8 @@ def test_full_config_round_trip_and_dict(tmp_path):
                      "grad_mode": "accumulate", "microbatches": 2, "l1": 0.0, "l2": 1e-5,
                      "mode": "step"},
         "loss": "cross_entropy", "metrics": ["accuracy", "macro_f1"], "seed": 5,
-        "logging": {"tensorboard": False, "checkpoint_keep": 1, "plots": False},
+        "logging": {"tensorboard": False, "checkpoint_keep": 1, "plots": False,
+                    "histograms_every": 3},
         "parallel": {"data_parallel": 2, "fsdp": False},
         "precision": {"name": "mixed_float16", "loss_scale": 1024},
     }

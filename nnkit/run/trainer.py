@@ -221,12 +221,32 @@ def _plots(run_dir: Path, prep: Prepared, history: dict, ts: TrainState) -> list
     return made
 
 
+def _monitor(run_dir: Path, prep: Prepared) -> Any:
+    """``logging.histograms_every: N`` (> 0): a :func:`nnkit.diagnose.monitor` callback
+    writing per-layer histograms of parameters, gradients and outputs on a fixed batch of
+    up to 128 training examples, the learning rate and update/parameter ratios, every N
+    epochs, to ``<run>/diagnostics`` (TensorBoard events and PNGs). One process only (the
+    monitor reads whole arrays on the host)."""
+    every = prep.cfg.logging.histograms_every
+    if not every or jax.process_count() > 1:
+        return None
+    from nnkit.diagnose import monitor
+
+    x, y = prep.train
+    k = min(128, int(np.shape(y)[0]))
+    return monitor(every=every, logdir=run_dir / "diagnostics", model=prep.model,
+                   x_sample=x[:k], y_sample=y[:k], loss=prep.cfg.loss, key=prep.cfg.seed)
+
+
 def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: int,
          best: tuple[Any, Any], prior: dict[str, Any], callbacks: Sequence[Callback],
          progress: bool | None, parallel: Any = None) -> RunResult:
     cfg = prep.cfg
     manager = CheckpointManager(run_dir / "checkpoints", keep=cfg.logging.checkpoint_keep)
     flag = StopFlag()
+    mon = _monitor(run_dir, prep)
+    if mon is not None:
+        callbacks = [*callbacks, mon]
     rec = _Recorder(run_dir, prep, manager, flag, callbacks, best, parallel)
     t0 = time.perf_counter()
     try:
@@ -244,6 +264,8 @@ def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: i
             )
     finally:
         rec.close()
+        if mon is not None:
+            mon.close()
     wall = time.perf_counter() - t0
     reason = result.stop_reason
     final = result.train_state
