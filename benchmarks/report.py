@@ -105,8 +105,14 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, str]]:
     sw = res.get("sweeps", {}).get("W3")
     if sw:
         t = sweep_time_ratio(sw["entries"])
-        rows.append(("W4: 8-model sweep of W3 in <= 2x the time of one model",
-                     f"{fmt_ratio(t)}x", _status(t, 2.0, higher_is_better=False)))
+        rows.append(("W4: 8-model sweep of W3 in <= 2x the time of one model (one nnkit "
+                     "scanned model)", f"{fmt_ratio(t)}x",
+                     _status(t, 2.0, higher_is_better=False)))
+        ent = sw["entries"]
+        if _num(ent.get("jax", {}).get("median")) > 0:
+            t = sweep_time_ratio(ent, one="jax")
+            rows.append(("W4: the same, one model = the hand-written per-step reference",
+                         f"{fmt_ratio(t)}x", _status(t, 2.0, higher_is_better=False)))
     for w, c in res.get("compile", {}).items():
         if "jax" in c and "nnkit-step" in c:
             r = c["nnkit-step"]["total"] / c["jax"]["total"]
@@ -115,12 +121,13 @@ def targets(res: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def sweep_time_ratio(entries: dict[str, dict]) -> float:
-    """Time of one epoch of the 8-model sweep over one epoch of one model (nnkit epochs).
+def sweep_time_ratio(entries: dict[str, dict], one: str = "nnkit-epoch") -> float:
+    """Time of one epoch of the 8-model sweep over one epoch of one model (by default
+    nnkit's scanned epoch; ``one="jax"``: the hand-written per-step reference).
 
     Rates are model-steps/s, so ``t8 / t1 = 8 * rate1 / rate8``.
     """
-    one = _num(entries.get("nnkit-epoch", {}).get("median"))
+    one = _num(entries.get(one, {}).get("median"))
     eight = entries.get("nnkit-sweep8", {})
     return _num(eight.get("models", 8)) * one / _num(eight.get("median"))
 
