@@ -85,7 +85,7 @@ def build(res: dict[str, Any]) -> list[str]:
                     f"the loop's three backward convolutions at ~3x the whole per-step "
                     f"program), while in the single step "
                     f"the compiler rewrites them to `b01f_01io->b01f` with explicit "
-                    f"transposes (BASELINES found the same loss pinned to one core: it is not "
+                    f"transposes (the same loss shows with XLA pinned to one core: it is not "
                     f"threading). im2col has no convolution op, so "
                     f"nnkit's default epoch is not hit: "
                     f"{fmt_ratio(ratio_of(w2, 'nnkit-epoch'))}x.")
@@ -109,7 +109,8 @@ def build(res: dict[str, Any]) -> list[str]:
                     + (f", {fmt_ratio(torch_best / ours)}x nnkit's epoch: CPU convolutions "
                        f"are where PyTorch still trains LeNet faster than nnkit; nnkit's "
                        f"im2col has closed most of the gap XLA's convolution leaves "
-                       f"(BASELINES: PyTorch 2.4x the hand-written JAX step)."
+                       f"(PyTorch measured 2.4x the hand-written JAX step on this machine before "
+                       f"nnkit had im2col)."
                        if torch_best > ours else
                        f", behind nnkit's epoch ({fmt_ratio(ours)}x)."))
         out.append(txt)
