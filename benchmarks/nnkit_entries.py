@@ -34,10 +34,8 @@ __all__ = ["model", "build_step_entry", "build_fit_step_entry", "build_epoch_ent
 
 
 def _lstm(hidden: int) -> nnkit.Layer:
-    try:
-        from nnkit.layers import LSTM
-    except ImportError:  # not exported yet: take it from its module
-        from nnkit.layers.recurrent import LSTM
+    from nnkit.layers import LSTM
+
     return LSTM(hidden, return_sequences=False)
 
 

@@ -176,6 +176,9 @@ def test_return_options_and_reverse(kind):
     seq, _ = ctor(H).apply(p, s, x)
     last, _ = ctor(H, return_sequences=False).apply(p, s, x)
     np.testing.assert_allclose(last, seq[:, -1], rtol=1e-6)
+    for unroll in (1, 3):  # default 2; 3 leaves a remainder step for most T
+        np.testing.assert_allclose(ctor(H, unroll=unroll).apply(p, s, x)[0], seq, rtol=1e-5,
+                                   atol=1e-6)
     (y, carry), _ = ctor(H, return_state=True).apply(p, s, x)
     np.testing.assert_allclose(y, seq, rtol=1e-6)
     h_final = carry[0] if kind == "lstm" else carry

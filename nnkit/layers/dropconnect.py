@@ -20,8 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from nnkit import initializers as inits
 from nnkit.core import Layer, ShapeError, layer
+from nnkit.layers.dense import Dense
 
 __all__ = ["DropConnect", "ScaledDropout"]
 
@@ -70,17 +70,8 @@ def DropConnect(
         )
     keep = 1.0 - rate
 
-    def init(key, input_shape):
-        if len(input_shape) < 1:
-            raise ShapeError(f"expected input shape (..., in), got {input_shape}")
-        n_in = input_shape[-1]
-        kw, kb = jax.random.split(key)
-        params = {"w": inits.get(w_init or inits.course_weight())(kw, (n_in, features))}
-        if use_bias:
-            params["b"] = (inits.get(b_init) if b_init else inits.course_bias(n_in))(
-                kb, (features,)
-            )
-        return (*input_shape[:-1], features), params, {}
+    # same params and init as Dense (and its shape check)
+    init = Dense(features, use_bias=use_bias, w_init=w_init, b_init=b_init, name=name).init
 
     def apply(params, state, x, *, key=None, train=False):
         w = params["w"]
