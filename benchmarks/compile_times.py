@@ -22,6 +22,7 @@ from benchmarks.workloads import LR, Workload
 from nnkit import optim
 from nnkit.train.compiled import compiled_fit_fns
 from nnkit.train.gradients import resolve_loss, resolve_metrics
+from nnkit.train.order import epoch_order
 
 __all__ = ["compile_pairs", "measure_compile"]
 
@@ -52,7 +53,8 @@ def _nnkit_epoch(wl: Workload, full) -> tuple[Callable, tuple]:
                           opt, "batch", 1, 0.0, 0.0, None, wl.n, wl.batch, None, 1024, None,
                           None)
     ts = nnkit.create_train_state(net, wl.input_shape, opt, 0)
-    return cf.epoch, (ts, np.int32(0), *full, None, None)
+    idx = epoch_order(ts.key, 0, wl.n, wl.batch)
+    return cf.epoch, (ts, np.int32(0), idx, *full, None, None, jax.numpy.asarray(True))
 
 
 def compile_pairs() -> dict[str, tuple[str, str]]:

@@ -59,8 +59,6 @@ REGISTRY: dict[str, tuple[str, Builder]] = {
                            partial(nnkit_entries.build_epoch_entry, conv_impl="im2col")),
     "nnkit-stepscan": ("nnkit step in a bare lax.scan (K steps)",
                        nnkit_entries.build_stepscan_entry),
-    "nnkit-epoch-nosync": ("nnkit epoch, no per-epoch host transfer",
-                           partial(nnkit_entries.build_epoch_entry, sync=False)),
     "jax-cfpatch": ("hand-written, channels-first patch conv (probe)", conv_probe.build_cf_step),
     "jax-cfpatch-scan": ("same, K steps in one lax.scan", conv_probe.build_cf_scan),
     "jax-hoisted": ("hand-written LSTM, input projection hoisted out of the loop",
@@ -71,7 +69,7 @@ EXTRA_BY_WORKLOAD: dict[str, tuple[str, ...]] = {
     "W1": ("nnkit-fit-step", "nnkit-step-lean"),
     "W2": ("nnkit-fit-step", "nnkit-step-xla", "nnkit-epoch-xla", "jax-cfpatch",
            "jax-cfpatch-scan"),
-    "W3": ("nnkit-step-lean", "nnkit-stepscan", "nnkit-epoch-nosync"),
+    "W3": ("nnkit-step-lean", "nnkit-stepscan"),
     "W5": ("nnkit-fit-step", "nnkit-stepscan", "jax-hoisted"),
 }
 """Analysis entries added to the default list in a full run."""

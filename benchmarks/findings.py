@@ -139,15 +139,19 @@ def build(res: dict[str, Any]) -> list[str]:
                     f"{fmt_ratio(ratio_of(w3, 'nnkit-stepscan'))}x vs the hand-written "
                     f"scan's {fmt_ratio(ratio_of(w3, 'jax-scan'))}x")
         txt += "."
-        if _have(w3, "nnkit-stepscan", "nnkit-epoch-nosync"):
-            txt += (f" nnkit's epoch ({fmt_ratio(ratio_of(w3, 'nnkit-epoch'))}x) loses the "
-                    f"rest to per-epoch work: without the host transfer of the logs it runs "
-                    f"at {fmt_ratio(ratio_of(w3, 'nnkit-epoch-nosync'))}x (the host waits for "
-                    f"the logs, then dispatches the next epoch: the device idles meanwhile), "
-                    f"and the remaining gap to the bare scan is the on-device shuffle and "
-                    f"gather of the epoch. The shuffle was `jax.random.permutation` (a "
-                    f"key-value sort, ~0.9 ms for 3,200 rows, most of a 1 ms epoch); nnkit "
-                    f"now sorts one packed `uint32` array (`nnkit.data.shuffle`, Probes).")
+        if _have(w3, "nnkit-stepscan", "nnkit-epoch"):
+            txt += (f" nnkit's whole epoch runs at {fmt_ratio(ratio_of(w3, 'nnkit-epoch'))}x, "
+                    f"{_r(w3, 'nnkit-epoch', 'nnkit-stepscan')}x the bare scan: the rest is "
+                    f"the gather of the epoch's batches, the epoch logs and the roll-back "
+                    f"check. Two per-epoch costs are off the device's path: the shuffle "
+                    f"(`jax.random.permutation`, a key-value sort, took ~0.9 ms for 3,200 "
+                    f"rows, most of a 1 ms epoch, and even a packed single-operand sort "
+                    f"~0.1 ms; Probes) is drawn with NumPy on the host "
+                    f"(`nnkit.train.order`) while the device runs the previous epoch, and "
+                    f"`fit` queues epoch e+1 before it reads epoch e's logs, so the device "
+                    f"does not idle while the host waits for them and dispatches (worth "
+                    f"~10% here); a flag computed on the device turns the queued epoch into "
+                    f"a no-op when epoch e ends training.")
         out.append(txt)
 
     w5 = wls.get("W5", {}).get("entries", {})

@@ -5,9 +5,11 @@
   Defaults as a user gets them: metrics ``("accuracy",)``, plus ``grad_norm`` and ``lr``,
   Adam from :func:`nnkit.optim.make` (learning rate injected into the optimizer state).
 * ``nnkit-epoch``: the compiled epoch that ``nnkit.fit(mode="scan")`` runs -- the jitted
-  ``epoch`` of :func:`nnkit.train.compiled.compiled_fit_fns` (shuffle on device, gather,
-  ``lax.scan`` of the step, epoch logs packed in one vector) -- called once per epoch with
-  one host transfer of the logs, as ``fit`` does. Throughput = ``K`` steps per epoch.
+  ``epoch`` of :func:`nnkit.train.compiled.compiled_fit_fns` (gather in the epoch's order,
+  ``lax.scan`` of the step, epoch logs packed in one vector) -- called once per epoch as
+  ``fit`` calls it without epoch callbacks: epoch ``e + 1`` (its order drawn on the host by
+  :func:`nnkit.train.order.epoch_order`) is queued before the host reads epoch ``e``'s
+  logs, one transfer per epoch. Throughput = ``K`` steps per epoch.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from benchmarks.workloads import LR, Workload
 from nnkit import optim
 from nnkit.train.compiled import compiled_fit_fns
 from nnkit.train.gradients import resolve_loss, resolve_metrics
+from nnkit.train.order import epoch_order, key_words
 
 __all__ = ["model", "build_step_entry", "build_fit_step_entry", "build_epoch_entry",
            "build_stepscan_entry",
@@ -146,7 +149,8 @@ def build_epoch_entry(
 ) -> Runner:
     """The ``nnkit-epoch`` entry: the compiled epoch of ``fit(mode="scan")``, ``K`` steps.
 
-    ``sync=False`` (analysis) skips the per-epoch transfer of the logs to the host."""
+    ``sync=False`` (analysis) skips the per-epoch transfer of the logs to the host. (The
+    last epoch of each ``run(n)`` is not queued ahead, as ``fit``'s last epoch.)"""
     net = model(wl, conv_impl=conv_impl)
     opt = optim.make("adam", LR)
     loss_fn = resolve_loss("cross_entropy")
@@ -156,11 +160,20 @@ def build_epoch_entry(
     x, y = jax.device_put(data)
     box: dict[str, Any] = {"ts": nnkit.create_train_state(net, wl.input_shape, opt, 0),
                            "epoch": 0, "logs": None}
+    words = key_words(box["ts"].key)
+    go = jnp.asarray(True)
+
+    def dispatch(ts, e, go):
+        return cf.epoch(ts, np.int32(e), epoch_order(words, e, wl.n, wl.batch), x, y, None,
+                        None, go)
 
     def run(n: int) -> None:
         ts, e = box["ts"], box["epoch"]
-        for _ in range(n):
-            ts, packed = cf.epoch(ts, np.int32(e), x, y, None, None)
+        out = dispatch(ts, e, go)
+        for i in range(n):
+            ts, packed, flag = out
+            if i + 1 < n:  # queue the next epoch before reading this one's logs
+                out = dispatch(ts, e + 1, flag)
             if sync:
                 box["logs"] = np.asarray(jax.device_get(packed))  # one transfer per epoch
             e += 1

@@ -1,8 +1,10 @@
 """Probes that explain the numbers: small measurements run by :mod:`benchmarks.run`.
 
-* :func:`shuffle_probe`: cost of the on-device shuffle of an epoch: ``jax.random.permutation``
-  against the single-operand sort of packed ``(random bits | index)`` keys that
-  :func:`nnkit.train.epoch.epoch_indices` uses (:func:`nnkit.data.shuffle.permutation`).
+* :func:`shuffle_probe`: cost of an epoch's shuffle: ``jax.random.permutation`` on the
+  device, the single-operand sort of packed ``(random bits | index)`` keys that
+  :func:`nnkit.data.shuffle.permutation` uses on the device (``nnkit.data.epoch_batches``),
+  and the host-side order :func:`nnkit.train.order.epoch_order` that ``fit`` draws while
+  the device runs the previous epoch.
 * :func:`overhead_entries`: the hand-written W3 step with nnkit's per-step extras added one
   at a time (learning rate injected in the optimizer state, a step counter and key in the
   carry, metrics), to attribute the per-call overhead of ``make_train_step`` on tiny models.
@@ -24,34 +26,42 @@ from benchmarks.harness import Entry, Runner, per_step_runner, timed
 from benchmarks.workloads import LR, Workload
 from nnkit import optim
 from nnkit.data.shuffle import permutation
+from nnkit.train.order import epoch_order, key_words
 
 __all__ = ["packed_permutation", "shuffle_probe", "overhead_entries"]
 
 
-packed_permutation = permutation  # nnkit's epoch shuffle (nnkit.data.shuffle)
+packed_permutation = permutation  # nnkit's device shuffle (nnkit.data.shuffle)
 
 
 def shuffle_probe(sizes: tuple[int, ...] = (3200, 60000), reps: int = 7) -> dict[str, Any]:
-    """Median ms of one jitted shuffle for each size: ``jax.random.permutation`` vs
-    :func:`packed_permutation` (calls interleaved). Returns ``{"rows": [...], "lines": [...]}``.
+    """Median ms of one epoch's shuffle for each size: ``jax.random.permutation`` and
+    :func:`packed_permutation` (jitted, on the device) and the host-side
+    :func:`nnkit.train.order.epoch_order` (batch 32) that ``fit`` draws while the device
+    runs the previous epoch (calls interleaved). Returns ``{"rows": [...], "lines": [...]}``.
     """
     key = jax.random.key(0)
+    words = key_words(jax.random.key_data(key))
     rows = []
     for n in sizes:
-        fns: dict[str, Callable] = {
+        dev: dict[str, Callable] = {
             "jax.random.permutation": jax.jit(lambda k, n=n: jax.random.permutation(k, n)),
-            "packed sort, 2 rounds": jax.jit(lambda k, n=n: packed_permutation(k, n)),
+            "packed sort": jax.jit(lambda k, n=n: packed_permutation(k, n)),
         }
+        fns: dict[str, Callable] = {
+            name: (lambda f=f: jax.block_until_ready(f(key))) for name, f in dev.items()}
+        fns["host epoch_order"] = lambda n=n: epoch_order(words, 1, n, 32)
         for f in fns.values():
-            jax.block_until_ready(f(key))
+            f()
         times: dict[str, list[float]] = {name: [] for name in fns}
         for _ in range(reps):
             for name, f in fns.items():
-                times[name].append(timed(lambda f=f: jax.block_until_ready(f(key))) * 1e3)
+                times[name].append(timed(f) * 1e3)
         rows.append({"n": n, **{name: statistics.median(t) for name, t in times.items()}})
-    lines = ["| n | jax.random.permutation ms | packed sort (2 rounds) ms |", "|---|---|---|"]
-    lines += [f"| {r['n']:,} | {r['jax.random.permutation']:.2f} | "
-              f"{r['packed sort, 2 rounds']:.2f} |" for r in rows]
+    lines = ["| n | jax.random.permutation ms | packed sort ms | host epoch_order ms |",
+             "|---|---|---|---|"]
+    lines += [f"| {r['n']:,} | {r['jax.random.permutation']:.2f} | {r['packed sort']:.2f} | "
+              f"{r['host epoch_order']:.2f} |" for r in rows]
     return {"rows": rows, "lines": lines}
 
 

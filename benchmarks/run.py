@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res["probes"] = {}
         settle("probes")
         sh = probes.shuffle_probe()
-        res["probes"]["Epoch shuffle on the device (one jitted call)"] = sh
+        res["probes"]["Epoch shuffle: on the device (one jitted call) and on the host"] = sh
         wl2 = workloads.get("W2")
         hlo = conv_probe.hlo_conv_report(wl2, workloads.synthetic(wl2))
         lines = ["| program | convolutions' dim_labels | transposes | copies |",

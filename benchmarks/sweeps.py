@@ -53,7 +53,9 @@ def build_nnkit_sweep(
 ) -> Runner:
     """``nnkit-sweep8``: the compiled epoch of :func:`nnkit.sweep` for the 8 learning rates
     (seed 0 for all), from :func:`nnkit.train.sweep.sweep_program` -- the program ``sweep``
-    itself runs -- called once per epoch with one host transfer of the logs."""
+    itself runs -- called once per epoch as ``sweep`` calls it: the next epoch (its data
+    order drawn on the host) queued before this epoch's logs are read, one transfer of the
+    logs per epoch."""
     prog = sweep_program(nnkit_entries.model(wl), "adam", data, learning_rates=list(lrs),
                          batch_size=wl.batch, input_shape=wl.input_shape,
                          vectorize=vectorize)
@@ -62,8 +64,11 @@ def build_nnkit_sweep(
 
     def run(n: int) -> None:
         ts, e = box["ts"], box["epoch"]
-        for _ in range(n):
-            ts, logs = prog.epoch(ts, np.int32(e), x, y, None, None)
+        out = prog.epoch(ts, np.int32(e), prog.order(e), x, y, None, None)
+        for i in range(n):
+            ts, logs = out
+            if i + 1 < n:
+                out = prog.epoch(ts, np.int32(e + 1), prog.order(e + 1), x, y, None, None)
             box["logs"] = np.asarray(jax.device_get(logs))  # (models, keys), once per epoch
             e += 1
         jax.block_until_ready(ts)

@@ -55,8 +55,8 @@ def train_data_parallel(num_devices: int, epochs: int) -> dict[str, Any]:
     import nnkit.models
     from nnkit import optim
     from nnkit.parallel import DataParallel
-    from nnkit.train import epoch_indices, make_evaluator
-    from nnkit.train.state import split_train_key
+    from nnkit.train import epoch_order, make_evaluator
+    from nnkit.train.order import key_words
 
     ds = nnkit.data.load("digits")
     train, val = nnkit.data.split(ds.x, ds.y, (0.8, 0.2), seed=0, stratify=True)
@@ -70,21 +70,24 @@ def train_data_parallel(num_devices: int, epochs: int) -> dict[str, Any]:
     step = dp.wrap_step(nnkit.make_train_step(model, "cross_entropy", opt, jit=False))
     evaluate = make_evaluator(model, "cross_entropy", ("accuracy",), len(yva), 1024)
 
-    def epoch(ts, e, x, y, xv, yv):
-        k_data, _ = split_train_key(ts.key)
-        idx = epoch_indices(jax.random.fold_in(k_data, e), n, BATCH)  # fit's data order
+    def epoch(ts, idx, x, y, xv, yv):  # idx: fit's data order of the epoch
         ts, ms = lax.scan(step, ts, (jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)))
         return ts, ms["loss"], evaluate(ts.params, ts.state, xv, yv)
 
     run = jax.jit(epoch, donate_argnums=(0,))
     ts = dp.place_state(nnkit.create_train_state(model, xtr.shape[1:], opt, 0))
     x, y, xv, yv = dp.shard_dataset(xtr, ytr, xva, yva)
-    lowered = run.lower(ts, jnp.int32(0), x, y, xv, yv)
+    words = key_words(ts.key)
+
+    def order(e):
+        return dp.replicate(epoch_order(words, e, n, BATCH))
+
+    lowered = run.lower(ts, order(0), x, y, xv, yv)
     hlo = lowered.compile().as_text()
     step_losses, val_loss, val_acc, seconds = [], [], [], []
     for e in range(epochs):
         t0 = time.perf_counter()
-        ts, losses, logs = run(ts, jnp.int32(e), x, y, xv, yv)
+        ts, losses, logs = run(ts, order(e), x, y, xv, yv)
         losses, logs = jax.device_get((losses, logs))  # one transfer per epoch
         seconds.append(time.perf_counter() - t0)
         step_losses += np.asarray(losses).tolist()

@@ -128,6 +128,7 @@ def fit_path(dps: dict, x, y, epochs: int = 2, unwrapped: bool = False) -> dict:
     """
     from nnkit import optim
     from nnkit.train.epoch import make_epoch_fns
+    from nnkit.train.order import epoch_order
     from nnkit.train.state import create_train_state
     from nnkit.train.step import make_train_step
 
@@ -144,16 +145,20 @@ def fit_path(dps: dict, x, y, epochs: int = 2, unwrapped: bool = False) -> dict:
         if dp is not None:
             ts = dp.place_state(ts)
             xs, ys = dp.shard_dataset(x, y)
-        exe = epoch.lower(ts, jnp.int32(0), xs, ys, None, None).compile()
+        exe = epoch.lower(ts, jnp.int32(0), order(ts, 0, dp), xs, ys, None, None).compile()
         # output shapes of the per-device matmuls, e.g. "2,32" for (rows, features)
         dots = sorted(set(re.findall(r"= f32\[(\d+,\d+)\]\{[^}]*\} dot\(", exe.as_text())))
         return exe, ts, xs, ys, dots
+
+    def order(ts, e, dp):
+        idx = epoch_order(ts.key, e, n, BATCH)
+        return idx if dp is None else dp.replicate(idx)
 
     def run(dp):
         exe, ts, xs, ys, dots = compiled(dp)
         losses = []
         for e in range(epochs):
-            ts, logs = exe(ts, jnp.int32(e), xs, ys, None, None)
+            ts, logs = exe(ts, jnp.int32(e), order(ts, e, dp), xs, ys, None, None)
             losses.append(float(np.asarray(logs["train_loss"])))
         return ts, losses, dots
 

@@ -16,12 +16,12 @@ from nnkit.train import (
     Plateau,
     TrainState,
     create_train_state,
-    epoch_indices,
+    epoch_order,
     fit,
     stop_when,
 )
 from nnkit.train.early_stopping import early_stopping_init
-from nnkit.train.state import as_key, key_data, split_train_key
+from nnkit.train.state import as_key, key_data
 
 N, D, C = 96, 2, 3
 
@@ -77,15 +77,14 @@ def test_scan_and_step_paths_agree_and_history_keys():
     chex.assert_trees_all_close(c.train_state.params, b.train_state.params, rtol=1e-6)
 
 
-def test_epoch_data_order_is_fold_in_of_the_epoch():
-    """The scan path visits exactly the batches epoch_indices gives (checked via a
+def test_scan_path_visits_the_epoch_order():
+    """The scan path visits exactly the batches epoch_order gives (checked via a
     streaming run that feeds those batches by hand)."""
     opt = optim.make("sgd", 0.1)
     ts = create_train_state(mlp(), (D,), opt, 5)
-    k_data, _ = split_train_key(ts.key)
 
     def stream(epoch):
-        idx = np.asarray(epoch_indices(jax.random.fold_in(k_data, epoch), N, 32))
+        idx = epoch_order(ts.key, epoch, N, 32)
         for row in idx:
             yield TRAIN[0][row], TRAIN[1][row]
 
@@ -131,6 +130,33 @@ def test_early_stopping_restores_the_best_params():
     assert "early stopping" in r.stop_reason and f"best epoch {best}" in r.stop_reason
     np.testing.assert_array_equal(r.train_state.params["w"], seen[best])
     assert abs(float(r.train_state.params["w"][0, 0]) - 1.0) < abs(seen[best + 3][0, 0] - 1.0)
+
+
+@pytest.mark.parametrize("stop", ["early_stopping", "non_finite"])
+def test_a_queued_epoch_never_trains_past_a_stop(stop):
+    """Without epoch callbacks the scan path queues epoch e + 1 before reading epoch e's
+    logs; when epoch e ends training, the queued epoch must leave the state untouched. The
+    same run with a (do-nothing) callback is not queued: both must agree exactly."""
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    model = Dense(1, use_bias=False, w_init=initializers.zeros)
+    if stop == "early_stopping":
+        opt, kw = optim.make("sgd", 0.02), dict(early_stopping=EarlyStopping(patience=3))
+    else:  # the 4th epoch's learning rate makes the loss overflow
+        opt, kw = optim.make("sgd", optim.schedule(
+            "step", learning_rate=0.02, boundaries=[12], values=[0.02, 1e38])), {}
+    run = dict(val_data=(x, 1 * x), loss="mse", metrics=(), epochs=40, batch_size=8,
+               mode="scan", **kw)
+    queued = fit(model, opt, (x, 2 * x), **run)
+    seen = []
+    plain = fit(model, opt, (x, 2 * x), callbacks=[lambda e, ts, logs: seen.append(e)], **run)
+    assert queued.stop_reason == plain.stop_reason and queued.stop_reason != "completed"
+    assert queued.epochs_run == plain.epochs_run < 40
+    assert seen == list(range(plain.epochs_run))
+    steps = plain.epochs_run * 4  # 32 examples, batch 8; a rolled-back epoch takes none
+    assert int(queued.train_state.step) == int(plain.train_state.step) == steps
+    chex.assert_trees_all_equal(queued.train_state, plain.train_state)
+    assert {k: v for k, v in queued.history.items() if k != "seconds"} == {
+        k: v for k, v in plain.history.items() if k != "seconds"}
 
 
 def test_non_finite_loss_stops_and_returns_the_last_good_state():

@@ -12,10 +12,10 @@ round (fresh bits, as ``jax.random.permutation``'s own rounds) divides that by
 expected pairs: one round up to ``n = 8192`` (e.g. ~5 pairs of 3,200 examples), two up to
 ``2**19`` (524,288), more above; for ``n > 2**24`` it falls back to ``jax.random.permutation``.
 
-It is the shuffle of every epoch nnkit runs on the device (:func:`nnkit.data.epoch_batches`
-and the scanned epoch of :func:`nnkit.fit`): on CPU 11x faster than
-``jax.random.permutation`` for 3,200 examples (one round) and 5x for 60,000 (two), which
-matters when a small model's whole epoch takes a millisecond.
+It is the shuffle of :func:`nnkit.data.epoch_batches` (shuffling inside a compiled program):
+on CPU 11x faster than ``jax.random.permutation`` for 3,200 examples (one round) and 5x for
+60,000 (two). :func:`nnkit.fit` and :func:`nnkit.sweep` instead draw each epoch's order on
+the host (:mod:`nnkit.train.order`), overlapped with the previous epoch.
 """
 
 from __future__ import annotations

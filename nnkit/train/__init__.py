@@ -1,7 +1,8 @@
 """nnkit.train: the jitted train step, the fit loop, LR finder, overfit check and sweeps.
 
 Modules (one concept each): ``state`` (TrainState), ``gradients`` (batch / accumulated /
-per-example gradients), ``step`` (train and eval steps), ``epoch`` (one compiled epoch),
+per-example gradients), ``step`` (train and eval steps), ``order`` (each epoch's data
+order), ``epoch`` (one compiled epoch),
 ``early_stopping``, ``callbacks``, ``progress``, ``inputs`` (data checks), ``loop`` (fit),
 ``lr_find``, ``overfit``, ``sweep``.
 """
@@ -9,10 +10,10 @@ per-example gradients), ``step`` (train and eval steps), ``epoch`` (one compiled
 from nnkit.optim import Plateau, PlateauState
 from nnkit.train.callbacks import INTERRUPT, print_logs, record, stop_when
 from nnkit.train.early_stopping import EarlyStopping
-from nnkit.train.epoch import epoch_indices
 from nnkit.train.gradients import clip_per_example, per_example_grads
 from nnkit.train.loop import FitResult, fit
 from nnkit.train.lr_find import LRFindResult, lr_find
+from nnkit.train.order import epoch_order
 from nnkit.train.overfit import OverfitResult, overfit_batch
 from nnkit.train.state import TrainState, as_key, create_train_state, key_data
 from nnkit.train.step import make_eval_step, make_evaluator, make_train_step
@@ -24,5 +25,5 @@ __all__ = [
     "per_example_grads", "clip_per_example",
     "fit", "FitResult", "EarlyStopping", "Plateau", "PlateauState",
     "lr_find", "LRFindResult", "overfit_batch", "OverfitResult", "sweep", "SweepResult",
-    "epoch_indices", "stop_when", "print_logs", "record", "INTERRUPT",
+    "epoch_order", "stop_when", "print_logs", "record", "INTERRUPT",
 ]

@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from nnkit.core import Layer
 from nnkit.optim import Plateau
@@ -29,15 +30,21 @@ __all__ = ["Compiled", "compiled_fit_fns"]
 
 @dataclass(frozen=True)
 class Compiled:
-    """Jitted pieces: ``epoch`` (the scanned epoch, donates the train state), ``step`` (one
-    train step, donates), ``finish`` (end of a step-mode epoch), ``indices`` (the data order),
-    ``stack`` (per-step metrics -> stacked). ``epoch``/``finish`` return the logs packed in
-    one float32 vector whose keys are ``names`` (filled at the first trace)."""
+    """Jitted pieces: ``epoch(ts, e, idx, x, y, xv, yv, go) -> (ts, logs, go_next)`` (the
+    scanned epoch over the order ``idx``, donates the train state), ``step`` (one train
+    step, donates), ``finish`` (end of a step-mode epoch), ``stack`` (per-step metrics ->
+    stacked). ``epoch``/``finish`` return the logs packed in one float32 vector whose keys
+    are ``names`` (filled at the first trace).
+
+    ``go`` (a bool scalar on the device) lets the host queue epoch ``e + 1`` before it has
+    read epoch ``e``'s logs: ``epoch`` trains only if ``go`` is true, else it returns the
+    state unchanged (logs NaN). Its ``go_next`` is false when this epoch's own outcome ends
+    training -- a non-finite loss (rolled back) or early stopping's patience used up -- the
+    same tests the host makes on the logs, so a queued epoch never trains past a stop."""
 
     epoch: Callable[..., Any]
     step: Callable[..., Any]
     finish: Callable[..., Any]
-    indices: Callable[..., Any]
     stack: Callable[..., Any]
     names: list[str] = field(default_factory=list)
 
@@ -82,9 +89,22 @@ def _build(
     )
     names: list[str] = []
 
-    def epoch(ts, e, x, y, xv, yv):
-        ts, logs = fns.epoch(ts, e, x, y, xv, yv)
-        return ts, _pack(logs, names)
+    def go_on(logs: dict[str, jax.Array]) -> jax.Array:
+        ok = logs["nonfinite_step"] < 0
+        if early_stopping is not None:  # the host's should_stop, on the device
+            ok = ok & (logs["bad_epochs"] < early_stopping.patience)
+        return ok
+
+    def epoch(ts, e, idx, x, y, xv, yv, go):
+        def train(ts):
+            ts, logs = fns.epoch(ts, e, idx, x, y, xv, yv)
+            return ts, _pack(logs, names), go_on(logs)
+
+        def skip(ts):
+            width = len(names) or jax.eval_shape(train, ts)[1].shape[0]
+            return ts, jnp.full((width,), jnp.nan, jnp.float32), jnp.asarray(False)
+
+        return lax.cond(go, train, skip, ts)
 
     def finish(ts, ts0, ms, xv, yv, e):
         ts, logs = fns.finish(ts, ts0, ms, xv, yv, e)
@@ -97,7 +117,6 @@ def _build(
         epoch=jax.jit(epoch, donate_argnums=(0,)),
         step=jax.jit(step, donate_argnums=(0,)),
         finish=jax.jit(finish, donate_argnums=(0,)),
-        indices=jax.jit(fns.indices),
         stack=jax.jit(stack),
         names=names,
     )

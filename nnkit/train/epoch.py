@@ -1,5 +1,6 @@
-"""One training epoch as a pure function: shuffle, scan the train step, evaluate, update
-early stopping / plateau, and roll back if any step produced a non-finite loss.
+"""One training epoch as a pure function: gather the epoch's batches, scan the train step,
+evaluate, update early stopping / plateau, and roll back if any step produced a non-finite
+loss. The data order comes in as an argument (:func:`nnkit.train.order.epoch_order`).
 
 Used by :func:`nnkit.train.fit` (jitted once, one call per epoch) and by
 :func:`nnkit.train.sweep` (``vmap``-ed over a leading model axis).
@@ -15,22 +16,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from nnkit.data.shuffle import permutation
 from nnkit.optim import Plateau, plateau_update
 from nnkit.train.early_stopping import EarlyStopping, early_stopping_update
-from nnkit.train.state import TrainState, split_train_key
+from nnkit.train.state import TrainState
 from nnkit.train.step import make_evaluator
 
-__all__ = ["epoch_indices", "gather_rows", "EpochFns", "make_epoch_fns"]
-
-
-def epoch_indices(key: jax.Array, n: int, batch_size: int) -> jax.Array:
-    """``(n // batch_size, batch_size)`` example indices: a permutation of ``range(n)`` from
-    ``key`` (:func:`nnkit.data.shuffle.permutation`), cut into batches; the last
-    ``n % batch_size`` indices of the permutation (a different set every epoch) are dropped
-    so every step has the same shape."""
-    nb = n // batch_size
-    return permutation(key, n)[: nb * batch_size].reshape(nb, batch_size)
+__all__ = ["gather_rows", "EpochFns", "make_epoch_fns"]
 
 
 def gather_rows(tree: Any, idx: jax.Array) -> Any:
@@ -46,7 +37,6 @@ def _where(ok: jax.Array, a: Any, b: Any) -> Any:
 class EpochFns:
     """The pieces of an epoch (all unjitted and pure).
 
-    * ``indices(ts, epoch) -> (num_batches, batch)`` int32 data order of the epoch.
     * ``step(ts, (x, y)) -> (ts, step_metrics)`` the train step.
     * ``finish(ts, ts0, stacked_metrics, xv, yv, epoch) -> (ts, logs)``: averages the per-step
       metrics (``lr`` and ``grad_norm``: the epoch's last step), evaluates, updates early
@@ -55,11 +45,11 @@ class EpochFns:
       ``logs["nonfinite_step"]`` is the first bad step of the epoch, or -1.
     * ``train_on(ts, epoch, xb, yb, xv, yv) -> (ts, logs)``: scans the step over batches
       already cut (``xb``: ``(num_batches, batch_size, ...)``), then ``finish``.
-    * ``epoch(ts, epoch, x, y, xv, yv) -> (ts, logs)``: ``indices``, gather, ``train_on``;
-      all of it on on-device arrays.
+    * ``epoch(ts, epoch, idx, x, y, xv, yv) -> (ts, logs)``: gathers the rows ``idx``
+      (``(num_batches, batch_size)`` int32, the epoch's order from
+      :func:`nnkit.train.order.epoch_order`) of the on-device ``x``/``y``, then ``train_on``.
     """
 
-    indices: Callable[..., jax.Array]
     step: Callable[..., tuple[TrainState, dict]]
     finish: Callable[..., tuple[TrainState, dict]]
     train_on: Callable[..., tuple[TrainState, dict]]
@@ -90,10 +80,6 @@ def make_epoch_fns(
     (every step, or the last). Non-finite gradients at an earlier step make the next step's
     loss non-finite, so the epoch is still rolled back (the reported step is then the next).
     """
-
-    def indices(ts: TrainState, epoch: jax.Array) -> jax.Array:
-        k_data, _ = split_train_key(ts.key)
-        return epoch_indices(jax.random.fold_in(k_data, epoch), n, batch_size)
 
     def finish(ts, ts0, ms, xv, yv, epoch):
         logs = {f"train_{k}": jnp.mean(v) for k, v in ms.items() if k not in ("lr", "grad_norm")}
@@ -129,11 +115,10 @@ def make_epoch_fns(
         ts1, ms = lax.scan(body, ts, (jnp.arange(nb, dtype=jnp.int32), (xb, yb)))
         return finish(ts1, ts, ms, xv, yv, epoch)
 
-    def epoch_fn(ts, epoch, x, y, xv, yv):
-        idx = indices(ts, epoch)
+    def epoch_fn(ts, epoch, idx, x, y, xv, yv):
         return train_on(ts, epoch, gather_rows(x, idx), gather_rows(y, idx), xv, yv)
 
-    return EpochFns(indices, step, finish, train_on, epoch_fn)
+    return EpochFns(step, finish, train_on, epoch_fn)
 
 
 def make_val_evaluator(model, loss, metrics, val_n: int | None, eval_batch_size: int):

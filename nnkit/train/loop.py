@@ -1,12 +1,15 @@
-"""``fit``: the training loop. One compiled call and one host sync per epoch.
+"""``fit``: the training loop. One compiled call and one host sync per epoch; without epoch
+callbacks the next epoch is queued before the host reads this one's logs.
 
 Modes:
 
 * ``"scan"``: the data are put on the device once; each epoch is ONE jitted call that
-  shuffles (``fold_in(data_key, epoch)``), cuts ``n // batch_size`` full batches (the last
-  ``n % batch_size`` examples of each epoch's permutation are dropped), runs the train step
-  in a ``lax.scan``, evaluates the validation set, updates early stopping / plateau and rolls
-  back a non-finite epoch. The logs come back as one small vector.
+  gathers ``n // batch_size`` full batches in the epoch's order (drawn on the host from the
+  train key and the epoch by :func:`nnkit.train.order.epoch_order` while the device runs the
+  previous epoch; the last ``n % batch_size`` examples of each epoch's permutation are
+  dropped), runs the train step in a ``lax.scan``, evaluates the validation set, updates
+  early stopping / plateau and rolls back a non-finite epoch. The logs come back as one
+  small vector.
 * ``"step"``: the same jitted train step called from Python for each batch (for data that
   does not fit on the device, iterators, or per-step callbacks). Same key, same data ->
   the same parameters as ``"scan"`` (up to float reassociation in the compiler).
@@ -50,6 +53,7 @@ from nnkit.train.compiled import compiled_fit_fns
 from nnkit.train.early_stopping import EarlyStopping, early_stopping_init, should_stop
 from nnkit.train.gradients import resolve_loss, resolve_metrics
 from nnkit.train.inputs import as_xy, check_data, check_params, data_nbytes
+from nnkit.train.order import epoch_order, key_words
 from nnkit.train.progress import EpochProgress
 from nnkit.train.state import TrainState, create_train_state
 from nnkit.train.step import apply_policy, make_evaluator
@@ -160,8 +164,8 @@ def fit(
       mode: ``"auto"`` | ``"scan"`` | ``"step"`` (see the module docstring).
       grad_mode, microbatches, l1, l2, augment: see :func:`make_train_step`.
       train_state: resume from this state (it is copied, not consumed).
-      start_epoch: the first epoch index to run (its data order is ``fold_in(key, epoch)``,
-        so resuming reproduces an uninterrupted run exactly).
+      start_epoch: the first epoch index to run (its data order is
+        ``epoch_order(key, epoch, ...)``, so resuming reproduces an uninterrupted run exactly).
       eval_batch_size: batch size for validation/test evaluation.
       step_callbacks: ``cb(step, train_state, step_metrics) -> bool | None`` after every
         step; ``"step"`` mode only (reading the metrics syncs with the device each step).
@@ -256,13 +260,31 @@ def fit(
     put = jax.device_put if parallel is None else parallel.replicate
     xv, yv = (None, None) if val is None else put(val)
 
+    words = None if streaming else key_words(ts.key)  # the data order's seed, read once
+    # Scan mode queues epoch e + 1 before reading epoch e's logs, so the device does not
+    # wait for the host between epochs; epoch callbacks want each epoch's state first, so
+    # they turn the queue off. A queued epoch is a no-op once training should stop (the
+    # compiled epoch's `go` flag: non-finite loss, early stopping).
+    queue = mode == "scan" and not callbacks
+    go0 = None
     if mode == "scan":
         x, y = jax.device_put(train) if parallel is None else train
+        go0 = jnp.asarray(True) if parallel is None else parallel.replicate(np.bool_(True))
+        ahead: dict[int, Any] = {}
 
-        def run_epoch(ts: TrainState, epoch: int):
-            # a numpy scalar rides along with the call; jnp.int32 would cost a separate
-            # device transfer (~50 us, most of a tiny model's epoch overhead)
-            return cf.epoch(ts, np.int32(epoch), x, y, xv, yv)
+        def order(epoch: int):
+            idx = epoch_order(words, epoch, n, batch_size)
+            return idx if parallel is None else parallel.replicate(idx)
+
+        def run_epoch(ts: TrainState, epoch: int, go: Any):
+            idx = ahead.pop(epoch, None)
+            # numpy scalars and arrays ride along with the call (a jnp.int32 would cost a
+            # separate device transfer, ~50 us: most of a tiny model's epoch overhead)
+            out = cf.epoch(ts, np.int32(epoch), order(epoch) if idx is None else idx,
+                           x, y, xv, yv, go)
+            if epoch + 1 < epochs and not queue:  # drawn while the device runs this epoch
+                ahead[epoch + 1] = order(epoch + 1)
+            return out
     else:
 
         def batches(ts: TrainState, epoch: int) -> Iterable:
@@ -270,7 +292,7 @@ def fit(
                 for b in train_data(epoch):
                     yield b if parallel is None else parallel.shard_batch(b)
                 return
-            idx = np.asarray(cf.indices(ts, np.int32(epoch)))  # one transfer per epoch
+            idx = epoch_order(words, epoch, n, batch_size)
             if parallel is not None and jax.process_count() > 1:
                 # this process's slice of every global batch; shard_batch joins the slices
                 p = jax.process_index()
@@ -287,7 +309,7 @@ def fit(
         flags = (jnp.asarray(False), jnp.asarray(True))
         last = n // batch_size - 1
 
-        def run_epoch(ts: TrainState, epoch: int):
+        def run_epoch(ts: TrainState, epoch: int, go: Any):
             ts0 = _copy(ts)
             ms = []
             for i, batch in enumerate(batches(ts, epoch)):
@@ -301,7 +323,7 @@ def fit(
                         raise _StopSteps(ts, ts0, ms)
             if not ms:
                 raise ValueError(f"train_data gave no batches in epoch {epoch}")
-            return cf.finish(ts, ts0, cf.stack(ms), xv, yv, np.int32(epoch))
+            return (*cf.finish(ts, ts0, cf.stack(ms), xv, yv, np.int32(epoch)), go)
 
     # ------------------------------------------------------------------ the loop
     history: dict[str, list[float]] = {}
@@ -311,16 +333,26 @@ def fit(
     if parallel is not None and not parallel.is_main_process():
         progress = False
     bar = EpochProgress(max(epochs - start_epoch, 0), 0, progress)
+    go, pending, t0 = go0, None, time.perf_counter()
     try:
         for epoch in range(start_epoch, epochs):
-            t0 = time.perf_counter()
+            if not queue:
+                t0 = time.perf_counter()
             try:
-                ts, packed = run_epoch(ts, epoch)
+                if pending is None:
+                    ts, packed, go = run_epoch(ts, epoch, go)
+                else:
+                    (ts, packed, go), pending = pending, None
             except _StopSteps as s:
                 ts, packed = cf.finish(s.ts, s.ts0, cf.stack(s.ms), xv, yv, np.int32(epoch))
                 stop_reason = f"step callback stopped training at step {int(ts.step)}"
+            if queue and epoch + 1 < epochs:
+                pending = run_epoch(ts, epoch + 1, go)  # consumes ts (donated)
+                # If this epoch ends training, the queued one is a no-op: its state is ours.
+                ts = pending[0]
             logs = dict(zip(names, np.asarray(jax.device_get(packed)).tolist(), strict=True))
             seconds = time.perf_counter() - t0
+            t0 += seconds  # queued epochs: the next one's time runs from here
             bad_step = int(logs["nonfinite_step"])
             if bad_step >= 0:
                 stop_reason = (

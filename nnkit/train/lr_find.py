@@ -14,10 +14,10 @@ from jax import lax
 
 from nnkit.core import Layer
 from nnkit.optim import get_lr, set_hyperparam
-from nnkit.train.epoch import epoch_indices
 from nnkit.train.gradients import resolve_loss
 from nnkit.train.inputs import as_xy, check_data
-from nnkit.train.state import create_train_state, split_train_key
+from nnkit.train.order import epoch_order, key_words
+from nnkit.train.state import create_train_state
 from nnkit.train.step import make_train_step
 
 __all__ = ["lr_find", "LRFindResult", "smooth_losses", "resolve_optimizer"]
@@ -134,13 +134,11 @@ def lr_find(
     n_epochs = math.ceil(steps / nb)
     lrs = min_lr * (max_lr / min_lr) ** (np.arange(steps) / (steps - 1))
 
-    @jax.jit
-    def run(ts, x, y, lrs):
-        k_data, _ = split_train_key(ts.key)
-        idx = jnp.concatenate(
-            [epoch_indices(jax.random.fold_in(k_data, e), n, batch_size) for e in range(n_epochs)]
-        )[:steps]
+    words = key_words(ts.key)  # fit's data order for the same key
+    order = np.concatenate([epoch_order(words, e, n, batch_size) for e in range(n_epochs)])
 
+    @jax.jit
+    def run(ts, x, y, lrs, idx):
         def body(ts, inp):
             lr, i = inp
             ts = ts._replace(opt_state=set_hyperparam(ts.opt_state, "learning_rate", lr))
@@ -153,7 +151,8 @@ def lr_find(
         return losses
 
     x, y = jax.device_put(train)
-    raw = np.asarray(jax.device_get(run(ts, x, y, jnp.asarray(lrs, jnp.float32))), np.float64)
+    raw = np.asarray(jax.device_get(run(ts, x, y, jnp.asarray(lrs, jnp.float32),
+                                                order[:steps])), np.float64)
     smooth = smooth_losses(np.where(np.isfinite(raw), raw, np.inf), smoothing)
     best = np.minimum.accumulate(smooth)
     bad = ~np.isfinite(smooth) | (smooth > diverge_factor * best)

@@ -18,6 +18,7 @@ from nnkit.core import Layer
 from nnkit.train.epoch import gather_rows, make_epoch_fns, make_val_evaluator
 from nnkit.train.gradients import resolve_loss, resolve_metrics
 from nnkit.train.inputs import as_xy, check_data
+from nnkit.train.order import epoch_order, key_words
 from nnkit.train.state import TrainState, create_train_state
 from nnkit.train.step import make_train_step
 
@@ -73,9 +74,9 @@ def sweep(
 
     Model ``m`` gets exactly what ``fit(model, optim.make(optimizer_name, lr_m,
     weight_decay=wd_m, **optimizer_kwargs), train_data, key=seed_m, ...)`` would: params
-    from its seed and **its own data order** (``fold_in`` of its seed's data key, as in
-    :func:`fit`), so each model equals its separate run. Models with the same seed have the
-    same order, so a grid of one seed (learning rates, weight decays) shuffles and gathers
+    from its seed and **its own data order** (:func:`nnkit.train.order.epoch_order` of its
+    seed, as in :func:`fit`), so each model equals its separate run. Models with the same
+    seed have the same order, so a grid of one seed (learning rates, weight decays) gathers
     the data once per epoch for all models; several seeds cost one shuffled copy of the
     training set per model per epoch. Plus every model's params and optimizer state.
     Missing lists default to ``[optimizer_kwargs.get("learning_rate", 1e-3)]``, ``[0.0]``
@@ -98,8 +99,15 @@ def sweep(
     x, y = prog.data
     xv, yv = prog.val_data
     histories: list[dict[str, list[float]]] = [{} for _ in prog.configs]
+    # Nothing stops a sweep early, so epoch e + 1 (its order drawn on the host while the
+    # device runs epoch e) is queued before epoch e's logs are read: the device never waits.
+    queued = [prog.epoch(stacked, np.int32(0), prog.order(0), x, y, xv, yv)] if epochs else []
     for epoch in range(epochs):
-        stacked, logs = prog.epoch(stacked, np.int32(epoch), x, y, xv, yv)
+        stacked, logs = queued.pop()
+        if epoch + 1 < epochs:
+            queued.append(prog.epoch(stacked, np.int32(epoch + 1), prog.order(epoch + 1), x,
+                                     y, xv, yv))
+            stacked = queued[0][0]
         table = np.asarray(jax.device_get(logs))  # (models, keys): one transfer per epoch
         for h, row in zip(histories, table, strict=True):
             h.setdefault("epoch", []).append(epoch)
@@ -115,8 +123,13 @@ class SweepProgram(NamedTuple):
     Attributes:
       configs: one dict per model (``learning_rate``, ``weight_decay``, ``seed``).
       train_states: the models' initial :class:`TrainState` stacked on a leading axis.
-      epoch: jitted ``epoch(stacked, e, x, y, xv, yv) -> (stacked, logs)``, ``logs`` of
-        shape ``(models, len(names))``; the stacked state is donated.
+      epoch: jitted ``epoch(stacked, e, idx, x, y, xv, yv) -> (stacked, logs)``, ``logs`` of
+        shape ``(models, len(names))``; the stacked state is donated. ``idx`` is
+        ``order(e)``.
+      order: ``order(e)``, epoch ``e``'s data order on the host
+        (:func:`nnkit.train.order.epoch_order` of each model's seed): ``(num_batches,
+        batch_size)`` int32 when all models share one seed, else ``(models, num_batches,
+        batch_size)``.
       names: the log keys, in the column order of ``logs`` (known after the first call).
       data, val_data: the training / validation arrays on the device (``(None, None)``
         without validation data).
@@ -126,6 +139,7 @@ class SweepProgram(NamedTuple):
     configs: list[dict[str, Any]]
     train_states: TrainState
     epoch: Callable[..., tuple[TrainState, jax.Array]]
+    order: Callable[[int], np.ndarray]
     names: list[str]
     data: tuple[Any, Any]
     val_data: tuple[Any, Any]
@@ -209,27 +223,31 @@ def sweep_program(
         per_model = sum(int(np.size(a)) for a in jax.tree_util.tree_leaves(states[0].params))
         vectorize = "vmap" if per_model <= VMAP_MAX_PARAMS else "map"
 
-    def cut(ts, e, x, y):
-        idx = fns.indices(ts, e)
-        return gather_rows(x, idx), gather_rows(y, idx)
+    words = [key_words(ts.key) for ts in states[:1 if shared_order else None]]
 
-    def epoch_all(stacked, e, x, y, xv, yv):
+    def order(e: int) -> np.ndarray:
+        idx = [epoch_order(w, e, n, batch_size) for w in words]
+        return idx[0] if shared_order else np.stack(idx)
+
+    def epoch_all(stacked, e, idx, x, y, xv, yv):
         if shared_order:
-            xb, yb = cut(jax.tree_util.tree_map(lambda a: a[0], stacked), e, x, y)
+            xb, yb = gather_rows(x, idx), gather_rows(y, idx)
             if vectorize == "vmap":
                 return jax.vmap(packed, in_axes=(0, None, None, None, None, None))(
                     stacked, e, xb, yb, xv, yv)
             return lax.map(lambda ts: packed(ts, e, xb, yb, xv, yv), stacked)
 
-        def one(ts):
-            return packed(ts, e, *cut(ts, e, x, y), xv, yv)
+        def one(ts_idx):
+            ts, i = ts_idx
+            return packed(ts, e, gather_rows(x, i), gather_rows(y, i), xv, yv)
 
-        return jax.vmap(one)(stacked) if vectorize == "vmap" else lax.map(one, stacked)
+        both = (stacked, idx)
+        return jax.vmap(one)(both) if vectorize == "vmap" else lax.map(one, both)
 
     run = jax.jit(epoch_all, donate_argnums=(0,))
     data = tuple(jax.device_put(train))
     vdata = (None, None) if val is None else tuple(jax.device_put(val))
-    return SweepProgram(configs, stacked, run, names, data, vdata, vectorize)
+    return SweepProgram(configs, stacked, run, order, names, data, vdata, vectorize)
 
 
 def _hyper_names(opt_state: Any) -> set[str]:
