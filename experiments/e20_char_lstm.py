@@ -63,13 +63,14 @@ def sample(parts: dict[str, nnkit.Layer], params: dict, prompt: jax.Array, key: 
     carry, hs = L.run_cell(cell, params["lstm"], embed(prompt[None])[0])  # (1, P, H)
     logits = head(hs[:, -1])[0][0]  # (V,)
     greedy = temperature <= 0
+    stacked = cell.prepare(params["lstm"])  # the cell's weights as one matmul, built once
 
     def step(state, k):
         carry, logits = state
         scaled = logits / jnp.where(greedy, 1.0, temperature)
         tok = jnp.where(greedy, jnp.argmax(logits), jax.random.categorical(k, scaled))
         x = embed(tok[None, None])[0][:, 0]  # (1, E)
-        carry, h = cell.apply(params["lstm"], carry, x)
+        carry, h = cell.step(stacked, carry, x)
         return (carry, head(h)[0][0]), tok
 
     _, toks = jax.lax.scan(step, (carry, logits), jax.random.split(key, length))

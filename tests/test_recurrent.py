@@ -105,6 +105,33 @@ def test_cells_match_numpy_equations(kind):
     np.testing.assert_allclose(hs, hs_ref, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_stacked_weight_step_equals_apply_and_broadcasts_a_carry(kind):
+    """RNN/LSTM cells run one matmul ``[x, h] @ [W_ih; W_hh]`` per step (``prepare`` once,
+    ``step`` per time step); it must equal ``apply`` and the equations, also for a carry
+    without the batch axis (broadcast: the two-matmul branch)."""
+    cell = CELLS[kind](H)
+    p = _randomise(cell.init(KEY, F))
+    x = _x()[:, 0]  # (B, F)
+    rng = np.random.default_rng(1)
+    h1 = jnp.asarray(rng.normal(size=(H,)).astype(np.float32))  # one carry for all rows
+    carry = (h1, h1) if kind == "lstm" else h1
+    stacked = cell.prepare(p)
+    chex.assert_shape(stacked["w"], (F + H, (4 if kind == "lstm" else 1) * H))
+    got = cell.step(stacked, carry, x)
+    chex.assert_trees_all_close(got, cell.apply(p, carry, x), rtol=1e-6, atol=1e-6)
+    full = jnp.broadcast_to(h1, (B, H))
+    want = cell.apply(p, (full, full) if kind == "lstm" else full, x)
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+    pn = jax.tree.map(np.asarray, p)
+    xn = np.asarray(x, np.float64)[:, None]
+    if kind == "lstm":
+        _, hs_ref = np_lstm(pn, xn, np.asarray(full), np.asarray(full))
+    else:
+        _, hs_ref = np_rnn(pn, xn, np.asarray(full))
+    np.testing.assert_allclose(got[1], hs_ref[:, 0], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
 def test_cell_step_finite_differences(kind):
     cell = CELLS[kind](3)
@@ -176,7 +203,7 @@ def test_return_options_and_reverse(kind):
     seq, _ = ctor(H).apply(p, s, x)
     last, _ = ctor(H, return_sequences=False).apply(p, s, x)
     np.testing.assert_allclose(last, seq[:, -1], rtol=1e-6)
-    for unroll in (1, 3):  # default 2; 3 leaves a remainder step for most T
+    for unroll in (1, 2, 3):  # 3 leaves a remainder step for most T
         np.testing.assert_allclose(ctor(H, unroll=unroll).apply(p, s, x)[0], seq, rtol=1e-5,
                                    atol=1e-6)
     (y, carry), _ = ctor(H, return_state=True).apply(p, s, x)
