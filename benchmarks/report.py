@@ -56,7 +56,8 @@ def _status(value: float, goal: float, higher_is_better: bool = True) -> str:
     if ok:
         return "**met**"
     short = (goal - value) / goal if higher_is_better else (value - goal) / goal
-    return f"**missed** by {100 * short:.0f}%"
+    pct = 100 * short
+    return f"**missed** by {pct:.0f}%" if pct >= 1 else f"**missed** by {pct:.1f}%"
 
 
 def targets(res: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -257,10 +258,11 @@ def render(res: dict[str, Any], labels: dict[str, str], findings: list[str]) -> 
         for w, d in sweeps.items():
             ent = d["entries"]
             t = sweep_time_ratio(ent)
+            vs8 = (f"{fmt_ratio(8 / t if t else math.nan)}x faster than 8 sequential runs"
+                   if not t or t <= 8 else f"{fmt_ratio(t / 8)}x the time of 8 sequential runs")
             out += [f"### W4 on {w}", "",
                     f"One epoch of the 8-model nnkit sweep takes **{fmt_ratio(t)}x** the time "
-                    f"of one epoch of one model (8 sequential runs: 8x), i.e. "
-                    f"{fmt_ratio(8 / t if t else math.nan)}x faster than 8 sequential runs. "
+                    f"of one epoch of one model (8 sequential runs: 8x), i.e. {vs8}. "
                     f"Other processes: {_foreign(ent):.2f} cores.", ""]
             out += _detail_table(ent, labels, unit="model-steps/s")
             out += [""]
