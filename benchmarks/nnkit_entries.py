@@ -145,12 +145,10 @@ def build_epoch_entry(
     data: tuple[np.ndarray, np.ndarray],
     *,
     conv_impl: str = "auto",
-    sync: bool = True,
 ) -> Runner:
     """The ``nnkit-epoch`` entry: the compiled epoch of ``fit(mode="scan")``, ``K`` steps.
 
-    ``sync=False`` (analysis) skips the per-epoch transfer of the logs to the host. (The
-    last epoch of each ``run(n)`` is not queued ahead, as ``fit``'s last epoch.)"""
+    The last epoch of each ``run(n)`` is not queued ahead, as ``fit``'s last epoch."""
     net = model(wl, conv_impl=conv_impl)
     opt = optim.make("adam", LR)
     loss_fn = resolve_loss("cross_entropy")
@@ -174,12 +172,9 @@ def build_epoch_entry(
             ts, packed, flag = out
             if i + 1 < n:  # queue the next epoch before reading this one's logs
                 out = dispatch(ts, e + 1, flag)
-            if sync:
-                box["logs"] = np.asarray(jax.device_get(packed))  # one transfer per epoch
+            box["logs"] = np.asarray(jax.device_get(packed))  # one transfer per epoch
             e += 1
         jax.block_until_ready(ts)
-        if not sync:
-            box["logs"] = np.asarray(jax.device_get(packed))
         box["ts"], box["epoch"] = ts, e
 
     def loss() -> float:
