@@ -47,6 +47,8 @@ REGISTRY: dict[str, tuple[str, Builder]] = {
     # extra entries for the analyses (not in the default list)
     "nnkit-fit-step": ("nnkit step as fit(mode='step') calls it (grad_norm once per epoch)",
                        nnkit_entries.build_fit_step_entry),
+    "nnkit-step-norm": ("nnkit step with log_grad_norm=True (norm every step)",
+                        partial(nnkit_entries.build_step_entry, grad_norm=True)),
     "nnkit-step-lean": ("nnkit step, no metrics, no grad_norm, plain optax.adam",
                         partial(nnkit_entries.build_step_entry, lean=True)),
     "nnkit-step-xla": ("nnkit step, Conv2D impl='xla'",
@@ -66,7 +68,7 @@ REGISTRY: dict[str, tuple[str, Builder]] = {
 }
 
 EXTRA_BY_WORKLOAD: dict[str, tuple[str, ...]] = {
-    "W1": ("nnkit-fit-step", "nnkit-step-lean"),
+    "W1": ("nnkit-fit-step", "nnkit-step-norm", "nnkit-step-lean"),
     "W2": ("nnkit-fit-step", "nnkit-step-xla", "nnkit-epoch-xla", "jax-cfpatch",
            "jax-cfpatch-scan"),
     "W3": ("nnkit-step-lean", "nnkit-stepscan"),

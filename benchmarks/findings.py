@@ -55,15 +55,16 @@ def build(res: dict[str, Any]) -> list[str]:
                f"is not a ceiling for its cache-sized matmuls); nnkit's step runs at "
                f"{fmt_ratio(r)}x of it and its epoch at "
                f"{fmt_ratio(rat('W1', 'nnkit-epoch'))}x.")
-        if _have(w1, "nnkit-fit-step", "nnkit-step-lean"):
-            txt += (f" What the per-step path pays for is the gradient-norm metric: computing "
+        if _have(w1, "nnkit-step-norm", "nnkit-fit-step", "nnkit-step-lean"):
+            txt += (f" The gradient-norm metric is the one extra a step can pay for: computing "
                     f"the global norm on every step costs a full extra read of the 0.67 M "
-                    f"gradients and keeps them live for the reduction (the make_train_step "
-                    f"default, {fmt_ratio(r)}x); `fit(mode='step')` computes it only on the "
-                    f"last step of each epoch, the value it logs, through a device flag into "
-                    f"the same compiled step: {fmt_ratio(rat('W1', 'nnkit-fit-step'))}x; "
-                    f"with no metrics at all: {fmt_ratio(rat('W1', 'nnkit-step-lean'))}x. "
-                    f"`make_train_step(log_grad_norm=False)` drops it for hand-written loops.")
+                    f"gradients and keeps them live for the reduction "
+                    f"(`make_train_step(log_grad_norm=True)`: "
+                    f"{fmt_ratio(rat('W1', 'nnkit-step-norm'))}x), so it is off by default; "
+                    f"`fit` turns it on and computes it only on the last step of each epoch, "
+                    f"the value it logs, through a device flag into the same compiled step "
+                    f"(`fit(mode='step')`: {fmt_ratio(rat('W1', 'nnkit-fit-step'))}x); "
+                    f"with no metrics at all: {fmt_ratio(rat('W1', 'nnkit-step-lean'))}x.")
         out.append(txt)
 
     w2 = wls.get("W2", {}).get("entries", {})

@@ -2,8 +2,9 @@
 
 * ``nnkit-step``: :func:`nnkit.train.make_train_step` (jitted, train state donated) called
   from Python per batch, over the same device batches as the hand-written ``jax`` entry.
-  Defaults as a user gets them: metrics ``("accuracy",)``, plus ``grad_norm`` and ``lr``,
-  Adam from :func:`nnkit.optim.make` (learning rate injected into the optimizer state).
+  Defaults as a user gets them: metrics ``("accuracy",)``, plus ``lr`` (no ``grad_norm``:
+  off by default), Adam from :func:`nnkit.optim.make` (learning rate injected into the
+  optimizer state). ``nnkit-step-norm`` (analysis) turns ``log_grad_norm`` on.
 * ``nnkit-epoch``: the compiled epoch that ``nnkit.fit(mode="scan")`` runs -- the jitted
   ``epoch`` of :func:`nnkit.train.compiled.compiled_fit_fns` (gather in the epoch's order,
   ``lax.scan`` of the step, epoch logs packed in one vector) -- called once per epoch as
@@ -64,17 +65,18 @@ def _optimizer(lean: bool) -> optax.GradientTransformation:
     return optax.adam(LR) if lean else optim.make("adam", LR)
 
 
-def make_step(wl: Workload, *, lean: bool = False, conv_impl: str = "auto"):
+def make_step(wl: Workload, *, lean: bool = False, conv_impl: str = "auto",
+              grad_norm: bool = False):
     """``(step, train_state)``: nnkit's jitted train step and a fresh state (seed 0).
 
-    ``lean=True`` drops the extras (no metrics, no ``grad_norm``, plain ``optax.adam``) to
-    attribute overhead.
+    ``lean=True`` drops the extras (no metrics, plain ``optax.adam``) to attribute overhead;
+    ``grad_norm=True`` adds the ``grad_norm`` metric (``log_grad_norm=True``).
     """
     net = model(wl, conv_impl=conv_impl)
     opt = _optimizer(lean)
     metrics = () if lean else ("accuracy",)
     step = nnkit.make_train_step(net, "cross_entropy", opt, metrics=metrics,
-                                 log_grad_norm=not lean)
+                                 log_grad_norm=grad_norm and not lean)
     ts = nnkit.create_train_state(net, wl.input_shape, opt, 0)
     return step, ts
 
@@ -85,9 +87,10 @@ def build_step_entry(
     *,
     lean: bool = False,
     conv_impl: str = "auto",
+    grad_norm: bool = False,
 ) -> Runner:
     """The ``nnkit-step`` entry (per-step Python loop over device batches)."""
-    step, ts = make_step(wl, lean=lean, conv_impl=conv_impl)
+    step, ts = make_step(wl, lean=lean, conv_impl=conv_impl, grad_norm=grad_norm)
     xs, ys = device_batches(wl, *data)
 
     def call(f, c, x, y):
@@ -101,7 +104,7 @@ def build_fit_step_entry(wl: Workload, data: tuple[np.ndarray, np.ndarray]) -> R
     """``nnkit-fit-step``: the step as ``fit(mode="step")`` calls it -- the same jitted step,
     with its ``grad_norm`` flag (a device bool made once) on for the last step of every
     ``K``-step epoch only, since that is the norm ``fit`` logs."""
-    step, ts = make_step(wl)
+    step, ts = make_step(wl, grad_norm=True)
     xs, ys = device_batches(wl, *data)
     flags = (jnp.asarray(False), jnp.asarray(True))
     count = [0]

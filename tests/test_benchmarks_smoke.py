@@ -118,7 +118,7 @@ def test_report_ratios_and_targets_hand_computed():
     rows = {t: (v, s) for t, v, s in report.targets(res)}
     assert rows["W1: nnkit per-step path (fit mode='step') >= 0.97x hand-written"] == (
         "0.98", "**met**")
-    assert rows["W1: make_train_step, grad_norm every step, >= 0.97x hand-written"] == (
+    assert rows["W1: make_train_step with its defaults >= 0.97x hand-written"] == (
         "0.92", "**missed** by 5%")
     assert rows["W3: nnkit epoch-in-scan >= 3x hand-written per-step"] == (
         "2.50", "**missed** by 17%")

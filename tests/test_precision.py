@@ -329,7 +329,7 @@ def test_train_step_float16_loss_scale_recovers_tiny_gradients(grad_mode):
 
     def one_step(policy):
         step = make_train_step(model, tiny, opt, metrics=(), policy=policy, donate=False,
-                               grad_mode=grad_mode, microbatches=mb)
+                               grad_mode=grad_mode, microbatches=mb, log_grad_norm=True)
         new, m = step(ts, (x, y))
         return jax.tree.map(lambda a, b: a - b, new.params, ts.params), m
 

@@ -67,7 +67,8 @@ def test_metrics_keys_and_values():
     ts = create_train_state(model, (D,), opt, 1)
     p0 = ts.params
     x, y = data()
-    step = make_train_step(model, xent, opt, metrics={"acc": acc}, l2=0.01)
+    step = make_train_step(model, xent, opt, metrics={"acc": acc}, l2=0.01,
+                           log_grad_norm=True)
     logits, _ = model.apply(p0, {}, x)
     ref_loss = xent(logits, y)
     ref_pen = 0.01 * (jnp.sum(p0["dense_0"]["w"] ** 2) + jnp.sum(p0["dense_1"]["w"] ** 2))
@@ -78,7 +79,7 @@ def test_metrics_keys_and_values():
     np.testing.assert_allclose(m["acc"], acc(logits, y), rtol=1e-6)
     np.testing.assert_allclose(m["penalty"], ref_pen, rtol=1e-5)
     np.testing.assert_allclose(m["lr"], 0.1, rtol=1e-6)
-    lean = make_train_step(model, xent, opt, metrics=(), log_grad_norm=False)
+    lean = make_train_step(model, xent, opt, metrics=())  # default: no grad_norm
     _, m2 = lean(ts, (x, y))
     assert set(m2) == {"loss", "lr"}
 
@@ -103,7 +104,8 @@ def test_step_equals_hand_written_jax_optax_step():
         u, o = opt.update(g, o, params)
         return optax.apply_updates(params, u), o, loss, g
 
-    step = make_train_step(model, "cross_entropy", opt_n, metrics=("accuracy",))
+    step = make_train_step(model, "cross_entropy", opt_n, metrics=("accuracy",),
+                           log_grad_norm=True)
     for i in range(3):
         x, y = data(i)
         params, o, loss, g = hand_step(params, o, x, y)
@@ -163,9 +165,10 @@ def test_gradient_modes_match_the_batch_gradient(mode, micro):
     opt = optim.make("sgd", 1.0)  # new params = params - grad
     ts = create_train_state(model, (D,), opt, 4)
     batch = data(5)
-    ref = make_train_step(model, xent, opt, metrics={"acc": acc}, donate=False)(ts, batch)
+    ref = make_train_step(model, xent, opt, metrics={"acc": acc}, donate=False,
+                          log_grad_norm=True)(ts, batch)
     got = make_train_step(model, xent, opt, metrics={"acc": acc}, grad_mode=mode,
-                          microbatches=micro, donate=False)(ts, batch)
+                          microbatches=micro, donate=False, log_grad_norm=True)(ts, batch)
     chex.assert_trees_all_close(got[0].params, ref[0].params, rtol=1e-6, atol=1e-6)
     for k in ("loss", "acc", "grad_norm"):
         np.testing.assert_allclose(got[1][k], ref[1][k], rtol=1e-6)
@@ -210,7 +213,7 @@ def test_clip_per_example_bounds_each_norm_and_keeps_small_ones():
     opt = optim.make("sgd", 1.0)
     ts = create_train_state(model, (D,), opt, 0)
     s = make_train_step(model, xent, opt, metrics=(), grad_mode="per_example",
-                        per_example_clip=1e-3, donate=False)
+                        per_example_clip=1e-3, donate=False, log_grad_norm=True)
     _, m = s(ts, data())
     assert float(m["grad_norm"]) <= 1e-3 * (1 + 1e-5)
 

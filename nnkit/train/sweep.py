@@ -201,7 +201,8 @@ def sweep_program(
         states.append(ts._replace(opt_state=os_))
     stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states)
 
-    step = make_train_step(model, loss_fn, opt, metrics=metric_fns, jit=False)
+    step = make_train_step(model, loss_fn, opt, metrics=metric_fns, jit=False,
+                           log_grad_norm=True)  # logged at each epoch's last step only
     val_n = None if val is None else int(jax.tree_util.tree_leaves(val[0])[0].shape[0])
     fns = make_epoch_fns(
         step, n=n, batch_size=batch_size,
