@@ -69,8 +69,8 @@ REGISTRY: dict[str, tuple[str, Builder]] = {
 
 EXTRA_BY_WORKLOAD: dict[str, tuple[str, ...]] = {
     "W1": ("nnkit-fit-step", "nnkit-step-norm", "nnkit-step-lean"),
-    "W2": ("nnkit-fit-step", "nnkit-step-xla", "nnkit-epoch-xla", "jax-cfpatch",
-           "jax-cfpatch-scan"),
+    "W2": ("nnkit-fit-step", "nnkit-step-im2col", "nnkit-epoch-im2col", "nnkit-step-xla",
+           "nnkit-epoch-xla", "jax-cfpatch", "jax-cfpatch-scan"),
     "W3": ("nnkit-step-lean", "nnkit-stepscan"),
     "W5": ("nnkit-fit-step", "nnkit-stepscan", "jax-hoisted"),
 }

@@ -70,11 +70,23 @@ def build(res: dict[str, Any]) -> list[str]:
     w2 = wls.get("W2", {}).get("entries", {})
     if _have(w2, "jax", "nnkit-step"):
         txt = (f"- **W2 (LeNet) -- convolutions on CPU.** nnkit's default `Conv2D(impl='auto')` "
-               f"lowers to im2col on CPU: {fmt_ratio(ratio_of(w2, 'nnkit-step'))}x the "
-               f"hand-written XLA-conv step per step")
-        if _have(w2, "nnkit-step-xla"):
-            txt += f" (nnkit with `impl='xla'`: {fmt_ratio(ratio_of(w2, 'nnkit-step-xla'))}x)"
-        txt += "."
+               f"lowers LeNet's two convolutions to `impl='toeplitz'` on CPU: "
+               f"{fmt_ratio(ratio_of(w2, 'nnkit-step'))}x the hand-written XLA-conv step per "
+               f"step")
+        extra = [f"`impl='{i}'`: {fmt_ratio(ratio_of(w2, f'nnkit-step-{i}'))}x"
+                 for i in ("im2col", "xla") if _have(w2, f"nnkit-step-{i}")]
+        if extra:
+            txt += " (nnkit with " + ", ".join(extra) + ")"
+        txt += (". The Toeplitz form slices the padded input into `kh` row bands, "
+                "`(N*H_out, kh*W_pad*C)`, and folds the kernel's width into a banded "
+                "`(kh*W_pad*C, W_out*F)` weight matrix built from the kernel each step, so a "
+                "convolution is ONE matmul with its output already channels-last. It spends "
+                "`W_pad/kw` times the flops on zeros, which LeNet's small, memory-bound layers "
+                "can afford, and copies the input 5 times where im2col copies it 25 times: "
+                "a per-op profile of the im2col step had the 25-slice patch stacking of the "
+                "first layer (10 MB) as its most expensive op. `impl='auto'` picks it while "
+                "the band is small and its waste `(W_pad/kw)*F` is at most 64 "
+                "(`benchmarks/bench_conv_impl.py --sweep`).")
         if _have(w2, "nnkit-epoch-xla", "nnkit-step-xla", "jax-scan"):
             txt += (f" Inside `lax.scan` XLA's own convolution collapses: the hand-written "
                     f"scan runs at {fmt_ratio(ratio_of(w2, 'jax-scan'))}x and nnkit's epoch "
@@ -87,11 +99,12 @@ def build(res: dict[str, Any]) -> list[str]:
                     f"program), while in the single step "
                     f"the compiler rewrites them to `b01f_01io->b01f` with explicit "
                     f"transposes (the same loss shows with XLA pinned to one core: it is not "
-                    f"threading). im2col has no convolution op, so "
-                    f"nnkit's default epoch is not hit: "
+                    f"threading). nnkit's matmul convolutions have no convolution op, so "
+                    f"its default epoch is not hit: "
                     f"{fmt_ratio(ratio_of(w2, 'nnkit-epoch'))}x.")
         if _have(w2, "jax-cfpatch"):
-            txt += (f" nnkit's im2col now lays the patches out **channels-first, "
+            txt += (f" nnkit's im2col (for layers the band does not suit) lays the patches "
+                    f"out **channels-first, "
                     f"taps-major** (one transpose to `(C, N, H, W)`, contiguous shifted slices, "
                     f"one wide `(F, k*k*C) @ (k*k*C, N*oh*ow)` matmul), the layout of "
                     f"`benchmarks/conv_probe.py`; the hand-written LeNet with that probe "
@@ -109,9 +122,9 @@ def build(res: dict[str, Any]) -> list[str]:
             txt += (f" PyTorch (oneDNN convolutions): best {fmt_ratio(torch_best)}x"
                     + (f", {fmt_ratio(torch_best / ours)}x nnkit's epoch: CPU convolutions "
                        f"are where PyTorch still trains LeNet faster than nnkit; nnkit's "
-                       f"im2col has closed most of the gap XLA's convolution leaves "
-                       f"(PyTorch measured 2.4x the hand-written JAX step on this machine before "
-                       f"nnkit had im2col)."
+                       f"matmul convolutions have closed most of the gap XLA's convolution "
+                       f"leaves (PyTorch measured 2.4x the hand-written JAX step on this "
+                       f"machine before nnkit had them)."
                        if torch_best > ours else
                        f", behind nnkit's epoch ({fmt_ratio(ours)}x)."))
         out.append(txt)
@@ -238,12 +251,12 @@ def build(res: dict[str, Any]) -> list[str]:
             if "jax" in c and "nnkit-step" in c:
                 parts.append(f"{w} {c['nnkit-step']['total'] / c['jax']['total']:.2f}x")
         out.append("- **Compile time** of nnkit's step over the hand-written one: "
-                   + ", ".join(parts) + ". The im2col convolution (25 slices and a "
-                   "concatenation per layer, and their transposes in the backward pass) is "
-                   "what makes W2's step slower to compile, traded for a faster step. On "
-                   "W1 the extra is the default step's metrics (accuracy, learning rate) and "
-                   "its every-step gradient norm: without them nnkit's W1 step compiled at "
-                   "~1.05x the hand-written one in a side-by-side check. The epoch "
+                   + ", ".join(parts) + ". W2's Toeplitz convolutions (5 row slices and one "
+                   "matmul per layer) compile faster than XLA's convolutions; the im2col "
+                   "form they replace (25 slices and a concatenation per layer) compiled at "
+                   "~1.6x. On W1 the extra is the default step's metrics (accuracy, learning "
+                   "rate): without them nnkit's W1 step compiled at ~1.05x the hand-written "
+                   "one in a side-by-side check. The epoch "
                    "compiles more than the step (gather, logs, roll-back) and is "
                    "compiled once per fit (and cached on disk by JAX's persistent "
                    "compilation cache when that is on).")

@@ -55,12 +55,13 @@ CONFIGS_2D = [
 ]
 
 
-# im2col on every config, xla on two (test_im2col_equals_xla_* ties the impls together).
+# im2col and toeplitz on every config, xla on two (test_impls_equal_xla_* ties the impls
+# together, gradients included).
 NAIVE_PARAMS = [
     pytest.param(cfg, impl, id=f"cfg{i}-{impl}")
     for i, cfg in enumerate(CONFIGS_2D)
-    for impl in ("im2col", "xla")
-    if impl == "im2col" or i in (1, 5)
+    for impl in ("im2col", "toeplitz", "xla")
+    if impl != "xla" or i in (1, 5)
 ]
 
 
@@ -79,7 +80,7 @@ def test_conv2d_matches_naive_loop(cfg, impl):
     assert params["w"].shape == (*kk, shape[-1] // g, feats)
 
 
-@pytest.mark.parametrize("impl", ["xla", "im2col"])
+@pytest.mark.parametrize("impl", ["xla", "im2col", "toeplitz"])
 def test_conv1d_matches_naive_loop(impl):
     layer = Conv1D(3, 3, stride=2, dilation=2, padding=((2, 1),), impl=impl)
     out_shape, params, _ = layer.init(jax.random.key(1), (9, 2))
@@ -111,11 +112,11 @@ IMPL_CONFIGS = [
 
 
 @pytest.mark.parametrize("kw", IMPL_CONFIGS, ids=[str(i) for i in range(len(IMPL_CONFIGS))])
-def test_im2col_equals_xla_outputs_and_grads(kw):
+def test_impls_equal_xla_outputs_and_grads(kw):
     shape = (6, 5, 4)
     x = jax.random.normal(jax.random.key(3), (2, *shape))
     results = {}
-    for impl in ("xla", "im2col"):
+    for impl in ("xla", "im2col", "toeplitz"):
         layer = Conv2D(4, impl=impl, **kw)
         _, params, _ = layer.init(jax.random.key(4), shape)
 
@@ -128,22 +129,41 @@ def test_im2col_equals_xla_outputs_and_grads(kw):
             return y, grads
 
         results[impl] = jax.jit(run)(params, x)
-    for a, b in zip(
-        jax.tree_util.tree_leaves(results["xla"]),
-        jax.tree_util.tree_leaves(results["im2col"]),
-        strict=True,
-    ):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    for impl in ("im2col", "toeplitz"):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(results["xla"]),
+            jax.tree_util.tree_leaves(results[impl]),
+            strict=True,
+        ):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=impl)
 
 
 def test_auto_impl_choice():
     pick = conv_mod._pick_impl
     assert jax.default_backend() == "cpu"  # the test machine
-    assert pick("auto", (5, 5), 1) == "im2col"
+    assert pick("auto", (5, 5), 1) == "im2col"  # no shapes given: by the window alone
     assert pick("auto", (3, 3), 8) == "im2col"  # grouped too (XLA's collapses inside scan)
     assert pick("auto", (7, 7), 1) == "im2col"
     assert pick("auto", (11, 11), 1) == "xla"  # big kernels: patches too large
     assert pick("xla", (3, 3), 1) == "xla" and pick("im2col", (3, 3), 4) == "im2col"
+
+    def auto(x_shape, w_shape, pads, groups=1, stride=(1, 1)):
+        return pick("auto", w_shape[:2], groups, x_shape, w_shape, stride, pads, (1, 1))
+
+    # LeNet-5: T is (5 * 32 * 1, 28 * 6) and (5 * 14 * 6, 10 * 16); waste (32/5) * 6 and
+    # (14/5) * 16, under TOEPLITZ_MAX_WASTE = 64
+    assert auto((128, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "toeplitz"
+    assert auto((128, 14, 14, 6), (5, 5, 6, 16), ((0, 0), (0, 0))) == "toeplitz"
+    assert conv_mod.toeplitz_size((1, 14, 14, 6), (5, 5, 6, 16), (1, 1), ((0, 0),) * 2,
+                                  (1, 1)) == (5 * 14 * 6 * 10 * 16, 14 / 5)
+    # wide layers: T over TOEPLITZ_MAX_ELEMENTS (3 * 34 * 64 * 32 * 64 = 13.4 M)
+    assert auto((8, 32, 32, 64), (3, 3, 64, 64), ((1, 1), (1, 1))) == "im2col"
+    # too many wasted flops: (130 / 3) * 4 = 173, (34 / 3) * 16 = 181, (32 / 5) * 16 = 102
+    assert auto((8, 128, 128, 1), (3, 3, 1, 4), ((1, 1), (1, 1))) == "im2col"
+    assert auto((8, 32, 32, 3), (3, 3, 3, 16), ((1, 1), (1, 1))) == "im2col"
+    assert auto((8, 28, 28, 1), (5, 5, 1, 16), ((2, 2), (2, 2))) == "im2col"
+    assert auto((8, 32, 32, 3), (5, 5, 3, 6), ((0, 0), (0, 0))) == "toeplitz"  # 32/5 * 6
+    assert auto((8, 28, 28, 4), (3, 3, 2, 4), ((1, 1), (1, 1)), groups=2) == "im2col"
 
 
 def test_functional_conv_same_as_layer():

@@ -4,22 +4,29 @@
 cross-correlation, as in every deep-learning library), per spatial dimension, with input
 channels split into ``groups`` independent groups (``groups == in_channels``: depthwise).
 
-Two implementations give the same numbers (up to float rounding):
+Three implementations give the same numbers (up to float rounding):
 
 * ``"xla"``: :func:`jax.lax.conv_general_dilated`.
 * ``"im2col"``: one strided slice of the padded input per kernel tap, stacked into a
   channels-first patch matrix ``(k_1 * ... * k_d * C, batch * prod(out))``, then ONE matmul
   with the kernel reshaped to ``(k_1 * ... * k_d * C, F)`` (:func:`conv_im2col`).
-  On CPU (2 cores, batch 128) a LeNet-5 training step ran 1.47x faster than with XLA's
-  convolution, and 8.5x faster inside ``lax.scan`` (the compiled epoch), where XLA's
-  convolution gets ~5x slower still while im2col does not; see
-  ``benchmarks/bench_conv_impl.py``.
-* ``"auto"`` (default): im2col on the CPU backend for kernels of at most
-  :data:`IM2COL_MAX_WINDOW` taps (any ``groups``: grouped and depthwise XLA convolutions
-  collapse inside ``lax.scan`` too), xla otherwise; GPUs/TPUs always use xla. Decided at trace
-  time from :func:`jax.default_backend`. (The patch matrix costs ``taps`` times the input's
-  memory, and for wide (>= 16 channels) or depthwise layers run step by step, outside
-  ``lax.scan``, XLA's convolution can be faster: pass ``impl="xla"`` there.)
+* ``"toeplitz"``: one slice per tap of the leading spatial axes (``kh`` row slices in 2-D),
+  and the last spatial axis folded into a banded weight matrix
+  ``T (kh * W_pad * C, W_out * F)``: ONE matmul, output already channels-last
+  (:func:`conv_toeplitz`). It spends ``W_pad / kw`` times im2col's flops on the zeros of the
+  band and copies the input ``kh`` times instead of ``kh * kw``.
+* ``"auto"`` (default): on the CPU backend, ``"toeplitz"`` when ``groups == 1``, ``T`` is
+  small (at most :data:`TOEPLITZ_MAX_ELEMENTS` elements) and the band's waste is cheap
+  (``(W_pad / kw) * F`` at most :data:`TOEPLITZ_MAX_WASTE`: few output channels on small
+  images, e.g. LeNet-5), else ``"im2col"`` for kernels of at most :data:`IM2COL_MAX_WINDOW`
+  taps, else ``"xla"``; GPUs/TPUs always use ``"xla"``. Decided at trace time from
+  :func:`jax.default_backend` and the shapes.
+
+Measured on CPU (2 cores, batch 128, ``benchmarks/bench_conv_impl.py``): a LeNet-5 training
+step runs ~1.3x faster with ``"toeplitz"`` than with ``"im2col"``, which was 1.5x faster than
+XLA's convolution; inside ``lax.scan`` (the compiled epoch) XLA's convolution gets ~5x slower
+still, while the matmul-based ones do not. For wide layers run step by step, outside
+``lax.scan``, XLA's convolution can be the fastest: pass ``impl="xla"`` there.
 """
 
 from __future__ import annotations
@@ -29,20 +36,24 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from nnkit import initializers as inits
 from nnkit.core import Layer, ShapeError, layer
 from nnkit.layers import _spatial as sp
 
-__all__ = ["Conv1D", "Conv2D", "conv", "conv_im2col", "conv_xla", "IM2COL_MAX_WINDOW"]
+__all__ = [
+    "Conv1D", "Conv2D", "conv", "conv_im2col", "conv_toeplitz", "conv_xla", "toeplitz_size",
+    "IM2COL_MAX_WINDOW", "TOEPLITZ_MAX_ELEMENTS", "TOEPLITZ_MAX_WASTE",
+]
 
 Array = jax.Array
 
 #: ``impl="auto"`` uses im2col on CPU when ``prod(kernel_size) <= IM2COL_MAX_WINDOW``.
 IM2COL_MAX_WINDOW = 49
 
-_IMPLS = ("auto", "xla", "im2col")
+_IMPLS = ("auto", "xla", "im2col", "toeplitz")
 _SPATIAL_LETTERS = "DHW"
 
 
@@ -128,11 +139,111 @@ def conv_im2col(
     return jnp.moveaxis(yt.reshape(f, n, *out), 0, -1)
 
 
-def _pick_impl(impl: str, kernel: Sequence[int], groups: int) -> str:
+def _banded(kernel: int, stride: int, dilation: int, width: int, out: int, dtype) -> Array:
+    """``E (k, width, out)``: ``E[t, o * stride + t * dilation, o] = 1``, zeros elsewhere."""
+    e = np.zeros((kernel, width, out), np.float32)
+    for t in range(kernel):
+        e[t, np.arange(out) * stride + t * dilation, np.arange(out)] = 1.0
+    return jnp.asarray(e, dtype)
+
+
+def conv_toeplitz(
+    x: Array,
+    w: Array,
+    stride: Sequence[int],
+    pads: sp.Pads,
+    dilation: Sequence[int],
+    groups: int = 1,
+) -> Array:
+    """Channels-last convolution with the LAST spatial axis folded into a banded weight matrix.
+
+    Shapes as :func:`conv_xla`. For a 2-D ``x_pad (N, Hp, Wp, C)`` and ``w (kh, kw, C, F)``::
+
+        R[(n, i), (a, p, c)] = x_pad[n, i * s_h + a * d_h, p, c]          (kh row slices)
+        T[(a, p, c), (j, f)] = w[a, t, c, f]  where p = j * s_w + t * d_w  (0 elsewhere)
+        y[(n, i), (j, f)]    = (R @ T)[(n, i), (j, f)]                      (ONE matmul)
+
+    ``T (kh * Wp * C, W_out * F)`` is built from ``w`` each call by a small einsum with a
+    constant 0/1 band ``E`` (so gradients reach ``w`` through it), and ``R`` holds ``kh``
+    copies of the input instead of im2col's ``kh * kw``; the output comes out channels-last
+    with no transpose. It spends ``Wp / kw`` times the flops of im2col on zeros in ``T``,
+    which pays while ``T`` is small: on CPU (batch 128) LeNet-5's two convolutions trained
+    2.2x and 1.4x faster than with im2col (``benchmarks/bench_conv_impl.py``). Leading
+    spatial axes (the rows of a 2-D input) are unfolded by slicing, as in im2col; a 1-D
+    input is a single matmul ``(N, Wp * C) @ (Wp * C, W_out * F)``. ``groups > 1`` builds a
+    block-diagonal ``T`` (``groups`` times the flops).
+    """
+    nd = w.ndim - 2
+    kernel, cg, f = tuple(w.shape[:nd]), w.shape[-2], w.shape[-1]
+    x, w = _common_dtype(x, w)
+    if any(lo or hi for lo, hi in pads):
+        x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    out = sp.output_spatial(x.shape[1:-1], kernel, stride, dilation, ((0, 0),) * nd)
+    n, width, c = x.shape[0], x.shape[-2], x.shape[-1]
+    if groups > 1:  # w_full[..., c, f] = w[..., c % cg, f] if c and f are in the same group
+        fg = f // groups
+        same = (np.arange(c)[:, None] // cg) == (np.arange(f)[None, :] // fg)
+        w = jnp.tile(w, (*(1,) * nd, groups, 1)) * jnp.asarray(same, w.dtype)
+    rows = []  # one slice per tap of the leading spatial axes: (N, *out[:-1], Wp, C)
+    for t in itertools.product(*(range(k) for k in kernel[:-1])):
+        lo = tuple(a * d for a, d in zip(t, dilation[:-1], strict=True))
+        hi = tuple(s0 + (o - 1) * s + 1
+                   for s0, o, s in zip(lo, out[:-1], stride[:-1], strict=True))
+        start, limit = (0, *lo, 0, 0), (n, *hi, width, c)
+        rows.append(lax.slice(x, start, limit, (1, *stride[:-1], 1, 1)))
+    r = rows[0][..., None, :, :] if len(rows) == 1 else jnp.stack(rows, axis=nd)
+    lead = len(rows)
+    r = r.reshape(n * sp.prod(out[:-1]), lead * width * c)
+    band = _banded(kernel[-1], stride[-1], dilation[-1], width, out[-1], w.dtype)
+    t_mat = jnp.einsum("lkcf,kpj->lpcjf", w.reshape(lead, kernel[-1], c, f), band)
+    y = r @ t_mat.reshape(lead * width * c, out[-1] * f)
+    return y.reshape(n, *out, f)
+
+
+def toeplitz_size(
+    x_shape: Sequence[int], w_shape: Sequence[int], stride: Sequence[int], pads: sp.Pads,
+    dilation: Sequence[int],
+) -> tuple[int, float]:
+    """``(elements of conv_toeplitz's T, Wp / kw)``: its memory and its flops over im2col's."""
+    nd = len(w_shape) - 2
+    width = x_shape[-2] + pads[-1][0] + pads[-1][1]
+    out = (width - (w_shape[nd - 1] - 1) * dilation[-1] - 1) // stride[-1] + 1
+    lead = sp.prod(w_shape[: nd - 1])
+    return lead * width * x_shape[-1] * out * w_shape[-1], width / w_shape[nd - 1]
+
+
+#: ``impl="auto"`` on CPU uses :func:`conv_toeplitz` while its banded matrix ``T`` has at most
+#: this many elements (4 MiB of float32) and its wasted multiply-adds per input value,
+#: ``(W_pad / kw) * F``, are at most :data:`TOEPLITZ_MAX_WASTE`: small, memory-bound layers,
+#: where the zeros cost less than im2col's patch copies (on CPU, single layers with input
+#: gradients tie with im2col around 40-90 and lose above ~100, while whole LeNet-style nets
+#: gain; ``benchmarks/bench_conv_impl.py --sweep``).
+TOEPLITZ_MAX_ELEMENTS = 1 << 20
+TOEPLITZ_MAX_WASTE = 64.0
+
+
+def _pick_impl(
+    impl: str,
+    kernel: Sequence[int],
+    groups: int,
+    x_shape: Sequence[int] | None = None,
+    w_shape: Sequence[int] | None = None,
+    stride: Sequence[int] | None = None,
+    pads: sp.Pads | None = None,
+    dilation: Sequence[int] | None = None,
+) -> str:
     if impl != "auto":
         return impl
-    small = sp.prod(kernel) <= IM2COL_MAX_WINDOW
-    return "im2col" if jax.default_backend() == "cpu" and small else "xla"
+    if jax.default_backend() != "cpu":
+        return "xla"
+    if groups == 1 and x_shape is not None:
+        size, waste = toeplitz_size(x_shape, w_shape, stride, pads, dilation)
+        if size <= TOEPLITZ_MAX_ELEMENTS and waste * w_shape[-1] <= TOEPLITZ_MAX_WASTE:
+            return "toeplitz"
+    return "im2col" if sp.prod(kernel) <= IM2COL_MAX_WINDOW else "xla"
+
+
+_FNS = {"xla": conv_xla, "im2col": conv_im2col, "toeplitz": conv_toeplitz}
 
 
 def conv(
@@ -156,9 +267,8 @@ def conv(
     dilation = sp.int_tuple(dilation, nd, "dilation", "conv")
     pad_spec = sp.check_padding(padding, nd, "conv")
     pads = sp.resolve_pads(pad_spec, x.shape[1:-1], w.shape[:nd], stride, dilation)
-    which = _pick_impl(impl, w.shape[:nd], groups)
-    fn = conv_im2col if which == "im2col" else conv_xla
-    return fn(x, w, stride, pads, dilation, groups)
+    which = _pick_impl(impl, w.shape[:nd], groups, x.shape, w.shape, stride, pads, dilation)
+    return _FNS[which](x, w, stride, pads, dilation, groups)
 
 
 def _conv_layer(
@@ -222,8 +332,8 @@ def _conv_layer(
                 f"{tuple(w.shape)} expects {w.shape[-2] * groups}"
             )
         pads = sp.resolve_pads(pad_spec, x.shape[1:-1], kernel, strides, dil)
-        fn = conv_im2col if _pick_impl(impl, kernel, groups) == "im2col" else conv_xla
-        y = fn(x, w, strides, pads, dil, groups)
+        which = _pick_impl(impl, kernel, groups, x.shape, w.shape, strides, pads, dil)
+        y = _FNS[which](x, w, strides, pads, dil, groups)
         if use_bias:
             y = y + params["b"]
         return y, {}
@@ -254,7 +364,8 @@ def Conv1D(
     Params: ``{"w": (k, C // groups, features), "b": (features,)}`` (WIO). Default init:
     ``w = sqrt(6 / fan_in) * U[-1, 1]``, ``b = U[-1, 1] / sqrt(fan_in)``,
     ``fan_in = k * C // groups``. ``W_out`` follows ``padding``/``stride``/``dilation``
-    (see :mod:`nnkit.layers._spatial`); ``impl`` is ``"auto"``, ``"xla"`` or ``"im2col"``.
+    (see :mod:`nnkit.layers._spatial`); ``impl`` is ``"auto"``, ``"xla"``, ``"im2col"`` or
+    ``"toeplitz"``.
     """
     return _conv_layer(
         1, "conv1d", features, kernel_size, stride, padding, dilation, groups, use_bias,
@@ -281,7 +392,8 @@ def Conv2D(
     Params: ``{"w": (kh, kw, C // groups, features), "b": (features,)}`` (HWIO). Default
     init: ``w = sqrt(6 / fan_in) * U[-1, 1]``, ``b = U[-1, 1] / sqrt(fan_in)``,
     ``fan_in = kh * kw * C // groups``. ``groups == C`` is a depthwise convolution
-    (``features`` a multiple of ``C``). ``impl`` is ``"auto"``, ``"xla"`` or ``"im2col"``.
+    (``features`` a multiple of ``C``). ``impl`` is ``"auto"``, ``"xla"``, ``"im2col"`` or
+    ``"toeplitz"``.
     """
     return _conv_layer(
         2, "conv2d", features, kernel_size, stride, padding, dilation, groups, use_bias,
