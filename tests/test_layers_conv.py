@@ -151,7 +151,7 @@ def test_auto_impl_choice():
         return pick("auto", w_shape[:2], groups, x_shape, w_shape, stride, pads, (1, 1))
 
     # LeNet-5: T is (5 * 32 * 1, 28 * 6) and (5 * 14 * 6, 10 * 16); waste (32/5) * 6 and
-    # (14/5) * 16, under TOEPLITZ_MAX_WASTE = 64
+    # (14/5) * 16, under TOEPLITZ_MAX_WASTE = 64; patch matrices 2.5 M and 1.9 M elements
     assert auto((128, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "toeplitz"
     assert auto((128, 14, 14, 6), (5, 5, 6, 16), ((0, 0), (0, 0))) == "toeplitz"
     assert conv_mod.toeplitz_size((1, 14, 14, 6), (5, 5, 6, 16), (1, 1), ((0, 0),) * 2,
@@ -162,7 +162,14 @@ def test_auto_impl_choice():
     assert auto((8, 128, 128, 1), (3, 3, 1, 4), ((1, 1), (1, 1))) == "im2col"
     assert auto((8, 32, 32, 3), (3, 3, 3, 16), ((1, 1), (1, 1))) == "im2col"
     assert auto((8, 28, 28, 1), (5, 5, 1, 16), ((2, 2), (2, 2))) == "im2col"
-    assert auto((8, 32, 32, 3), (5, 5, 3, 6), ((0, 0), (0, 0))) == "toeplitz"  # 32/5 * 6
+    assert auto((64, 32, 32, 3), (5, 5, 3, 6), ((0, 0), (0, 0))) == "toeplitz"  # 32/5 * 6
+    # small batches (and vmap's batch of one, per-example gradients): im2col's patch matrix
+    # is under TOEPLITZ_MIN_PATCHES, so the banded matrix does not pay: 25 * 32 * 784 = 0.6 M
+    assert auto((32, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "im2col"
+    assert auto((1, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "im2col"
+    assert conv_mod.im2col_size((32, 28, 28, 1), (5, 5, 1, 6), (1, 1), ((2, 2),) * 2,
+                                (1, 1)) == 25 * 32 * 28 * 28
+    assert auto((56, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "toeplitz"  # 1.1 M
     assert auto((8, 28, 28, 4), (3, 3, 2, 4), ((1, 1), (1, 1)), groups=2) == "im2col"
 
 

@@ -16,11 +16,12 @@ Three implementations give the same numbers (up to float rounding):
   (:func:`conv_toeplitz`). It spends ``W_pad / kw`` times im2col's flops on the zeros of the
   band and copies the input ``kh`` times instead of ``kh * kw``.
 * ``"auto"`` (default): on the CPU backend, ``"toeplitz"`` when ``groups == 1``, ``T`` is
-  small (at most :data:`TOEPLITZ_MAX_ELEMENTS` elements) and the band's waste is cheap
+  small (at most :data:`TOEPLITZ_MAX_ELEMENTS` elements), the band's waste is cheap
   (``(W_pad / kw) * F`` at most :data:`TOEPLITZ_MAX_WASTE`: few output channels on small
-  images, e.g. LeNet-5), else ``"im2col"`` for kernels of at most :data:`IM2COL_MAX_WINDOW`
-  taps, else ``"xla"``; GPUs/TPUs always use ``"xla"``. Decided at trace time from
-  :func:`jax.default_backend` and the shapes.
+  images, e.g. LeNet-5) and the batch is large enough that im2col's patch matrix would not
+  fit in cache (at least :data:`TOEPLITZ_MIN_PATCHES` elements), else ``"im2col"`` for
+  kernels of at most :data:`IM2COL_MAX_WINDOW` taps, else ``"xla"``; GPUs/TPUs always use
+  ``"xla"``. Decided at trace time from :func:`jax.default_backend` and the shapes.
 
 Measured on CPU (2 cores, batch 128, ``benchmarks/bench_conv_impl.py``): a LeNet-5 training
 step runs ~1.3x faster with ``"toeplitz"`` than with ``"im2col"``, which was 1.5x faster than
@@ -44,8 +45,9 @@ from nnkit.core import Layer, ShapeError, layer
 from nnkit.layers import _spatial as sp
 
 __all__ = [
-    "Conv1D", "Conv2D", "conv", "conv_im2col", "conv_toeplitz", "conv_xla", "toeplitz_size",
-    "IM2COL_MAX_WINDOW", "TOEPLITZ_MAX_ELEMENTS", "TOEPLITZ_MAX_WASTE",
+    "Conv1D", "Conv2D", "conv", "conv_im2col", "conv_toeplitz", "conv_xla", "im2col_size",
+    "toeplitz_size", "IM2COL_MAX_WINDOW", "TOEPLITZ_MAX_ELEMENTS", "TOEPLITZ_MAX_WASTE",
+    "TOEPLITZ_MIN_PATCHES",
 ]
 
 Array = jax.Array
@@ -212,6 +214,16 @@ def toeplitz_size(
     return lead * width * x_shape[-1] * out * w_shape[-1], width / w_shape[nd - 1]
 
 
+def im2col_size(
+    x_shape: Sequence[int], w_shape: Sequence[int], stride: Sequence[int], pads: sp.Pads,
+    dilation: Sequence[int],
+) -> int:
+    """Elements of :func:`conv_im2col`'s patch matrix, ``k_1 * ... * k_d * C * N * prod(out)``."""
+    nd = len(w_shape) - 2
+    out = sp.output_spatial(x_shape[1:-1], w_shape[:nd], stride, dilation, pads)
+    return sp.prod(w_shape[:-1]) * x_shape[0] * sp.prod(out)
+
+
 #: ``impl="auto"`` on CPU uses :func:`conv_toeplitz` while its banded matrix ``T`` has at most
 #: this many elements (4 MiB of float32) and its wasted multiply-adds per input value,
 #: ``(W_pad / kw) * F``, are at most :data:`TOEPLITZ_MAX_WASTE`: small, memory-bound layers,
@@ -220,6 +232,13 @@ def toeplitz_size(
 #: gain; ``benchmarks/bench_conv_impl.py --sweep``).
 TOEPLITZ_MAX_ELEMENTS = 1 << 20
 TOEPLITZ_MAX_WASTE = 64.0
+#: ... and only while im2col's patch matrix (:func:`im2col_size`) has at least this many
+#: elements (4 MiB of float32). Below it im2col is as fast or faster (a LeNet-5 gradient on
+#: CPU: a tie at batch 64, im2col 1.1x faster at batch 32; toeplitz 1.2x faster at 128 and
+#: 2.8x at 256, where im2col's patches spill out of cache); and under ``vmap`` for
+#: per-example gradients, where each example is a batch of one, the banded matrix's
+#: per-example gradient made LeNet-5 ~3x slower than im2col.
+TOEPLITZ_MIN_PATCHES = 1 << 20
 
 
 def _pick_impl(
@@ -238,7 +257,12 @@ def _pick_impl(
         return "xla"
     if groups == 1 and x_shape is not None:
         size, waste = toeplitz_size(x_shape, w_shape, stride, pads, dilation)
-        if size <= TOEPLITZ_MAX_ELEMENTS and waste * w_shape[-1] <= TOEPLITZ_MAX_WASTE:
+        patches = im2col_size(x_shape, w_shape, stride, pads, dilation)
+        if (
+            size <= TOEPLITZ_MAX_ELEMENTS
+            and waste * w_shape[-1] <= TOEPLITZ_MAX_WASTE
+            and patches >= TOEPLITZ_MIN_PATCHES
+        ):
             return "toeplitz"
     return "im2col" if sp.prod(kernel) <= IM2COL_MAX_WINDOW else "xla"
 
