@@ -144,3 +144,44 @@ def test_pool_errors():
         MaxPool2D(0)
     with pytest.raises(ValueError, match="padding"):
         AvgPool2D(2, padding="FULL")
+
+
+def test_max_pool_ties_go_to_the_first_maximum():
+    # windows (row-major): [3 3; 1 3] -> all to (0, 0); [0 2; 2 2] -> all to (0, 1)
+    x = jnp.array([[3.0, 3.0, 0.0, 2.0], [1.0, 3.0, 2.0, 2.0]]).reshape(1, 2, 4, 1)
+    g = jax.grad(lambda x: (MaxPool2D(2).apply({}, {}, x)[0] * jnp.array([2.0, 5.0]).reshape(
+        1, 1, 2, 1)).sum())(x)
+    np.testing.assert_array_equal(g[0, :, :, 0], [[2, 0, 0, 5], [0, 0, 0, 0]])
+    # the reduce_window path (overlapping windows) sends a tie's gradient to one cell too
+    g_rw = jax.grad(lambda x: MaxPool2D(2, 1).apply({}, {}, x)[0].sum())(x)
+    assert float(g_rw.sum()) == 3.0  # three windows, each gradient counted once
+    # 1-D, window 3: [1 1 1] -> first; crop: the last (unpooled) element gets 0
+    x1 = jnp.array([1.0, 1.0, 1.0, 4.0]).reshape(1, 4, 1)
+    g1 = jax.grad(lambda x: MaxPool1D(3).apply({}, {}, x)[0].sum())(x1)
+    np.testing.assert_array_equal(g1[0, :, 0], [1, 0, 0, 0])
+
+
+@pytest.mark.parametrize("window,shape", [((2, 2), (2, 5, 7, 3)), ((2, 3), (1, 4, 6, 2)),
+                                          ((2,), (2, 9, 2))])
+def test_max_pool_fast_path_derivatives(window, shape):
+    from jax.test_util import check_grads
+
+    layer = (MaxPool2D if len(window) == 2 else MaxPool1D)(window)
+    x = jax.random.normal(jax.random.key(3), shape)  # no ties: the derivative is unique
+    f = lambda x: layer.apply({}, {}, x)[0]  # noqa: E731
+    check_grads(f, (x,), order=2, modes=("fwd", "rev"), eps=1e-3)
+    # the same derivative as the generic reduce_window path
+    w = window
+    generic = lambda x: jax.lax.reduce_window(  # noqa: E731
+        x, -jnp.inf, jax.lax.max, (1, *w, 1), (1, *w, 1), "VALID")
+    ct = jax.random.normal(jax.random.key(4), f(x).shape)
+    np.testing.assert_array_equal(jax.vjp(f, x)[1](ct)[0], jax.vjp(generic, x)[1](ct)[0])
+    t = jax.random.normal(jax.random.key(5), shape)
+    np.testing.assert_array_equal(jax.jvp(f, (x,), (t,))[1], jax.jvp(generic, (x,), (t,))[1])
+
+
+def test_max_pool_integer_input():
+    x = jnp.arange(16, dtype=jnp.int32).reshape(1, 4, 4, 1)
+    y, _ = MaxPool2D(2).apply({}, {}, x)
+    assert y.dtype == jnp.int32
+    np.testing.assert_array_equal(y[0, :, :, 0], [[5, 7], [13, 15]])
