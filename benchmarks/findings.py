@@ -85,8 +85,10 @@ def build(res: dict[str, Any]) -> list[str]:
                 "can afford, and copies the input 5 times where im2col copies it 25 times: "
                 "a per-op profile of the im2col step had the 25-slice patch stacking of the "
                 "first layer (10 MB) as its most expensive op. `impl='auto'` picks it while "
-                "the band is small and its waste `(W_pad/kw)*F` is at most 64 "
-                "(`benchmarks/bench_conv_impl.py --sweep`).")
+                "the band is small, its waste `(W_pad/kw)*F` is at most 64 and the batch is "
+                "large enough that im2col's patch matrix would hold at least 1 M elements "
+                "(below that, and for per-example gradients under `vmap`, im2col is as fast "
+                "or faster; `benchmarks/bench_conv_impl.py --sweep`).")
         if _have(w2, "nnkit-epoch-xla", "nnkit-step-xla", "jax-scan"):
             txt += (f" Inside `lax.scan` XLA's own convolution collapses: the hand-written "
                     f"scan runs at {fmt_ratio(ratio_of(w2, 'jax-scan'))}x and nnkit's epoch "

@@ -11,20 +11,16 @@ Speed: the common non-overlapping case (``stride == window``, no padding) is a r
 ``(N, o_1, window_1, o_2, window_2, C)`` and a max/mean over the window axes (trailing rows
 that do not fill a window are dropped, as VALID does); this was measured faster than
 :func:`jax.lax.reduce_window` on CPU. Everything else uses ``reduce_window``.
-
-Gradient of max pooling: ``dL/dx = dL/dy`` at the window's maximum, 0 elsewhere; at ties,
-the whole gradient goes to the FIRST maximum in row-major window order (as PyTorch does).
-The fast path has its own JVP rule (``tangent_y = tangent_x`` at the first maximum), so
-``jax.grad`` is one select of the upstream gradient: a LeNet-5 training step on CPU ran
-~10% faster than with ``jnp.max``'s rule, which splits ties evenly and divides by their
-count. Forward mode (``jax.jvp``, ``jax.hessian``) works too.
+Gradient of max pooling at ties: the fast path splits the gradient evenly between tied
+maxima (``jnp.max``), ``reduce_window`` gives it to one of them. A first-maximum JVP rule
+(the gradient as one select) was measured and not kept: on CPU it made a LeNet-5 step ~14%
+faster with Toeplitz convolutions but 20-35% slower with im2col ones, whose 25-slice input
+gradient XLA then fused into the window-sized select and recomputed for every window cell.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -55,57 +51,7 @@ def _blocked(x: Array, window: Sequence[int], reducer) -> Array:
     for o, w in zip(out, window, strict=True):
         shape += [o, w]
     x = x.reshape(*shape, x.shape[-1])
-    return reducer(x, axis=_window_axes(nd))
-
-
-def _window_axes(nd: int) -> tuple[int, ...]:
-    return tuple(2 + 2 * i for i in range(nd))
-
-
-def _first_max_mask(xr: Array, y: Array, window: tuple[int, ...]) -> Array:
-    """Boolean ``xr``-shaped mask, True at each window's first maximum (row-major order).
-
-    ``xr (N, o_1, w_1, ..., o_d, w_d, C)``, ``y (N, o_1, ..., o_d, C)`` its max over the
-    ``w`` axes. One comparison per window position, each excluding positions already seen.
-    """
-    nd = len(window)
-    is_max = xr == jnp.expand_dims(y, _window_axes(nd))
-    first, seen = {}, None
-    for pos in itertools.product(*(range(w) for w in window)):
-        idx = [slice(None)] * xr.ndim
-        for d, p in enumerate(pos):
-            idx[2 + 2 * d] = p
-        here = is_max[tuple(idx)]
-        first[pos] = here if seen is None else here & ~seen
-        seen = here if seen is None else seen | here
-
-    def build(prefix: tuple[int, ...]) -> Array:  # re-insert the window axes, innermost first
-        d = len(prefix)
-        if d == nd:
-            return first[prefix]
-        return jnp.stack([build((*prefix, i)) for i in range(window[d])], axis=2 + d)
-
-    return build(())
-
-
-@partial(jax.custom_jvp, nondiff_argnums=(1,))
-def _window_max(xr: Array, window: tuple[int, ...]) -> Array:
-    """``max`` of ``xr (N, o_1, w_1, ..., C)`` over its window axes; first-max derivative."""
-    return jnp.max(xr, axis=_window_axes(len(window)))
-
-
-@_window_max.defjvp
-def _window_max_jvp(window, primals, tangents):
-    (xr,), (t,) = primals, tangents
-    y = _window_max(xr, window)
-    first = _first_max_mask(xr, y, window)
-    return y, jnp.sum(jnp.where(first, t, jnp.zeros_like(t)), axis=_window_axes(len(window)))
-
-
-def _blocked_max(x: Array, window: Sequence[int], axis: tuple[int, ...]) -> Array:
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        return jnp.max(x, axis=axis)
-    return _window_max(x, tuple(window))
+    return reducer(x, axis=tuple(2 + 2 * i for i in range(nd)))
 
 
 def _lowest(dtype) -> np.generic:
@@ -119,7 +65,7 @@ def _lowest(dtype) -> np.generic:
 def max_pool(x: Array, window: Sequence[int], stride: Sequence[int], pads: sp.Pads) -> Array:
     """Max pooling of ``x (N, *spatial, C)`` with explicit ``pads`` -> ``(N, *out, C)``."""
     if _is_blocked(window, stride, pads):
-        return _blocked(x, window, partial(_blocked_max, window=window))
+        return _blocked(x, window, jnp.max)
     return lax.reduce_window(
         x, _lowest(x.dtype), lax.max, (1, *window, 1), (1, *stride, 1),
         ((0, 0), *pads, (0, 0)),
