@@ -172,9 +172,8 @@ def test_max_pool_fast_path_derivatives(window, shape):
     f = lambda x: layer.apply({}, {}, x)[0]  # noqa: E731
     check_grads(f, (x,), order=2, modes=("fwd", "rev"), eps=1e-3)
     # the same derivative as the generic reduce_window path
-    w = window
     generic = lambda x: jax.lax.reduce_window(  # noqa: E731
-        x, -jnp.inf, jax.lax.max, (1, *w, 1), (1, *w, 1), "VALID")
+        x, -jnp.inf, jax.lax.max, (1, *window, 1), (1, *window, 1), "VALID")
     ct = jax.random.normal(jax.random.key(4), f(x).shape)
     np.testing.assert_array_equal(jax.vjp(f, x)[1](ct)[0], jax.vjp(generic, x)[1](ct)[0])
     t = jax.random.normal(jax.random.key(5), shape)

@@ -209,7 +209,8 @@ def toeplitz_size(
     """``(elements of conv_toeplitz's T, Wp / kw)``: its memory and its flops over im2col's."""
     nd = len(w_shape) - 2
     width = x_shape[-2] + pads[-1][0] + pads[-1][1]
-    out = (width - (w_shape[nd - 1] - 1) * dilation[-1] - 1) // stride[-1] + 1
+    (out,) = sp.output_spatial(x_shape[-2:-1], w_shape[nd - 1:nd], stride[-1:], dilation[-1:],
+                               pads[-1:])
     lead = sp.prod(w_shape[: nd - 1])
     return lead * width * x_shape[-1] * out * w_shape[-1], width / w_shape[nd - 1]
 
