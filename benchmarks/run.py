@@ -56,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile-repeats", type=int, default=None)
     p.add_argument("--quiet-wait", type=float, default=None,
                    help="max seconds to wait for other processes to calm down per section")
+    p.add_argument("--cpu-devices", type=int, default=None,
+                   help="JAX CPU devices (default: one per core, so that nnkit.sweep can "
+                        "spread its models over the cores; single-model entries run on the "
+                        "first device as with one)")
     p.add_argument("--out", default=None, help="write the markdown report here")
     p.add_argument("--json", default=None, help="write the raw results here")
     return p.parse_args(argv)
@@ -138,6 +142,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import jax
 
+    cpu_devices = args.cpu_devices or int(os.environ.get("JAX_NUM_CPU_DEVICES", 0)) or (
+        os.cpu_count() or 1)
+    jax.config.update("jax_num_cpu_devices", cpu_devices)  # before any device is used
+
     from benchmarks import compile_times, conv_probe, loader, probes, sweeps
 
     t_start = time.perf_counter()
@@ -148,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "command": command.strip(), "machine": _machine(), "versions": _versions(),
         "windows": windows, "window_s": window_s, "retries": retries,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "devices": len(jax.devices()),
     }}
 
     def settle(name: str) -> None:

@@ -9,10 +9,15 @@ hand-written per-step model"):
   :func:`nnkit.sweep` runs): the epoch of :mod:`nnkit.train.epoch` over a leading model axis
   (``vectorize="auto"``: ``vmap`` for small models, ``lax.map`` for large ones), each model
   with its learning rate injected in its optimizer state, the data shuffled once for all
-  (one seed), jitted with the states donated, one host transfer of the logs per epoch;
-* ``nnkit-sweep8-vmap`` / ``nnkit-sweep8-map``: the same with ``vectorize`` forced;
-* ``jax-vmap8``: hand-written, ``vmap`` of the step over 8 models, per step;
-* ``jax-vmap8-scan``: the same, ``K`` steps in one ``lax.scan``.
+  (one seed), jitted with the states donated, one host transfer of the logs per epoch; the
+  models spread over the process's devices (``devices="auto"``; the benchmark runs with one
+  JAX CPU device per core);
+* ``nnkit-sweep8-1dev``: the same on one device;
+* ``nnkit-sweep8-vmap`` / ``nnkit-sweep8-map``: ``nnkit-sweep8`` with ``vectorize`` forced;
+* ``jax-vmap8``: hand-written, ``vmap`` of the step over 8 models, per step, one device;
+* ``jax-vmap8-scan``: the same, ``K`` steps in one ``lax.scan``;
+* ``jax-vmap8-scan-devices``: ``jax-vmap8-scan`` with the model axis sharded over all
+  devices (the hand-written counterpart of ``nnkit-sweep8``).
 
 "8 models in <= 2x the time of one" compares ``nnkit-sweep8``'s epoch with ``nnkit-epoch``'s.
 """
@@ -20,6 +25,7 @@ hand-written per-step model"):
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -27,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from benchmarks import handwritten, nnkit_entries, workloads
 from benchmarks.harness import Entry, Runner, per_step_runner
@@ -49,7 +57,7 @@ def sweep_workload(name: str) -> Workload:
 
 def build_nnkit_sweep(
     wl: Workload, data: tuple[np.ndarray, np.ndarray], lrs=LEARNING_RATES,
-    vectorize: str = "auto",
+    vectorize: str = "auto", devices: Any = "auto",
 ) -> Runner:
     """``nnkit-sweep8``: the compiled epoch of :func:`nnkit.sweep` for the 8 learning rates
     (seed 0 for all), from :func:`nnkit.train.sweep.sweep_program` -- the program ``sweep``
@@ -58,7 +66,7 @@ def build_nnkit_sweep(
     logs per epoch."""
     prog = sweep_program(nnkit_entries.model(wl), "adam", data, learning_rates=list(lrs),
                          batch_size=wl.batch, input_shape=wl.input_shape,
-                         vectorize=vectorize)
+                         vectorize=vectorize, devices=devices)
     x, y = prog.data
     box: dict[str, Any] = {"ts": prog.train_states, "epoch": 0, "logs": None}
 
@@ -104,11 +112,18 @@ def _stacked_carry(wl: Workload, opt, lrs) -> Any:
 
 
 def build_jax_vmap(
-    wl: Workload, data: tuple[np.ndarray, np.ndarray], lrs=LEARNING_RATES, *, scan: bool = False
+    wl: Workload, data: tuple[np.ndarray, np.ndarray], lrs=LEARNING_RATES, *,
+    scan: bool = False, sharded: bool = False,
 ) -> Runner:
-    """``jax-vmap8`` (per step) or ``jax-vmap8-scan`` (``K`` steps per call)."""
+    """``jax-vmap8`` (per step) or ``jax-vmap8-scan`` (``K`` steps per call); ``sharded``:
+    the model axis of the carry over all devices, the data replicated."""
     opt, vstep = _vmapped_step(wl)
     carry = _stacked_carry(wl, opt, lrs)
+    put = jax.device_put
+    if sharded:
+        mesh = Mesh(np.array(jax.devices()), ("models",))
+        carry = jax.device_put(carry, NamedSharding(mesh, P("models")))
+        put = functools.partial(jax.device_put, device=NamedSharding(mesh, P()))
     if not scan:
         runner = per_step_runner(jax.jit(vstep, donate_argnums=(0,)), carry,
                                  *handwritten.device_batches(wl, *data))
@@ -116,8 +131,8 @@ def build_jax_vmap(
         return runner
     k, b = wl.steps_per_epoch, wl.batch
     x, y = data
-    xs = jax.device_put(x.reshape(k, b, *x.shape[1:]))
-    ys = jax.device_put(y.reshape(k, b))
+    xs = put(x.reshape(k, b, *x.shape[1:]))
+    ys = put(y.reshape(k, b))
     run_k = jax.jit(lambda c, xs, ys: lax.scan(lambda c, bt: vstep(c, *bt), c, (xs, ys)),
                     donate_argnums=(0,))
     box: dict[str, Any] = {"carry": carry, "loss": None}
@@ -136,7 +151,10 @@ def build_jax_vmap(
 SWEEP_ENTRIES: dict[str, tuple[str, Any]] = {
     "jax": ("hand-written, 1 model, per step", handwritten.build_step_entry),
     "nnkit-epoch": ("nnkit epoch-in-scan, 1 model", nnkit_entries.build_epoch_entry),
-    "nnkit-sweep8": ("nnkit sweep: one compiled epoch, 8 models", build_nnkit_sweep),
+    "nnkit-sweep8": ("nnkit sweep: one compiled epoch, 8 models, over all devices",
+                     build_nnkit_sweep),
+    "nnkit-sweep8-1dev": ("nnkit sweep on one device",
+                          lambda wl, d: build_nnkit_sweep(wl, d, devices=jax.devices()[:1])),
     "nnkit-sweep8-vmap": ("nnkit sweep, vectorize='vmap'",
                           lambda wl, d: build_nnkit_sweep(wl, d, vectorize="vmap")),
     "nnkit-sweep8-map": ("nnkit sweep, vectorize='map'",
@@ -144,6 +162,8 @@ SWEEP_ENTRIES: dict[str, tuple[str, Any]] = {
     "jax-vmap8": ("hand-written vmap, 8 models, per step", build_jax_vmap),
     "jax-vmap8-scan": ("hand-written vmap + scan, 8 models",
                        lambda wl, d: build_jax_vmap(wl, d, scan=True)),
+    "jax-vmap8-scan-devices": ("hand-written vmap + scan, models over all devices",
+                               lambda wl, d: build_jax_vmap(wl, d, scan=True, sharded=True)),
 }
 
 

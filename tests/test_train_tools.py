@@ -1,5 +1,11 @@
 """lr_find, overfit_batch and sweep."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import chex
 import jax
 import numpy as np
@@ -112,3 +118,27 @@ def test_sweep_map_and_vmap_agree(seeds):
         np.testing.assert_allclose(ha["val_loss"], hb["val_loss"], rtol=1e-5)
     with pytest.raises(ValueError, match="unknown vectorize 'loop'; known: auto, vmap, map"):
         sweep(mlp(), "adam", TRAIN, vectorize="loop", **kw)
+
+
+def test_sweep_over_two_devices_equals_one_device():
+    """Models spread over 2 CPU devices (a fresh interpreter: the device count is fixed when
+    JAX starts) train exactly as on one device, each device holding its share."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",)}
+    env.update(JAX_NUM_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
+    p = subprocess.run([sys.executable, str(Path(__file__).with_name("_sweep_devices_worker.py"))],
+                       env=env, capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[1])
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert p.returncode == 0 and lines, f"worker failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
+    res = json.loads(lines[-1][len("RESULT "):])
+    assert res["device_count"] == 2
+    for case in ("vmap-1", "map-1", "vmap-2", "map-2"):
+        r = res[case]
+        assert r["devices"] == [0, 1] and r["ref_devices"] == [0], case
+        assert r["shard_rows"] == [2], case  # 4 models: 2 on each device
+        assert r["param_diff"] < 1e-5, case
+        np.testing.assert_allclose(r["val_loss"], r["ref_val_loss"], rtol=1e-5, atol=1e-6)
+    assert res["three_auto_devices"] == 1
+    assert res["three_explicit_error"] == (
+        "sweep: 3 models cannot be shared evenly by 2 devices; give a number of devices that "
+        "divides the number of models")
