@@ -5,8 +5,9 @@ both ``x (N, in)`` and ``g (N, out)``. Left to itself, XLA folds the transpose o
 the dot. For one model that is fine (XLA:CPU copies ``x^T`` out when it lays the dot out),
 but under ``vmap`` over models -- :func:`nnkit.sweep` trains several models as one batched
 program -- the gradient becomes a *batched* dot contracting a non-minor axis of both
-operands, which XLA:CPU runs through a slow generic path (8 models of 16x16: ~4 us per dot
-against ~1.4 us for the same product with ``x^T`` laid out in memory).
+operands, which XLA:CPU runs through a slow generic path (the 16x16 weight gradients of 4
+models from a batch of 32: ~3.9 us, against ~1.7 us for the same products with ``x^T``
+laid out in memory).
 
 :func:`matmul` computes the same values, and the same derivatives of every order; only its
 JVP writes the ``w`` term as ``x^T``-major (``x^T`` materialised behind

@@ -142,3 +142,13 @@ def test_sweep_over_two_devices_equals_one_device():
     assert res["three_explicit_error"] == (
         "sweep: 3 models cannot be shared evenly by 2 devices; give a number of devices that "
         "divides the number of models")
+
+
+def test_sweep_devices_argument_is_checked_before_any_work():
+    kw = dict(learning_rates=[1e-2, 5e-2], epochs=1, batch_size=16)
+    with pytest.raises(ValueError, match="unknown devices 'gpu'; give 'auto' or a list"):
+        sweep(mlp(), "adam", TRAIN, devices="gpu", **kw)
+    with pytest.raises(ValueError, match="2 models cannot be shared evenly by 0 devices"):
+        sweep(mlp(), "adam", TRAIN, devices=[], **kw)
+    one = sweep(mlp(), "adam", TRAIN, devices=jax.devices()[:1], **kw)
+    assert one.train_states.params["dense_0"]["w"].sharding.device_set == {jax.devices()[0]}
