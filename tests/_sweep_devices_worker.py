@@ -15,6 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_train_tools import TRAIN, VAL, mlp  # noqa: E402
 
 from nnkit.train import sweep  # noqa: E402
+from nnkit.train.sweep import sweep_program  # noqa: E402
+
+COLLECTIVES = ("all-reduce", "all-gather", "collective-permute", "all-to-all", "reduce-scatter")
 
 
 def main() -> None:
@@ -42,6 +45,14 @@ def main() -> None:
                 "val_loss": [h["val_loss"] for h in a.histories],
                 "ref_val_loss": [h["val_loss"] for h in b.histories],
             }
+    # the models never talk: the compiled sharded epoch has no collective
+    for vec in ("vmap", "map"):
+        prog = sweep_program(mlp(), "adam", TRAIN, learning_rates=[1e-2, 2e-2, 5e-2, 1e-1],
+                             batch_size=16, vectorize=vec)
+        hlo = prog.epoch.lower(prog.train_states, np.int32(0), prog.order(0), *prog.data,
+                               None, None).compile().as_text()
+        res[f"collectives-{vec}"] = [c for c in COLLECTIVES if c in hlo]
+        res[f"program-devices-{vec}"] = len(prog.devices)
     # 3 models cannot be shared evenly by 2 devices: "auto" falls back to one device...
     c = sweep(mlp(), "adam", TRAIN, learning_rates=[1e-2, 2e-2, 3e-2], epochs=1,
               batch_size=16)

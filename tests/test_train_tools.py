@@ -138,6 +138,9 @@ def test_sweep_over_two_devices_equals_one_device():
         assert r["shard_rows"] == [2], case  # 4 models: 2 on each device
         assert r["param_diff"] < 1e-5, case
         np.testing.assert_allclose(r["val_loss"], r["ref_val_loss"], rtol=1e-5, atol=1e-6)
+    for vec in ("vmap", "map"):
+        assert res[f"program-devices-{vec}"] == 2
+        assert res[f"collectives-{vec}"] == [], vec
     assert res["three_auto_devices"] == 1
     assert res["three_explicit_error"] == (
         "sweep: 3 models cannot be shared evenly by 2 devices; give a number of devices that "
