@@ -145,6 +145,12 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    if args.cpu_devices is not None:
+        import jax
+
+        if args.cpu_devices < 1:
+            raise SystemExit(f"nnkit sweep: --cpu-devices must be >= 1, got {args.cpu_devices}")
+        jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before any device use
     from nnkit.config import read_yaml
     from nnkit.run import parse_grid, sweep_run
 
@@ -152,6 +158,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     rows, d, method = sweep_run(read_yaml(args.config), grid, config_path=args.config,
                                 overrides=args.set, out=args.out)
     how = "one vmapped program" if method == "vmap" else "separate runs"
+    n_dev = json.loads((d / "sweep.json").read_text()).get("devices", 1)
+    if method == "vmap" and n_dev > 1:
+        how += f" on {n_dev} devices"
     print(f"{len(rows)} configurations ({how}); table: {d / 'sweep.csv'}")
     return 0
 
@@ -262,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
                     metavar="KEY=V1,V2,...", help="values of one key (repeatable: product)")
     _add_set(sw)
     sw.add_argument("--out", help="sweep directory (default runs/<stem>-sweep-<timestamp>)")
+    sw.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                    help="on a CPU, start JAX with N devices so that the models of a vmapped "
+                         "sweep are spread over N cores (small models use one core each; "
+                         "default: JAX's single CPU device)")
     sw.set_defaults(func=_cmd_sweep)
 
     dg = sub.add_parser("diagnose", help="check a config's model and data before training",

@@ -547,3 +547,28 @@ def test_diagnose_command_reports_and_writes_figures(tiny, tmp_path, monkeypatch
     np.testing.assert_allclose(rep["numbers"]["inputs"]["feature_std"], 1.0, rtol=1e-4)
     # the model's initial loss was computed on it: ln 2 is the uninformative reference
     assert rep["numbers"]["initial_loss"]["expected"] == pytest.approx(np.log(2), rel=1e-5)
+
+
+def test_sweep_over_cpu_devices(tiny, tmp_path):
+    """--cpu-devices starts JAX with that many CPU devices (a fresh interpreter: the count is
+    fixed when JAX starts) and the vmapped sweep spreads its models over them, with the same
+    results as on one device."""
+    def sweep_cli(out, *extra):
+        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",
+                                                                 "JAX_NUM_CPU_DEVICES")}
+        env["JAX_PLATFORMS"] = "cpu"
+        return subprocess.run(
+            [sys.executable, "-m", "nnkit", "sweep", str(tiny), "--grid",
+             "optimizer.lr=3e-3,1e-2,3e-2,1e-1", *NO_EXTRAS, "--set", "logging.plots=false",
+             "--out", str(out), *extra], env=env, capture_output=True, text=True, timeout=300)
+
+    two, one = sweep_cli(tmp_path / "two", "--cpu-devices", "2"), sweep_cli(tmp_path / "one")
+    assert two.returncode == 0 and one.returncode == 0, two.stderr[-3000:] + one.stderr[-3000:]
+    assert "4 configurations (one vmapped program on 2 devices)" in two.stdout
+    assert "4 configurations (one vmapped program)" in one.stdout
+    a, b = (json.loads((tmp_path / d / "sweep.json").read_text()) for d in ("two", "one"))
+    assert (a["devices"], b["devices"]) == (2, 1)
+    for ra, rb in zip(a["rows"], b["rows"], strict=True):
+        assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-5, abs=1e-6)
+    bad = sweep_cli(tmp_path / "bad", "--cpu-devices", "0")
+    assert bad.returncode != 0 and "--cpu-devices must be >= 1, got 0" in bad.stderr

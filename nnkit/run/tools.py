@@ -195,6 +195,7 @@ def sweep_run(
             prepare_named(c, config_path)
     sweep_dir = new_run_dir(config_path, out, base=base, suffix="-sweep")
     rows: list[dict[str, Any]] = []
+    devices = 1
     if method == "vmap":
         from nnkit.train import sweep
 
@@ -214,6 +215,7 @@ def sweep_run(
             seeds=[int(v) for v in lists["seeds"]] if lists["seeds"] else [c.seed],
             **opt_kwargs,
         )
+        devices = len(res.devices)
         names = {"learning_rate": "optimizer.lr", "weight_decay": "optimizer.weight_decay",
                  "seed": "seed"}
         for conf, hist in zip(res.configs, res.histories, strict=True):
@@ -244,7 +246,7 @@ def sweep_run(
     w.writerows(rows)
     (sweep_dir / "sweep.csv").write_text(buf.getvalue(), encoding="utf-8")
     (sweep_dir / "sweep.txt").write_text(table + "\n", encoding="utf-8")
-    write_json(sweep_dir / "sweep.json", {"method": method, "grid": grid,
+    write_json(sweep_dir / "sweep.json", {"method": method, "grid": grid, "devices": devices,
                                           "config": config_to_dict(base_cfg), "rows": rows})
     if print_fn is not None:
         print_fn(table)

@@ -37,11 +37,13 @@ class SweepResult(NamedTuple):
       configs: one dict per model: ``learning_rate``, ``weight_decay``, ``seed``.
       histories: one :func:`fit`-style history per model (``epoch``, ``train_loss``, ...).
       train_states: the models' :class:`TrainState` stacked on a leading axis.
+      devices: the devices the models were spread over (see :func:`sweep`'s ``devices``).
     """
 
     configs: list[dict[str, Any]]
     histories: list[dict[str, list[float]]]
     train_states: TrainState
+    devices: tuple[jax.Device, ...] = ()
 
     def best(self, monitor: str = "val_loss", mode: str = "min") -> int:
         """Index of the model with the best final ``monitor`` (NaN counts as worst)."""
@@ -130,7 +132,7 @@ def sweep(
             for k, v in zip(prog.names, row.tolist(), strict=True):
                 if k != "nonfinite_step":
                     h.setdefault(k, []).append(v)
-    return SweepResult(prog.configs, histories, stacked)
+    return SweepResult(prog.configs, histories, stacked, prog.devices)
 
 
 class SweepProgram(NamedTuple):
