@@ -33,12 +33,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 from benchmarks import handwritten, nnkit_entries, workloads
 from benchmarks.harness import Entry, Runner, per_step_runner
 from benchmarks.workloads import Workload
+from nnkit import parallel as par
 from nnkit.train.sweep import sweep_program
 
 __all__ = ["LEARNING_RATES", "build_nnkit_sweep", "build_jax_vmap", "make_sweep_entries",
@@ -122,8 +122,8 @@ def build_jax_vmap(
     put = jax.device_put
     if sharded:
         mesh = Mesh(np.array(jax.devices()), ("models",))
-        carry = jax.device_put(carry, NamedSharding(mesh, P("models")))
-        put = functools.partial(jax.device_put, device=NamedSharding(mesh, P()))
+        carry = jax.device_put(carry, par.data_sharding(mesh))
+        put = functools.partial(jax.device_put, device=par.replicated(mesh))
     if not scan:
         runner = per_step_runner(jax.jit(vstep, donate_argnums=(0,)), carry,
                                  *handwritten.device_batches(wl, *data))

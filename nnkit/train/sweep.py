@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 from nnkit import optim
+from nnkit import parallel as par
 from nnkit.core import Layer
 from nnkit.train.epoch import gather_rows, make_epoch_fns, make_val_evaluator
 from nnkit.train.gradients import resolve_loss, resolve_metrics
@@ -280,7 +280,7 @@ def sweep_program(
 
     if groups > 1 or not isinstance(devices, str):
         mesh = Mesh(np.array(devs), ("models",))
-        by_model, replicated = NamedSharding(mesh, P("models")), NamedSharding(mesh, P())
+        by_model, replicated = par.data_sharding(mesh), par.replicated(mesh)
         stacked = jax.device_put(stacked, by_model)
         run = jax.jit(epoch_all, donate_argnums=(0,), out_shardings=(by_model, by_model))
     else:
