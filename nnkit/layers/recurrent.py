@@ -29,9 +29,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nnkit import initializers as inits
 from nnkit.core import Layer, ShapeError, child_key, layer, normalize_shape
+from nnkit.layers.lstm_sequence import lstm_sequence
 
 __all__ = [
     "Cell",
@@ -64,6 +66,11 @@ class Cell(NamedTuple):
         step(prepare(params), carry, x)``: :func:`run_cell` calls ``prepare`` once, outside
         the time loop, and ``step`` at every time step (RNN and LSTM cells stack ``W_ih``
         over ``W_hh`` there, so each step is one matmul ``[x_t, h] W``). ``None``: ``apply``.
+      sequence: optional whole-sequence form ``sequence(prepared, xs, h0, c0, unroll,
+        outputs) -> (hs or h_T, c_T)`` (time-major ``xs (T, B, F)``, carry ``(B, H)``;
+        :func:`nnkit.layers.lstm_sequence.lstm_sequence`) with the same values
+        and derivatives as scanning ``step``, which :func:`run_cell` uses when it can (the
+        LSTM: :func:`nnkit.layers.lstm_sequence.lstm_sequence`, a faster backward pass).
     """
 
     init: Callable[[Array, int], dict]
@@ -73,6 +80,7 @@ class Cell(NamedTuple):
     hidden: int
     prepare: Callable[[dict], Any] | None = None
     step: Callable[[Any, Carry, Array], tuple[Carry, Array]] | None = None
+    sequence: Callable[..., tuple[Array, Array]] | None = None
 
 
 def _check_hidden(kind: str, hidden: Any) -> int:
@@ -190,7 +198,10 @@ def LSTMCell(
     def apply(params, carry, x):
         return step(_stack_weights(params), carry, x)
 
-    return Cell(init, initial_state, apply, "lstm", hidden, _stack_weights, step)
+    def sequence(stacked, xs, h0, c0, unroll, outputs=True):
+        return lstm_sequence(stacked["w"], stacked["b"], xs, h0, c0, unroll, outputs)
+
+    return Cell(init, initial_state, apply, "lstm", hidden, _stack_weights, step, sequence)
 
 
 def GRUCell(hidden: int, *, kernel_init="glorot_uniform", recurrent_init="orthogonal") -> Cell:
@@ -257,8 +268,9 @@ def run_cell(
       unroll: time steps per loop iteration (``lax.scan``'s ``unroll``); same results.
         Unrolling two steps halves the loop's per-iteration overhead but doubles the body
         the compiler sees. Measured on CPU (h128, T=64, batch 64, one training step): the
-        LSTM, one matmul per step, is fastest at 1 (2 was ~5% slower and compiles slower);
-        the GRU, two matmuls per step, ~10% faster at 2. The layers default to those.
+        LSTM, one matmul per step, is fastest at 1 (its backward loop, from
+        :mod:`nnkit.layers.lstm_sequence`, always runs two steps per iteration); the GRU,
+        two matmuls per step, ~10% faster at 2. The layers default to those.
 
     Returns:
       ``(final_carry, hs)`` with ``hs`` of shape ``(*batch, T, H)`` (or ``None``).
@@ -275,6 +287,11 @@ def run_cell(
         prepared, cell_step = cell.prepare(params), cell.step
     else:
         prepared, cell_step = params, cell.apply
+    if cell.sequence is not None and xs.shape[-2] > 0:
+        out = _run_sequence(cell, prepared, xs_t, initial_carry, reverse, unroll, outputs)
+        if out is not None:
+            carry, hs = out
+            return carry, (jnp.moveaxis(hs, 0, -2) if outputs else None)
 
     def step(carry, x_t):
         carry, h = cell_step(prepared, carry, x_t)
@@ -282,6 +299,31 @@ def run_cell(
 
     carry, hs = jax.lax.scan(step, initial_carry, xs_t, reverse=reverse, unroll=unroll)
     return carry, (jnp.moveaxis(hs, 0, -2) if outputs else None)
+
+
+def _run_sequence(cell: Cell, prepared: Any, xs_t: Array, carry: Carry, reverse: bool,
+                  unroll: int, outputs: bool) -> tuple[Carry, Array | None] | None:
+    """``cell.sequence`` over time-major ``xs_t (T, *batch, F)`` with the batch dims
+    flattened; ``None`` (the scan then runs, and reports any mismatch) unless the carry is
+    ``(h, c)``, each ``(*batch, H)``."""
+    batch = xs_t.shape[1:-1]
+    if not (isinstance(carry, tuple) and len(carry) == 2
+            and all(getattr(a, "shape", (None,))[:-1] == batch for a in carry)):
+        return None
+    n = int(np.prod(batch, dtype=np.int64))
+    flat = xs_t.reshape(xs_t.shape[0], n, xs_t.shape[-1])
+    h0, c0 = (a.reshape(n, a.shape[-1]) for a in carry)
+    if reverse:
+        flat = flat[::-1]
+    hs, c_last = cell.sequence(prepared, flat, h0, c0, unroll, outputs)
+    h_last = hs[-1] if outputs else hs
+    hidden = h_last.shape[-1]
+    final = (h_last.reshape(*batch, hidden), c_last.reshape(*batch, hidden))
+    if not outputs:
+        return final, None
+    if reverse:
+        hs = hs[::-1]
+    return final, hs.reshape(xs_t.shape[0], *batch, hidden)
 
 
 def _carry_shape(cell: Cell):
