@@ -61,9 +61,9 @@ def build_nnkit_sweep(
 ) -> Runner:
     """``nnkit-sweep8``: the compiled epoch of :func:`nnkit.sweep` for the 8 learning rates
     (seed 0 for all), from :func:`nnkit.train.sweep.sweep_program` -- the program ``sweep``
-    itself runs -- called once per epoch as ``sweep`` calls it: the next epoch (its data
-    order drawn on the host) queued before this epoch's logs are read, one transfer of the
-    logs per epoch."""
+    itself runs -- called once per epoch as ``sweep`` calls it: each epoch queued (its data
+    order drawn on the host) without waiting for the previous one, the logs of all epochs
+    read in one transfer at the end."""
     prog = sweep_program(nnkit_entries.model(wl), "adam", data, learning_rates=list(lrs),
                          batch_size=wl.batch, input_shape=wl.input_shape,
                          vectorize=vectorize, devices=devices)
@@ -71,14 +71,12 @@ def build_nnkit_sweep(
     box: dict[str, Any] = {"ts": prog.train_states, "epoch": 0, "logs": None}
 
     def run(n: int) -> None:
-        ts, e = box["ts"], box["epoch"]
-        out = prog.epoch(ts, np.int32(e), prog.order(e), x, y, None, None)
-        for i in range(n):
-            ts, logs = out
-            if i + 1 < n:
-                out = prog.epoch(ts, np.int32(e + 1), prog.order(e + 1), x, y, None, None)
-            box["logs"] = np.asarray(jax.device_get(logs))  # (models, keys), once per epoch
+        ts, e, pending = box["ts"], box["epoch"], []
+        for _ in range(n):
+            ts, logs = prog.epoch(ts, np.int32(e), prog.order(e), x, y, None, None)
+            pending.append(logs)
             e += 1
+        box["logs"] = np.asarray(jax.device_get(pending))[-1]  # (models, keys)
         jax.block_until_ready(ts)
         box["ts"], box["epoch"] = ts, e
 

@@ -86,7 +86,8 @@ def sweep(
     training set per model per epoch. Plus every model's params and optimizer state.
     Missing lists default to ``[optimizer_kwargs.get("learning_rate", 1e-3)]``, ``[0.0]``
     and ``[0]``. Non-finite epochs are rolled back per model (shown as NaN train losses);
-    other models go on. One host sync per epoch for the whole grid.
+    other models go on. No host sync until the end: every epoch's logs come back in one
+    transfer.
 
     ``vectorize``: how the models share the compiled epoch. ``"vmap"`` batches them into
     one wider computation (small models: on CPU 8 tiny MLPs train ~5x faster than one after
@@ -117,16 +118,16 @@ def sweep(
     x, y = prog.data
     xv, yv = prog.val_data
     histories: list[dict[str, list[float]]] = [{} for _ in prog.configs]
-    # Nothing stops a sweep early, so epoch e + 1 (its order drawn on the host while the
-    # device runs epoch e) is queued before epoch e's logs are read: the device never waits.
-    queued = [prog.epoch(stacked, np.int32(0), prog.order(0), x, y, xv, yv)] if epochs else []
+    # Nothing stops a sweep early and nothing is reported per epoch, so the host never waits
+    # for an epoch: it draws the next order and queues the next epoch while the devices
+    # run, and reads every epoch's logs in one transfer at the end. (A read per epoch cost
+    # ~90 us of host CPU each time, taken from the cores the models train on.)
+    pending = []
     for epoch in range(epochs):
-        stacked, logs = queued.pop()
-        if epoch + 1 < epochs:
-            queued.append(prog.epoch(stacked, np.int32(epoch + 1), prog.order(epoch + 1), x,
-                                     y, xv, yv))
-            stacked = queued[0][0]
-        table = np.asarray(jax.device_get(logs))  # (models, keys): one transfer per epoch
+        stacked, logs = prog.epoch(stacked, np.int32(epoch), prog.order(epoch), x, y, xv, yv)
+        pending.append(logs)
+    tables = np.asarray(jax.device_get(pending)) if pending else np.zeros((0, 0, 0))
+    for epoch, table in enumerate(tables):  # table: (models, keys)
         for h, row in zip(histories, table, strict=True):
             h.setdefault("epoch", []).append(epoch)
             for k, v in zip(prog.names, row.tolist(), strict=True):
