@@ -78,10 +78,11 @@ EXTRA_BY_WORKLOAD: dict[str, tuple[str, ...]] = {
 
 TARGET_ENTRIES: dict[str, tuple[str, ...]] = {
     "W1": ("jax", "nnkit-step", "nnkit-fit-step", "nnkit-epoch", "linen", "haiku", "torch-1t"),
-    "W2": ("jax", "nnkit-step", "nnkit-fit-step", "nnkit-epoch", "linen", "torch", "torch-1t"),
+    "W2": ("jax", "nnkit-step", "nnkit-fit-step", "nnkit-epoch", "linen", "torch",
+           "torch-fused", "torch-1t"),
     "W3": ("jax", "nnkit-step", "nnkit-epoch", "linen", "haiku"),
     "W5": ("jax", "nnkit-step", "nnkit-fit-step", "nnkit-epoch", "linen", "torch",
-           "torch-1t"),
+           "torch-fused", "torch-1t"),
 }
 """The focused re-measurement of the targets: the nnkit entries, the reference and the peers
 that come closest, with more windows."""
