@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.extend.core import jaxprs_in_params
 from jax.test_util import check_grads
 
-from nnkit.matmul import matmul
+from nnkit.matmul import SMALL_PRODUCT, matmul
 
 
 def _xw(x_shape, w_shape, dtype=jnp.float32):
@@ -84,3 +85,29 @@ def test_bad_shapes_name_both(w_shape):
     x, _ = _xw((5, 3), (3, 4))
     with pytest.raises(ValueError, match=re.escape(f"x (5, 3) and w {w_shape}")):
         matmul(x, jnp.ones(w_shape))
+
+
+def _barriers(f, *args):
+    """How many optimization barriers the compiled-to-be jaxpr of ``f`` holds (nested too)."""
+    def count(jaxpr):
+        n = 0
+        for eqn in jaxpr.eqns:
+            n += eqn.primitive.name == "optimization_barrier"
+            n += sum(count(sub) for sub in jaxprs_in_params(eqn.params))
+        return n
+    return count(jax.make_jaxpr(f)(*args).jaxpr)
+
+
+def test_x_transpose_laid_out_for_small_products_and_under_vmap_only():
+    def grad_w(w, x):
+        return jax.grad(lambda w: jnp.sum(matmul(x, w) ** 2))(w)
+
+    small_x, small_w = _xw((32, 16), (16, 16))  # 8k multiply-adds: laid out
+    big_x, big_w = _xw((128, 64), (64, 64))  # 512k > SMALL_PRODUCT: left to XLA
+    assert 32 * 16 * 16 <= SMALL_PRODUCT < 128 * 64 * 64
+    assert _barriers(grad_w, small_w, small_x) == 1
+    assert _barriers(grad_w, big_w, big_x) == 0
+    assert _barriers(jax.vmap(grad_w), jnp.stack([big_w, big_w]), jnp.stack([big_x, big_x])) == 1
+    # the same gradient either way
+    np.testing.assert_allclose(grad_w(big_w, big_x),
+                               jax.grad(lambda w: jnp.sum((big_x @ w) ** 2))(big_w), rtol=1e-5)
