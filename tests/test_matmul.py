@@ -11,7 +11,7 @@ import pytest
 from jax.extend.core import jaxprs_in_params
 from jax.test_util import check_grads
 
-from nnkit.matmul import SMALL_PRODUCT, matmul
+from nnkit.matmul import matmul
 
 
 def _xw(x_shape, w_shape, dtype=jnp.float32):
@@ -88,7 +88,7 @@ def test_bad_shapes_name_both(w_shape):
 
 
 def _barriers(f, *args):
-    """How many optimization barriers the compiled-to-be jaxpr of ``f`` holds (nested too)."""
+    """How many optimization barriers the jaxpr of ``f`` holds (nested ones too)."""
     def count(jaxpr):
         n = 0
         for eqn in jaxpr.eqns:
@@ -98,16 +98,15 @@ def _barriers(f, *args):
     return count(jax.make_jaxpr(f)(*args).jaxpr)
 
 
-def test_x_transpose_laid_out_for_small_products_and_under_vmap_only():
+def test_x_transpose_laid_out_under_vmap_only():
+    """The barrier only where it pays, under vmap. Without vmap XLA lays the transpose out
+    itself, and the step compiles faster without the barrier (~6% on the 2-16-16-2 MLP)."""
     def grad_w(w, x):
         return jax.grad(lambda w: jnp.sum(matmul(x, w) ** 2))(w)
 
-    small_x, small_w = _xw((32, 16), (16, 16))  # 8k multiply-adds: laid out
-    big_x, big_w = _xw((128, 64), (64, 64))  # 512k > SMALL_PRODUCT: left to XLA
-    assert 32 * 16 * 16 <= SMALL_PRODUCT < 128 * 64 * 64
-    assert _barriers(grad_w, small_w, small_x) == 1
-    assert _barriers(grad_w, big_w, big_x) == 0
-    assert _barriers(jax.vmap(grad_w), jnp.stack([big_w, big_w]), jnp.stack([big_x, big_x])) == 1
-    # the same gradient either way
-    np.testing.assert_allclose(grad_w(big_w, big_x),
-                               jax.grad(lambda w: jnp.sum((big_x @ w) ** 2))(big_w), rtol=1e-5)
+    x, w = _xw((32, 16), (16, 16))
+    assert _barriers(grad_w, w, x) == 0
+    assert _barriers(jax.vmap(grad_w), jnp.stack([w, -w]), jnp.stack([x, x])) == 1
+    assert _barriers(jax.vmap(grad_w, in_axes=(None, 0)), w, jnp.stack([x, x])) == 1
+    np.testing.assert_allclose(grad_w(w, x), jax.grad(lambda w: jnp.sum((x @ w) ** 2))(w),
+                               rtol=1e-5)

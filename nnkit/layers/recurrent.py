@@ -305,10 +305,11 @@ def _run_sequence(cell: Cell, prepared: Any, xs_t: Array, carry: Carry, reverse:
                   unroll: int, outputs: bool) -> tuple[Carry, Array | None] | None:
     """``cell.sequence`` over time-major ``xs_t (T, *batch, F)`` with the batch dims
     flattened; ``None`` (the scan then runs, and reports any mismatch) unless the carry is
-    ``(h, c)``, each ``(*batch, H)``."""
+    a tuple ``(h, c)`` of arrays, each ``(*batch, H)``."""
     batch = xs_t.shape[1:-1]
     if not (isinstance(carry, tuple) and len(carry) == 2
-            and all(getattr(a, "shape", (None,))[:-1] == batch for a in carry)):
+            and all(hasattr(a, "shape") and tuple(a.shape) == (*batch, cell.hidden)
+                    for a in carry)):
         return None
     n = int(np.prod(batch, dtype=np.int64))
     flat = xs_t.reshape(xs_t.shape[0], n, xs_t.shape[-1])
