@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 import yaml
+from _fresh_interpreter import cpu_env
 
 import nnkit
 from nnkit import checkpoint as C
@@ -554,9 +555,7 @@ def test_sweep_over_cpu_devices(tiny, tmp_path):
     fixed when JAX starts) and the vmapped sweep spreads its models over them, with the same
     results as on one device."""
     def sweep_cli(out, *extra):
-        env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",
-                                                                 "JAX_NUM_CPU_DEVICES")}
-        env["JAX_PLATFORMS"] = "cpu"
+        env = cpu_env()
         return subprocess.run(
             [sys.executable, "-m", "nnkit", "sweep", str(tiny), "--grid",
              "optimizer.lr=3e-3,1e-2,3e-2,1e-1", *NO_EXTRAS, "--set", "logging.plots=false",

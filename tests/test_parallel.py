@@ -8,7 +8,6 @@ device, so a sharding bug shows up as a different loss or different params.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -29,22 +28,9 @@ HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_multiprocess_worker.py"
 sys.path.insert(0, str(HERE))
 import _multiprocess_worker as worker  # noqa: E402
+from _fresh_interpreter import cpu_env, result  # noqa: E402
 
 TIMEOUT_S = 120
-
-
-def _env(n_devices: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NNKIT_", "SLURM_"))}
-    env.pop("JAX_COORDINATOR_ADDRESS", None)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    return env
-
-
-def _result(out: str, err: str, rc: int) -> dict:
-    lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
-    assert rc == 0 and lines, f"worker failed (rc={rc}):\n{out[-2000:]}\n{err[-4000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
 
 
 # ----------------------------------------------------------------------------- 8 devices
@@ -53,10 +39,10 @@ def _result(out: str, err: str, rc: int) -> dict:
 @pytest.fixture(scope="module")
 def eight():
     p = subprocess.run(
-        [sys.executable, str(WORKER), "devices"], env=_env(8), capture_output=True, text=True,
+        [sys.executable, str(WORKER), "devices"], env=cpu_env(8), capture_output=True, text=True,
         timeout=TIMEOUT_S, cwd=HERE.parent,
     )
-    return _result(p.stdout, p.stderr, p.returncode)
+    return result(p.stdout, p.stderr, p.returncode)
 
 
 @pytest.mark.slow
@@ -163,7 +149,7 @@ def test_two_processes_on_localhost_train_identically():
         procs = [
             subprocess.Popen(
                 [sys.executable, str(WORKER), "process", str(i), str(port), d],
-                env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env=cpu_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                 cwd=HERE.parent,
             )
             for i in range(2)
@@ -172,7 +158,7 @@ def test_two_processes_on_localhost_train_identically():
         try:
             for p in procs:
                 out, err = p.communicate(timeout=TIMEOUT_S)
-                results.append(_result(out, err, p.returncode))
+                results.append(result(out, err, p.returncode))
         finally:
             for p in procs:
                 if p.poll() is None:
@@ -234,10 +220,10 @@ def _same_run(got: dict, ref: dict) -> None:
 @pytest.fixture(scope="module")
 def fit8():
     p = subprocess.run(
-        [sys.executable, str(FIT_WORKER), "devices"], env=_env(8), capture_output=True,
+        [sys.executable, str(FIT_WORKER), "devices"], env=cpu_env(8), capture_output=True,
         text=True, timeout=TIMEOUT_S, cwd=HERE.parent,
     )
-    return _result(p.stdout, p.stderr, p.returncode)
+    return result(p.stdout, p.stderr, p.returncode)
 
 
 @pytest.mark.slow
@@ -264,7 +250,7 @@ def test_fit_with_data_parallel_two_processes():
     port = _free_port()
     procs = [
         subprocess.Popen(
-            [sys.executable, str(FIT_WORKER), "process", str(i), str(port)], env=_env(2),
+            [sys.executable, str(FIT_WORKER), "process", str(i), str(port)], env=cpu_env(2),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE.parent,
         )
         for i in range(2)
@@ -273,7 +259,7 @@ def test_fit_with_data_parallel_two_processes():
     try:
         for p in procs:
             out, err = p.communicate(timeout=TIMEOUT_S)
-            results.append(_result(out, err, p.returncode))
+            results.append(result(out, err, p.returncode))
     finally:
         for p in procs:
             if p.poll() is None:

@@ -1,7 +1,5 @@
 """lr_find, overfit_batch and sweep."""
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +9,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from _fresh_interpreter import cpu_env, result
 
 import nnkit
 from nnkit import optim
@@ -123,14 +122,10 @@ def test_sweep_map_and_vmap_agree(seeds):
 def test_sweep_over_two_devices_equals_one_device():
     """Models spread over 2 CPU devices (a fresh interpreter: the device count is fixed when
     JAX starts) train exactly as on one device, each device holding its share."""
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS",)}
-    env.update(JAX_NUM_CPU_DEVICES="2", JAX_PLATFORMS="cpu")
     p = subprocess.run([sys.executable, str(Path(__file__).with_name("_sweep_devices_worker.py"))],
-                       env=env, capture_output=True, text=True, timeout=300,
+                       env=cpu_env(2), capture_output=True, text=True, timeout=300,
                        cwd=Path(__file__).resolve().parents[1])
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert p.returncode == 0 and lines, f"worker failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}"
-    res = json.loads(lines[-1][len("RESULT "):])
+    res = result(p.stdout, p.stderr, p.returncode)
     assert res["device_count"] == 2
     for case in ("vmap-1", "map-1", "vmap-2", "map-2"):
         r = res[case]
