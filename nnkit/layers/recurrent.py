@@ -67,10 +67,10 @@ class Cell(NamedTuple):
         the time loop, and ``step`` at every time step (RNN and LSTM cells stack ``W_ih``
         over ``W_hh`` there, so each step is one matmul ``[x_t, h] W``). ``None``: ``apply``.
       sequence: optional whole-sequence form ``sequence(prepared, xs, h0, c0, unroll,
-        outputs) -> (hs or h_T, c_T)`` (time-major ``xs (T, B, F)``, carry ``(B, H)``;
-        :func:`nnkit.layers.lstm_sequence.lstm_sequence`) with the same values
-        and derivatives as scanning ``step``, which :func:`run_cell` uses when it can (the
-        LSTM: :func:`nnkit.layers.lstm_sequence.lstm_sequence`, a faster backward pass).
+        outputs) -> (hs or h_T, c_T)`` (time-major ``xs (T, B, F)``, carry ``(B, H)``) with
+        the same values and derivatives as scanning ``step``, which :func:`run_cell` uses
+        when it can (the LSTM's is :func:`nnkit.layers.lstm_sequence.lstm_sequence`, for a
+        faster backward pass).
     """
 
     init: Callable[[Array, int], dict]
