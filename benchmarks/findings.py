@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from benchmarks.floors import LSTM_MATMULS, LSTM_NNKIT, LSTM_PROBE, SWEEP_PROBE
 from benchmarks.report import fmt_ratio, ratio_of, sweep_time_ratio
 
 __all__ = ["build"]
@@ -28,6 +29,31 @@ def _have(entries: dict[str, dict], *keys: str) -> bool:
 
 def _r(entries: dict[str, dict], a: str, b: str) -> str:
     return fmt_ratio(_med(entries, a) / _med(entries, b))
+
+
+def _sweep_floor(res: dict[str, Any]) -> str:
+    """The sentence on W4's floor: from this run's probe if measured, else the figure
+    measured apart."""
+    ent = res.get("probes", {}).get(SWEEP_PROBE, {}).get("entries", {})
+
+    def time_of(key: str) -> float:
+        m = ent.get(key) or {}
+        return m.get("models", 1) / _med(ent, key)
+
+    if not _have(ent, "vmap-scan-1", "vmap-scan-4"):
+        return ("Hand-written (vmap + scan, measured apart from this run), four models on "
+                "one core take ~2.2x one model's time (15 us against 7 us per step), the "
+                "floor for this layout.")
+    base = time_of("vmap-scan-1")
+    txt = (f"The floor, measured in this run (probes): hand-written vmap + scan, four models "
+           f"on one device take {fmt_ratio(time_of('vmap-scan-4') / base)}x one model's time "
+           f"({time_of('vmap-scan-4') * 1e6:.1f} us against {base * 1e6:.1f} us per step)")
+    if _have(ent, "packed-4"):
+        txt += (f"; packed into one network with block-diagonal weights (one dense matmul "
+                f"per layer, as many library calls as one model) they take "
+                f"{fmt_ratio(time_of('packed-4') / base)}x, so fewer, larger calls do not "
+                f"lower this floor")
+    return txt + "."
 
 
 def build(res: dict[str, Any]) -> list[str]:
@@ -178,6 +204,20 @@ def build(res: dict[str, Any]) -> list[str]:
             txt += (f"; Flax Linen (`nn.RNN(OptimizedLSTMCell)`) "
                     f"{fmt_ratio(ratio_of(w5, 'linen'))}x, PyTorch `nn.LSTM` "
                     f"{fmt_ratio(ratio_of(w5, 'torch'))}x")
+        lf = res.get("probes", {}).get(LSTM_PROBE, {})
+        rows, threads = lf.get("rows", {}), lf.get("threads", 1)
+        torch_all = rows.get(f"PyTorch nn.LSTM, forward + backward, {threads} threads")
+        if rows.get(LSTM_MATMULS) and torch_all:
+            one = rows.get("PyTorch nn.LSTM, forward + backward, 1 thread")
+            txt += (f". The floor, measured in this run (probes): per time step of one forward "
+                    f"+ backward pass, XLA spends {rows[LSTM_MATMULS]:.0f} us on the LSTM's "
+                    f"matmuls alone, with no gate arithmetic, while PyTorch's whole `nn.LSTM` "
+                    f"takes {torch_all:.0f} us on {threads} threads"
+                    + (f" ({one:.0f} us on one)" if one else "")
+                    + (f"; nnkit's `lstm_sequence` takes {rows[LSTM_NNKIT]:.0f} us"
+                       if rows.get(LSTM_NNKIT) else "")
+                    + ". Matching PyTorch here needs faster matmuls inside XLA:CPU's loops, "
+                    "not less work around them")
         txt += (". nnkit's LSTM stacks `W_ih` over `W_hh` once, outside the time loop, so "
                 "each step is one matmul `[x_t, h] W` instead of two and an add, and a "
                 "last-step layer does not collect the per-step outputs. Its backward pass "
@@ -240,12 +280,11 @@ def build(res: dict[str, Any]) -> list[str]:
                         f"process's devices (this run: {ndev} JAX CPU devices, one per core), "
                         f"{8 // max(ndev, 1)} per device. Eight tiny models still do not "
                         "fit in the time of two: "
-                        "vmap turns each matmul into a batched matmul of 16x16 products, "
-                        "which XLA:CPU runs as small library calls with a fixed cost per "
-                        "product, and the Adam update touches eight times the state. "
-                        "Hand-written (vmap + scan, measured apart from this run), four models "
-                        "on one core take ~2.2x one model's time (15 us against 7 us per "
-                        "step), the floor for this layout. `Dense`'s weight gradient goes through "
+                        "each added model brings its own 16x16 products, activations and "
+                        "Adam state, and products this small run far below the machine's "
+                        "matmul peak. "
+                        + _sweep_floor(res) +
+                        " `Dense`'s weight gradient goes through "
                         "`nnkit.matmul`, so that its batched form is a plain matmul (the "
                         "generic batched dot XLA:CPU ran before was ~3x slower); the sweep "
                         "gathers the batches once for all models when they share a seed, "

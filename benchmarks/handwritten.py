@@ -26,7 +26,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from benchmarks.harness import Runner, Skip, per_step_runner
+from benchmarks.harness import Runner, Skip, per_step_runner, scanned_runner
 from benchmarks.workloads import LR, Workload
 
 __all__ = ["init_params", "forward", "forward_lstm_hoisted", "loss_fn", "make_step",
@@ -201,17 +201,7 @@ def build_scan_entry(
     x, y = data
     xs = jax.device_put(x.reshape(k, b, *x.shape[1:]))
     ys = jax.device_put(y.reshape(k, b))
-    run_k = make_scan(wl, opt, fwd)
-    box: dict[str, Any] = {"carry": (params, opt.init(params)), "loss": None}
-
-    def run(n: int) -> None:
-        c, losses = box["carry"], None
-        for _ in range(n):
-            c, losses = run_k(c, xs, ys)
-        jax.block_until_ready((c, losses))
-        box["carry"], box["loss"] = c, losses
-
-    return Runner(run, k, loss=lambda: box["loss"][-1], cache_size=run_k._cache_size)
+    return scanned_runner(make_scan(wl, opt, fwd), (params, opt.init(params)), xs, ys)
 
 
 def build_functional_entry(

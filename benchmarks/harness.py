@@ -333,6 +333,26 @@ def per_step_runner(
     return Runner(run, 1, loss=lambda: box["loss"], cache_size=cache)
 
 
+def scanned_runner(
+    run_k: Callable[[Any, Any, Any], tuple[Any, Any]], carry: Any, xs: Any, ys: Any, *,
+    models: int = 1,
+) -> Runner:
+    """Calls of a jitted ``run_k(carry, xs, ys) -> (carry, losses)`` that scans ``len(xs)``
+    steps (the carry donated), one call per unit; ``loss()`` is the mean of the last step's
+    losses (over the models, if ``losses`` is ``(K, models)``)."""
+    box: dict[str, Any] = {"carry": carry, "loss": None}
+
+    def run(n: int) -> None:
+        c, losses = box["carry"], None
+        for _ in range(n):
+            c, losses = run_k(c, xs, ys)
+        jax.block_until_ready((c, losses))
+        box["carry"], box["loss"] = c, losses
+
+    return Runner(run, len(xs), loss=lambda: float(jnp.mean(box["loss"][-1])),
+                  cache_size=getattr(run_k, "_cache_size", None), models=models)
+
+
 # ----------------------------------------------------------------------------- peak
 
 

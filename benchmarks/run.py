@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         os.cpu_count() or 1)
     jax.config.update("jax_num_cpu_devices", cpu_devices)  # before any device is used
 
-    from benchmarks import compile_times, conv_probe, loader, probes, sweeps
+    from benchmarks import compile_times, conv_probe, floors, loader, probes, sweeps
 
     t_start = time.perf_counter()
     command = "python -m benchmarks.run" + ("" if argv is None and len(sys.argv) <= 1 else
@@ -254,6 +254,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          f"| {us:.0f} |")
         res["probes"]["Per-call overhead of the W3 step, extras added one at a time"] = {
             "lines": lines, "entries": ent}
+        settle("probe: W4's floor")
+        ms = harness.measure(floors.sweep_floor_entries(wl3, workloads.synthetic(wl3)), wl3,
+                             **timing)
+        ent = _dump(ms)
+        res["probes"][floors.SWEEP_PROBE] = {"lines": floors.sweep_floor_lines(ent),
+                                             "entries": ent}
+        settle("probe: W5's floor")
+        res["probes"][floors.LSTM_PROBE] = floors.lstm_floor_probe(workloads.get("W5"))
 
     if "peak" in res:  # measured again at the end: the best of both (load only slows it)
         again = harness.peak_matmul_flops()

@@ -36,7 +36,7 @@ from jax import lax
 from jax.sharding import Mesh
 
 from benchmarks import handwritten, nnkit_entries, workloads
-from benchmarks.harness import Entry, Runner, per_step_runner
+from benchmarks.harness import Entry, Runner, per_step_runner, scanned_runner
 from benchmarks.workloads import Workload
 from nnkit import parallel as par
 from nnkit.train.sweep import sweep_program
@@ -133,17 +133,7 @@ def build_jax_vmap(
     ys = put(y.reshape(k, b))
     run_k = jax.jit(lambda c, xs, ys: lax.scan(lambda c, bt: vstep(c, *bt), c, (xs, ys)),
                     donate_argnums=(0,))
-    box: dict[str, Any] = {"carry": carry, "loss": None}
-
-    def run(n: int) -> None:
-        c, losses = box["carry"], None
-        for _ in range(n):
-            c, losses = run_k(c, xs, ys)
-        jax.block_until_ready((c, losses))
-        box["carry"], box["loss"] = c, losses
-
-    return Runner(run, k, loss=lambda: float(jnp.mean(box["loss"][-1])),
-                  cache_size=run_k._cache_size, models=len(lrs))
+    return scanned_runner(run_k, carry, xs, ys, models=len(lrs))
 
 
 SWEEP_ENTRIES: dict[str, tuple[str, Any]] = {

@@ -23,6 +23,8 @@ if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder, not an inst
 from benchmarks import (  # noqa: E402
     conv_probe,
     entries,
+    findings,
+    floors,
     handwritten,
     harness,
     probes,
@@ -184,3 +186,55 @@ def test_packed_permutation_is_a_uniform_permutation():
     perms = np.asarray(jax.vmap(lambda k: probes.packed_permutation(k, 4))(keys))
     counts = np.bincount(np.argmax(perms == 0, axis=1), minlength=4)
     assert np.all(np.abs(counts - 500) < 100), counts
+
+
+def test_block_diagonal_packing_equals_models_one_at_a_time():
+    w = jnp.arange(2 * 3 * 4, dtype=jnp.float32).reshape(2, 3, 4)
+    bd = floors._block_diagonal(w)
+    assert bd.shape == (6, 8)
+    np.testing.assert_array_equal(bd[:3, :4], w[0])
+    np.testing.assert_array_equal(bd[3:, 4:], w[1])
+    assert not bd[:3, 4:].any() and not bd[3:, :4].any()
+    m = 3
+    params = jax.vmap(lambda k: handwritten.init_params(W3, k))(jax.random.split(
+        jax.random.key(1), m))
+    x = jax.random.normal(jax.random.key(2), (5, 2))
+    y = jnp.array([0, 1, 1, 0, 1])
+    want = jax.vmap(lambda p: handwritten.forward(W3, p, x))(params)  # (m, B, classes)
+    got = floors._packed_logits(params, x)  # (B, m, classes)
+    np.testing.assert_allclose(got, jnp.moveaxis(want, 0, 1), rtol=1e-5, atol=1e-6)
+
+    def packed_loss(p):  # the sum of each model's mean loss, as the packed runner trains
+        logits = floors._packed_logits(p, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y[:, None]).mean(0).sum()
+
+    g_packed = jax.grad(packed_loss)(params)
+    g_each = jax.vmap(jax.grad(lambda p: handwritten.loss_fn(W3, p, x, y)))(params)
+    for a, b in zip(jax.tree.leaves(g_packed), jax.tree.leaves(g_each), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_sweep_floor_lines_and_finding_hand_computed():
+    ent = {"vmap-scan-1": {"label": "one", "median": 100_000.0, "models": 1},
+           "vmap-scan-4": {"label": "four", "median": 200_000.0, "models": 4},
+           "packed-4": {"label": "packed", "median": 160_000.0, "models": 4},
+           "packed-8": {"label": "skipped", "skipped": "no", "models": 8}}
+    lines = floors.sweep_floor_lines(ent)
+    # 1 model at 100k steps/s: 10 us; 4 models at 200k model-steps/s: 20 us; packed: 25 us
+    assert "| one (`vmap-scan-1`) | 1 | 10.0 | 1.00x |" in lines
+    assert "| four (`vmap-scan-4`) | 4 | 20.0 | 2.00x |" in lines
+    assert "| packed (`packed-4`) | 4 | 25.0 | 2.50x |" in lines
+    assert not any("skipped" in line for line in lines)
+    text = findings._sweep_floor({"probes": {floors.SWEEP_PROBE: {"entries": ent}}})
+    assert "take 2.00x one model's time (20.0 us against 10.0 us per step)" in text
+    assert "they take 2.50x" in text
+    assert "measured apart" in findings._sweep_floor({})
+
+
+def test_lstm_floor_probe_runs_on_a_tiny_lstm():
+    import dataclasses
+    wl = dataclasses.replace(workloads.get("W5"), batch=2, input_shape=(3, 2), hidden=(4,))
+    out = floors.lstm_floor_probe(wl, reps=1, block_s=0.001)
+    for key in (floors.LSTM_NNKIT, floors.LSTM_MATMULS):
+        assert out["rows"][key] > 0 and math.isfinite(out["rows"][key])
+    assert len(out["lines"]) == 2 + len(out["rows"])
