@@ -319,3 +319,34 @@ def test_fit_trains_a_multi_task_loss_and_logs_each_part():
     assert h["train_loss"][-1] < h["train_loss"][0]
     with pytest.raises(ValueError, match="sequence of 3 but there are 2 tasks"):
         mt((pred[0], pred[1], pred[1]), targets)
+
+
+def _gather_shapes(jaxpr) -> list[tuple[int, ...]]:
+    """Output shapes of every gather in ``jaxpr`` and the jaxprs nested in it."""
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "gather":
+            out.append(tuple(eqn.outvars[0].aval.shape))
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, (tuple, list)) else (v,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's jaxpr, or a Jaxpr
+                if hasattr(inner, "eqns"):
+                    out += _gather_shapes(inner)
+    return out
+
+
+def test_scanned_epoch_gathers_each_batch_inside_the_loop():
+    """The epoch gathers each step's rows in the loop: it never builds a (num_batches,
+    batch, ...) copy of the data before the first step."""
+    from nnkit.train.epoch import make_epoch_fns
+
+    opt = optim.make("sgd", 0.1)
+    step = nnkit.make_train_step(mlp(), "cross_entropy", opt, jit=False)
+    fns = make_epoch_fns(step, n=N, batch_size=16)
+    ts = create_train_state(mlp(), (D,), opt, 0)
+    idx = jnp.asarray(epoch_order(ts.key, 0, N, 16))
+    x, y = map(jnp.asarray, TRAIN)
+    jaxpr = jax.make_jaxpr(lambda ts, idx: fns.epoch(ts, 0, idx, x, y, None, None))(ts, idx)
+    shapes = _gather_shapes(jaxpr.jaxpr)
+    assert (16, D) in shapes and (16,) in shapes  # one batch of x and of y per step
+    assert not [s for s in shapes if s[:2] == (N // 16, 16)], shapes
