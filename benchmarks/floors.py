@@ -111,22 +111,22 @@ def _build_packed(wl: Workload, data: tuple[np.ndarray, np.ndarray], m: int) -> 
 def sweep_floor_entries(wl: Workload, data: tuple[np.ndarray, np.ndarray]) -> list[Entry]:
     """Entries ``vmap-scan-<m>`` and ``packed-<m>`` on the first device (rates count
     model-steps, as W4's do)."""
-    one = jax.devices()[:1]
+    first = jax.devices()[0]
     out = []
     for m in SWEEP_FLOOR_MODELS:
         label = f"hand-written vmap + scan, {m} model" + ("s" if m > 1 else "")
         out.append(Entry(f"vmap-scan-{m}", label,
-                         lambda w, m=m: _on(one, lambda: sweeps.build_jax_vmap(
+                         lambda w, m=m: _on(first, lambda: sweeps.build_jax_vmap(
                              w, data, _rates(m), scan=True))))
     for m in PACKED_MODELS:
         out.append(Entry(f"packed-{m}", f"hand-written, {m} models packed block-diagonal",
-                         lambda w, m=m: _on(one, lambda: _build_packed(w, data, m))))
+                         lambda w, m=m: _on(first, lambda: _build_packed(w, data, m))))
     return out
 
 
-def _on(devices: list, build: Callable[[], Runner]) -> Runner:
-    """``build()`` with its arrays placed on ``devices[0]`` (the default device)."""
-    with jax.default_device(devices[0]):
+def _on(device: Any, build: Callable[[], Runner]) -> Runner:
+    """``build()`` with ``device`` as the default device (where its arrays are placed)."""
+    with jax.default_device(device):
         return build()
 
 
@@ -188,10 +188,8 @@ def lstm_floor_probe(wl: Workload, reps: int = 5, block_s: float = 0.3) -> dict[
 
     matmuls_jit = jax.jit(matmuls)
     fns: dict[str, Callable[[], Any]] = {
-        LSTM_NNKIT: lambda: jax.block_until_ready(
-            nnkit_grad(w, bias)),
-        LSTM_MATMULS: lambda: (
-            jax.block_until_ready(matmuls_jit(w, w_hh_t, xs))),
+        LSTM_NNKIT: lambda: jax.block_until_ready(nnkit_grad(w, bias)),
+        LSTM_MATMULS: lambda: jax.block_until_ready(matmuls_jit(w, w_hh_t, xs)),
     }
     try:
         torch = require("torch")

@@ -229,6 +229,12 @@ def test_sweep_floor_lines_and_finding_hand_computed():
     assert "take 2.00x one model's time (20.0 us against 10.0 us per step)" in text
     assert "they take 2.50x" in text
     assert "measured apart" in findings._sweep_floor({})
+    # the floor: 4 * 100k / 200k = 2.00x; a sweep under it is not blamed on host work
+    res = {"probes": {floors.SWEEP_PROBE: {"entries": ent}}}
+    assert findings._floor_ratio(res) == pytest.approx(2.0)
+    assert "already under the hand-written 2.00x" in findings._over_floor(res, 1.9)
+    assert "host work" in findings._over_floor(res, 2.1)
+    assert "host work" in findings._over_floor({}, 1.9)  # no probe: the figures measured apart
 
 
 def test_lstm_floor_probe_runs_on_a_tiny_lstm():
