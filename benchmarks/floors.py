@@ -31,6 +31,7 @@ from jax import lax
 
 from benchmarks import handwritten, sweeps
 from benchmarks.harness import Entry, Runner, Skip, require, scanned_runner, timed
+from benchmarks.peers_torch import torch_device
 from benchmarks.workloads import Workload
 from nnkit.layers.lstm_sequence import lstm_sequence
 
@@ -193,6 +194,7 @@ def lstm_floor_probe(wl: Workload, reps: int = 5, block_s: float = 0.3) -> dict[
     }
     try:
         torch = require("torch")
+        torch_device(torch, cpu_only=True)  # a CPU floor: no PyTorch rows off the CPU
         torch.manual_seed(0)
         lstm = torch.nn.LSTM(f, h)
         tx = torch.from_numpy(np.array(xs))

@@ -1,5 +1,7 @@
-"""PyTorch entries (CPU, eager): ``torch.optim.Adam`` with the default implementation and
-with ``fused=True``. Raises :class:`benchmarks.harness.Skip` without PyTorch.
+"""PyTorch entries (eager): ``torch.optim.Adam`` with the default implementation and with
+``fused=True``. Raises :class:`benchmarks.harness.Skip` without PyTorch. They run where JAX
+runs: on the CPU, or on CUDA when JAX is on a GPU and PyTorch sees one (else skipped, see
+:func:`torch_device`); ``torch-1t`` is CPU-only.
 
 Images are NCHW (PyTorch's native layout). ``torch`` and ``torch-fused`` use all cores
 (``torch.set_num_threads(os.cpu_count())``, PyTorch's default); ``torch-1t`` runs fused Adam on
@@ -17,7 +19,7 @@ import numpy as np
 from benchmarks.harness import Runner, Skip, require
 from benchmarks.workloads import LR, Workload
 
-__all__ = ["build_torch", "build_torch_fused", "build_torch_1thread"]
+__all__ = ["torch_device", "build_torch", "build_torch_fused", "build_torch_1thread"]
 
 
 def _model(wl: Workload, torch: Any) -> Any:
@@ -54,14 +56,32 @@ def _model(wl: Workload, torch: Any) -> Any:
     raise Skip(f"no PyTorch model for workload kind {wl.kind!r}")
 
 
+def torch_device(torch: Any, *, cpu_only: bool = False) -> str:
+    """Where a PyTorch entry runs: ``"cpu"`` when JAX runs on the CPU, ``"cuda"`` when JAX
+    runs on a GPU and PyTorch sees one. Raises :class:`Skip` otherwise (a PyTorch on the
+    CPU against JAX on an accelerator would not be a peer), and for ``cpu_only`` entries
+    (one CPU thread) when JAX is not on the CPU."""
+    import jax
+
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return "cpu"
+    if cpu_only:
+        raise Skip(f"a CPU-only entry; JAX runs on {backend}")
+    if backend == "gpu" and torch.cuda.is_available():
+        return "cuda"
+    raise Skip(f"PyTorch has no {backend} here; its CPU build is no peer for JAX on {backend}")
+
+
 def _build(
     wl: Workload, data: tuple[np.ndarray, np.ndarray], fused: bool, threads: int | None = None
 ) -> Runner:
     torch = require("torch")
+    device = torch_device(torch, cpu_only=threads is not None)
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = _model(wl, torch)
+    model = _model(wl, torch).to(device)
     try:
         opt = torch.optim.Adam(model.parameters(), lr=LR, fused=True if fused else None)
     except (RuntimeError, TypeError) as e:
@@ -70,8 +90,9 @@ def _build(
     if wl.kind == "lenet":
         x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     b, k = wl.batch, wl.steps_per_epoch
-    xs = [torch.from_numpy(x[i * b:(i + 1) * b].copy()) for i in range(k)]
-    ys = [torch.from_numpy(y[i * b:(i + 1) * b].astype(np.int64)) for i in range(k)]
+    xs = [torch.from_numpy(x[i * b:(i + 1) * b].copy()).to(device) for i in range(k)]
+    ys = [torch.from_numpy(y[i * b:(i + 1) * b].astype(np.int64)).to(device)
+          for i in range(k)]
     loss_fn = torch.nn.functional.cross_entropy
     box: dict[str, Any] = {"loss": None}
 
@@ -83,6 +104,8 @@ def _build(
             loss = loss_fn(model(xs[i % k]), ys[i % k])
             loss.backward()
             opt.step()
+        if device == "cuda":  # the work is queued: wait for it, as block_until_ready does
+            torch.cuda.synchronize()
         box["loss"] = loss.detach()
 
     return Runner(run, 1, loss=lambda: float(box["loss"]))

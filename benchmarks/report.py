@@ -206,6 +206,13 @@ def render(res: dict[str, Any], labels: dict[str, str], findings: list[str]) -> 
             f"move from run to run (ratios much less). The \"best-window ratio\" (fastest "
             f"window over the reference's fastest) is the estimate least affected by load.",
             ""]
+    if meta.get("backend", "cpu") != "cpu":
+        out += [f"Matmul precision of float32 inputs: JAX `{meta.get('matmul_precision')}`. "
+                f"JAX's default computes them in TF32 on recent NVIDIA GPUs, PyTorch's does "
+                f"not: to compare like with like, run with "
+                f"`JAX_DEFAULT_MATMUL_PRECISION=float32` (or set PyTorch's "
+                f"`torch.set_float32_matmul_precision('high')`). PyTorch entries run on CUDA "
+                f"here, or are skipped if PyTorch sees no GPU; `torch-1t` is CPU-only.", ""]
     peak = res.get("peak", {})
     if peak:
         out += [f"float32 matmul peak (`jnp.dot` {peak['n']}^3, best of 5 calls at the start "

@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": command.strip(), "machine": _machine(), "versions": _versions(),
         "windows": windows, "window_s": window_s, "retries": retries,
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "devices": len(jax.devices()),
+        "backend": jax.default_backend(),
+        "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
     }}
 
     def settle(name: str) -> None:

@@ -27,6 +27,7 @@ from benchmarks import (  # noqa: E402
     floors,
     handwritten,
     harness,
+    peers_torch,
     probes,
     report,
     run,
@@ -70,6 +71,28 @@ def test_peers_are_skipped_when_not_installed(monkeypatch):
         "title": W3.title, "flops_per_step": 1.0,
         "entries": {k: m.as_dict() for k, m in res.items()}}}}, {}, [])
     assert "skipped: flax.nnx not installed" in text
+
+
+def test_torch_peers_run_where_jax_runs(monkeypatch):
+    class FakeTorch:
+        class cuda:
+            available = False
+
+            @classmethod
+            def is_available(cls):
+                return cls.available
+
+    assert peers_torch.torch_device(FakeTorch) == "cpu"  # this machine: JAX on the CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with pytest.raises(harness.Skip, match="no peer for JAX on gpu"):
+        peers_torch.torch_device(FakeTorch)
+    FakeTorch.cuda.available = True
+    assert peers_torch.torch_device(FakeTorch) == "cuda"
+    with pytest.raises(harness.Skip, match="CPU-only"):
+        peers_torch.torch_device(FakeTorch, cpu_only=True)
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    with pytest.raises(harness.Skip, match="no tpu here"):
+        peers_torch.torch_device(FakeTorch)
 
 
 def test_unknown_entry_and_section_are_rejected():
@@ -139,6 +162,10 @@ def test_report_ratios_and_targets_hand_computed():
     text = report.render(res, {}, ["- a finding"])
     assert "| W1 w1 | 100 /s (1.00) | n/a | 0.92 | 1.01 |" in text
     assert "- a finding" in text
+    assert "Matmul precision" not in text  # a CPU run: nothing to say about TF32
+    gpu = report.render({**res, "meta": {**_meta(), "backend": "gpu",
+                                         "matmul_precision": "default"}}, {}, [])
+    assert "Matmul precision of float32 inputs: JAX `default`" in gpu
     # W1 detail table: 4e8 FLOP/step * 100 steps/s = 40 GFLOP/s
     assert "| 40.0 |" in text
 
