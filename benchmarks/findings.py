@@ -9,7 +9,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from benchmarks.floors import LSTM_MATMULS, LSTM_NNKIT, LSTM_PROBE, SWEEP_PROBE
+from benchmarks.floors import (
+    LSTM_MATMULS,
+    LSTM_NNKIT,
+    LSTM_PROBE,
+    SWEEP_PROBE,
+    step_seconds,
+)
 from benchmarks.report import fmt_ratio, ratio_of, sweep_time_ratio
 
 __all__ = ["build"]
@@ -37,8 +43,7 @@ def _sweep_floor(res: dict[str, Any]) -> str:
     ent = res.get("probes", {}).get(SWEEP_PROBE, {}).get("entries", {})
 
     def time_of(key: str) -> float:
-        m = ent.get(key) or {}
-        return m.get("models", 1) / _med(ent, key)
+        return step_seconds(ent.get(key))
 
     if not _have(ent, "vmap-scan-1", "vmap-scan-4"):
         return ("Hand-written (vmap + scan, measured apart from this run), four models on "
@@ -80,7 +85,7 @@ def _floor_ratio(res: dict[str, Any]) -> float:
     ent = res.get("probes", {}).get(SWEEP_PROBE, {}).get("entries", {})
     if not _have(ent, "vmap-scan-1", "vmap-scan-4"):
         return math.nan
-    return 4 * _med(ent, "vmap-scan-1") / _med(ent, "vmap-scan-4")
+    return step_seconds(ent["vmap-scan-4"]) / step_seconds(ent["vmap-scan-1"])
 
 
 def build(res: dict[str, Any]) -> list[str]:

@@ -36,7 +36,7 @@ from benchmarks.workloads import Workload
 from nnkit.layers.lstm_sequence import lstm_sequence
 
 __all__ = ["SWEEP_FLOOR_MODELS", "PACKED_MODELS", "SWEEP_PROBE", "LSTM_PROBE",
-           "sweep_floor_entries", "sweep_floor_lines", "lstm_floor_probe"]
+           "sweep_floor_entries", "step_seconds", "sweep_floor_lines", "lstm_floor_probe"]
 
 SWEEP_PROBE = "W4's floor: the hand-written W3 epoch for several models on one device"
 """Title of the W4 floor in ``results["probes"]`` (and RESULTS.md)."""
@@ -110,25 +110,25 @@ def _build_packed(wl: Workload, data: tuple[np.ndarray, np.ndarray], m: int) -> 
 
 
 def sweep_floor_entries(wl: Workload, data: tuple[np.ndarray, np.ndarray]) -> list[Entry]:
-    """Entries ``vmap-scan-<m>`` and ``packed-<m>`` on the first device (rates count
-    model-steps, as W4's do)."""
-    first = jax.devices()[0]
+    """Entries ``vmap-scan-<m>`` and ``packed-<m>``, on the default (first) device only
+    (rates count model-steps, as W4's do)."""
     out = []
     for m in SWEEP_FLOOR_MODELS:
         label = f"hand-written vmap + scan, {m} model" + ("s" if m > 1 else "")
-        out.append(Entry(f"vmap-scan-{m}", label,
-                         lambda w, m=m: _on(first, lambda: sweeps.build_jax_vmap(
-                             w, data, _rates(m), scan=True))))
+        out.append(Entry(f"vmap-scan-{m}", label, lambda w, m=m: sweeps.build_jax_vmap(
+            w, data, _rates(m), scan=True)))
     for m in PACKED_MODELS:
         out.append(Entry(f"packed-{m}", f"hand-written, {m} models packed block-diagonal",
-                         lambda w, m=m: _on(first, lambda: _build_packed(w, data, m))))
+                         lambda w, m=m: _build_packed(w, data, m)))
     return out
 
 
-def _on(device: Any, build: Callable[[], Runner]) -> Runner:
-    """``build()`` with ``device`` as the default device (where its arrays are placed)."""
-    with jax.default_device(device):
-        return build()
+def step_seconds(entry: dict | None) -> float:
+    """Seconds per step for all of an entry's models together (its rates count
+    model-steps), from a measurement's dict; NaN if not measured."""
+    entry = entry or {}
+    med = entry.get("median")
+    return entry.get("models", 1) / med if med else float("nan")
 
 
 def sweep_floor_lines(entries: dict[str, dict]) -> list[str]:
@@ -136,9 +136,7 @@ def sweep_floor_lines(entries: dict[str, dict]) -> list[str]:
     time over one model's."""
 
     def us(key: str) -> float:
-        e = entries.get(key) or {}
-        med, m = e.get("median"), e.get("models", 1)
-        return 1e6 * m / med if med else float("nan")
+        return 1e6 * step_seconds(entries.get(key))
 
     base = us("vmap-scan-1")
     lines = ["| program | models | us per step (all models) | time / one model's |",

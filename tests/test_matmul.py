@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.extend.core import jaxprs_in_params
+from _jaxpr import all_eqns
 from jax.test_util import check_grads
 
 from nnkit.matmul import matmul
@@ -89,13 +89,8 @@ def test_bad_shapes_name_both(w_shape):
 
 def _barriers(f, *args):
     """How many optimization barriers the jaxpr of ``f`` holds (nested ones too)."""
-    def count(jaxpr):
-        n = 0
-        for eqn in jaxpr.eqns:
-            n += eqn.primitive.name == "optimization_barrier"
-            n += sum(count(sub) for sub in jaxprs_in_params(eqn.params))
-        return n
-    return count(jax.make_jaxpr(f)(*args).jaxpr)
+    return sum(e.primitive.name == "optimization_barrier"
+               for e in all_eqns(jax.make_jaxpr(f)(*args).jaxpr))
 
 
 def test_x_transpose_laid_out_under_vmap_only():

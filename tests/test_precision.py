@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _jaxpr import all_eqns
 
 import nnkit
 from nnkit import precision as prec
@@ -87,21 +88,11 @@ def test_mixed_bf16_forward_close_to_float32_and_keeps_the_tree():
     assert float(jnp.max(jnp.abs(ymix - y32))) > 0  # really computed in bf16
 
 
-def _eqns(jaxpr):
-    """Every equation of ``jaxpr``, those of nested jaxprs (custom_jvp calls...) included."""
-    for e in jaxpr.eqns:
-        yield e
-        for v in e.params.values():
-            inner = getattr(v, "jaxpr", v)
-            if hasattr(inner, "eqns"):
-                yield from _eqns(inner)
-
-
 def test_mixed_bf16_matmuls_run_in_bf16():
     model = prec.with_policy(mlp(), "mixed_bfloat16")
     _, params, _ = model.init(jax.random.key(1), (8,))
     jaxpr = jax.make_jaxpr(lambda p, x: model.apply(p, {}, x)[0])(params, data())
-    dots = [e for e in _eqns(jaxpr.jaxpr) if e.primitive.name == "dot_general"]
+    dots = [e for e in all_eqns(jaxpr.jaxpr) if e.primitive.name == "dot_general"]
     assert len(dots) == 3
     for e in dots:
         assert [v.aval.dtype for v in e.invars] == [BF16, BF16]

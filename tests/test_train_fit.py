@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _jaxpr import all_eqns
 
 import nnkit
 from nnkit import initializers, optim
@@ -323,16 +324,8 @@ def test_fit_trains_a_multi_task_loss_and_logs_each_part():
 
 def _gather_shapes(jaxpr) -> list[tuple[int, ...]]:
     """Output shapes of every gather in ``jaxpr`` and the jaxprs nested in it."""
-    out = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "gather":
-            out.append(tuple(eqn.outvars[0].aval.shape))
-        for v in eqn.params.values():
-            for sub in v if isinstance(v, (tuple, list)) else (v,):
-                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's jaxpr, or a Jaxpr
-                if hasattr(inner, "eqns"):
-                    out += _gather_shapes(inner)
-    return out
+    return [tuple(e.outvars[0].aval.shape) for e in all_eqns(jaxpr)
+            if e.primitive.name == "gather"]
 
 
 def test_scanned_epoch_gathers_each_batch_inside_the_loop():
