@@ -9,7 +9,8 @@ It trains the same small classifier (dropout and a batch-statistics state includ
 per-step keys and the cross-device batch means both matter) in scan and step mode, with
 ``parallel=DataParallel(make_mesh())`` and (``devices``) without, and prints
 ``RESULT {json}``: histories, test metrics, parameters, placements, and the error for a batch
-size the devices do not divide.
+size the devices do not divide. ``devices`` also compiles an LSTM train step on the split
+batch and reports its collectives and its parameters against one device.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 import nnkit
 import nnkit.parallel as par
 from nnkit import core, optim
-from nnkit.layers import Dense, Dropout, Relu
+from nnkit.layers import LSTM, Dense, Dropout, Relu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _multiprocess_worker import running_mean  # noqa: E402
@@ -61,9 +62,37 @@ def run_fit(mode: str, parallel: par.DataParallel | None) -> dict:
     }
 
 
+def run_lstm(dp: par.DataParallel) -> dict:
+    """One LSTM train step (T=6, batch 16 split over the mesh): the collectives XLA compiles
+    for it, and how far its parameters land from the same step on one device."""
+    model = core.serial(LSTM(8, return_sequences=False), Dense(CLASSES))
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(BATCH, 6, IN)).astype(np.float32)
+    y = rng.integers(0, CLASSES, BATCH).astype(np.int32)
+    opt = optim.make("sgd", 0.5)
+    step = nnkit.make_train_step(model, "cross_entropy", opt, jit=False)
+    ts = nnkit.create_train_state(model, (6, IN), opt, 0)
+    ref = jax.jit(step)(ts, (x, y))[0]
+    placed = dp.place_state(ts)
+    split = dp.jit_step(step, placed)
+    batch = dp.shard_batch((x, y))
+    hlo = split.lower(placed, batch).compile().as_text()
+    got = split(placed, batch)[0]
+    return {
+        "all_gathers": hlo.count("all-gather("), "all_reduces": hlo.count("all-reduce("),
+        "param_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                          for a, b in zip(jax.tree.leaves(got.params),
+                                          jax.tree.leaves(ref.params), strict=True)),
+        "param_moved": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                           for a, b in zip(jax.tree.leaves(ref.params),
+                                           jax.tree.leaves(ts.params), strict=True)),
+    }
+
+
 def run_devices() -> dict:
     dp = par.DataParallel(par.make_mesh())
-    res: dict = {"device_count": jax.device_count(), "mesh_devices": dp.num_devices}
+    res: dict = {"device_count": jax.device_count(), "mesh_devices": dp.num_devices,
+                 "lstm": run_lstm(dp)}
     for mode in MODES:
         res[mode] = {"ref": run_fit(mode, None), "dp": run_fit(mode, dp)}
     try:

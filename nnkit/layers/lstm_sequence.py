@@ -11,8 +11,9 @@ pre-activations are ``z_t = a_t W + b`` and their tangent splits in two::
 
 so the tangent loop is linear in ``(dh, dc)`` with ``W_hh`` a constant, and its transpose
 (the backward pass JAX derives from it) runs one ``(B, 4H) @ (4H, H)`` matmul per step and
-the weight gradient ``A^T dZ`` (all ``a_t`` stacked, laid out transposed) as ONE large
-matmul after the loop. Autodiff of the scanned cell instead accumulates ``a_t^T dz_t`` and a
+the weight gradient ``A^T dZ`` (all ``a_t`` stacked, laid out transposed, rows batch-major
+so that data parallelism keeps each device's rows local) as ONE large matmul after the
+loop. Autodiff of the scanned cell instead accumulates ``a_t^T dz_t`` and a
 ``(F+H, 4H)`` add inside the backward loop at every step, and keeps ~11 per-step residuals;
 the large matmul runs near the machine's matmul peak, the per-step ones do not. Measured on
 CPU (h128, T=64, batch 64, F=32): one gradient ~12% faster, a training step ~20%.
@@ -92,23 +93,26 @@ def _lstm_sequence_jvp(unroll, outputs, primals, tangents):
     dw, db, dxs, dh0, dc0 = tangents
     (hs, c_last), (k, fs, qs) = _forward(w, b, xs, h0, c0, unroll)
     t, batch, n_in = xs.shape
-    hidden = h0.shape[-1]
     dz = None
     if not isinstance(dw, SymbolicZero):
         # a_t dW for all t at once, written (A^T)^T dW with A^T laid out behind a barrier:
-        # its transpose, the weight gradient, is then the plain matmul A^T @ dZ.
-        h_prev = jnp.concatenate([h0[None], hs[:-1]]).reshape(t * batch, hidden)
-        a = jnp.concatenate([xs.reshape(t * batch, n_in), h_prev], axis=-1)
-        at = lax.optimization_barrier(a.T)
-        dz = lax.dot_general(at, dw, (((0,), (0,)), ((), ())))
+        # its transpose, the weight gradient, is then the plain matmul A^T @ dZ. The rows
+        # are ordered batch-major, (b, t), so that a batch split over devices stays split:
+        # each device contracts its own rows and one all-reduce sums dW. (Time-major rows
+        # would save transposing dZ, ~3% of a gradient on CPU, but a reshape that merges T
+        # with a split B makes GSPMD gather dZ, (T, B, 4H), onto every device.)
+        h_prev = jnp.concatenate([h0[None], hs[:-1]])
+        a = jnp.concatenate([xs, h_prev], -1)                           # (T, B, F+H)
+        at = lax.optimization_barrier(jnp.transpose(a, (2, 1, 0)).reshape(-1, batch * t))
+        dz_rows = lax.dot_general(at, dw, (((0,), (0,)), ((), ())))     # (B*T, 4H)
+        dz = jnp.transpose(dz_rows.reshape(batch, t, -1), (1, 0, 2))    # (T, B, 4H)
     if not isinstance(dxs, SymbolicZero):
-        dzx = dxs.reshape(t * batch, n_in) @ w[:n_in]
+        dzx = dxs @ w[:n_in]
         dz = dzx if dz is None else dz + dzx
     if dz is None:
-        dz = jnp.zeros((t * batch, w.shape[1]), hs.dtype)
+        dz = jnp.zeros((t, batch, w.shape[1]), hs.dtype)
     if not isinstance(db, SymbolicZero):
         dz = dz + db
-    dz = dz.reshape(t, batch, -1)
     w_hh = w[n_in:]
 
     def tangent_step(carry, inp):
