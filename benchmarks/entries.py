@@ -59,6 +59,8 @@ REGISTRY: dict[str, tuple[str, Builder]] = {
                           partial(nnkit_entries.build_step_entry, conv_impl="im2col")),
     "nnkit-epoch-im2col": ("nnkit epoch, Conv2D impl='im2col'",
                            partial(nnkit_entries.build_epoch_entry, conv_impl="im2col")),
+    "nnkit-epoch-dp": ("nnkit epoch, data parallel over every device (fit parallel=)",
+                       partial(nnkit_entries.build_epoch_entry, data_parallel=True)),
     "nnkit-stepscan": ("nnkit step in a bare lax.scan (K steps)",
                        nnkit_entries.build_stepscan_entry),
     "jax-cfpatch": ("hand-written, channels-first patch conv (probe)", conv_probe.build_cf_step),
@@ -68,11 +70,11 @@ REGISTRY: dict[str, tuple[str, Builder]] = {
 }
 
 EXTRA_BY_WORKLOAD: dict[str, tuple[str, ...]] = {
-    "W1": ("nnkit-fit-step", "nnkit-step-norm", "nnkit-step-lean"),
+    "W1": ("nnkit-fit-step", "nnkit-step-norm", "nnkit-step-lean", "nnkit-epoch-dp"),
     "W2": ("nnkit-fit-step", "nnkit-step-im2col", "nnkit-epoch-im2col", "nnkit-step-xla",
            "nnkit-epoch-xla", "jax-cfpatch", "jax-cfpatch-scan"),
-    "W3": ("nnkit-step-lean", "nnkit-stepscan"),
-    "W5": ("nnkit-fit-step", "nnkit-stepscan", "jax-hoisted"),
+    "W3": ("nnkit-step-lean", "nnkit-stepscan", "nnkit-epoch-dp"),
+    "W5": ("nnkit-fit-step", "nnkit-stepscan", "jax-hoisted", "nnkit-epoch-dp"),
 }
 """Analysis entries added to the default list in a full run."""
 

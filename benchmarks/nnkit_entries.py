@@ -11,6 +11,9 @@
   ``fit`` calls it without epoch callbacks: epoch ``e + 1`` (its order drawn on the host by
   :func:`nnkit.train.order.epoch_order`) is queued before the host reads epoch ``e``'s
   logs, one transfer per epoch. Throughput = ``K`` steps per epoch.
+* ``nnkit-epoch-dp`` (analysis): the same epoch with ``fit``'s data parallelism over every
+  device (``parallel=DataParallel.create()``): the batch split over the devices, the state
+  replicated, one gradient all-reduce per step.
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ from jax import lax
 
 import nnkit
 from benchmarks.handwritten import device_batches
-from benchmarks.harness import Runner, per_step_runner
+from benchmarks.harness import Runner, Skip, per_step_runner
 from benchmarks.workloads import LR, Workload
-from nnkit import optim
+from nnkit import optim, parallel
 from nnkit.train.compiled import compiled_fit_fns
 from nnkit.train.gradients import resolve_loss, resolve_metrics
 from nnkit.train.order import epoch_order, key_words
@@ -148,19 +151,28 @@ def build_epoch_entry(
     data: tuple[np.ndarray, np.ndarray],
     *,
     conv_impl: str = "auto",
+    data_parallel: bool = False,
 ) -> Runner:
-    """The ``nnkit-epoch`` entry: the compiled epoch of ``fit(mode="scan")``, ``K`` steps.
+    """The ``nnkit-epoch`` entry: the compiled epoch of ``fit(mode="scan")``, ``K`` steps;
+    with ``data_parallel``, ``nnkit-epoch-dp`` (:class:`Skip` on one device).
 
     The last epoch of each ``run(n)`` is not queued ahead, as ``fit``'s last epoch."""
+    dp = parallel.DataParallel.create() if data_parallel else None
+    if dp is not None and dp.num_devices < 2:
+        raise Skip("one device: nothing to split the batch over")
     net = model(wl, conv_impl=conv_impl)
     opt = optim.make("adam", LR)
     loss_fn = resolve_loss("cross_entropy")
     metric_fns = resolve_metrics(("accuracy",))
     cf = compiled_fit_fns(net, loss_fn, metric_fns, opt, "batch", 1, 0.0, 0.0, None, wl.n,
-                          wl.batch, None, 1024, None, None)
-    x, y = jax.device_put(data)
-    box: dict[str, Any] = {"ts": nnkit.create_train_state(net, wl.input_shape, opt, 0),
-                           "epoch": 0, "logs": None}
+                          wl.batch, None, 1024, None, None, True, dp)
+    ts = nnkit.create_train_state(net, wl.input_shape, opt, 0)
+    if dp is None:
+        x, y = jax.device_put(data)
+    else:
+        ts = dp.place_state(ts)
+        x, y = dp.shard_dataset(*data)
+    box: dict[str, Any] = {"ts": ts, "epoch": 0, "logs": None}
     words = key_words(box["ts"].key)
     go = jnp.asarray(True)
 

@@ -54,6 +54,15 @@ def test_harness_one_window_on_w3_handwritten_and_nnkit():
     assert r["nnkit-step"] == pytest.approx(res["nnkit-step"].median / res["jax"].median)
 
 
+def test_data_parallel_epoch_entry_is_skipped_on_one_device():
+    """``nnkit-epoch-dp`` needs several devices; here (one device) it is a clean skip. Its
+    data-parallel epoch itself is fit's, tested on 8 devices in test_parallel.py."""
+    assert jax.device_count() == 1
+    res = harness.measure(entries.make_entries(W3, workloads.synthetic(W3), ["nnkit-epoch-dp"]),
+                          W3, windows=1, window_s=0.05, log=lambda s: None)
+    assert "one device" in res["nnkit-epoch-dp"].skipped
+
+
 PEER_MODULES = ("flax", "flax.nnx", "flax.linen", "equinox", "haiku", "torch")
 
 
