@@ -10,7 +10,8 @@ per-step keys and the cross-device batch means both matter) in scan and step mod
 ``parallel=DataParallel(make_mesh())`` and (``devices``) without, and prints
 ``RESULT {json}``: histories, test metrics, parameters, placements, and the error for a batch
 size the devices do not divide. ``devices`` also compiles an LSTM train step on the split
-batch and reports its collectives and its parameters against one device.
+batch and reports its collectives and its parameters against one device, and runs the
+recurrent layers inside ``jax.shard_map`` (outputs and summed gradients against one device).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import nnkit
 import nnkit.parallel as par
 from nnkit import core, optim
-from nnkit.layers import LSTM, Dense, Dropout, Relu
+from nnkit.layers import GRU, LSTM, RNN, Bidirectional, Dense, Dropout, Relu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _multiprocess_worker import running_mean  # noqa: E402
@@ -89,10 +90,52 @@ def run_lstm(dp: par.DataParallel) -> dict:
     }
 
 
+def run_recurrent_shard_map(dp: par.DataParallel) -> dict:
+    """Each recurrent layer applied per device inside ``jax.shard_map`` (its zero initial
+    carry must be typed to vary like the per-device rows): the largest differences of the
+    outputs and of the gradients (summed over the devices) from one device, or the error."""
+    from jax.sharding import PartitionSpec as P
+
+    mesh, axis = dp.mesh, par.DATA_AXIS
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(BATCH, 5, IN)).astype(np.float32)
+    out: dict = {}
+    for name, seq in (("lstm", LSTM(6)), ("lstm_last", LSTM(6, return_sequences=False)),
+                      ("gru", GRU(6)), ("rnn", RNN(6)), ("bi_lstm", Bidirectional(LSTM(6)))):
+        model = core.serial(seq, Dense(CLASSES))
+        _, params, state = model.init(jax.random.key(0), (5, IN))
+
+        def loss(p, xb, model=model, state=state):
+            return jax.numpy.sum(model.apply(p, state, xb)[0] ** 2)
+
+        def per_device(p, xb, model=model, state=state, loss=loss):
+            # p is invariant over the mesh: its gradient is already summed over the devices
+            return model.apply(p, state, xb)[0], jax.grad(loss)(p, xb)
+
+        try:
+            f = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(axis)),
+                                      out_specs=(P(axis), P())))
+            y, g = f(params, dp.shard_batch(x))
+        except Exception as e:  # noqa: BLE001 - reported to the parent test
+            out[name] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            continue
+        y_ref = model.apply(params, state, x)[0]
+        g_ref = jax.grad(loss)(params, x)
+        out[name] = {
+            "out_diff": float(np.max(np.abs(np.asarray(y) - np.asarray(y_ref)))),
+            "grad_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                             for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref),
+                                             strict=True)),
+            "grad_size": max(float(np.max(np.abs(np.asarray(b))))
+                             for b in jax.tree.leaves(g_ref)),
+        }
+    return out
+
+
 def run_devices() -> dict:
     dp = par.DataParallel(par.make_mesh())
     res: dict = {"device_count": jax.device_count(), "mesh_devices": dp.num_devices,
-                 "lstm": run_lstm(dp)}
+                 "lstm": run_lstm(dp), "shard_map": run_recurrent_shard_map(dp)}
     for mode in MODES:
         res[mode] = {"ref": run_fit(mode, None), "dp": run_fit(mode, dp)}
     try:

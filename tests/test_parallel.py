@@ -248,6 +248,17 @@ def test_lstm_step_on_a_split_batch_keeps_the_batch_split(fit8):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("layer", ["lstm", "lstm_last", "gru", "rnn", "bi_lstm"])
+def test_recurrent_layers_run_inside_shard_map(fit8, layer):
+    """Per-device code: a recurrent layer inside ``jax.shard_map`` over a split batch gives
+    the one-device outputs, and the per-device gradients summed the full gradient."""
+    r = fit8["shard_map"][layer]
+    assert isinstance(r, dict), r  # else the error shard_map raised
+    assert r["out_diff"] < 1e-5
+    assert r["grad_diff"] < 1e-4 * max(1.0, r["grad_size"]) and r["grad_size"] > 1e-3
+
+
+@pytest.mark.slow
 def test_fit_with_data_parallel_indivisible_batch_errors_early(fit8):
     msg = fit8["indivisible_error"]
     assert msg is not None and "12" in msg and "8 devices" in msg

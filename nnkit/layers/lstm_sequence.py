@@ -35,6 +35,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
+from nnkit.layers._carry import vary_like
+
 __all__ = ["lstm_sequence"]
 
 Array = jax.Array
@@ -58,7 +60,8 @@ def _forward(w: Array, b: Array, xs: Array, h0: Array, c0: Array, unroll: int):
                              o * (1 - o) * tc], axis=-1)
         return (h2, c2), (h2, k, f, o * (1 - tc * tc))
 
-    (_, c_last), (hs, k, f, q) = lax.scan(step, (h0, c0), xs, unroll=unroll)
+    (_, c_last), (hs, k, f, q) = lax.scan(step, vary_like((h0, c0), xs, w, b), xs,
+                                          unroll=unroll)
     return (hs, c_last), (k, f, q)
 
 
@@ -124,7 +127,7 @@ def _lstm_sequence_jvp(unroll, outputs, primals, tangents):
         dh2 = uo + q_t * dc2
         return (dh2, dc2), (dh2 if outputs else None)
 
-    carry0 = (_zeros_if_symbolic(dh0, h0), _zeros_if_symbolic(dc0, c0))
+    carry0 = vary_like((_zeros_if_symbolic(dh0, h0), _zeros_if_symbolic(dc0, c0)), dz, k, w_hh)
     (dh_last, dc_last), dhs = lax.scan(tangent_step, carry0, (dz, k, fs, qs),
                                        unroll=BACKWARD_UNROLL)
     if outputs:

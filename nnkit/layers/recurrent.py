@@ -33,6 +33,7 @@ import numpy as np
 
 from nnkit import initializers as inits
 from nnkit.core import Layer, ShapeError, child_key, layer, normalize_shape
+from nnkit.layers._carry import vary_like
 from nnkit.layers.lstm_sequence import lstm_sequence
 
 __all__ = [
@@ -281,6 +282,7 @@ def run_cell(
     dtype = jnp.result_type(xs.dtype, *jax.tree_util.tree_leaves(params))
     if initial_carry is None:
         initial_carry = cell.initial_state(xs.shape[:-2], dtype)
+    initial_carry = vary_like(initial_carry, xs, params)  # inside shard_map: typed as the step's
     xs_t = jnp.moveaxis(xs, -2, 0)  # (T, *batch, F): scan runs over the leading axis
 
     if cell.prepare is not None:  # e.g. stacked weights: built once, outside the loop
