@@ -226,6 +226,13 @@ def build(res: dict[str, Any]) -> list[str]:
                     f"does not idle while the host waits for them and dispatches (worth "
                     f"~10% here); a flag computed on the device turns the queued epoch into "
                     f"a no-op when epoch e ends training.")
+        if _have(w3, "nnkit-epoch-dp", "nnkit-epoch"):
+            txt += (f" Data parallelism over the CPU devices (`nnkit-epoch-dp`) runs at "
+                    f"{_r(w3, 'nnkit-epoch-dp', 'nnkit-epoch')}x the one-device epoch: "
+                    f"XLA:CPU's all-reduce of the step's gradients, loss and metric meets "
+                    f"the device threads once per array (benchmarks/README.md), which costs "
+                    f"far more than this model's step; it is for models whose step dwarfs "
+                    f"that, and for GPUs.")
         out.append(txt)
 
     w5 = wls.get("W5", {}).get("entries", {})
@@ -266,11 +273,20 @@ def build(res: dict[str, Any]) -> list[str]:
                 "than on one), while XLA:CPU runs the loop's mid-size matmuls on one core "
                 "(measured apart: the forward `(64, 160) @ (160, 512)` takes ~40 us in a "
                 "loop, ~265 GFLOP/s, about one core's peak, and its time grows linearly with "
-                "the batch). Two CPU devices with half the batch each ran "
-                "slower, not faster (212 against 186 us per time step). A per-op profile of "
+                "the batch). A per-op profile of "
                 "the gradient puts the rest in the 8 MB residual and cotangent buffers, which "
                 "XLA zero-fills before the loops write them (0.6-2 ms each per step), and in "
                 "the gates' sigmoid/tanh (~3 us per `(64, 128)` array)")
+        if _have(w5, "nnkit-epoch-dp", "nnkit-epoch"):
+            ndev = res.get("meta", {}).get("devices", 1)
+            txt += (f". Splitting the batch over the {ndev} CPU devices, one per core "
+                    f"(`nnkit-epoch-dp`: `fit`'s data parallelism, one gradient all-reduce "
+                    f"per step), runs at {_r(w5, 'nnkit-epoch-dp', 'nnkit-epoch')}x one "
+                    f"device's epoch")
+            if _have(w5, "torch-fused"):
+                txt += f" and {_r(w5, 'nnkit-epoch-dp', 'torch-fused')}x PyTorch's fused Adam"
+            txt += (": only the loops gain, since one device already spreads the large "
+                    "matmuls outside them over both cores")
         if _have(w5, "jax-hoisted"):
             txt += (f". Hoisting the input projection `x_t W_ih` out of the forward loop (one "
                     f"`(B*T, F) @ (F, 4H)` matmul) runs at "

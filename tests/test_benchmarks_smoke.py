@@ -273,6 +273,24 @@ def test_sweep_floor_lines_and_finding_hand_computed():
     assert "host work" in findings._over_floor({}, 1.9)  # no probe: the figures measured apart
 
 
+def test_data_parallel_findings_hand_computed():
+    def e(median):
+        return {"label": "x", "median": median}
+
+    w5 = {"jax": e(60.0), "nnkit-step": e(84.0), "nnkit-epoch": e(80.0),
+          "nnkit-epoch-dp": e(100.0), "torch-fused": e(125.0)}
+    w3 = {"jax": e(30_000.0), "nnkit-step": e(15_000.0), "nnkit-epoch": e(100_000.0),
+          "nnkit-epoch-dp": e(4_000.0)}
+    res = {"meta": {"devices": 2}, "workloads": {"W5": {"entries": w5}, "W3": {"entries": w3}}}
+    text = "\n".join(findings.build(res))
+    # W5: 100 / 80 = 1.25x one device, 100 / 125 = 0.80x PyTorch; W3: 4k / 100k = 0.04x
+    assert "over the 2 CPU devices" in text
+    assert "runs at 1.25x one device's epoch and 0.80x PyTorch's fused Adam" in text
+    assert "(`nnkit-epoch-dp`) runs at 0.04x the one-device epoch" in text
+    del w5["nnkit-epoch-dp"], w3["nnkit-epoch-dp"]  # not measured: no sentence
+    assert "nnkit-epoch-dp" not in "\n".join(findings.build(res))
+
+
 def test_lstm_floor_probe_runs_on_a_tiny_lstm():
     import dataclasses
     wl = dataclasses.replace(workloads.get("W5"), batch=2, input_shape=(3, 2), hidden=(4,))
