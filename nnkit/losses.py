@@ -401,9 +401,18 @@ def multi_task(
 # ----------------------------------------------------------------------------- penalties
 
 
+BIAS_AND_SCALE_NAMES = frozenset({"b", "bias", "scale"})
+"""Leaf names :func:`weights_only` leaves out (with ``b_*``, e.g. an LSTM's ``b_ih``)."""
+
+
 def weights_only(path: str) -> bool:
-    """Default penalty filter: keeps leaves named ``w`` (kernels), not ``b`` or norm scales."""
-    return path.rsplit("/", 1)[-1] == "w"
+    """Default penalty filter: every leaf but biases and normalisation scales.
+
+    Kept: kernels (``w``, a recurrent layer's ``w_ih``/``w_hh``, a custom layer's own names)
+    and embedding tables; left out: leaves named ``b``, ``b_*``, ``bias`` or ``scale``.
+    """
+    name = path.rsplit("/", 1)[-1]
+    return not (name in BIAS_AND_SCALE_NAMES or name.startswith("b_"))
 
 
 def _path_str(path: tuple) -> str:
@@ -459,7 +468,8 @@ def l1_penalty(params: Any, *, filter: PathFilter | None = weights_only) -> Arra
 def l2_penalty(params: Any, *, filter: PathFilter | None = weights_only) -> Array:
     """``sum w^2`` over the selected leaves -- no 1/2 factor (its gradient is ``2 w``).
 
-    ``filter`` as in :func:`l1_penalty` (default :func:`weights_only`: kernels named ``w``).
+    ``filter`` as in :func:`l1_penalty` (default :func:`weights_only`: all but biases and
+    norm scales).
     """
     return sum((jnp.sum(jnp.square(x)) for x in _selected(params, filter)), jnp.float32(0.0))
 

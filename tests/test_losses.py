@@ -390,6 +390,44 @@ def test_penalty_filters_on_path_and_leaf():
     np.testing.assert_allclose(L.l2_penalty({"b": jnp.ones(3)}), 0.0)
 
 
+def test_default_penalty_covers_every_kernel_of_nnkit_layers():
+    """Recurrent kernels (``w_ih``, ``w_hh``), attention projections, conv kernels and
+    embedding tables are penalised; biases (``b``, ``b_ih``, ``b_hh``, ``bias``) and norm
+    scales are not."""
+    from nnkit.layers import (
+        GRU,
+        LSTM,
+        RNN,
+        BatchNorm,
+        Conv2D,
+        Embedding,
+        Flatten,
+        LayerNorm,
+        MultiHeadAttention,
+    )
+
+    def names(model, shape):
+        _, params, _ = model.init(jax.random.key(0), shape)
+        leaves = jax.tree_util.tree_leaves_with_path(params)
+        return {L._path_str(p): L.weights_only(L._path_str(p)) for p, _ in leaves}
+
+    got = {}
+    got.update(names(nnkit.serial(LSTM(3), GRU(3), RNN(3), LayerNorm(), Dense(2)), (4, 2)))
+    got.update(names(nnkit.serial(Conv2D(2, 3), BatchNorm(), Flatten(), Dense(2)), (5, 5, 1)))
+    got.update(names(nnkit.serial(Embedding(7, 4), MultiHeadAttention(2, 2)), (3,)))
+    kept = {p.rsplit("/", 1)[-1] for p, k in got.items() if k}
+    dropped = {p.rsplit("/", 1)[-1] for p, k in got.items() if not k}
+    assert {"w", "w_ih", "w_hh", "table"} <= kept
+    assert dropped <= {"b", "b_ih", "b_hh", "bias", "scale"} and {"b", "scale"} <= dropped
+    # and fit's l2 reaches the LSTM's kernels: its gradient is 2 l2 w there
+    model = nnkit.serial(LSTM(3, return_sequences=False), Dense(2))
+    _, params, state = model.init(jax.random.key(0), (4, 2))
+    g = jax.grad(lambda p: L.l2_penalty(p))(params)
+    lstm = next(k for k in params if k.startswith("lstm"))
+    np.testing.assert_allclose(g[lstm]["w_hh"], 2 * params[lstm]["w_hh"])
+    np.testing.assert_allclose(g[lstm]["b"] if "b" in g[lstm] else 0.0, 0.0)
+
+
 def test_penalty_gradients():
     g = jax.grad(L.l2_penalty)(PARAMS)
     np.testing.assert_allclose(g["hidden"]["w"], 2 * PARAMS["hidden"]["w"])

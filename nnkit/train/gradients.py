@@ -1,9 +1,10 @@
 """Gradients of the training objective: whole batch, accumulated micro-batches, per example.
 
 The objective of a batch ``(x, y)`` is ``L = loss_fn(model(x), y) + l1 * sum|w| + l2 * sum w^2``
-(penalties from :func:`nnkit.losses.l1_penalty` / :func:`nnkit.losses.l2_penalty`: kernels
-named ``w`` only). All three modes return the gradient of the *mean* loss over the batch, so
-for a mean-reduced loss and a model without batch-coupled layers (BatchNorm) they agree.
+(penalties from :func:`nnkit.losses.l1_penalty` / :func:`nnkit.losses.l2_penalty`: every
+parameter but biases and norm scales, :func:`nnkit.losses.weights_only`). All three modes
+return the gradient of the *mean* loss over the batch, so for a mean-reduced loss and a model
+without batch-coupled layers (BatchNorm) they agree.
 """
 
 from __future__ import annotations
