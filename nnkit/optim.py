@@ -8,9 +8,11 @@
 * :func:`schedule` builds an ``optax.Schedule`` (``step -> learning rate``) by name.
 * :class:`Plateau` / :class:`PlateauState` / :func:`plateau_update`: reduce-on-plateau as a
   pure pytree updated once per epoch from a validation metric. Its ``scale`` multiplies
-  the optimizer's updates -- for every optimizer here the learning rate is the last factor
-  of the update, so this equals scaling the injected learning rate, and it composes with
-  any schedule.
+  the optimizer's updates -- for the optimizers here whose learning rate is the last factor
+  of the update, this equals scaling the injected learning rate, and it composes with any
+  schedule. Two are not like that (optax 0.2): ``lars`` applies its momentum after the
+  learning rate and ``adafactor`` its weight decay, so for them the scale shrinks the whole
+  step (momentum or decay included), not the learning rate alone.
 
   Why not ``optax.contrib.reduce_on_plateau``: it is a gradient transformation that needs
   the monitored ``value=`` at *every* ``update`` call, i.e. a per-step metric (usually the
@@ -443,7 +445,8 @@ class Plateau:
     After ``patience`` consecutive epochs in which ``monitor`` did not improve by more than
     ``min_delta`` (in direction ``mode``), the scale is multiplied by ``factor`` (not below
     ``min_scale``), then ``cooldown`` epochs pass before counting again. Effective learning
-    rate = injected (scheduled) learning rate * scale.
+    rate = injected (scheduled) learning rate * scale (for ``lars`` and ``adafactor``: the
+    whole step is scaled, see the module docstring).
     """
 
     monitor: str = "val_loss"
