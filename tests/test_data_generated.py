@@ -126,6 +126,36 @@ def test_chars_default_text():
     assert decoded == text[8:24]
 
 
+@pytest.mark.parametrize("length,stride", [(8, 1), (8, 4), (8, 9), (5, 3)])
+def test_chars_overlap_is_how_many_following_windows_share_text(length, stride):
+    ds = data.load("chars", length=length, stride=stride)
+    span = length + 1  # window i covers characters [i*stride, i*stride + length]
+
+    def shares(i, j):
+        return abs(i - j) * stride < span
+
+    assert shares(0, ds.overlap) and not shares(0, ds.overlap + 1)
+
+
+def test_config_runner_splits_chars_into_blocks_that_share_no_text():
+    import dataclasses
+
+    from nnkit.config import parse_config
+    from nnkit.run.prepare import _split
+
+    length = 8
+    ds = data.load("chars", length=length)  # stride 1: window i starts at character i
+    n = len(ds.x)
+    rows = np.repeat(np.arange(n)[:, None], length, 1)  # row i holds its start, i
+    at = dataclasses.replace(ds, x=rows, y=rows)
+    raw = {"model": {"arch": "mlp", "hidden": [4]},
+           "data": {"dataset": "chars", "split": [0.8, 0.1, 0.1], "batch_size": 32}}
+    train, val, test = (p[1][:, 0] for p in _split(parse_config(raw), at))
+    assert len(train) + len(val) + len(test) == n - 2 * ds.overlap
+    for a, b in ((train, val), (val, test)):  # windows `length` apart share no character
+        assert a.max() + length < b.min()
+
+
 def test_chars_from_path(tmp_path):
     p = tmp_path / "t.txt"
     p.write_text("abcabcabcé", encoding="utf-8")

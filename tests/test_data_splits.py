@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nnkit.data import one_hot, split, split_indices, standardize
+from nnkit.data import one_hot, split, split_contiguous, split_indices, standardize
 
 
 @settings(max_examples=60, deadline=None)
@@ -103,3 +103,21 @@ def test_one_hot():
         one_hot(np.array([0.5]), 3)
     j = one_hot(jnp.array([1, 0]), 2)
     np.testing.assert_array_equal(np.asarray(j), [[0, 1], [1, 0]])
+
+
+def test_split_contiguous_blocks_with_gaps_hand_computed():
+    tr, va, te = split_contiguous(20, (0.6, 0.2, 0.2), gap=2)
+    # 20 - 2 gaps of 2 = 16 shared 0.6/0.2/0.2 -> 9.6, 3.2, 3.2 -> 10, 3, 3
+    np.testing.assert_array_equal(tr, np.arange(0, 10))
+    np.testing.assert_array_equal(va, np.arange(12, 15))
+    np.testing.assert_array_equal(te, np.arange(17, 20))
+    a, b = split_contiguous(7, (0.5, 0.5))  # no gap: every example once, in order
+    np.testing.assert_array_equal(np.concatenate([a, b]), np.arange(7))
+    a, b, c = split_contiguous(10, (0.7, 0.0, 0.3), gap=3)  # an empty part costs no gap
+    np.testing.assert_array_equal(a, np.arange(5)) and np.testing.assert_array_equal(
+        c, np.arange(8, 10))
+    assert b.size == 0
+    with pytest.raises(ValueError, match="cannot make 3 parts"):
+        split_contiguous(4, (0.5, 0.25, 0.25), gap=1)
+    with pytest.raises(ValueError, match="gap"):
+        split_contiguous(4, (1.0,), gap=-1)

@@ -34,7 +34,14 @@ from nnkit.data.dataset import DataFormatError, Dataset
 from nnkit.data.idx import parse_idx, read_idx, write_idx
 from nnkit.data.loaders import BatchIterator, batch_mask, epoch_batches
 from nnkit.data.registry import available, load, register
-from nnkit.data.splits import Standardizer, one_hot, split, split_indices, standardize
+from nnkit.data.splits import (
+    Standardizer,
+    one_hot,
+    split,
+    split_contiguous,
+    split_indices,
+    standardize,
+)
 
 __all__ = [
     "Dataset",
@@ -44,6 +51,7 @@ __all__ = [
     "register",
     "split",
     "split_indices",
+    "split_contiguous",
     "standardize",
     "Standardizer",
     "one_hot",

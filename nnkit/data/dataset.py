@@ -49,6 +49,10 @@ class Dataset:
         task: ``"classification"``, ``"regression"`` or ``"sequence"``.
         name: the registry name the set was loaded under.
         x_test, y_test: the official test split where the set has one, else ``None``.
+        overlap: how many following examples share data with each example (``chars``:
+            windows of one text); such a set is split into contiguous blocks with
+            ``overlap`` examples dropped between them (:func:`nnkit.data.split_contiguous`),
+            not at random. ``0``: independent examples.
     """
 
     x: np.ndarray
@@ -61,6 +65,7 @@ class Dataset:
     name: str
     x_test: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    overlap: int = 0
 
     def __post_init__(self) -> None:
         if self.task not in _TASKS:

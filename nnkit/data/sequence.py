@@ -111,6 +111,11 @@ def chars(
     ``y`` (N, length) int32 where ``y[i, t]`` is the token after ``x[i, t]``. Windows start
     every ``stride`` characters. The vocabulary (sorted distinct characters, V of them) is in
     ``class_names``; ``num_classes == num_targets == V``.
+
+    Windows closer than ``length + 1`` characters share text, so the set's ``overlap`` is
+    ``ceil((length + 1) / stride) - 1``: split it with :func:`nnkit.data.split_contiguous`
+    (``gap=ds.overlap``; the config runner does), not at random, or held-out windows would
+    be mostly training text.
     """
     if length < 1 or stride < 1:
         raise ValueError(f"length and stride must be >= 1, got {length}, {stride}")
@@ -138,6 +143,7 @@ def chars(
         class_names=tuple(chr(int(c)) for c in vocab),
         task="sequence",
         name="chars",
+        overlap=-(-(length + 1) // stride) - 1,
     )
 
 

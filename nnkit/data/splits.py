@@ -7,7 +7,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["split_indices", "split", "Standardizer", "standardize", "one_hot"]
+__all__ = ["split_indices", "split_contiguous", "split", "Standardizer", "standardize",
+           "one_hot"]
 
 
 def _counts(n: int, fractions: np.ndarray) -> np.ndarray:
@@ -56,6 +57,35 @@ def split_indices(
         for part, chunk in zip(parts, np.split(g, bounds), strict=True):
             part.append(chunk)
     return tuple(rng.permutation(np.concatenate(p)).astype(np.int64) for p in parts)
+
+
+def split_contiguous(
+    n: int, fractions: Sequence[float] = (0.8, 0.1, 0.1), gap: int = 0
+) -> tuple[np.ndarray, ...]:
+    """Index blocks ``[0, a)``, ``[a + gap, b)``, ``[b + gap, n)``...: one per fraction, in order.
+
+    For examples that overlap their neighbours (windows of one sequence: example ``i`` shares
+    data with ``i + k`` for ``k <= gap``), where a random split would put most held-out
+    examples' data in the training set. ``gap`` examples are dropped between consecutive
+    non-empty parts, so no two parts share data; the rest are shared out by ``fractions``
+    (non-negative, summing to 1), rounded as in :func:`split_indices`.
+    """
+    fr = np.asarray(fractions, np.float64)
+    if fr.ndim != 1 or fr.size == 0 or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0):
+        raise ValueError(f"fractions must be non-negative and sum to 1, got {tuple(fractions)}")
+    if gap < 0:
+        raise ValueError(f"gap must be >= 0, got {gap}")
+    parts = int(np.count_nonzero(fr))
+    usable = int(n) - gap * (parts - 1)
+    if usable < parts:
+        raise ValueError(f"{n} examples cannot make {parts} parts with {gap} dropped between "
+                         f"each two")
+    out, start = [], 0
+    for count in _counts(usable, fr):
+        out.append(np.arange(start, start + count, dtype=np.int64))
+        if count:
+            start += int(count) + gap
+    return tuple(out)
 
 
 def split(

@@ -82,12 +82,16 @@ def _load_data(cfg: Config) -> Any:
 
 
 def _split(cfg: Config, ds: Any) -> tuple[XY, XY | None, XY | None]:
-    from nnkit.data import split_indices, standardize
+    from nnkit.data import split_contiguous, split_indices, standardize
 
     fr = list(cfg.data.split) + [0.0] * (3 - len(cfg.data.split))
     strat = (cfg.data.stratify and ds.task == "classification"
              and np.ndim(ds.y) == 1 and np.issubdtype(np.asarray(ds.y).dtype, np.integer))
-    idx = split_indices(ds.y if strat else int(ds.x.shape[0]), fr, cfg.data.split_seed, strat)
+    if getattr(ds, "overlap", 0) > 0:  # windows of one sequence: contiguous blocks, apart
+        idx = split_contiguous(int(ds.x.shape[0]), fr, gap=ds.overlap)
+    else:
+        idx = split_indices(ds.y if strat else int(ds.x.shape[0]), fr, cfg.data.split_seed,
+                            strat)
     parts: list[XY | None] = [
         (ds.x[i], ds.y[i]) if len(i) else None for i in idx
     ]
