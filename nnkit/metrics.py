@@ -149,11 +149,13 @@ def precision_recall_f1(
     return (precision * present).sum() / n, (recall * present).sum() / n, (f1 * present).sum() / n
 
 
-def macro_f1(logits: Any, labels: Any) -> Array:
-    """Macro-averaged F1 of ``(B, C)`` scores against labels, ``C`` from the scores' shape."""
+def macro_f1(logits: Any, labels: Any, *, threshold: float = 0.0) -> Array:
+    """Macro-averaged F1 of ``(B, C)`` scores against labels, ``C`` from the scores' shape;
+    ``(B, 1)``: binary, class 1 where the score is ``> threshold`` (as :func:`accuracy`)."""
     z = jnp.asarray(logits)
-    num_classes = 2 if z.shape[-1] == 1 else z.shape[-1]
-    return precision_recall_f1(labels, z, num_classes, "macro")[2]
+    if z.ndim >= 2 and z.shape[-1] == 1:
+        return precision_recall_f1(labels, _predicted(z, threshold), 2, "macro")[2]
+    return precision_recall_f1(labels, z, z.shape[-1], "macro")[2]
 
 
 def _regression_pair(fn: str, predictions: Any, targets: Any) -> tuple[Array, Array]:
@@ -219,16 +221,31 @@ METRICS: dict[str, MetricFn] = {
 _TOP_K = re.compile(r"top_(\d+)_accuracy")
 
 
-def get(name_or_fn: str | MetricFn) -> MetricFn:
+THRESHOLD_METRICS = frozenset({"accuracy", "macro_f1"})
+"""Named metrics that read a binary ``(B, 1)`` output through a ``threshold``."""
+
+
+def get(name_or_fn: str | MetricFn, *, threshold: float | None = None) -> MetricFn:
     """A metric ``fn(predictions, targets) -> scalar`` by config name; callables pass through.
 
     Names: those in :data:`METRICS` and ``"top_{k}_accuracy"`` (e.g. ``"top_5_accuracy"``).
+    ``threshold``: for :data:`THRESHOLD_METRICS` on a binary ``(B, 1)`` output, class 1 where
+    the output is above it: ``None`` keeps their default 0 (logits); ``0.5`` for
+    probabilities (a ``Sigmoid`` output trained with ``"bce_probs"``).
     """
     if callable(name_or_fn):
         return name_or_fn
     if isinstance(name_or_fn, str):
         if name_or_fn in METRICS:
-            return METRICS[name_or_fn]
+            fn = METRICS[name_or_fn]
+            if threshold is None or name_or_fn not in THRESHOLD_METRICS:
+                return fn
+
+            def thresholded(predictions: Any, targets: Any) -> Array:
+                return fn(predictions, targets, threshold=threshold)
+
+            thresholded.__name__ = name_or_fn
+            return thresholded
         m = _TOP_K.fullmatch(name_or_fn)
         if m and int(m.group(1)) >= 1:
             k = int(m.group(1))

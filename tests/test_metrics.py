@@ -160,3 +160,34 @@ def test_registry():
     with pytest.raises(ValueError, match="unknown metric"):
         M.get("top_0_accuracy")
     assert nnkit.metrics is M
+
+
+def test_probability_losses_threshold_binary_metrics_at_one_half():
+    """A sigmoid output trained with ``"bce_probs"`` is a probability: the named binary
+    metrics fit logs then read class 1 above 0.5, not above 0 (which every probability is)."""
+    from nnkit import losses
+    from nnkit.train.gradients import resolve_metrics
+
+    probs = jnp.array([[0.1], [0.3], [0.7], [0.9]])
+    labels = jnp.array([0, 0, 1, 1])
+    for loss, want in ((losses.binary_cross_entropy, 1.0), ("logits", 0.5)):
+        fns = dict(resolve_metrics(("accuracy", "macro_f1"),
+                                   loss if callable(loss) else None))
+        assert float(fns["accuracy"](probs, labels)) == pytest.approx(want)
+    fns = dict(resolve_metrics(("accuracy", "macro_f1"), losses.binary_cross_entropy))
+    # all four right: F1 of each class is 1
+    assert float(fns["macro_f1"](probs, labels)) == pytest.approx(1.0)
+    # logits keep threshold 0: z = [-2, -1, 1, 2] -> [0, 0, 1, 1]
+    fns = dict(resolve_metrics(("accuracy", "macro_f1"),
+                               losses.binary_cross_entropy_with_logits))
+    z = jnp.array([[-2.0], [-1.0], [1.0], [2.0]])
+    assert float(fns["accuracy"](z, labels)) == 1.0
+    assert float(fns["macro_f1"](z, labels)) == pytest.approx(1.0)
+    # and a model: the sigmoid perceptron through fit's named metric
+    model = nnkit.models.perceptron(1, activation="sigmoid")
+    _, params, state = model.init(jax.random.key(0), (1,))
+    params = {"dense": {"w": jnp.array([[5.0]]), "b": jnp.array([0.0])}}
+    x = jnp.array([[-1.0], [-0.5], [0.5], [1.0]])
+    out = model.apply(params, state, x)[0]  # sigmoid(5x): 0.007, 0.08, 0.92, 0.993
+    acc = dict(resolve_metrics(("accuracy",), losses.binary_cross_entropy))["accuracy"]
+    assert float(acc(out, labels)) == 1.0

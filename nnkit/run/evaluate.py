@@ -52,9 +52,9 @@ def evaluate_run(run_dir: str | Path, split: str = "test",
     ts, meta = manager.restore(jax.eval_shape(lambda: initial_state(prep)), which)
     x, y = data
     n = int(x.shape[0])
-    ev = jax.jit(make_evaluator(prep.model, resolve_loss(prep.cfg.loss),
-                                resolve_metrics(prep.cfg.metrics), n,
-                                prep.cfg.data.eval_batch_size))
+    loss_fn = resolve_loss(prep.cfg.loss)
+    ev = jax.jit(make_evaluator(prep.model, loss_fn, resolve_metrics(prep.cfg.metrics, loss_fn),
+                                n, prep.cfg.data.eval_batch_size))
     out = jax.device_get(ev(ts.params, ts.state, x, y))
     return {"split": split, "checkpoint": which, "epoch": meta.get("epoch"), "n": n,
             **{k: float(np.asarray(v)) for k, v in out.items()}}

@@ -63,8 +63,12 @@ def resolve_metrics(
 
     With a multi-task ``loss`` (:func:`nnkit.losses.multi_task`) each task's unweighted loss
     is added as metric ``loss_<task>`` (logged as ``train_loss_<task>``, ``val_loss_<task>``),
-    unless a metric of that name is already there."""
-    items = list(_metric_items(metrics))
+    unless a metric of that name is already there. With a loss on probabilities
+    (:func:`nnkit.losses.binary_cross_entropy`, ``"bce_probs"``) the named binary metrics
+    threshold the ``(B, 1)`` output at 0.5 instead of 0."""
+    from nnkit import losses as L
+
+    items = list(_metric_items(metrics, 0.5 if loss is L.binary_cross_entropy else None))
     have = {n for n, _ in items}
     for task in getattr(loss, "tasks", None) or ():
         if f"loss_{task}" not in have:
@@ -76,7 +80,7 @@ def resolve_metrics(
     return tuple(items)
 
 
-def _metric_items(metrics: Any) -> list[tuple[str, Callable]]:
+def _metric_items(metrics: Any, threshold: float | None = None) -> list[tuple[str, Callable]]:
     if not metrics:
         return []
     if isinstance(metrics, str):
@@ -93,7 +97,7 @@ def _metric_items(metrics: Any) -> list[tuple[str, Callable]]:
             else:
                 from nnkit import metrics as M
 
-                items.append((m, M.get(m)))
+                items.append((m, M.get(m, threshold=threshold)))
     return items
 
 
