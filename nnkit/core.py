@@ -168,18 +168,22 @@ def _child_names(layers: Sequence[Layer]) -> list[str]:
     return names
 
 
+def _relabelled(name: str, lyr: Layer, e: ShapeError) -> ShapeError:
+    """``e`` labelled with the child's path in this container: a leaf's own "kind: msg"
+    becomes "name: msg"; a nested container's "a/b: msg" becomes "name/a/b: msg"."""
+    msg, own = str(e), f"{lyr.name or lyr.kind}: "
+    if msg.startswith(own):
+        msg = f"{name}: {msg[len(own):]}"
+    elif not msg.startswith((f"{name}:", f"{name}/")):
+        msg = f"{name}/{msg}"
+    return ShapeError(msg)
+
+
 def _init_child(name: str, lyr: Layer, key, shape):
     try:
         return lyr.init(key, shape)
     except ShapeError as e:
-        # Re-label the error with the child's path in this container: a leaf's own
-        # "kind: msg" becomes "name: msg"; a nested container's "a/b: msg" -> "name/a/b: msg".
-        msg, own = str(e), f"{lyr.name or lyr.kind}: "
-        if msg.startswith(own):
-            msg = f"{name}: {msg[len(own):]}"
-        elif not msg.startswith((f"{name}:", f"{name}/")):
-            msg = f"{name}/{msg}"
-        raise ShapeError(msg) from None
+        raise _relabelled(name, lyr, e) from None
 
 
 def _put(tree: dict, name: str, value: dict) -> None:
@@ -212,9 +216,12 @@ def serial(*layers: Layer, name: str | None = None) -> Layer:
     def apply(params, state, x, *, key=None, train=False):
         new_state = {}
         for n, lyr in children:
-            x, s = lyr.apply(
-                params.get(n, {}), state.get(n, {}), x, key=child_key(key, n), train=train
-            )
+            try:  # a shape error while tracing names the child's path, as at init
+                x, s = lyr.apply(
+                    params.get(n, {}), state.get(n, {}), x, key=child_key(key, n), train=train
+                )
+            except ShapeError as e:
+                raise _relabelled(n, lyr, e) from None
             _put(new_state, n, s)
         return x, new_state
 

@@ -262,6 +262,8 @@ def test_positional_layers_add_codes_and_pass_mask():
         P.LearnedPositionalEmbedding(4).init(KEY, (T, D))
     with pytest.raises(nnkit.ShapeError, match="max_len"):
         lrn.apply(p, s, _x((1, 9, D)))
+    with pytest.raises(nnkit.ShapeError, match=rf"has 1 features, the table \(8, {D}\)"):
+        lrn.apply(p, s, _x((1, T, 1)))  # would broadcast silently
 
 
 ALL = [

@@ -190,6 +190,14 @@ def test_flatten_dense_chain_shapes_and_errors():
         nnkit.serial(inner).init(jax.random.key(0), (5,))
 
 
+def test_dense_apply_names_itself_and_both_shapes():
+    model = nnkit.serial(Dense(3))
+    _, params, state = model.init(jax.random.key(0), (4,))
+    with pytest.raises(nnkit.ShapeError, match=r"dense_0: x of shape \(2, 5\) has 5 features "
+                                               r".* w \(4, 3\) expect 4"):
+        model.apply(params, state, jnp.ones((2, 5)))
+
+
 def test_residual_mismatch_error():
     with pytest.raises(nnkit.ShapeError, match=r"residual: block output \(5,\) != .*\(3,\)"):
         nnkit.residual(Dense(5)).init(jax.random.key(0), (3,))

@@ -134,5 +134,12 @@ def test_embedding_errors():
         layer.apply(params, {}, jnp.ones((1, 2)))
     y, _ = layer.apply(params, {}, jnp.array([[0, 3]]))  # 3 is out of range -> NaN row
     assert np.isfinite(y[0, 0]).all() and np.isnan(y[0, 1]).all()
+    # negative ids too: -1 (a common padding value) must not wrap to the last row
+    ids = jnp.array([[-1, 2, -3, -4]])
+    y, _ = layer.apply(params, {}, ids)
+    assert np.isnan(y[0, 0]).all() and np.isnan(y[0, 2]).all() and np.isnan(y[0, 3]).all()
+    np.testing.assert_array_equal(y[0, 1], params["table"][2])
+    g = jax.grad(lambda p: jnp.nansum(layer.apply(p, {}, ids)[0]))(params)["table"]
+    np.testing.assert_array_equal(g, [[0, 0], [0, 0], [1, 1]])  # only id 2's row
     with pytest.raises(ValueError, match="vocab_size"):
         Embedding(0, 2)

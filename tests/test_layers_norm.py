@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import nnkit
+from nnkit.core import ShapeError
 from nnkit.layers import BatchNorm, Dense, LayerNorm
 
 
@@ -109,6 +110,17 @@ def test_layernorm_closed_form():
     y, _ = LayerNorm().apply({"scale": jnp.ones(6), "bias": jnp.zeros(6)}, {}, x)
     np.testing.assert_allclose(y.mean(-1), 0.0, atol=1e-5)
     np.testing.assert_allclose(y.std(-1), 1.0, rtol=1e-4)
+
+
+def test_layernorm_rejects_a_feature_size_its_params_do_not_have():
+    layer = LayerNorm(name="ln")
+    _, params, state = layer.init(None, (4,))
+    for bad in ((2, 1), (2, 5)):  # (.., 1) would broadcast silently
+        with pytest.raises(ShapeError, match=rf"ln: x of shape \({bad[0]}, {bad[1]}\) has "
+                                             rf"{bad[1]} features .* params have 4"):
+            layer.apply(params, state, jnp.ones(bad))
+    y, _ = LayerNorm(use_scale=False, use_bias=False).apply({}, {}, jnp.ones((2, 5)))
+    assert y.shape == (2, 5)  # no params: any width
 
 
 def test_norm_low_precision_input_uses_float32_stats():

@@ -98,6 +98,29 @@ def test_mixed_bf16_matmuls_run_in_bf16():
         assert [v.aval.dtype for v in e.invars] == [BF16, BF16]
 
 
+def test_mixed_bf16_matmuls_after_norm_layers_run_in_bf16():
+    """Norm layers compute their statistics in float32 but return the compute dtype, so the
+    matmuls after them stay bf16 (a float32 output would promote every later matmul)."""
+    from nnkit.layers import BatchNorm, Dense, LayerNorm, Relu
+
+    for norm in (BatchNorm(), LayerNorm()):
+        model = prec.with_policy(
+            nnkit.serial(Dense(16), norm, Relu(), Dense(16), LayerNorm(), Dense(3)),
+            "mixed_bfloat16")
+        _, params, state = model.init(jax.random.key(1), (8,))
+        for train in (False, True):
+            jaxpr = jax.make_jaxpr(
+                lambda p, x, s=state, m=model, t=train: m.apply(p, s, x, train=t)[0])(
+                    params, data())
+            dots = [e for e in all_eqns(jaxpr.jaxpr) if e.primitive.name == "dot_general"]
+            assert len(dots) == 3
+            for e in dots:
+                assert [v.aval.dtype for v in e.invars] == [BF16, BF16]
+            out = jax.eval_shape(lambda p, x, s=state, m=model, t=train: m.apply(
+                p, s, x, train=t)[0], params, data())
+            assert out.dtype == jnp.float32  # the policy's output dtype
+
+
 def test_mixed_bf16_grads_are_float32_and_close():
     model, x = mlp(), data()
     y = jnp.sin(x[:, :3])

@@ -46,6 +46,11 @@ def Dense(
         return (*input_shape[:-1], features), params, {}
 
     def apply(params, state, x, *, key=None, train=False):
+        n_in = params["w"].shape[0]
+        if x.ndim < 1 or x.shape[-1] != n_in:
+            raise ShapeError(f"{name or 'dense'}: x of shape {tuple(x.shape)} has "
+                             f"{x.shape[-1] if x.ndim else 0} features on its last axis, the "
+                             f"weights w {tuple(params['w'].shape)} expect {n_in}")
         y = matmul(x, params["w"])
         if use_bias:
             y = y + params["b"]

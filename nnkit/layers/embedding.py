@@ -21,8 +21,9 @@ def Embedding(
 
     Params: ``{"table": (vocab_size, features)}``, default init ``N(0, 1)`` (as PyTorch).
     Equivalent to ``one_hot(ids) @ table``, so the gradient wrt ``table`` scatter-adds the
-    upstream gradient into the looked-up rows (repeated ids accumulate). Out-of-range ids give
-    NaN rows (``jnp.take(..., mode="fill")``) rather than a silently clamped row.
+    upstream gradient into the looked-up rows (repeated ids accumulate). Ids outside
+    ``[0, vocab_size)``, negative ones included, give NaN rows rather than a silently clamped
+    or wrapped-around row (and no gradient reaches the table from them).
     """
     who = name or "embedding"
     for what, v in (("vocab_size", vocab_size), ("features", features)):
@@ -37,6 +38,8 @@ def Embedding(
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.integer):
             raise TypeError(f"{who}: expected integer token ids, got dtype {x.dtype}")
+        # jnp.take wraps negative ids (-1 -> the last row); send them out of range instead
+        x = jnp.where(x < 0, vocab_size, x)
         return jnp.take(params["table"], x, axis=0, mode="fill", fill_value=jnp.nan), {}
 
     return layer("embedding", init, apply, name=name, meta={"vocab_size": vocab_size,

@@ -107,7 +107,7 @@ def BatchNorm(
         y = (xf - mu.astype(xf.dtype).reshape(bshape)) * inv.reshape(bshape)
         if use_bias:
             y = y + params["bias"].reshape(bshape)
-        return y, new_state
+        return y.astype(x.dtype), new_state  # statistics in float32, output as x
 
     meta = {"momentum": momentum, "eps": eps, "axis": axis}
     return layer("batch_norm", init, apply, name=name, meta=meta)
@@ -142,6 +142,11 @@ def LayerNorm(
         return tuple(input_shape), params, {}
 
     def apply(params, state, x, *, key=None, train=False):
+        c = next((params[k].shape[0] for k in ("scale", "bias") if k in params), None)
+        if x.ndim < 1 or (c is not None and x.shape[-1] != c):
+            raise ShapeError(f"{who}: x of shape {tuple(x.shape)} has "
+                             f"{x.shape[-1] if x.ndim else 0} features on its last axis, the "
+                             f"params have {c}")
         xf = x.astype(_work_dtype(x))
         mu = jnp.mean(xf, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(xf - mu), axis=-1, keepdims=True)
@@ -150,6 +155,6 @@ def LayerNorm(
             y = y * params["scale"]
         if use_bias:
             y = y + params["bias"]
-        return y, {}
+        return y.astype(x.dtype), {}  # statistics in float32, output as x
 
     return layer("layer_norm", init, apply, name=name, meta={"eps": eps})

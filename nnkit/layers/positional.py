@@ -96,6 +96,10 @@ def LearnedPositionalEmbedding(
         t = x.shape[1]
         if t > max_len:
             raise ShapeError(f"{who}: sequence length {t} > max_len {max_len}")
+        d = params["table"].shape[1]
+        if x.shape[2] != d:
+            raise ShapeError(f"{who}: x of shape {tuple(x.shape)} has {x.shape[2]} features, "
+                             f"the table {tuple(params['table'].shape)} has {d}")
         y = x + params["table"][:t].astype(x.dtype)
         return (y if pad is None else (y, pad)), {}
 
