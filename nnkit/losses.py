@@ -319,11 +319,14 @@ def binary_cross_entropy(
     """Binary cross entropy from probabilities ``p`` (e.g. a ``Sigmoid`` output).
 
     Per element ``-(t log p + (1 - t) log(1 - p))`` with ``p`` clipped to ``[eps, 1 - eps]``
-    (so at most ``-log eps`` ~ 16.1; the gradient is 0 where clipping is active). Prefer
+    (so at most ``-log eps`` ~ 16.1; the gradient is 0 where clipping is active), computed
+    in at least float32: in bfloat16/float16 ``1 - eps`` rounds to 1 and a confident
+    correct prediction would give ``0 * log 0 = NaN``. Prefer
     :func:`binary_cross_entropy_with_logits`, which needs no clipping.
     """
     _check_reduction("binary_cross_entropy", reduction)
     p, t = _align("binary_cross_entropy", probs, targets)
+    p, t = (a.astype(jnp.promote_types(a.dtype, jnp.float32)) for a in (p, t))
     p = jnp.clip(p, eps, 1.0 - eps)
     per = -(t * jnp.log(p) + (1.0 - t) * jnp.log1p(-p))
     return reduce(_per_example_mean(per), reduction)

@@ -255,6 +255,20 @@ def test_bce_from_probabilities():
     grad_check(lambda x: L.binary_cross_entropy(x, t), np.array([0.2, 0.6, 0.9]))
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_bce_from_probabilities_in_16_bit_stays_finite(dtype):
+    """In 16 bits ``1 - eps`` rounds to 1: confident correct predictions must not give
+    ``0 * log 0``; the loss equals the float32 one of the same (rounded) probabilities."""
+    p = jnp.array([0.9999, 1.0, 0.0, 0.25], dtype)
+    t = jnp.array([1.0, 1.0, 0.0, 1.0], dtype)
+    got = L.binary_cross_entropy(p, t, reduction="none")
+    want = L.binary_cross_entropy(p.astype(jnp.float32), t.astype(jnp.float32), reduction="none")
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    g = jax.grad(lambda q: L.binary_cross_entropy(q, t))(p)
+    assert g.dtype == dtype and bool(jnp.all(jnp.isfinite(g)))
+
+
 # ----------------------------------------------------------------------------- nll, kl
 
 

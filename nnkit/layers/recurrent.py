@@ -14,9 +14,12 @@ as :class:`nnkit.Layer` values (options ``return_sequences``, ``return_state``, 
 and :func:`Bidirectional` runs a layer both ways and concatenates the features. Stack layers
 with :func:`nnkit.serial` (every layer but the last with ``return_sequences=True``).
 
-Default initialisation (Keras/PyTorch practice): input-to-hidden weights Glorot uniform,
-hidden-to-hidden weights orthogonal (each gate's ``(H, H)`` block separately, so every gate
-starts norm-preserving), biases zero except the LSTM forget gate (1.0).
+Default initialisation: every gate's weights are initialised as the weights of a layer of
+their own. Input-to-hidden: Glorot uniform per gate's ``(F, H)`` block, variance
+``2 / (F + H)`` (Keras draws the fused ``(F, gates*H)`` kernel at once, variance
+``2 / (F + gates*H)``, smaller; pass ``kernel_init`` to choose). Hidden-to-hidden:
+orthogonal per gate's ``(H, H)`` block, so every gate starts norm-preserving. Biases zero
+except the LSTM forget gate (1.0).
 
 :func:`grad_norm_per_timestep` measures ``||d loss / d x_t||`` for every ``t`` (vanishing
 gradients in RNN vs LSTM).
