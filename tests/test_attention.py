@@ -266,6 +266,25 @@ def test_positional_layers_add_codes_and_pass_mask():
         lrn.apply(p, s, _x((1, T, 1)))  # would broadcast silently
 
 
+def test_attention_and_dropconnect_name_a_wrong_feature_size():
+    from nnkit.layers import DropConnect
+
+    mha = nnkit.serial(A.MultiHeadAttention(2, 3))
+    _, p, s = mha.init(KEY, (T, D))
+    with pytest.raises(nnkit.ShapeError, match=rf"multi_head_attention_0: x of shape "
+                                               rf"\(1, {T}, {D + 1}\) .* query projection"):
+        mha.apply(p, s, _x((1, T, D + 1)))
+    cross = A.MultiHeadCrossAttention(2, 3, name="cross")
+    _, p, s = cross.init(KEY, ((T, D), (5, 6)))
+    with pytest.raises(nnkit.ShapeError, match=r"cross: keys/values of shape \(1, 5, 7\) has "
+                                               r"7 features, the key projection"):
+        cross.apply(p, s, (_x((1, T, D)), _x((1, 5, 7))))
+    dc = DropConnect(3, name="dc")
+    _, p, s = dc.init(KEY, (4,))
+    with pytest.raises(nnkit.ShapeError, match=r"dc: x of shape \(2, 5\) .* w \(4, 3\)"):
+        dc.apply(p, s, jnp.ones((2, 5)))
+
+
 ALL = [
     A.MultiHeadAttention(2, 3),
     A.MultiHeadAttention(2, 3, out_features=4, causal=True),

@@ -322,6 +322,13 @@ def test_bad_input_errors_name_the_layer():
         lyr.apply(p, s, jnp.ones((T, F)))
     with pytest.raises(nnkit.ShapeError, match="bidirectional"):
         R.Bidirectional(R.RNN(H)).init(KEY, (F,))
+    # a feature size the weights were not made for: the layer, both shapes (not XLA's error)
+    for lyr in (R.RNN(H), R.LSTM(H), R.GRU(H), R.LSTM(H, return_sequences=False)):
+        model = nnkit.serial(lyr)
+        _, p, s = model.init(KEY, (T, F))
+        with pytest.raises(nnkit.ShapeError, match=rf"_0: xs of shape \(2, {T}, {F + 1}\) has "
+                                                   rf"{F + 1} features .* w_ih \({F}, \d+\)"):
+            model.apply(p, s, jnp.ones((2, T, F + 1)))
 
 
 def test_legacy_prngkey_init_matches_shapes():

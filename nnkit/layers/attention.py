@@ -111,6 +111,16 @@ def _mha_params(key, d_q: int, d_kv: int, heads: int, key_size: int, value_size:
     }
 
 
+def _check_features(who: str, params: dict, xq: Array, xkv: Array) -> None:
+    """The queries' and keys' feature sizes against the projections they were built for."""
+    for what, x, proj in (("x", xq, "query"), ("keys/values", xkv, "key")):
+        w = params[proj]["w"]
+        if x.shape[-1] != w.shape[0]:
+            raise ShapeError(f"{who}: {what} of shape {tuple(x.shape)} has {x.shape[-1]} "
+                             f"features, the {proj} projection w {tuple(w.shape)} expects "
+                             f"{w.shape[0]}")
+
+
 def _mha(params: dict, xq: Array, xkv: Array, mask: Array | None, heads: int) -> Array:
     """Multi-head attention of ``xq (B, Tq, Dq)`` over ``xkv (B, Tk, Dkv)``; mask
     broadcastable to ``(B, heads, Tq, Tk)``."""
@@ -179,6 +189,7 @@ def MultiHeadAttention(
         if causal:
             cm = causal_mask(t)
             mask = cm if mask is None else mask & cm
+        _check_features(who, params, x, x)
         return _mha(params, x, x, mask, num_heads), {}
 
     meta = {"num_heads": num_heads, "key_size": key_size, "value_size": value_size,
@@ -240,6 +251,7 @@ def MultiHeadCrossAttention(
                 raise ShapeError(f"{who}: context mask shape {cm.shape} != (B, Tk) "
                                  f"{ctx.shape[:2]}")
             mask = cm[:, None, None, :]
+        _check_features(who, params, x, ctx)
         return _mha(params, x, ctx, mask, num_heads), {}
 
     meta = {"num_heads": num_heads, "key_size": key_size, "value_size": value_size}

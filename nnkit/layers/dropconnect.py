@@ -75,6 +75,10 @@ def DropConnect(
 
     def apply(params, state, x, *, key=None, train=False):
         w = params["w"]
+        if x.ndim < 1 or x.shape[-1] != w.shape[0]:
+            raise ShapeError(f"{name or 'dropconnect'}: x of shape {tuple(x.shape)} has "
+                             f"{x.shape[-1] if x.ndim else 0} features on its last axis, the "
+                             f"weights w {tuple(w.shape)} expect {w.shape[0]}")
         if train and rate > 0.0:
             _need_key("dropconnect", name, key)
             mask = jax.random.bernoulli(key, keep, w.shape)

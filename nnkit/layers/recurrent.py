@@ -282,6 +282,11 @@ def run_cell(
     if xs.ndim < 2:
         raise ShapeError(f"{cell.kind}: run_cell expects xs of shape (*batch, T, F), got "
                          f"{xs.shape}")
+    w_ih = params.get("w_ih") if isinstance(params, dict) else None
+    if w_ih is not None and xs.shape[-1] != w_ih.shape[0]:
+        raise ShapeError(f"{cell.kind}: xs of shape {tuple(xs.shape)} has {xs.shape[-1]} "
+                         f"features per step, the input weights w_ih {tuple(w_ih.shape)} "
+                         f"expect {w_ih.shape[0]}")
     dtype = jnp.result_type(xs.dtype, *jax.tree_util.tree_leaves(params))
     if initial_carry is None:
         initial_carry = cell.initial_state(xs.shape[:-2], dtype)
