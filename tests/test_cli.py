@@ -407,6 +407,8 @@ def test_parse_grid():
     with pytest.raises(ValueError, match="given twice"):
         runs.parse_grid(["seed=1", "seed=2"])
     assert yaml.safe_load("1e-3") == "1e-3"  # why numbers are fixed up after safe_load
+    with pytest.raises(ValueError, match=r"--grid: model: .*'arch' repeated"):
+        runs.parse_grid(["model={arch: mlp, arch: cnn}"])
 
 
 # ----------------------------------------------------------------------------- prepare

@@ -116,7 +116,7 @@ def _split_top(text: str) -> list[str]:
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     """``["optimizer.lr=1e-4,1e-3", "seed=0,1"]`` -> ``{key: [values]}`` (YAML scalars)."""
-    from nnkit.config import _fix_numbers
+    from nnkit.config import _fix_numbers, load_yaml_text
 
     grid: dict[str, list[Any]] = {}
     for item in items:
@@ -126,7 +126,11 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
         key = key.strip()
         if key in grid:
             raise ConfigError(f"{key!r} given twice", key="--grid")
-        values = [_fix_numbers(yaml.safe_load(v)) for v in _split_top(text)]
+        try:
+            values = [_fix_numbers(load_yaml_text(v)) for v in _split_top(text)]
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{key}: not YAML: {getattr(e, 'problem', None) or e}",
+                              key="--grid") from None
         if not values:
             raise ConfigError(f"no values for {key!r}", key="--grid")
         grid[key] = values
