@@ -73,11 +73,15 @@ class Prepared:
 
 
 def _load_data(cfg: Config) -> Any:
+    """The data set; a loader's argument errors (unknown option, value out of range) become
+    ConfigErrors naming ``data.options``, corrupt files stay ``DataFormatError``."""
     from nnkit import data
 
     try:
         return data.load(cfg.data.dataset, **cfg.data.options)
-    except TypeError as e:
+    except data.DataFormatError:
+        raise
+    except (TypeError, ValueError) as e:
         raise ConfigError(str(e), key="data.options") from None
 
 
@@ -157,8 +161,8 @@ def prepare(cfg: Config) -> Prepared:
     """Loads and splits the data, builds the model and optimizer, and checks they fit.
 
     Raises:
-      ConfigError: a config value that does not fit the data (options, batch size, model
-        shapes, schedule arguments, augmentation on non-images).
+      ConfigError: a config value that does not fit the data (data set options and their
+        ranges, batch size, model shapes, schedule arguments, augmentation on non-images).
       FileNotFoundError, nnkit.data.DataFormatError: missing or corrupt data files.
     """
     ds = _load_data(cfg)
