@@ -86,7 +86,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             _err("train", "--out cannot be used with --resume (the run directory is reused)")
             return 2
         cfg, _ = run.read_run_config(args.resume, args.set)
-        parallel = run.make_parallel(cfg, str(Path(args.resume) / "config.yaml"))  # first
+        parallel = run.make_parallel(cfg, str(Path(args.resume) / "config.yaml"),
+                                     args.set)  # first
         res = run.resume(args.resume, overrides=args.set, progress=progress,
                          parallel=parallel)
     else:
@@ -94,9 +95,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             _err("train", "give a CONFIG file (or --resume DIR)")
             return 2
         cfg = load_config(args.config, args.set)
-        parallel = run.make_parallel(cfg, args.config)  # before anything touches a device
+        parallel = run.make_parallel(cfg, args.config, args.set)  # before any device use
         res = run.train(cfg, config_path=args.config, out=args.out, progress=progress,
-                        parallel=parallel)
+                        parallel=parallel, overrides=args.set)
     if res.status == "nonfinite":
         _err("train", res.message)
     elif res.status == "interrupted":
@@ -125,7 +126,8 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from nnkit.config import load_config
     from nnkit.run import model_summary
 
-    print(model_summary(load_config(args.config, args.set), file=args.config))
+    print(model_summary(load_config(args.config, args.set), file=args.config,
+                        overrides=args.set))
     return 0
 
 
@@ -136,7 +138,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     out = args.out or f"lr_find-{Path(args.config).stem}.png"
     res, png = lr_find_run(cfg, out, steps=args.steps, min_lr=args.min_lr, max_lr=args.max_lr,
-                           file=args.config)
+                           file=args.config, overrides=args.set)
     div = "" if res.diverged_at is None else f", diverged at step {res.diverged_at}"
     print(f"suggested learning rate {res.suggestion:.3g} (loss minimum at "
           f"{res.lr_at_min:.3g}{div})")
@@ -170,7 +172,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     from nnkit.run import diagnose_run
 
     cfg = load_config(args.config, args.set)
-    res = diagnose_run(cfg, args.out, file=args.config)
+    res = diagnose_run(cfg, args.out, file=args.config, overrides=args.set)
     print(res.report)
     print(f"report and {len(res.figures)} figure(s): {res.out_dir}")
     return 0

@@ -98,6 +98,26 @@ class ConfigError(ValueError):
             self.args = (self._text(),)
         return self
 
+    def with_source(self, file: str | None, overrides: Sequence[str] = ()) -> ConfigError:
+        """This error, naming ``--set`` when its key is one that ``overrides``
+        (``"a.b=value"``) set, lies inside one, or holds one; else naming ``file``."""
+        return self.with_file("--set" if _overridden(self.key, overrides) else file)
+
+
+def _overridden(key: str | None, overrides: Sequence[str]) -> bool:
+    if key is None:
+        return False
+    set_keys = [_dotted(o.split("=", 1)[0].strip()) for o in overrides]
+    return any(key == k or key.startswith((k + ".", k + "[")) or k.startswith((key + ".",
+                                                                                 key + "["))
+               for k in set_keys)
+
+
+def _dotted(set_key: str) -> str:
+    """``data.augmentation.0.max_shift`` -> ``data.augmentation[0].max_shift`` (error keys
+    write list items in brackets)."""
+    return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", set_key)
+
 
 def suggest(name: Any, valid: Iterable[str]) -> str:
     """``" (did you mean 'x'?)"`` for the closest valid name (difflib), else ``""``."""
@@ -701,15 +721,10 @@ def parse_config(raw: Mapping[str, Any], *, file: str | None = None,
     if not isinstance(raw, Mapping):
         raise ConfigError(f"expected a mapping, got {type(raw).__name__}", file=file)
     raw = apply_overrides(dict(raw), overrides) if overrides else dict(raw)
-    set_keys = [o.split("=", 1)[0].strip() for o in overrides]
     try:
         return _from_dict(Config, raw, "")
     except ConfigError as e:
-        from_set = e.key is not None and any(
-            e.key == k or e.key.startswith(k + ".") or e.key.startswith(k + "[")
-            or k.startswith(e.key + ".") for k in set_keys
-        )
-        raise e.with_file("--set" if from_set else file) from None
+        raise e.with_source(file, overrides) from None
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:

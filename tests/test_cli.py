@@ -196,7 +196,12 @@ def test_config_error_exit_2_one_line_and_no_run_dir(tmp_path, monkeypatch, tiny
                          str(tmp_path / "x"))
     assert rc == 2 and "model.dropout: must be in [0, 1)" in err and not (tmp_path / "x").exists()
     rc, _, err = run_cli("train", str(tiny), "--set", "data.batch_size=1000")
-    assert rc == 2 and "data.batch_size" in err and str(tiny) in err
+    assert rc == 2 and "error: --set: data.batch_size: must be <=" in err  # not the file
+    big = tmp_path / "big.yaml"
+    big.write_text(TINY.replace("batch_size: 10", "batch_size: 1000"))
+    rc, _, err = run_cli("train", str(big))
+    assert rc == 2 and f"error: {big}: data.batch_size: must be <=" in err
+    big.unlink()
     rc, _, err = run_cli("train", str(tmp_path / "missing.yaml"))
     assert rc == 2 and "missing.yaml" in err
     rc, _, err = run_cli("train", str(tiny), "--set", "data.dataset=fashion_mnist",

@@ -47,3 +47,43 @@ def test_data_format_errors_stay_data_format_errors(monkeypatch):
     monkeypatch.setattr(data, "load", corrupt)
     with pytest.raises(data.DataFormatError, match="x.idx: truncated"):
         prepare("digits_mlp.yaml")
+
+
+# ----------------------------------------------------------------------------- error sources
+
+
+def test_prepare_errors_in_overridden_keys_name_set_else_the_file():
+    from nnkit.run.prepare import prepare_named
+
+    path = str(CONFIGS / "digits_mlp.yaml")
+    sets = ["data.batch_size=2000"]
+    with pytest.raises(ConfigError) as e:
+        prepare_named(load_config(path, sets), path, sets)
+    assert str(e.value).startswith("--set: data.batch_size: must be <=")
+    sets = ["data.options={size: 0}"]
+    with pytest.raises(ConfigError, match=r"^--set: data\.options: size must be >= 1"):
+        prepare_named(load_config(path, sets), path, sets)
+    sets = ["data.options.size=0"]
+    with pytest.raises(ConfigError, match=r"^--set: data\.options: size must be >= 1"):
+        prepare_named(load_config(path, sets), path, sets)
+    sets = ["seed=3", "data.batch_size=2000"]
+    with pytest.raises(ConfigError, match="^--set: data.batch_size"):
+        prepare_named(load_config(path, sets), path, sets)
+    sets = ["seed=3", "optimizer.schedule.decay_steps=-5"]
+    with pytest.raises(ConfigError, match=r"^--set: optimizer\.schedule"):
+        prepare_named(load_config(path, sets), path, sets)
+    with pytest.raises(ConfigError, match=f"^{path}: data.batch_size"):
+        prepare_named(load_config(path, ["data.split=[0.01, 0.99]"]), path, ["seed=1"])
+
+
+def test_cli_summary_blames_set(capsys):
+    from nnkit.cli import main
+
+    rc = main(["summary", str(CONFIGS / "digits_mlp.yaml"), "--set", "data.batch_size=2000"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("nnkit summary: error: --set: data.batch_size:")
+
+
+def test_loss_target_mismatch_is_reported_under_loss():
+    e = error_of("digits_mlp.yaml", "loss=mse")
+    assert e.key == "loss" and "'mse'" in e.message and "(batch, *(10,))" in e.message

@@ -14,7 +14,7 @@ command line calls it before anything touches a device); ``precision:`` becomes
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from nnkit.config import AUGMENTATIONS, Config, ConfigError
 from nnkit.core import Layer, ShapeError
 from nnkit.train import EarlyStopping, Plateau, TrainState, create_train_state
 from nnkit.train.gradients import resolve_loss
-from nnkit.train.inputs import check_data
+from nnkit.train.inputs import check_data, check_targets
 from nnkit.train.step import apply_policy
 
 __all__ = ["Prepared", "prepare", "prepare_named", "initial_state", "monitor_of",
@@ -157,6 +157,26 @@ def _augment(cfg: Config, input_shape: tuple[int, ...]) -> Callable | None:
     return augment
 
 
+def _check_model(cfg: Config, model: Layer, train: XY, others: dict[str, XY | None],
+                 input_shape: tuple[int, ...]) -> Any:
+    """The model's per-example output shape; a model that cannot take the data (or labels
+    outside its outputs) -> ConfigError naming ``model``."""
+    try:
+        return check_data(model, None, train, others, None)[1]
+    except (ShapeError, ValueError) as e:
+        raise ConfigError(f"the model does not fit the data {cfg.data.dataset!r} "
+                          f"(inputs {input_shape}): {e}", key="model") from None
+
+
+def _check_loss(cfg: Config, out_shape: Any, y: np.ndarray) -> None:
+    """Model outputs the loss cannot compare with the targets -> ConfigError naming ``loss``."""
+    try:
+        check_targets(resolve_loss(cfg.loss), out_shape, y, f"loss {cfg.loss!r}")
+    except ValueError as e:
+        raise ConfigError(f"does not fit the data {cfg.data.dataset!r}: {e}",
+                          key="loss") from None
+
+
 def prepare(cfg: Config) -> Prepared:
     """Loads and splits the data, builds the model and optimizer, and checks they fit.
 
@@ -178,16 +198,14 @@ def prepare(cfg: Config) -> Prepared:
     policy = policy_of(cfg)
     model = apply_policy(models.build(spec), policy)
     input_shape = tuple(int(d) for d in train[0].shape[1:])
-    try:
-        check_data(model, resolve_loss(cfg.loss), train, {"val": val, "test": test}, None)
-    except (ShapeError, ValueError) as e:
-        raise ConfigError(f"the model/loss do not fit the data {cfg.data.dataset!r} "
-                          f"(inputs {input_shape}): {e}", key="model") from None
+    out_shape = _check_model(cfg, model, train, {"val": val, "test": test}, input_shape)
+    _check_loss(cfg, out_shape, train[1])
     steps = n // cfg.data.batch_size
     total = cfg.training.epochs * steps // cfg.optimizer.accumulate
+    lr = _schedule(cfg, total)
     try:
         optimizer = optim.make(
-            cfg.optimizer.name, _schedule(cfg, total), weight_decay=cfg.optimizer.weight_decay,
+            cfg.optimizer.name, lr, weight_decay=cfg.optimizer.weight_decay,
             clip_norm=cfg.optimizer.clip_norm, accumulate=cfg.optimizer.accumulate,
             **cfg.optimizer.options,
         )
@@ -213,12 +231,15 @@ def prepare(cfg: Config) -> Prepared:
     )
 
 
-def prepare_named(cfg: Config, file: str | None) -> Prepared:
-    """:func:`prepare`, with ``file`` named in its ConfigErrors."""
+def prepare_named(cfg: Config, file: str | None,
+                  overrides: Sequence[str] = ()) -> Prepared:
+    """:func:`prepare`, its ConfigErrors naming ``--set`` for a key that one of
+    ``overrides`` (``"a.b=value"``, as given to :func:`nnkit.config.parse_config`) set,
+    else ``file``."""
     try:
         return prepare(cfg)
     except ConfigError as e:
-        raise e.with_file(file) from None
+        raise e.with_source(file, overrides) from None
 
 
 def _replace_model(cfg: Config, spec: dict[str, Any]) -> Config:
@@ -256,7 +277,8 @@ def policy_of(cfg: Config) -> _precision.Policy | None:
         raise _config_error(e, "precision") from None
 
 
-def make_parallel(cfg: Config, file: str | None = None) -> Any:
+def make_parallel(cfg: Config, file: str | None = None,
+                  overrides: Sequence[str] = ()) -> Any:
     """The ``parallel:`` section as a :class:`nnkit.parallel.DataParallel`, or ``None`` (off).
 
     Calls :func:`nnkit.parallel.from_config`, which starts JAX's multi-process runtime when
@@ -264,28 +286,30 @@ def make_parallel(cfg: Config, file: str | None = None) -> Any:
     device. An empty section (the default) is off and touches nothing.
 
     Raises:
-      ConfigError: naming ``parallel.<key>`` (unknown key, wrong type, too many devices).
+      ConfigError: naming ``parallel.<key>`` (unknown key, wrong type, too many devices) and
+        ``--set`` or ``file`` as :func:`prepare_named` does.
     """
     from nnkit import parallel as par
 
     try:
         return par.from_config(cfg.parallel or None)
     except ValueError as e:
-        raise _config_error(e, "parallel").with_file(file) from None
+        raise _config_error(e, "parallel").with_source(file, overrides) from None
 
 
-def check_parallel(prep: Prepared, parallel: Any, file: str | None = None) -> None:
+def check_parallel(prep: Prepared, parallel: Any, file: str | None = None,
+                   overrides: Sequence[str] = ()) -> None:
     """``data.batch_size`` must split evenly over the devices (and processes).
 
     Raises:
-      ConfigError: naming ``data.batch_size``.
+      ConfigError: naming ``data.batch_size`` (and ``--set`` or ``file``).
     """
     if parallel is None:
         return
     try:
         parallel.local_batch_size(prep.cfg.data.batch_size)
     except ValueError as e:
-        raise ConfigError(str(e), key="data.batch_size", file=file) from None
+        raise ConfigError(str(e), key="data.batch_size").with_source(file, overrides) from None
 
 
 def monitor_of(prep: Prepared) -> tuple[str, str]:

@@ -327,6 +327,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     progress: bool | None = None,
     parallel: DataParallel | None = None,
+    overrides: Sequence[str] = (),
 ) -> RunResult:
     """Trains ``cfg`` into a new run directory (``out``, or ``<base>/<stem>-<timestamp>``).
 
@@ -335,12 +336,13 @@ def train(
     epoch's checkpoint is written; ``True`` stops training, :data:`nnkit.train.INTERRUPT`
     stops it without the test-set evaluation. ``parallel``: a
     :class:`nnkit.parallel.DataParallel`; ``None`` builds it from ``cfg.parallel`` (off by
-    default) with :func:`nnkit.run.prepare.make_parallel`.
+    default) with :func:`nnkit.run.prepare.make_parallel`. ``overrides``: the ``--set``
+    values ``cfg`` was parsed with; errors in the keys they set name ``--set``, not the file.
     """
     if parallel is None:
-        parallel = make_parallel(cfg, config_path)
-    prep = prepare_named(cfg, config_path)
-    check_parallel(prep, parallel, config_path)
+        parallel = make_parallel(cfg, config_path, overrides)
+    prep = prepare_named(cfg, config_path, overrides)
+    check_parallel(prep, parallel, config_path, overrides)
     run_dir = _new_dir(config_path, out, base)
     if _is_main():
         write_config(run_dir, prep.cfg, {**environment(), "config_file": config_path})
@@ -375,9 +377,9 @@ def resume(
     cfg, meta = read_run_config(run_dir, list(overrides))
     file = str(run_dir / "config.yaml")
     if parallel is None:
-        parallel = make_parallel(cfg, file)
-    prep = prepare_named(cfg, file)
-    check_parallel(prep, parallel, file)
+        parallel = make_parallel(cfg, file, overrides)
+    prep = prepare_named(cfg, file, overrides)
+    check_parallel(prep, parallel, file, overrides)
     manager = CheckpointManager(run_dir / "checkpoints", keep=prep.cfg.logging.checkpoint_keep)
     if manager.latest_path() is None:
         raise RunError(f"{run_dir} has no checkpoint to resume from")
