@@ -87,3 +87,30 @@ def test_cli_summary_blames_set(capsys):
 def test_loss_target_mismatch_is_reported_under_loss():
     e = error_of("digits_mlp.yaml", "loss=mse")
     assert e.key == "loss" and "'mse'" in e.message and "(batch, *(10,))" in e.message
+
+
+# ------------------------------------------------------------------- loss, metrics vs task
+
+
+@pytest.mark.parametrize("name, overrides, key, expect", [
+    ("moons_mlp.yaml", ["metrics=[mae]"], "metrics[0]", "metric 'mae' cannot compare"),
+    ("moons_mlp.yaml", ["metrics=[accuracy, rmse]"], "metrics[1]", "metric 'rmse'"),
+    ("sine_lstm.yaml", ["metrics=[accuracy]"], "metrics[0]", "needs a classification"),
+    ("sine_lstm.yaml", ["metrics=[mae, top_5_accuracy]"], "metrics[1]",
+     "needs a classification"),
+    ("sine_lstm.yaml", ["loss=cross_entropy"], "loss", "needs a classification"),
+    ("sine_lstm.yaml", ["loss=nll"], "loss", "needs a classification"),
+    ("moons_mlp.yaml", ["model.out=1", "metrics=[]"], "loss", "1 output unit"),
+])
+def test_loss_and_metrics_must_fit_the_task(name, overrides, key, expect):
+    e = error_of(name, *overrides)
+    assert e.key == key and expect in e.message
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("moons_mlp.yaml", ["metrics=[accuracy, macro_f1, top_1_accuracy]"]),
+    ("moons_mlp.yaml", ["model.out=1", "loss=binary_cross_entropy"]),
+    ("sine_lstm.yaml", ["metrics=[mae, mse, rmse, r2]", "loss=huber"]),
+])
+def test_fitting_loss_and_metrics_pass(name, overrides):
+    prepare(name, *overrides)

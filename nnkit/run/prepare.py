@@ -1,9 +1,9 @@
 """Config -> everything a run needs (model, data splits, optimizer), validated up front.
 
 :func:`prepare` does all the checks that can fail on user input (data set options, data
-files, model vs data shapes, batch size vs data size, schedule arguments) BEFORE a run
-directory exists, turning them into :class:`nnkit.config.ConfigError` where a config key is
-at fault.
+files, model vs data shapes, loss and metrics vs model outputs and task, batch size vs data
+size, schedule arguments) BEFORE a run directory exists, turning them into
+:class:`nnkit.config.ConfigError` where a config key is at fault.
 
 :func:`make_parallel` turns the config's ``parallel:`` section into a
 :class:`nnkit.parallel.DataParallel` (it may start JAX's multi-process runtime, so the
@@ -14,6 +14,7 @@ command line calls it before anything touches a device); ``precision:`` becomes
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ from nnkit.train.inputs import check_data, check_targets
 from nnkit.train.step import apply_policy
 
 __all__ = ["Prepared", "prepare", "prepare_named", "initial_state", "monitor_of",
-           "make_parallel", "check_parallel", "policy_of"]
+           "make_parallel", "check_parallel", "policy_of", "SOFTMAX_LOSSES", "CLASS_METRICS"]
 
 XY = tuple[np.ndarray, np.ndarray]
 
@@ -168,13 +169,56 @@ def _check_model(cfg: Config, model: Layer, train: XY, others: dict[str, XY | No
                           f"(inputs {input_shape}): {e}", key="model") from None
 
 
-def _check_loss(cfg: Config, out_shape: Any, y: np.ndarray) -> None:
-    """Model outputs the loss cannot compare with the targets -> ConfigError naming ``loss``."""
+SOFTMAX_LOSSES = ("cross_entropy", "nll")
+"""Losses over a softmax of class scores: they need a classification data set (one with
+``num_classes``) and a model with more than one output unit."""
+
+CLASS_METRICS = ("accuracy", "macro_f1", "top_<k>_accuracy")
+"""Metrics of predicted classes: they need a classification data set."""
+
+
+def _is_class_metric(name: str) -> bool:
+    return name in CLASS_METRICS or re.fullmatch(r"top_\d+_accuracy", name) is not None
+
+
+def _units(out_shape: Any) -> int | None:
+    ok = isinstance(out_shape, tuple) and out_shape and isinstance(out_shape[-1], int)
+    return out_shape[-1] if ok else None
+
+
+def _check_loss(cfg: Config, out_shape: Any, y: np.ndarray, num_classes: int | None) -> None:
+    """A classification loss on data without classes, a softmax over one output unit, or
+    model outputs the loss cannot compare with the targets -> ConfigError naming ``loss``."""
+    where = f"the data set {cfg.data.dataset!r}"
+    if cfg.loss in SOFTMAX_LOSSES and num_classes is None:
+        raise ConfigError(f"{cfg.loss!r} needs a classification data set; {where} has no "
+                          "classes (regression targets): use mse, l1 or huber", key="loss")
+    if cfg.loss in SOFTMAX_LOSSES and _units(out_shape) == 1:
+        raise ConfigError(f"{cfg.loss!r} takes a softmax over the model's outputs, but the "
+                          "model has 1 output unit (a constant softmax): give it one unit "
+                          "per class, or use binary_cross_entropy", key="loss")
     try:
         check_targets(resolve_loss(cfg.loss), out_shape, y, f"loss {cfg.loss!r}")
     except ValueError as e:
-        raise ConfigError(f"does not fit the data {cfg.data.dataset!r}: {e}",
-                          key="loss") from None
+        raise ConfigError(f"does not fit {where}: {e}", key="loss") from None
+
+
+def _check_metrics(cfg: Config, out_shape: Any, y: np.ndarray, num_classes: int | None) -> None:
+    """Each metric as :func:`_check_loss` checks the loss -> ConfigError naming
+    ``metrics[i]``."""
+    from nnkit import metrics as M
+
+    for i, name in enumerate(cfg.metrics):
+        key = f"metrics[{i}]"
+        if _is_class_metric(name) and num_classes is None:
+            raise ConfigError(f"{name!r} needs a classification data set; the data set "
+                              f"{cfg.data.dataset!r} has no classes (regression targets): "
+                              "use mae, mse, rmse or r2", key=key)
+        try:
+            check_targets(M.get(name), out_shape, y, f"metric {name!r}")
+        except ValueError as e:
+            raise ConfigError(f"does not fit the data set {cfg.data.dataset!r}: {e}",
+                              key=key) from None
 
 
 def prepare(cfg: Config) -> Prepared:
@@ -182,7 +226,9 @@ def prepare(cfg: Config) -> Prepared:
 
     Raises:
       ConfigError: a config value that does not fit the data (data set options and their
-        ranges, batch size, model shapes, schedule arguments, augmentation on non-images).
+        ranges, batch size, model shapes, a loss or metric that cannot take the model's
+        outputs and targets or needs classes the data do not have, schedule arguments,
+        augmentation on non-images).
       FileNotFoundError, nnkit.data.DataFormatError: missing or corrupt data files.
     """
     ds = _load_data(cfg)
@@ -199,7 +245,8 @@ def prepare(cfg: Config) -> Prepared:
     model = apply_policy(models.build(spec), policy)
     input_shape = tuple(int(d) for d in train[0].shape[1:])
     out_shape = _check_model(cfg, model, train, {"val": val, "test": test}, input_shape)
-    _check_loss(cfg, out_shape, train[1])
+    _check_loss(cfg, out_shape, train[1], ds.num_classes)
+    _check_metrics(cfg, out_shape, train[1], ds.num_classes)
     steps = n // cfg.data.batch_size
     total = cfg.training.epochs * steps // cfg.optimizer.accumulate
     lr = _schedule(cfg, total)
