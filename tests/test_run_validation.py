@@ -114,3 +114,53 @@ def test_loss_and_metrics_must_fit_the_task(name, overrides, key, expect):
 ])
 def test_fitting_loss_and_metrics_pass(name, overrides):
     prepare(name, *overrides)
+
+
+# ------------------------------------------------------- augmentation and optimizer values
+
+
+def aug(spec: str) -> str:
+    return f"data.augmentation=[{spec}]"
+
+
+@pytest.mark.parametrize("overrides, key, expect", [
+    ([aug("{name: random_translate, max_shift: -1}")], "data.augmentation[0].max_shift",
+     "must be >= 0"),
+    ([aug("{name: random_translate, max_shift: 1.5}")], "data.augmentation[0].max_shift",
+     "expected int"),
+    ([aug("{name: random_crop, padding: 1, pad_mode: bogus}")],
+     "data.augmentation[0].pad_mode", ""),
+    ([aug("{name: random_flip_lr}, {name: random_crop, padding: -2, pad_mode: edge}")],
+     "data.augmentation[1].padding", ""),
+    ([aug("{name: random_rotate, max_degrees: abc}")], "data.augmentation[0].max_degrees",
+     "expected number"),
+    ([aug("{name: gaussian_noise, std: abc}")], "data.augmentation[0].std", ""),
+    (["optimizer.options={b1: abc}"], "optimizer.options.b1", ""),
+    (["optimizer.options={b1: 0.9, eps: abc}"], "optimizer.options.eps", ""),
+    (["optimizer.schedule={name: cosine, decay_steps: auto, alpha: abc}"],
+     "optimizer.schedule.alpha", "expected number"),
+    (["optimizer.schedule={name: cosine, decay_steps: 2.5}"],
+     "optimizer.schedule.decay_steps", "expected int"),
+    (["optimizer.schedule={name: cyclic, base_lr: 0.001, step_size: 10, mode: bogus}"],
+     "optimizer.schedule.mode", ""),
+])
+def test_option_values_are_checked_before_training(overrides, key, expect):
+    e = error_of("digits_lenet5.yaml", *overrides)
+    assert e.key == key and expect in e.message, str(e)
+
+
+def test_integral_floats_are_accepted_for_ints():
+    prep = prepare("digits_lenet5.yaml", "optimizer.schedule={name: cosine, decay_steps: 1e3}",
+                   aug("{name: random_crop, padding: 2.0}"))
+    assert prep.augment is not None
+
+
+def test_cli_bad_augmentation_exit_2_and_no_run_dir(tmp_path, capsys):
+    from nnkit.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["train", str(CONFIGS / "digits_lenet5.yaml"), "--out", str(out), "--set",
+               aug("{name: random_translate, max_shift: -1}")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "internal error" not in err
+    assert "--set: data.augmentation[0].max_shift" in err and not out.exists()

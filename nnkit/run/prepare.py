@@ -2,8 +2,11 @@
 
 :func:`prepare` does all the checks that can fail on user input (data set options, data
 files, model vs data shapes, loss and metrics vs model outputs and task, batch size vs data
-size, schedule arguments) BEFORE a run directory exists, turning them into
-:class:`nnkit.config.ConfigError` where a config key is at fault.
+size, the values of schedule, optimizer and augmentation options) BEFORE a run directory
+exists, turning them into :class:`nnkit.config.ConfigError` where a config key is at fault.
+Option values are checked against their functions' ``int`` / ``float`` annotations, then
+each schedule, the optimizer (init + one update) and each augmentation is traced once
+abstractly (``jax.eval_shape``); an error names the option at fault.
 
 :func:`make_parallel` turns the config's ``parallel:`` section into a
 :class:`nnkit.parallel.DataParallel` (it may start JAX's multi-process runtime, so the
@@ -14,19 +17,23 @@ command line calls it before anything touches a device); ``precision:`` becomes
 from __future__ import annotations
 
 import functools
+import inspect
 import re
-from collections.abc import Callable, Sequence
+import types
+import typing
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
 from nnkit import models, optim
 from nnkit import precision as _precision
 from nnkit.config import AUGMENTATIONS, Config, ConfigError
-from nnkit.core import Layer, ShapeError
+from nnkit.core import Layer, ShapeError, abstract_init
 from nnkit.train import EarlyStopping, Plateau, TrainState, create_train_state
 from nnkit.train.gradients import resolve_loss
 from nnkit.train.inputs import check_data, check_targets
@@ -112,12 +119,80 @@ def _split(cfg: Config, ds: Any) -> tuple[XY, XY | None, XY | None]:
     return train, val, test
 
 
+_TRACE_ERRORS = (TypeError, ValueError, NotImplementedError, IndexError, KeyError)
+"""What a bad option value raises while its function is built or traced (JAX, Optax)."""
+
+
+def _scalar_type(annotation: Any) -> type | None:
+    """``int`` or ``float`` for an annotation that is one of them, possibly with ``| None``
+    or ``| jax.Array`` (which no config value can be)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    args = typing.get_args(annotation) if union else (annotation,)
+    if any(a in (bool, complex, str) for a in args):
+        return None
+    scalars = [a for a in args if a in (int, float)]
+    return scalars[0] if len(scalars) == 1 else None
+
+
+def _typed_args(fn: Callable, kwargs: dict[str, Any], key: str) -> dict[str, Any]:
+    """``kwargs`` checked against ``fn``'s ``int`` / ``float`` annotations: an integral float
+    for an int becomes an int (YAML reads ``1e3`` as a float); a value of another type ->
+    ConfigError naming ``<key>.<argument>``."""
+    params = inspect.signature(fn, eval_str=True).parameters
+    out = dict(kwargs)
+    for name, v in kwargs.items():
+        tp = _scalar_type(params[name].annotation) if name in params else None
+        if tp is None or v is None:
+            continue
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if tp is int and number and float(v).is_integer():
+            out[name] = int(v)
+        elif tp is int or not number:
+            want = "int" if tp is int else "number"
+            raise ConfigError(f"expected {want}, got {type(v).__name__} {v!r}",
+                              key=f"{key}.{name}")
+    return out
+
+
+def _fails(build: Callable[[dict[str, Any]], Any], kwargs: dict[str, Any]) -> Exception | None:
+    """The error ``build(kwargs)`` raises (building and tracing with the options), or None."""
+    try:
+        build(kwargs)
+    except _TRACE_ERRORS as e:
+        return e
+    return None
+
+
+def _culprit(fn: Callable, build: Callable[[dict[str, Any]], Any], kwargs: dict[str, Any],
+             key: str, given: Collection[str]) -> str:
+    """The dotted key of the option at fault: the first optional one whose default makes
+    ``build`` work, else the only required one the config ``given``, else ``key`` itself."""
+    params = inspect.signature(fn).parameters
+    optional = [n for n in kwargs if n not in params or params[n].default is not params[n].empty]
+    for name in optional:
+        if _fails(build, {k: v for k, v in kwargs.items() if k != name}) is None:
+            return f"{key}.{name}"
+    required = [n for n in kwargs if n not in optional and n in given]
+    return f"{key}.{required[0]}" if len(required) == 1 else key
+
+
+def _checked(fn: Callable, build: Callable[[dict[str, Any]], Any], kwargs: dict[str, Any],
+             key: str, given: Collection[str] | None = None) -> None:
+    """Runs ``build(kwargs)`` once; its error -> ConfigError naming the option at fault
+    (``given``: the options the config names, default all of ``kwargs``)."""
+    err = _fails(build, kwargs)
+    if err is not None:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        where = _culprit(fn, build, kwargs, key, kwargs if given is None else given)
+        raise ConfigError(f"{msg} ({type(err).__name__})", key=where) from None
+
+
 def _schedule(cfg: Config, total_steps: int) -> Any:
+    """The learning rate: ``optimizer.lr``, or the schedule built and traced once on a step
+    count (``auto`` step counts resolved; errors name ``optimizer.schedule.<argument>``)."""
     spec = cfg.optimizer.schedule
     if spec is None:
         return cfg.optimizer.lr
-    import inspect
-
     name = spec["name"]
     fn = optim.SCHEDULES[name]
     kwargs = {k: v for k, v in spec.items() if k != "name"}
@@ -129,28 +204,69 @@ def _schedule(cfg: Config, total_steps: int) -> Any:
     for k, v in kwargs.items():
         if v == "auto":
             kwargs[k] = max(int(total_steps), 1)
-    try:
-        return optim.schedule(name, **kwargs)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(str(e), key="optimizer.schedule") from None
+    kwargs = _typed_args(fn, kwargs, "optimizer.schedule")
+
+    def build(kw: dict[str, Any]) -> Any:
+        sched = optim.schedule(name, **kw)
+        jax.eval_shape(sched, jax.ShapeDtypeStruct((), jnp.int32))
+        return sched
+
+    _checked(fn, build, kwargs, "optimizer.schedule", given=spec)
+    return build(kwargs)
 
 
-def _augment(cfg: Config, input_shape: tuple[int, ...]) -> Callable | None:
+def _optimizer(cfg: Config, lr: Any, model: Layer,
+               input_shape: tuple[int, ...]) -> optax.GradientTransformation:
+    """:func:`nnkit.optim.make` from the config, traced once (init + update on the model's
+    abstract parameters): a bad ``optimizer.options`` value -> ConfigError naming it."""
+    o = cfg.optimizer
+    params = abstract_init(model, input_shape)[1]
+
+    def build(kw: dict[str, Any]) -> optax.GradientTransformation:
+        opt = optim.make(o.name, lr, weight_decay=o.weight_decay, clip_norm=o.clip_norm,
+                         accumulate=o.accumulate, **kw)
+        jax.eval_shape(lambda p: opt.update(p, opt.init(p), p), params)
+        return opt
+
+    _checked(optim.OPTIMIZERS[o.name][0], build, dict(o.options), "optimizer.options")
+    return build(dict(o.options))
+
+
+def _check_sizes(fn: Callable, kwargs: dict[str, Any], key: str) -> None:
+    """An augmentation's int arguments are sizes in pixels (``max_shift``, ``padding``):
+    a negative one -> ConfigError."""
+    params = inspect.signature(fn, eval_str=True).parameters
+    for name, v in kwargs.items():
+        if name in params and params[name].annotation is int and v < 0:
+            raise ConfigError(f"must be >= 0 (a size in pixels), got {v}", key=f"{key}.{name}")
+
+
+def _augment(cfg: Config, input_shape: tuple[int, ...], dtype: Any) -> Callable | None:
+    """``augment(key, x)`` from ``data.augmentation``; each function is traced once on one
+    example (errors name ``data.augmentation[i].<option>``)."""
     if not cfg.data.augmentation:
         return None
     from nnkit.data import augment as aug
 
+    example = jax.ShapeDtypeStruct(input_shape, dtype)
     fns = []
     for i, spec in enumerate(cfg.data.augmentation):
-        name = spec["name"]
+        name, key = spec["name"], f"data.augmentation[{i}]"
         assert name in AUGMENTATIONS
         if name != "gaussian_noise" and len(input_shape) != 3:
             raise ConfigError(
-                f"{name} needs (H, W, C) image inputs, the data have {input_shape}",
-                key=f"data.augmentation[{i}]",
-            )
-        kwargs = {k: v for k, v in spec.items() if k != "name"}
-        fns.append(functools.partial(getattr(aug, name), **kwargs))
+                f"{name} needs (H, W, C) image inputs, the data have {input_shape}", key=key)
+        fn = getattr(aug, name)
+        kwargs = _typed_args(fn, {k: v for k, v in spec.items() if k != "name"}, key)
+        _check_sizes(fn, kwargs, key)
+
+        def build(kw: dict[str, Any], fn: Callable = fn) -> Callable:
+            f = functools.partial(fn, **kw)
+            jax.eval_shape(lambda x: f(jax.random.key(0), x), example)
+            return f
+
+        _checked(fn, build, kwargs, key)
+        fns.append(functools.partial(fn, **kwargs))
 
     def augment(key: jax.Array, x: jax.Array) -> jax.Array:
         return aug.augment_batch(key, x, fns)
@@ -227,8 +343,8 @@ def prepare(cfg: Config) -> Prepared:
     Raises:
       ConfigError: a config value that does not fit the data (data set options and their
         ranges, batch size, model shapes, a loss or metric that cannot take the model's
-        outputs and targets or needs classes the data do not have, schedule arguments,
-        augmentation on non-images).
+        outputs and targets or needs classes the data do not have, schedule, optimizer and
+        augmentation option values, augmentation on non-images).
       FileNotFoundError, nnkit.data.DataFormatError: missing or corrupt data files.
     """
     ds = _load_data(cfg)
@@ -249,15 +365,8 @@ def prepare(cfg: Config) -> Prepared:
     _check_metrics(cfg, out_shape, train[1], ds.num_classes)
     steps = n // cfg.data.batch_size
     total = cfg.training.epochs * steps // cfg.optimizer.accumulate
-    lr = _schedule(cfg, total)
-    try:
-        optimizer = optim.make(
-            cfg.optimizer.name, lr, weight_decay=cfg.optimizer.weight_decay,
-            clip_norm=cfg.optimizer.clip_norm, accumulate=cfg.optimizer.accumulate,
-            **cfg.optimizer.options,
-        )
-    except ValueError as e:
-        raise ConfigError(str(e), key="optimizer") from None
+    optimizer = _optimizer(cfg, _schedule(cfg, total), model, input_shape)
+    augment = _augment(cfg, input_shape, train[0].dtype)
     es = None
     if (c := cfg.training.early_stopping) is not None:
         es = EarlyStopping(c.monitor, c.resolved_mode, c.patience, c.min_delta, c.restore_best)
@@ -273,7 +382,7 @@ def prepare(cfg: Config) -> Prepared:
     return Prepared(
         cfg=cfg, model=model, input_shape=input_shape, train=train, val=val, test=test,
         num_classes=ds.num_classes, task=ds.task, optimizer=optimizer, early_stopping=es,
-        plateau=plateau, augment=_augment(cfg, input_shape), steps_per_epoch=steps,
+        plateau=plateau, augment=augment, steps_per_epoch=steps,
         policy=policy,
     )
 
