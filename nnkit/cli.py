@@ -18,6 +18,9 @@ stderr, no traceback); 1 internal error (traceback) or a non-finite training los
 are findings about the model/data, printed and saved in ``report.json``; read its
 ``severity``); it exits 2/1 only when it could not run.
 
+An ``--out`` directory (train, sweep, diagnose) must be new or empty: nnkit never writes over
+earlier results; the check comes before any training or diagnosis.
+
 ``nnkit train`` builds the config's ``parallel:`` section (:func:`nnkit.parallel.from_config`,
 which may start JAX's multi-process runtime) before anything touches a device.
 """
@@ -226,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "current epoch with a checkpoint (exit 130/143).")
     t.add_argument("config", nargs="?", help="YAML config file")
     _add_set(t)
-    t.add_argument("--out", help="run directory (default runs/<config-stem>-<timestamp>)")
+    t.add_argument("--out", help="run directory, new or empty (default "
+                   "runs/<config-stem>-<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest "
                    "checkpoint (same final result as an uninterrupted run)")
     g = t.add_mutually_exclusive_group()
@@ -272,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--grid", action="append", default=[], required=True,
                     metavar="KEY=V1,V2,...", help="values of one key (repeatable: product)")
     _add_set(sw)
-    sw.add_argument("--out", help="sweep directory (default runs/<stem>-sweep-<timestamp>)")
+    sw.add_argument("--out", help="sweep directory, new or empty (default "
+                    "runs/<stem>-sweep-<timestamp>)")
     sw.add_argument("--cpu-devices", type=int, default=None, metavar="N",
                     help="on a CPU, start JAX with N devices so that the models of a vmapped "
                          "sweep are spread over N cores (small models use one core each; "
@@ -288,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "errors (see report.json's severity).")
     dg.add_argument("config", help="YAML config file")
     _add_set(dg)
-    dg.add_argument("--out", help="output directory (default "
+    dg.add_argument("--out", help="output directory, new or empty (default "
                     "runs/<config-stem>-diagnose-<timestamp>)")
     dg.set_defaults(func=_cmd_diagnose)
 

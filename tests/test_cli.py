@@ -578,3 +578,32 @@ def test_sweep_over_cpu_devices(tiny, tmp_path):
         assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-5, abs=1e-6)
     bad = sweep_cli(tmp_path / "bad", "--cpu-devices", "0")
     assert bad.returncode != 0 and "--cpu-devices must be >= 1, got 0" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- --out
+
+
+def test_out_that_is_not_empty_is_refused_for_every_command(tiny, tmp_path, monkeypatch):
+    from nnkit.run.rundir import new_run_dir
+
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "sweep.csv").write_text("earlier results\n")
+    with pytest.raises(runs.RunError, match=r"s is not empty \(holds sweep.csv\)"):
+        new_run_dir(str(tiny), d)
+    assert new_run_dir(str(tiny), tmp_path / "empty") == tmp_path / "empty"
+    assert new_run_dir(str(tiny), tmp_path / "empty") == tmp_path / "empty"  # still empty
+    rc, _, err = run_cli("sweep", str(tiny), "--grid", "seed=0,1", "--out", str(d))
+    assert rc == 2 and "is not empty" in err and str(d) in err
+    import nnkit.diagnose as diag
+
+    def expensive(*a, **k):
+        raise AssertionError("diagnosis ran before --out was checked")
+
+    monkeypatch.setattr(diag, "diagnose_dataset", expensive)
+    rc, _, err = run_cli("diagnose", str(tiny), "--out", str(d))
+    assert rc == 2 and "is not empty" in err
+    rc, _, err = run_cli("train", str(tiny), "--out", str(d))
+    assert rc == 2 and "is not empty" in err
+    assert sorted(p.name for p in d.iterdir()) == ["sweep.csv"]
+    assert (d / "sweep.csv").read_text() == "earlier results\n"

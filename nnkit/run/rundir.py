@@ -28,6 +28,7 @@ __all__ = [
     "RunError",
     "RUN_SECTION",
     "new_run_dir",
+    "check_out_dir",
     "write_config",
     "read_run_config",
     "MetricsLog",
@@ -52,8 +53,9 @@ def _timestamp() -> str:
 def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | None,
                 *, base: str | os.PathLike = "runs", suffix: str = "",
                 create: bool = True) -> Path:
-    """Creates the run directory: ``out`` if given (must not already hold a run), else
-    ``<base>/<config-stem><suffix>-<timestamp>`` (``-1``, ``-2``... appended on a clash).
+    """Creates the run directory: ``out`` if given (it must not exist or be an empty
+    directory: :func:`check_out_dir`), else ``<base>/<config-stem><suffix>-<timestamp>``
+    (``-1``, ``-2``... appended on a clash).
 
     ``create=False`` only returns the name (``out``, or the timestamped name without the
     clash suffix): what the processes other than process 0 of a multi-process run use."""
@@ -61,11 +63,7 @@ def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | 
         stem = Path(config_path).stem if config_path else "run"
         return Path(out) if out is not None else Path(base) / f"{stem}{suffix}-{_timestamp()}"
     if out is not None:
-        d = Path(out)
-        if (d / "config.yaml").exists():
-            raise RunError(f"{d} already holds a run; use --resume {d} or another --out")
-        if d.exists() and not d.is_dir():
-            raise RunError(f"--out {d} exists and is not a directory")
+        d = check_out_dir(out)
         d.mkdir(parents=True, exist_ok=True)
         return d
     stem = Path(config_path).stem if config_path else "run"
@@ -78,6 +76,28 @@ def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | 
         except FileExistsError:
             i += 1
             d = root.with_name(f"{root.name}-{i}")
+
+
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """``Path(out)`` if nnkit may write results there: it does not exist, or is an empty
+    directory. Nothing already saved is overwritten.
+
+    Raises:
+      RunError: ``out`` holds a run (use ``--resume``), other files (named), or is a file.
+    """
+    d = Path(out)
+    if (d / "config.yaml").exists():
+        raise RunError(f"{d} already holds a run; use --resume {d} or another --out")
+    if d.exists() and not d.is_dir():
+        raise RunError(f"--out {d} exists and is not a directory")
+    if d.is_dir():
+        names = sorted(p.name for p in d.iterdir())
+        if names:
+            shown = ", ".join(names[:5]) + (f", ... ({len(names)} entries)" if len(names) > 5
+                                            else "")
+            raise RunError(f"--out {d} is not empty (holds {shown}); nnkit does not overwrite "
+                           "earlier results: give a new or empty directory")
+    return d
 
 
 def environment() -> dict[str, Any]:

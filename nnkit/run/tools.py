@@ -16,7 +16,7 @@ import yaml
 from nnkit.config import Config, ConfigError, config_to_dict, parse_config
 from nnkit.core import summary as layer_summary
 from nnkit.run.prepare import prepare_named
-from nnkit.run.rundir import new_run_dir, write_json
+from nnkit.run.rundir import check_out_dir, new_run_dir, write_json
 
 __all__ = ["model_summary", "lr_find_run", "parse_grid", "sweep_run", "FAST_SWEEP_KEYS",
            "format_table", "diagnose_run", "DiagnoseResult"]
@@ -74,7 +74,8 @@ def diagnose_run(cfg: Config, out: str | Path | None = None, *, file: str | None
     """:func:`nnkit.diagnose.diagnose_dataset` on the model and training split ``nnkit train``
     would use (same split, standardisation, output width and precision policy), with the
     config's loss and seed; writes ``report.txt``, ``report.json`` and the figures
-    (``report.plot``) to ``out`` (default ``<base>/<config-stem>-diagnose-<timestamp>``).
+    (``report.plot``) to ``out`` (default ``<base>/<config-stem>-diagnose-<timestamp>``), which
+    must not exist or be empty (checked before the diagnosis runs).
 
     The checks run on the training split only (val/test stay unseen), with their own probe
     settings (Adam 1e-3 for the overfitting check: see :func:`nnkit.diagnose.diagnose`).
@@ -84,6 +85,8 @@ def diagnose_run(cfg: Config, out: str | Path | None = None, *, file: str | None
     from nnkit.data import Dataset
     from nnkit.diagnose import diagnose_dataset
 
+    if out is not None:
+        check_out_dir(out)  # before the (expensive) diagnosis
     prep = prepare_named(cfg, file, overrides)
     x, y = prep.train
     num_targets = prep.num_classes if prep.num_classes is not None else int(
@@ -185,8 +188,11 @@ def sweep_run(
     grad mode) all points train together in ONE compiled program with
     :func:`nnkit.train.sweep` (``method == "vmap"``); otherwise each point is a full run in
     ``sweep_dir/run-<i>`` (``method == "runs"``). Writes ``sweep.csv`` and ``sweep.txt``.
-    Every point's config is validated before anything is created.
+    Every point's config is validated before anything is created; ``out`` must not exist or
+    be empty.
     """
+    if out is not None:
+        check_out_dir(out)  # before validating and training every point
     keys = list(grid)
     points = list(itertools.product(*(grid[k] for k in keys)))
     cfgs, point_sets = [], []
