@@ -88,7 +88,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.out:
             _err("train", "--out cannot be used with --resume (the run directory is reused)")
             return 2
-        cfg, _ = run.read_run_config(args.resume, args.set)
+        cfg, _ = run.read_resume_config(args.resume, args.set)
         parallel = run.make_parallel(cfg, str(Path(args.resume) / "config.yaml"),
                                      args.set)  # first
         res = run.resume(args.resume, overrides=args.set, progress=progress,

@@ -318,7 +318,8 @@ def test_sigint_subprocess_then_resume(tiny, tmp_path):
     d = tmp_path / "run"
     cmd = [sys.executable, "-m", "nnkit", "train", str(tiny), "--out", str(d), "--set",
            "training.epochs=3000", "--set", "logging.tensorboard=false", "--set",
-           "logging.plots=false"]
+           "logging.plots=false", "--set",  # a fixed step count: epochs may change on resume
+           "optimizer.schedule.decay_steps=100"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT)
     deadline = time.monotonic() + 120
@@ -607,3 +608,50 @@ def test_out_that_is_not_empty_is_refused_for_every_command(tiny, tmp_path, monk
     assert rc == 2 and "is not empty" in err
     assert sorted(p.name for p in d.iterdir()) == ["sweep.csv"]
     assert (d / "sweep.csv").read_text() == "earlier results\n"
+
+
+# ----------------------------------------------------------------------------- resume --set
+
+
+def _interrupted_run(tiny, d, *sets):
+    from nnkit.train import INTERRUPT
+
+    quiet = ["logging.plots=false", "logging.tensorboard=false", "logging.histograms_every=0",
+             "training.epochs=3", *sets]
+    r = runs.train(load_config(tiny, quiet), config_path=str(tiny), out=d,
+                   callbacks=[lambda e, ts, logs: INTERRUPT if e == 0 else None])
+    assert r.status == "stopped" and [row["epoch"] for row in rows(d)] == [0]
+    return d
+
+
+def test_resume_refuses_overrides_that_change_what_was_trained(tiny, tmp_path):
+    d = _interrupted_run(tiny, tmp_path / "r")
+    before = (d / "config.yaml").read_text()
+    for item, key in [("data.split_seed=7", "data.split_seed"), ("optimizer.lr=0.5",
+                      "optimizer.lr"), ("model.hidden=[4]", "model.hidden"),
+                      ("training.l2=0.1", "training.l2"),
+                      ("training={epochs: 3}", "training.early_stopping"),
+                      ("training.epochs=5", "training.epochs")]:  # TINY: decay_steps: auto
+        rc, _, err = run_cli("train", "--resume", str(d), "--no-progress", "--set", item)
+        assert rc == 2 and err.startswith(f"nnkit train: error: --set: {key}: "), err
+        assert "Traceback" not in err
+    assert "decay_steps" in err  # why training.epochs cannot change here
+    assert (d / "config.yaml").read_text() == before
+    assert [r["epoch"] for r in rows(d)] == [0]  # nothing trained
+
+
+def test_resume_allows_epochs_and_logging_and_appends_resumed_with(tiny, tmp_path):
+    d = _interrupted_run(tiny, tmp_path / "r",
+                         "optimizer.schedule={name: cosine, decay_steps: 50}")
+    rc, _, err = run_cli("train", "--resume", str(d), "--no-progress", "--set",
+                         "training.epochs=2", "--set", "logging.checkpoint_keep=1",
+                         "--set", "data.split_seed=0")  # unchanged: allowed
+    assert rc == 0, err
+    rc, _, err = run_cli("train", "--resume", str(d), "--no-progress", "--set",
+                         "training.epochs=3")
+    assert rc == 0, err
+    meta = yaml.safe_load((d / "config.yaml").read_text())
+    assert meta["training"]["epochs"] == 3 and meta["logging"]["checkpoint_keep"] == 1
+    assert meta["run"]["resumed_with"] == ["training.epochs=2", "logging.checkpoint_keep=1",
+                                           "data.split_seed=0", "training.epochs=3"]
+    assert [r["epoch"] for r in rows(d)] == [0, 1, 2]

@@ -18,11 +18,18 @@ import json
 import math
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nnkit.config import Config, ConfigError, dump_config, parse_config, read_yaml
+from nnkit.config import (
+    Config,
+    ConfigError,
+    config_to_dict,
+    dump_config,
+    parse_config,
+    read_yaml,
+)
 
 __all__ = [
     "RunError",
@@ -31,6 +38,9 @@ __all__ = [
     "check_out_dir",
     "write_config",
     "read_run_config",
+    "read_resume_config",
+    "check_resume_changes",
+    "RESUME_KEYS",
     "MetricsLog",
     "write_json",
     "read_json",
@@ -140,6 +150,62 @@ def read_run_config(run_dir: str | os.PathLike,
     if not isinstance(meta, dict):
         raise ConfigError("expected a mapping", key=RUN_SECTION, file=str(path))
     return parse_config(raw, file=str(path), overrides=overrides), meta
+
+
+RESUME_KEYS = ("training.epochs", "logging")
+"""What ``--resume --set`` may change (a key, or a section and everything in it): how long
+the run goes on and what it writes. Every other key decides what the run trains on (data,
+split, model) or how (optimizer, loss, seed, precision, devices), so changing it would make
+the epochs already trained belong to another run. ``training.epochs`` cannot change either
+when a schedule step count is ``auto`` (computed from it)."""
+
+
+def read_resume_config(run_dir: str | os.PathLike,
+                       overrides: Sequence[str] = ()) -> tuple[Config, dict]:
+    """:func:`read_run_config` for ``--resume``: ``overrides`` may change only
+    :data:`RESUME_KEYS` (an override that leaves a value as it was is fine).
+
+    Raises:
+      ConfigError: naming ``--set`` and the first key whose value an override changes.
+    """
+    cfg, meta = read_run_config(run_dir, overrides)
+    if overrides:
+        before, _ = read_run_config(run_dir)
+        check_resume_changes(before, cfg)
+    return cfg, meta
+
+
+def _changed(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between plain config trees ``a`` and ``b``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for name in dict.fromkeys([*a, *b])
+                for k in _changed(a.get(name), b.get(name), f"{prefix}{name}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def check_resume_changes(before: Config, after: Config) -> None:
+    """Raises ConfigError (file ``--set``) for a change outside :data:`RESUME_KEYS`."""
+    old = config_to_dict(before)
+    changed = _changed(old, config_to_dict(after))
+    for key in changed:
+        if not any(key == k or key.startswith(k + ".") for k in RESUME_KEYS):
+            raise ConfigError(
+                f"cannot change when resuming (the run so far used {_get(old, key)!r}): it "
+                f"decides what the run trains on or how; --resume --set may change only "
+                f"{', '.join(RESUME_KEYS)}: start a new run instead", key=key, file="--set")
+    auto = [k for k, v in (before.optimizer.schedule or {}).items() if v == "auto"]
+    if "training.epochs" in changed and auto:
+        raise ConfigError(
+            f"cannot change when resuming: optimizer.schedule.{auto[0]} is auto (all steps "
+            f"of {before.training.epochs} epochs), so the learning rates of the epochs already "
+            "trained would change: start a new run instead", key="training.epochs",
+            file="--set")
+
+
+def _get(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
 
 
 def _finite(v: Any) -> Any:
