@@ -18,6 +18,9 @@ stderr, no traceback); 1 internal error (traceback) or a non-finite training los
 are findings about the model/data, printed and saved in ``report.json``; read its
 ``severity``); it exits 2/1 only when it could not run.
 
+An ``--out`` directory (train, sweep, diagnose) must be new or empty: nnkit never writes over
+earlier results; the check comes before any training or diagnosis.
+
 ``nnkit train`` builds the config's ``parallel:`` section (:func:`nnkit.parallel.from_config`,
 which may start JAX's multi-process runtime) before anything touches a device.
 """
@@ -85,8 +88,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.out:
             _err("train", "--out cannot be used with --resume (the run directory is reused)")
             return 2
-        cfg, _ = run.read_run_config(args.resume, args.set)
-        parallel = run.make_parallel(cfg, str(Path(args.resume) / "config.yaml"))  # first
+        cfg, _ = run.read_resume_config(args.resume, args.set)
+        parallel = run.make_parallel(cfg, str(Path(args.resume) / "config.yaml"),
+                                     args.set)  # first
         res = run.resume(args.resume, overrides=args.set, progress=progress,
                          parallel=parallel)
     else:
@@ -94,9 +98,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             _err("train", "give a CONFIG file (or --resume DIR)")
             return 2
         cfg = load_config(args.config, args.set)
-        parallel = run.make_parallel(cfg, args.config)  # before anything touches a device
+        parallel = run.make_parallel(cfg, args.config, args.set)  # before any device use
         res = run.train(cfg, config_path=args.config, out=args.out, progress=progress,
-                        parallel=parallel)
+                        parallel=parallel, overrides=args.set)
     if res.status == "nonfinite":
         _err("train", res.message)
     elif res.status == "interrupted":
@@ -125,7 +129,8 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     from nnkit.config import load_config
     from nnkit.run import model_summary
 
-    print(model_summary(load_config(args.config, args.set), file=args.config))
+    print(model_summary(load_config(args.config, args.set), file=args.config,
+                        overrides=args.set))
     return 0
 
 
@@ -136,7 +141,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     out = args.out or f"lr_find-{Path(args.config).stem}.png"
     res, png = lr_find_run(cfg, out, steps=args.steps, min_lr=args.min_lr, max_lr=args.max_lr,
-                           file=args.config)
+                           file=args.config, overrides=args.set)
     div = "" if res.diverged_at is None else f", diverged at step {res.diverged_at}"
     print(f"suggested learning rate {res.suggestion:.3g} (loss minimum at "
           f"{res.lr_at_min:.3g}{div})")
@@ -170,7 +175,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     from nnkit.run import diagnose_run
 
     cfg = load_config(args.config, args.set)
-    res = diagnose_run(cfg, args.out, file=args.config)
+    res = diagnose_run(cfg, args.out, file=args.config, overrides=args.set)
     print(res.report)
     print(f"report and {len(res.figures)} figure(s): {res.out_dir}")
     return 0
@@ -224,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "current epoch with a checkpoint (exit 130/143).")
     t.add_argument("config", nargs="?", help="YAML config file")
     _add_set(t)
-    t.add_argument("--out", help="run directory (default runs/<config-stem>-<timestamp>)")
+    t.add_argument("--out", help="run directory, new or empty (default "
+                   "runs/<config-stem>-<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest "
                    "checkpoint (same final result as an uninterrupted run)")
     g = t.add_mutually_exclusive_group()
@@ -270,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--grid", action="append", default=[], required=True,
                     metavar="KEY=V1,V2,...", help="values of one key (repeatable: product)")
     _add_set(sw)
-    sw.add_argument("--out", help="sweep directory (default runs/<stem>-sweep-<timestamp>)")
+    sw.add_argument("--out", help="sweep directory, new or empty (default "
+                    "runs/<stem>-sweep-<timestamp>)")
     sw.add_argument("--cpu-devices", type=int, default=None, metavar="N",
                     help="on a CPU, start JAX with N devices so that the models of a vmapped "
                          "sweep are spread over N cores (small models use one core each; "
@@ -286,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "errors (see report.json's severity).")
     dg.add_argument("config", help="YAML config file")
     _add_set(dg)
-    dg.add_argument("--out", help="output directory (default "
+    dg.add_argument("--out", help="output directory, new or empty (default "
                     "runs/<config-stem>-diagnose-<timestamp>)")
     dg.set_defaults(func=_cmd_diagnose)
 

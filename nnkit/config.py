@@ -1,4 +1,4 @@
-"""Typed, validated run configurations read from YAML (``yaml.safe_load`` only).
+"""Typed, validated run configurations read from YAML (a safe loader only).
 
 A config file has the sections below; every key is optional except ``model`` and
 ``data.dataset``::
@@ -28,7 +28,9 @@ for :func:`nnkit.precision.from_config` (``{name: mixed_float16, loss_scale: 102
 checked here.
 
 Errors are :class:`ConfigError` naming the file, the dotted key, and either the closest
-valid key (``did you mean 'lr'?``) or the allowed type / range. Overrides
+valid key (``did you mean 'lr'?``) or the allowed type / range. YAML is read with
+:func:`load_yaml_text` (``yaml.SafeLoader`` that refuses a key repeated in one mapping, which
+plain YAML would let the later value silently replace; merge keys ``<<`` still work). Overrides
 ``--set optimizer.lr=3e-3`` are parsed as YAML scalars. Numbers written ``1e-3`` (which
 YAML 1.1 reads as a *string*) are read as floats everywhere in the file.
 :func:`dump_config` writes a fully resolved config that :func:`parse_config` reads back
@@ -62,6 +64,8 @@ __all__ = [
     "load_config",
     "parse_config",
     "read_yaml",
+    "load_yaml_text",
+    "DuplicateKeyError",
     "apply_overrides",
     "dump_config",
     "config_to_dict",
@@ -94,6 +98,26 @@ class ConfigError(ValueError):
             self.args = (self._text(),)
         return self
 
+    def with_source(self, file: str | None, overrides: Sequence[str] = ()) -> ConfigError:
+        """This error, naming ``--set`` when its key is one that ``overrides``
+        (``"a.b=value"``) set, lies inside one, or holds one; else naming ``file``."""
+        return self.with_file("--set" if _overridden(self.key, overrides) else file)
+
+
+def _overridden(key: str | None, overrides: Sequence[str]) -> bool:
+    if key is None:
+        return False
+    set_keys = [_dotted(o.split("=", 1)[0].strip()) for o in overrides]
+    return any(key == k or key.startswith((k + ".", k + "[")) or k.startswith((key + ".",
+                                                                                 key + "["))
+               for k in set_keys)
+
+
+def _dotted(set_key: str) -> str:
+    """``data.augmentation.0.max_shift`` -> ``data.augmentation[0].max_shift`` (error keys
+    write list items in brackets)."""
+    return re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", set_key)
+
 
 def suggest(name: Any, valid: Iterable[str]) -> str:
     """``" (did you mean 'x'?)"`` for the closest valid name (difflib), else ``""``."""
@@ -102,6 +126,52 @@ def suggest(name: Any, valid: Iterable[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- YAML
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key repeated in one YAML mapping (``problem_mark``: the repeat; the message names the
+    line of the first)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` whose mappings refuse a repeated key (merge keys ``<<`` excepted:
+    keys they bring in may be overridden, as YAML defines)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            _check_unique(self, node)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_unique(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
+    seen: dict[Any, yaml.Mark] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: SafeLoader reports it itself
+            continue
+        mark = key_node.start_mark
+        if first is not None:
+            raise DuplicateKeyError(
+                None, None,
+                f"key {key!r} repeated at line {mark.line + 1} (first at line "
+                f"{first.line + 1}); give each key once",
+                mark,
+            )
+        seen[key] = mark
+
+
+def load_yaml_text(text: str) -> Any:
+    """``text`` parsed as YAML with a safe loader that refuses repeated mapping keys.
+
+    Raises:
+      DuplicateKeyError: a key repeated in one mapping (a ``yaml.YAMLError``).
+      yaml.YAMLError: other unparsable YAML.
+    """
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
 
 _EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
@@ -118,17 +188,20 @@ def _fix_numbers(tree: Any) -> Any:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping in YAML file ``path`` (``yaml.safe_load``; exponent strings -> floats).
+    """The mapping in YAML file ``path`` (:func:`load_yaml_text`; exponent strings -> floats).
 
     Raises:
       FileNotFoundError: no such file.
-      ConfigError: unparsable YAML (with line/column) or a top level that is not a mapping.
+      ConfigError: unparsable YAML (with line/column), a key repeated in one mapping, or a
+        top level that is not a mapping.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml_text(path.read_text(encoding="utf-8"))
+    except DuplicateKeyError as e:
+        raise ConfigError(str(e.problem), file=str(path)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -150,7 +223,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     """A copy of ``raw`` with each ``"a.b.c=value"`` set (``value`` parsed as YAML).
 
     Intermediate mappings are created as needed; a numeric path part indexes a list
-    (``model.layers.0.features=32``). Keys are checked later by :func:`parse_config`.
+    (``model.layers.0.features=32``). Keys are checked later by :func:`parse_config`; a value
+    that is not YAML is kept as the string, but one repeating a mapping key is an error.
     """
     import copy
 
@@ -163,7 +237,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         if not path.strip() or any(not p for p in parts):
             raise ConfigError(f"override {item!r} has an empty key", key="--set")
         try:
-            value = _fix_numbers(yaml.safe_load(text)) if text.strip() else None
+            value = _fix_numbers(load_yaml_text(text)) if text.strip() else None
+        except DuplicateKeyError as e:
+            raise ConfigError(f"{path.strip()}: {e.problem}", key="--set") from None
         except yaml.YAMLError:
             value = text
         node: Any = out
@@ -645,15 +721,10 @@ def parse_config(raw: Mapping[str, Any], *, file: str | None = None,
     if not isinstance(raw, Mapping):
         raise ConfigError(f"expected a mapping, got {type(raw).__name__}", file=file)
     raw = apply_overrides(dict(raw), overrides) if overrides else dict(raw)
-    set_keys = [o.split("=", 1)[0].strip() for o in overrides]
     try:
         return _from_dict(Config, raw, "")
     except ConfigError as e:
-        from_set = e.key is not None and any(
-            e.key == k or e.key.startswith(k + ".") or e.key.startswith(k + "[")
-            or k.startswith(e.key + ".") for k in set_keys
-        )
-        raise e.with_file("--set" if from_set else file) from None
+        raise e.with_source(file, overrides) from None
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> Config:

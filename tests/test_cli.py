@@ -196,7 +196,12 @@ def test_config_error_exit_2_one_line_and_no_run_dir(tmp_path, monkeypatch, tiny
                          str(tmp_path / "x"))
     assert rc == 2 and "model.dropout: must be in [0, 1)" in err and not (tmp_path / "x").exists()
     rc, _, err = run_cli("train", str(tiny), "--set", "data.batch_size=1000")
-    assert rc == 2 and "data.batch_size" in err and str(tiny) in err
+    assert rc == 2 and "error: --set: data.batch_size: must be <=" in err  # not the file
+    big = tmp_path / "big.yaml"
+    big.write_text(TINY.replace("batch_size: 10", "batch_size: 1000"))
+    rc, _, err = run_cli("train", str(big))
+    assert rc == 2 and f"error: {big}: data.batch_size: must be <=" in err
+    big.unlink()
     rc, _, err = run_cli("train", str(tmp_path / "missing.yaml"))
     assert rc == 2 and "missing.yaml" in err
     rc, _, err = run_cli("train", str(tiny), "--set", "data.dataset=fashion_mnist",
@@ -313,7 +318,8 @@ def test_sigint_subprocess_then_resume(tiny, tmp_path):
     d = tmp_path / "run"
     cmd = [sys.executable, "-m", "nnkit", "train", str(tiny), "--out", str(d), "--set",
            "training.epochs=3000", "--set", "logging.tensorboard=false", "--set",
-           "logging.plots=false"]
+           "logging.plots=false", "--set",  # a fixed step count: epochs may change on resume
+           "optimizer.schedule.decay_steps=100"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT)
     deadline = time.monotonic() + 120
@@ -407,6 +413,8 @@ def test_parse_grid():
     with pytest.raises(ValueError, match="given twice"):
         runs.parse_grid(["seed=1", "seed=2"])
     assert yaml.safe_load("1e-3") == "1e-3"  # why numbers are fixed up after safe_load
+    with pytest.raises(ValueError, match=r"--grid: model: .*'arch' repeated"):
+        runs.parse_grid(["model={arch: mlp, arch: cnn}"])
 
 
 # ----------------------------------------------------------------------------- prepare
@@ -571,3 +579,79 @@ def test_sweep_over_cpu_devices(tiny, tmp_path):
         assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-5, abs=1e-6)
     bad = sweep_cli(tmp_path / "bad", "--cpu-devices", "0")
     assert bad.returncode != 0 and "--cpu-devices must be >= 1, got 0" in bad.stderr
+
+
+# ----------------------------------------------------------------------------- --out
+
+
+def test_out_that_is_not_empty_is_refused_for_every_command(tiny, tmp_path, monkeypatch):
+    from nnkit.run.rundir import new_run_dir
+
+    d = tmp_path / "s"
+    d.mkdir()
+    (d / "sweep.csv").write_text("earlier results\n")
+    with pytest.raises(runs.RunError, match=r"s is not empty \(holds sweep.csv\)"):
+        new_run_dir(str(tiny), d)
+    assert new_run_dir(str(tiny), tmp_path / "empty") == tmp_path / "empty"
+    assert new_run_dir(str(tiny), tmp_path / "empty") == tmp_path / "empty"  # still empty
+    rc, _, err = run_cli("sweep", str(tiny), "--grid", "seed=0,1", "--out", str(d))
+    assert rc == 2 and "is not empty" in err and str(d) in err
+    import nnkit.diagnose as diag
+
+    def expensive(*a, **k):
+        raise AssertionError("diagnosis ran before --out was checked")
+
+    monkeypatch.setattr(diag, "diagnose_dataset", expensive)
+    rc, _, err = run_cli("diagnose", str(tiny), "--out", str(d))
+    assert rc == 2 and "is not empty" in err
+    rc, _, err = run_cli("train", str(tiny), "--out", str(d))
+    assert rc == 2 and "is not empty" in err
+    assert sorted(p.name for p in d.iterdir()) == ["sweep.csv"]
+    assert (d / "sweep.csv").read_text() == "earlier results\n"
+
+
+# ----------------------------------------------------------------------------- resume --set
+
+
+def _interrupted_run(tiny, d, *sets):
+    from nnkit.train import INTERRUPT
+
+    quiet = ["logging.plots=false", "logging.tensorboard=false", "logging.histograms_every=0",
+             "training.epochs=3", *sets]
+    r = runs.train(load_config(tiny, quiet), config_path=str(tiny), out=d,
+                   callbacks=[lambda e, ts, logs: INTERRUPT if e == 0 else None])
+    assert r.status == "stopped" and [row["epoch"] for row in rows(d)] == [0]
+    return d
+
+
+def test_resume_refuses_overrides_that_change_what_was_trained(tiny, tmp_path):
+    d = _interrupted_run(tiny, tmp_path / "r")
+    before = (d / "config.yaml").read_text()
+    for item, key in [("data.split_seed=7", "data.split_seed"), ("optimizer.lr=0.5",
+                      "optimizer.lr"), ("model.hidden=[4]", "model.hidden"),
+                      ("training.l2=0.1", "training.l2"),
+                      ("training={epochs: 3}", "training.early_stopping"),
+                      ("training.epochs=5", "training.epochs")]:  # TINY: decay_steps: auto
+        rc, _, err = run_cli("train", "--resume", str(d), "--no-progress", "--set", item)
+        assert rc == 2 and err.startswith(f"nnkit train: error: --set: {key}: "), err
+        assert "Traceback" not in err
+    assert "decay_steps" in err  # why training.epochs cannot change here
+    assert (d / "config.yaml").read_text() == before
+    assert [r["epoch"] for r in rows(d)] == [0]  # nothing trained
+
+
+def test_resume_allows_epochs_and_logging_and_appends_resumed_with(tiny, tmp_path):
+    d = _interrupted_run(tiny, tmp_path / "r",
+                         "optimizer.schedule={name: cosine, decay_steps: 50}")
+    rc, _, err = run_cli("train", "--resume", str(d), "--no-progress", "--set",
+                         "training.epochs=2", "--set", "logging.checkpoint_keep=1",
+                         "--set", "data.split_seed=0")  # unchanged: allowed
+    assert rc == 0, err
+    rc, _, err = run_cli("train", "--resume", str(d), "--no-progress", "--set",
+                         "training.epochs=3")
+    assert rc == 0, err
+    meta = yaml.safe_load((d / "config.yaml").read_text())
+    assert meta["training"]["epochs"] == 3 and meta["logging"]["checkpoint_keep"] == 1
+    assert meta["run"]["resumed_with"] == ["training.epochs=2", "logging.checkpoint_keep=1",
+                                           "data.split_seed=0", "training.epochs=3"]
+    assert [r["epoch"] for r in rows(d)] == [0, 1, 2]

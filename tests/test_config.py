@@ -302,3 +302,32 @@ def test_full_config_round_trip_and_dict(tmp_path):
 def test_dump_extra_section():
     text = dump_config(parse(), {"run": {"jax_version": "x"}})
     assert yaml.safe_load(text)["run"] == {"jax_version": "x"}
+
+
+# ----------------------------------------------------------------------------- duplicate keys
+
+
+def test_duplicate_key_in_a_mapping_names_both_lines(tmp_path):
+    p = write(tmp_path, "model: {arch: mlp, hidden: [8]}\ndata: {dataset: xor}\n"
+              "optimizer: {lr: 0.05}\ntraining: {epochs: 5}\noptimizer: {name: sgd}\n")
+    with pytest.raises(ConfigError) as e:
+        read_yaml(p)
+    msg = str(e.value)
+    assert msg.startswith(str(p)) and "'optimizer'" in msg
+    assert "line 5" in msg and "line 3" in msg
+    nested = write(tmp_path, "model: {arch: mlp}\ndata:\n  dataset: xor\n  batch_size: 4\n"
+                   "  batch_size: 8\n", "nested.yaml")
+    with pytest.raises(ConfigError, match=r"'batch_size'.*line 5.*line 4"):
+        read_yaml(nested)
+
+
+def test_merge_keys_still_work_and_may_be_overridden(tmp_path):
+    p = write(tmp_path, "base: &b {lr: 0.1, name: sgd}\nmodel: {arch: mlp}\n"
+              "data: {dataset: xor}\noptimizer:\n  <<: *b\n  lr: 0.2\n")
+    raw = read_yaml(p)
+    assert raw["optimizer"] == {"lr": 0.2, "name": "sgd"}
+
+
+def test_duplicate_key_in_a_set_value_is_an_error():
+    with pytest.raises(ConfigError, match=r"--set.*'lr'.*repeated"):
+        apply_overrides(BASE, ["optimizer={lr: 0.1, lr: 0.2}"])

@@ -8,7 +8,7 @@ Modules: ``prepare`` (config -> model, data, optimizer; all user-input checks), 
 
 from nnkit.run.evaluate import evaluate_run
 from nnkit.run.prepare import Prepared, initial_state, make_parallel, policy_of, prepare
-from nnkit.run.rundir import RunError, read_run_config
+from nnkit.run.rundir import RunError, read_resume_config, read_run_config
 from nnkit.run.tools import (
     DiagnoseResult,
     diagnose_run,
@@ -20,7 +20,8 @@ from nnkit.run.tools import (
 from nnkit.run.trainer import RunResult, StopFlag, resume, train
 
 __all__ = [
-    "Prepared", "prepare", "initial_state", "RunError", "read_run_config", "RunResult",
+    "Prepared", "prepare", "initial_state", "RunError", "read_run_config", "read_resume_config",
+    "RunResult",
     "StopFlag", "train", "resume", "evaluate_run", "model_summary", "lr_find_run",
     "parse_grid", "sweep_run", "diagnose_run", "DiagnoseResult", "make_parallel", "policy_of",
 ]

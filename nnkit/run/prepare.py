@@ -1,9 +1,12 @@
 """Config -> everything a run needs (model, data splits, optimizer), validated up front.
 
 :func:`prepare` does all the checks that can fail on user input (data set options, data
-files, model vs data shapes, batch size vs data size, schedule arguments) BEFORE a run
-directory exists, turning them into :class:`nnkit.config.ConfigError` where a config key is
-at fault.
+files, model vs data shapes, loss and metrics vs model outputs and task, batch size vs data
+size, the values of schedule, optimizer and augmentation options) BEFORE a run directory
+exists, turning them into :class:`nnkit.config.ConfigError` where a config key is at fault.
+Option values are checked against their functions' ``int`` / ``float`` annotations, then
+each schedule, the optimizer (init + one update) and each augmentation is traced once
+abstractly (``jax.eval_shape``); an error names the option at fault.
 
 :func:`make_parallel` turns the config's ``parallel:`` section into a
 :class:`nnkit.parallel.DataParallel` (it may start JAX's multi-process runtime, so the
@@ -14,25 +17,30 @@ command line calls it before anything touches a device); ``precision:`` becomes
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import inspect
+import re
+import types
+import typing
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
 from nnkit import models, optim
 from nnkit import precision as _precision
 from nnkit.config import AUGMENTATIONS, Config, ConfigError
-from nnkit.core import Layer, ShapeError
+from nnkit.core import Layer, ShapeError, abstract_init
 from nnkit.train import EarlyStopping, Plateau, TrainState, create_train_state
 from nnkit.train.gradients import resolve_loss
-from nnkit.train.inputs import check_data
+from nnkit.train.inputs import check_data, check_targets
 from nnkit.train.step import apply_policy
 
 __all__ = ["Prepared", "prepare", "prepare_named", "initial_state", "monitor_of",
-           "make_parallel", "check_parallel", "policy_of"]
+           "make_parallel", "check_parallel", "policy_of", "SOFTMAX_LOSSES", "CLASS_METRICS"]
 
 XY = tuple[np.ndarray, np.ndarray]
 
@@ -73,11 +81,15 @@ class Prepared:
 
 
 def _load_data(cfg: Config) -> Any:
+    """The data set; a loader's argument errors (unknown option, value out of range) become
+    ConfigErrors naming ``data.options``, corrupt files stay ``DataFormatError``."""
     from nnkit import data
 
     try:
         return data.load(cfg.data.dataset, **cfg.data.options)
-    except TypeError as e:
+    except data.DataFormatError:
+        raise
+    except (TypeError, ValueError) as e:
         raise ConfigError(str(e), key="data.options") from None
 
 
@@ -111,12 +123,80 @@ def _split(cfg: Config, ds: Any) -> tuple[XY, XY | None, XY | None]:
     return train, val, test
 
 
+_TRACE_ERRORS = (TypeError, ValueError, NotImplementedError, IndexError, KeyError)
+"""What a bad option value raises while its function is built or traced (JAX, Optax)."""
+
+
+def _scalar_type(annotation: Any) -> type | None:
+    """``int`` or ``float`` for an annotation that is one of them, possibly with ``| None``
+    or ``| jax.Array`` (which no config value can be)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    args = typing.get_args(annotation) if union else (annotation,)
+    if any(a in (bool, complex, str) for a in args):
+        return None
+    scalars = [a for a in args if a in (int, float)]
+    return scalars[0] if len(scalars) == 1 else None
+
+
+def _typed_args(fn: Callable, kwargs: dict[str, Any], key: str) -> dict[str, Any]:
+    """``kwargs`` checked against ``fn``'s ``int`` / ``float`` annotations: an integral float
+    for an int becomes an int (YAML reads ``1e3`` as a float); a value of another type ->
+    ConfigError naming ``<key>.<argument>``."""
+    params = inspect.signature(fn, eval_str=True).parameters
+    out = dict(kwargs)
+    for name, v in kwargs.items():
+        tp = _scalar_type(params[name].annotation) if name in params else None
+        if tp is None or v is None:
+            continue
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if tp is int and number and float(v).is_integer():
+            out[name] = int(v)
+        elif tp is int or not number:
+            want = "int" if tp is int else "number"
+            raise ConfigError(f"expected {want}, got {type(v).__name__} {v!r}",
+                              key=f"{key}.{name}")
+    return out
+
+
+def _fails(build: Callable[[dict[str, Any]], Any], kwargs: dict[str, Any]) -> Exception | None:
+    """The error ``build(kwargs)`` raises (building and tracing with the options), or None."""
+    try:
+        build(kwargs)
+    except _TRACE_ERRORS as e:
+        return e
+    return None
+
+
+def _culprit(fn: Callable, build: Callable[[dict[str, Any]], Any], kwargs: dict[str, Any],
+             key: str, given: Collection[str]) -> str:
+    """The dotted key of the option at fault: the first optional one whose default makes
+    ``build`` work, else the only required one the config ``given``, else ``key`` itself."""
+    params = inspect.signature(fn).parameters
+    optional = [n for n in kwargs if n not in params or params[n].default is not params[n].empty]
+    for name in optional:
+        if _fails(build, {k: v for k, v in kwargs.items() if k != name}) is None:
+            return f"{key}.{name}"
+    required = [n for n in kwargs if n not in optional and n in given]
+    return f"{key}.{required[0]}" if len(required) == 1 else key
+
+
+def _checked(fn: Callable, build: Callable[[dict[str, Any]], Any], kwargs: dict[str, Any],
+             key: str, given: Collection[str] | None = None) -> None:
+    """Runs ``build(kwargs)`` once; its error -> ConfigError naming the option at fault
+    (``given``: the options the config names, default all of ``kwargs``)."""
+    err = _fails(build, kwargs)
+    if err is not None:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        where = _culprit(fn, build, kwargs, key, kwargs if given is None else given)
+        raise ConfigError(f"{msg} ({type(err).__name__})", key=where) from None
+
+
 def _schedule(cfg: Config, total_steps: int) -> Any:
+    """The learning rate: ``optimizer.lr``, or the schedule built and traced once on a step
+    count (``auto`` step counts resolved; errors name ``optimizer.schedule.<argument>``)."""
     spec = cfg.optimizer.schedule
     if spec is None:
         return cfg.optimizer.lr
-    import inspect
-
     name = spec["name"]
     fn = optim.SCHEDULES[name]
     kwargs = {k: v for k, v in spec.items() if k != "name"}
@@ -128,28 +208,69 @@ def _schedule(cfg: Config, total_steps: int) -> Any:
     for k, v in kwargs.items():
         if v == "auto":
             kwargs[k] = max(int(total_steps), 1)
-    try:
-        return optim.schedule(name, **kwargs)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(str(e), key="optimizer.schedule") from None
+    kwargs = _typed_args(fn, kwargs, "optimizer.schedule")
+
+    def build(kw: dict[str, Any]) -> Any:
+        sched = optim.schedule(name, **kw)
+        jax.eval_shape(sched, jax.ShapeDtypeStruct((), jnp.int32))
+        return sched
+
+    _checked(fn, build, kwargs, "optimizer.schedule", given=spec)
+    return build(kwargs)
 
 
-def _augment(cfg: Config, input_shape: tuple[int, ...]) -> Callable | None:
+def _optimizer(cfg: Config, lr: Any, model: Layer,
+               input_shape: tuple[int, ...]) -> optax.GradientTransformation:
+    """:func:`nnkit.optim.make` from the config, traced once (init + update on the model's
+    abstract parameters): a bad ``optimizer.options`` value -> ConfigError naming it."""
+    o = cfg.optimizer
+    params = abstract_init(model, input_shape)[1]
+
+    def build(kw: dict[str, Any]) -> optax.GradientTransformation:
+        opt = optim.make(o.name, lr, weight_decay=o.weight_decay, clip_norm=o.clip_norm,
+                         accumulate=o.accumulate, **kw)
+        jax.eval_shape(lambda p: opt.update(p, opt.init(p), p), params)
+        return opt
+
+    _checked(optim.OPTIMIZERS[o.name][0], build, dict(o.options), "optimizer.options")
+    return build(dict(o.options))
+
+
+def _check_sizes(fn: Callable, kwargs: dict[str, Any], key: str) -> None:
+    """An augmentation's int arguments are sizes in pixels (``max_shift``, ``padding``):
+    a negative one -> ConfigError."""
+    params = inspect.signature(fn, eval_str=True).parameters
+    for name, v in kwargs.items():
+        if name in params and params[name].annotation is int and v < 0:
+            raise ConfigError(f"must be >= 0 (a size in pixels), got {v}", key=f"{key}.{name}")
+
+
+def _augment(cfg: Config, input_shape: tuple[int, ...], dtype: Any) -> Callable | None:
+    """``augment(key, x)`` from ``data.augmentation``; each function is traced once on one
+    example (errors name ``data.augmentation[i].<option>``)."""
     if not cfg.data.augmentation:
         return None
     from nnkit.data import augment as aug
 
+    example = jax.ShapeDtypeStruct(input_shape, dtype)
     fns = []
     for i, spec in enumerate(cfg.data.augmentation):
-        name = spec["name"]
+        name, key = spec["name"], f"data.augmentation[{i}]"
         assert name in AUGMENTATIONS
         if name != "gaussian_noise" and len(input_shape) != 3:
             raise ConfigError(
-                f"{name} needs (H, W, C) image inputs, the data have {input_shape}",
-                key=f"data.augmentation[{i}]",
-            )
-        kwargs = {k: v for k, v in spec.items() if k != "name"}
-        fns.append(functools.partial(getattr(aug, name), **kwargs))
+                f"{name} needs (H, W, C) image inputs, the data have {input_shape}", key=key)
+        fn = getattr(aug, name)
+        kwargs = _typed_args(fn, {k: v for k, v in spec.items() if k != "name"}, key)
+        _check_sizes(fn, kwargs, key)
+
+        def build(kw: dict[str, Any], fn: Callable = fn) -> Callable:
+            f = functools.partial(fn, **kw)
+            jax.eval_shape(lambda x: f(jax.random.key(0), x), example)
+            return f
+
+        _checked(fn, build, kwargs, key)
+        fns.append(functools.partial(fn, **kwargs))
 
     def augment(key: jax.Array, x: jax.Array) -> jax.Array:
         return aug.augment_batch(key, x, fns)
@@ -157,12 +278,77 @@ def _augment(cfg: Config, input_shape: tuple[int, ...]) -> Callable | None:
     return augment
 
 
+def _check_model(cfg: Config, model: Layer, train: XY, others: dict[str, XY | None],
+                 input_shape: tuple[int, ...]) -> Any:
+    """The model's per-example output shape; a model that cannot take the data (or labels
+    outside its outputs) -> ConfigError naming ``model``."""
+    try:
+        return check_data(model, None, train, others, None)[1]
+    except (ShapeError, ValueError) as e:
+        raise ConfigError(f"the model does not fit the data {cfg.data.dataset!r} "
+                          f"(inputs {input_shape}): {e}", key="model") from None
+
+
+SOFTMAX_LOSSES = ("cross_entropy", "nll")
+"""Losses over a softmax of class scores: they need a classification data set (one with
+``num_classes``) and a model with more than one output unit."""
+
+CLASS_METRICS = ("accuracy", "macro_f1", "top_<k>_accuracy")
+"""Metrics of predicted classes: they need a classification data set."""
+
+
+def _is_class_metric(name: str) -> bool:
+    return name in CLASS_METRICS or re.fullmatch(r"top_\d+_accuracy", name) is not None
+
+
+def _units(out_shape: Any) -> int | None:
+    ok = isinstance(out_shape, tuple) and out_shape and isinstance(out_shape[-1], int)
+    return out_shape[-1] if ok else None
+
+
+def _check_loss(cfg: Config, out_shape: Any, y: np.ndarray, num_classes: int | None) -> None:
+    """A classification loss on data without classes, a softmax over one output unit, or
+    model outputs the loss cannot compare with the targets -> ConfigError naming ``loss``."""
+    where = f"the data set {cfg.data.dataset!r}"
+    if cfg.loss in SOFTMAX_LOSSES and num_classes is None:
+        raise ConfigError(f"{cfg.loss!r} needs a classification data set; {where} has no "
+                          "classes (regression targets): use mse, l1 or huber", key="loss")
+    if cfg.loss in SOFTMAX_LOSSES and _units(out_shape) == 1:
+        raise ConfigError(f"{cfg.loss!r} takes a softmax over the model's outputs, but the "
+                          "model has 1 output unit (a constant softmax): give it one unit "
+                          "per class, or use binary_cross_entropy", key="loss")
+    try:
+        check_targets(resolve_loss(cfg.loss), out_shape, y, f"loss {cfg.loss!r}")
+    except ValueError as e:
+        raise ConfigError(f"does not fit {where}: {e}", key="loss") from None
+
+
+def _check_metrics(cfg: Config, out_shape: Any, y: np.ndarray, num_classes: int | None) -> None:
+    """Each metric as :func:`_check_loss` checks the loss -> ConfigError naming
+    ``metrics[i]``."""
+    from nnkit import metrics as M
+
+    for i, name in enumerate(cfg.metrics):
+        key = f"metrics[{i}]"
+        if _is_class_metric(name) and num_classes is None:
+            raise ConfigError(f"{name!r} needs a classification data set; the data set "
+                              f"{cfg.data.dataset!r} has no classes (regression targets): "
+                              "use mae, mse, rmse or r2", key=key)
+        try:
+            check_targets(M.get(name), out_shape, y, f"metric {name!r}")
+        except ValueError as e:
+            raise ConfigError(f"does not fit the data set {cfg.data.dataset!r}: {e}",
+                              key=key) from None
+
+
 def prepare(cfg: Config) -> Prepared:
     """Loads and splits the data, builds the model and optimizer, and checks they fit.
 
     Raises:
-      ConfigError: a config value that does not fit the data (options, batch size, model
-        shapes, schedule arguments, augmentation on non-images).
+      ConfigError: a config value that does not fit the data (data set options and their
+        ranges, batch size, model shapes, a loss or metric that cannot take the model's
+        outputs and targets or needs classes the data do not have, schedule, optimizer and
+        augmentation option values, augmentation on non-images).
       FileNotFoundError, nnkit.data.DataFormatError: missing or corrupt data files.
     """
     ds = _load_data(cfg)
@@ -178,21 +364,13 @@ def prepare(cfg: Config) -> Prepared:
     policy = policy_of(cfg)
     model = apply_policy(models.build(spec), policy)
     input_shape = tuple(int(d) for d in train[0].shape[1:])
-    try:
-        check_data(model, resolve_loss(cfg.loss), train, {"val": val, "test": test}, None)
-    except (ShapeError, ValueError) as e:
-        raise ConfigError(f"the model/loss do not fit the data {cfg.data.dataset!r} "
-                          f"(inputs {input_shape}): {e}", key="model") from None
+    out_shape = _check_model(cfg, model, train, {"val": val, "test": test}, input_shape)
+    _check_loss(cfg, out_shape, train[1], ds.num_classes)
+    _check_metrics(cfg, out_shape, train[1], ds.num_classes)
     steps = n // cfg.data.batch_size
     total = cfg.training.epochs * steps // cfg.optimizer.accumulate
-    try:
-        optimizer = optim.make(
-            cfg.optimizer.name, _schedule(cfg, total), weight_decay=cfg.optimizer.weight_decay,
-            clip_norm=cfg.optimizer.clip_norm, accumulate=cfg.optimizer.accumulate,
-            **cfg.optimizer.options,
-        )
-    except ValueError as e:
-        raise ConfigError(str(e), key="optimizer") from None
+    optimizer = _optimizer(cfg, _schedule(cfg, total), model, input_shape)
+    augment = _augment(cfg, input_shape, train[0].dtype)
     es = None
     if (c := cfg.training.early_stopping) is not None:
         es = EarlyStopping(c.monitor, c.resolved_mode, c.patience, c.min_delta, c.restore_best)
@@ -208,17 +386,20 @@ def prepare(cfg: Config) -> Prepared:
     return Prepared(
         cfg=cfg, model=model, input_shape=input_shape, train=train, val=val, test=test,
         num_classes=ds.num_classes, task=ds.task, optimizer=optimizer, early_stopping=es,
-        plateau=plateau, augment=_augment(cfg, input_shape), steps_per_epoch=steps,
+        plateau=plateau, augment=augment, steps_per_epoch=steps,
         policy=policy,
     )
 
 
-def prepare_named(cfg: Config, file: str | None) -> Prepared:
-    """:func:`prepare`, with ``file`` named in its ConfigErrors."""
+def prepare_named(cfg: Config, file: str | None,
+                  overrides: Sequence[str] = ()) -> Prepared:
+    """:func:`prepare`, its ConfigErrors naming ``--set`` for a key that one of
+    ``overrides`` (``"a.b=value"``, as given to :func:`nnkit.config.parse_config`) set,
+    else ``file``."""
     try:
         return prepare(cfg)
     except ConfigError as e:
-        raise e.with_file(file) from None
+        raise e.with_source(file, overrides) from None
 
 
 def _replace_model(cfg: Config, spec: dict[str, Any]) -> Config:
@@ -256,7 +437,8 @@ def policy_of(cfg: Config) -> _precision.Policy | None:
         raise _config_error(e, "precision") from None
 
 
-def make_parallel(cfg: Config, file: str | None = None) -> Any:
+def make_parallel(cfg: Config, file: str | None = None,
+                  overrides: Sequence[str] = ()) -> Any:
     """The ``parallel:`` section as a :class:`nnkit.parallel.DataParallel`, or ``None`` (off).
 
     Calls :func:`nnkit.parallel.from_config`, which starts JAX's multi-process runtime when
@@ -264,28 +446,30 @@ def make_parallel(cfg: Config, file: str | None = None) -> Any:
     device. An empty section (the default) is off and touches nothing.
 
     Raises:
-      ConfigError: naming ``parallel.<key>`` (unknown key, wrong type, too many devices).
+      ConfigError: naming ``parallel.<key>`` (unknown key, wrong type, too many devices) and
+        ``--set`` or ``file`` as :func:`prepare_named` does.
     """
     from nnkit import parallel as par
 
     try:
         return par.from_config(cfg.parallel or None)
     except ValueError as e:
-        raise _config_error(e, "parallel").with_file(file) from None
+        raise _config_error(e, "parallel").with_source(file, overrides) from None
 
 
-def check_parallel(prep: Prepared, parallel: Any, file: str | None = None) -> None:
+def check_parallel(prep: Prepared, parallel: Any, file: str | None = None,
+                   overrides: Sequence[str] = ()) -> None:
     """``data.batch_size`` must split evenly over the devices (and processes).
 
     Raises:
-      ConfigError: naming ``data.batch_size``.
+      ConfigError: naming ``data.batch_size`` (and ``--set`` or ``file``).
     """
     if parallel is None:
         return
     try:
         parallel.local_batch_size(prep.cfg.data.batch_size)
     except ValueError as e:
-        raise ConfigError(str(e), key="data.batch_size", file=file) from None
+        raise ConfigError(str(e), key="data.batch_size").with_source(file, overrides) from None
 
 
 def monitor_of(prep: Prepared) -> tuple[str, str]:

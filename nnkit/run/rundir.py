@@ -18,18 +18,29 @@ import json
 import math
 import os
 import platform
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nnkit.config import Config, ConfigError, dump_config, parse_config, read_yaml
+from nnkit.config import (
+    Config,
+    ConfigError,
+    config_to_dict,
+    dump_config,
+    parse_config,
+    read_yaml,
+)
 
 __all__ = [
     "RunError",
     "RUN_SECTION",
     "new_run_dir",
+    "check_out_dir",
     "write_config",
     "read_run_config",
+    "read_resume_config",
+    "check_resume_changes",
+    "RESUME_KEYS",
     "MetricsLog",
     "write_json",
     "read_json",
@@ -52,8 +63,9 @@ def _timestamp() -> str:
 def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | None,
                 *, base: str | os.PathLike = "runs", suffix: str = "",
                 create: bool = True) -> Path:
-    """Creates the run directory: ``out`` if given (must not already hold a run), else
-    ``<base>/<config-stem><suffix>-<timestamp>`` (``-1``, ``-2``... appended on a clash).
+    """Creates the run directory: ``out`` if given (it must not exist or be an empty
+    directory: :func:`check_out_dir`), else ``<base>/<config-stem><suffix>-<timestamp>``
+    (``-1``, ``-2``... appended on a clash).
 
     ``create=False`` only returns the name (``out``, or the timestamped name without the
     clash suffix): what the processes other than process 0 of a multi-process run use."""
@@ -61,11 +73,7 @@ def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | 
         stem = Path(config_path).stem if config_path else "run"
         return Path(out) if out is not None else Path(base) / f"{stem}{suffix}-{_timestamp()}"
     if out is not None:
-        d = Path(out)
-        if (d / "config.yaml").exists():
-            raise RunError(f"{d} already holds a run; use --resume {d} or another --out")
-        if d.exists() and not d.is_dir():
-            raise RunError(f"--out {d} exists and is not a directory")
+        d = check_out_dir(out)
         d.mkdir(parents=True, exist_ok=True)
         return d
     stem = Path(config_path).stem if config_path else "run"
@@ -78,6 +86,28 @@ def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | 
         except FileExistsError:
             i += 1
             d = root.with_name(f"{root.name}-{i}")
+
+
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """``Path(out)`` if nnkit may write results there: it does not exist, or is an empty
+    directory. Nothing already saved is overwritten.
+
+    Raises:
+      RunError: ``out`` holds a run (use ``--resume``), other files (named), or is a file.
+    """
+    d = Path(out)
+    if (d / "config.yaml").exists():
+        raise RunError(f"{d} already holds a run; use --resume {d} or another --out")
+    if d.exists() and not d.is_dir():
+        raise RunError(f"--out {d} exists and is not a directory")
+    if d.is_dir():
+        names = sorted(p.name for p in d.iterdir())
+        if names:
+            shown = ", ".join(names[:5]) + (f", ... ({len(names)} entries)" if len(names) > 5
+                                            else "")
+            raise RunError(f"--out {d} is not empty (holds {shown}); nnkit does not overwrite "
+                           "earlier results: give a new or empty directory")
+    return d
 
 
 def environment() -> dict[str, Any]:
@@ -120,6 +150,62 @@ def read_run_config(run_dir: str | os.PathLike,
     if not isinstance(meta, dict):
         raise ConfigError("expected a mapping", key=RUN_SECTION, file=str(path))
     return parse_config(raw, file=str(path), overrides=overrides), meta
+
+
+RESUME_KEYS = ("training.epochs", "logging")
+"""What ``--resume --set`` may change (a key, or a section and everything in it): how long
+the run goes on and what it writes. Every other key decides what the run trains on (data,
+split, model) or how (optimizer, loss, seed, precision, devices), so changing it would make
+the epochs already trained belong to another run. ``training.epochs`` cannot change either
+when a schedule step count is ``auto`` (computed from it)."""
+
+
+def read_resume_config(run_dir: str | os.PathLike,
+                       overrides: Sequence[str] = ()) -> tuple[Config, dict]:
+    """:func:`read_run_config` for ``--resume``: ``overrides`` may change only
+    :data:`RESUME_KEYS` (an override that leaves a value as it was is fine).
+
+    Raises:
+      ConfigError: naming ``--set`` and the first key whose value an override changes.
+    """
+    cfg, meta = read_run_config(run_dir, overrides)
+    if overrides:
+        before, _ = read_run_config(run_dir)
+        check_resume_changes(before, cfg)
+    return cfg, meta
+
+
+def _changed(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between plain config trees ``a`` and ``b``."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [k for name in dict.fromkeys([*a, *b])
+                for k in _changed(a.get(name), b.get(name), f"{prefix}{name}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def check_resume_changes(before: Config, after: Config) -> None:
+    """Raises ConfigError (file ``--set``) for a change outside :data:`RESUME_KEYS`."""
+    old = config_to_dict(before)
+    changed = _changed(old, config_to_dict(after))
+    for key in changed:
+        if not any(key == k or key.startswith(k + ".") for k in RESUME_KEYS):
+            raise ConfigError(
+                f"cannot change when resuming (the run so far used {_get(old, key)!r}): it "
+                f"decides what the run trains on or how; --resume --set may change only "
+                f"{', '.join(RESUME_KEYS)}: start a new run instead", key=key, file="--set")
+    auto = [k for k, v in (before.optimizer.schedule or {}).items() if v == "auto"]
+    if "training.epochs" in changed and auto:
+        raise ConfigError(
+            f"cannot change when resuming: optimizer.schedule.{auto[0]} is auto (all steps "
+            f"of {before.training.epochs} epochs), so the learning rates of the epochs already "
+            "trained would change: start a new run instead", key="training.epochs",
+            file="--set")
+
+
+def _get(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
 
 
 def _finite(v: Any) -> Any:

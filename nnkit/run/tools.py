@@ -16,7 +16,7 @@ import yaml
 from nnkit.config import Config, ConfigError, config_to_dict, parse_config
 from nnkit.core import summary as layer_summary
 from nnkit.run.prepare import prepare_named
-from nnkit.run.rundir import new_run_dir, write_json
+from nnkit.run.rundir import check_out_dir, new_run_dir, write_json
 
 __all__ = ["model_summary", "lr_find_run", "parse_grid", "sweep_run", "FAST_SWEEP_KEYS",
            "format_table", "diagnose_run", "DiagnoseResult"]
@@ -26,9 +26,11 @@ FAST_SWEEP_KEYS = {"optimizer.lr": "learning_rates", "optimizer.weight_decay": "
 """Grid keys :func:`nnkit.train.sweep` can vary inside one compiled program."""
 
 
-def model_summary(cfg: Config, *, file: str | None = None) -> str:
-    """The :func:`nnkit.summary` table of the config's model on its data's input shape."""
-    prep = prepare_named(cfg, file)
+def model_summary(cfg: Config, *, file: str | None = None,
+                  overrides: Sequence[str] = ()) -> str:
+    """The :func:`nnkit.summary` table of the config's model on its data's input shape
+    (``overrides``: the ``--set`` values ``cfg`` was parsed with, named in errors)."""
+    prep = prepare_named(cfg, file, overrides)
     head = (f"model {prep.cfg.model}\ndata {cfg.data.dataset}: train {len(prep.train[0])}"
             + (f", val {len(prep.val[0])}" if prep.val is not None else "")
             + (f", test {len(prep.test[0])}" if prep.test is not None else ""))
@@ -36,13 +38,14 @@ def model_summary(cfg: Config, *, file: str | None = None) -> str:
 
 
 def lr_find_run(cfg: Config, out: str | Path, *, steps: int = 100, min_lr: float = 1e-7,
-                max_lr: float = 10.0, file: str | None = None) -> tuple[Any, Path]:
+                max_lr: float = 10.0, file: str | None = None,
+                overrides: Sequence[str] = ()) -> tuple[Any, Path]:
     """Runs :func:`nnkit.train.lr_find` with the config's model, data, loss and optimizer
     (its ``lr`` and schedule are replaced by the range test) and saves the plot to ``out``.
     Returns ``(LRFindResult, png_path)``."""
     from nnkit.train import lr_find
 
-    prep = prepare_named(cfg, file)
+    prep = prepare_named(cfg, file, overrides)
     kwargs: dict[str, Any] = dict(cfg.optimizer.options)
     if cfg.optimizer.weight_decay:
         kwargs["weight_decay"] = cfg.optimizer.weight_decay
@@ -67,11 +70,12 @@ class DiagnoseResult(NamedTuple):
 
 
 def diagnose_run(cfg: Config, out: str | Path | None = None, *, file: str | None = None,
-                 base: str | Path = "runs") -> DiagnoseResult:
+                 base: str | Path = "runs", overrides: Sequence[str] = ()) -> DiagnoseResult:
     """:func:`nnkit.diagnose.diagnose_dataset` on the model and training split ``nnkit train``
     would use (same split, standardisation, output width and precision policy), with the
     config's loss and seed; writes ``report.txt``, ``report.json`` and the figures
-    (``report.plot``) to ``out`` (default ``<base>/<config-stem>-diagnose-<timestamp>``).
+    (``report.plot``) to ``out`` (default ``<base>/<config-stem>-diagnose-<timestamp>``), which
+    must not exist or be empty (checked before the diagnosis runs).
 
     The checks run on the training split only (val/test stay unseen), with their own probe
     settings (Adam 1e-3 for the overfitting check: see :func:`nnkit.diagnose.diagnose`).
@@ -81,7 +85,9 @@ def diagnose_run(cfg: Config, out: str | Path | None = None, *, file: str | None
     from nnkit.data import Dataset
     from nnkit.diagnose import diagnose_dataset
 
-    prep = prepare_named(cfg, file)
+    if out is not None:
+        check_out_dir(out)  # before the (expensive) diagnosis
+    prep = prepare_named(cfg, file, overrides)
     x, y = prep.train
     num_targets = prep.num_classes if prep.num_classes is not None else int(
         np.shape(y)[-1] if np.ndim(y) > 1 else 1)
@@ -116,7 +122,7 @@ def _split_top(text: str) -> list[str]:
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     """``["optimizer.lr=1e-4,1e-3", "seed=0,1"]`` -> ``{key: [values]}`` (YAML scalars)."""
-    from nnkit.config import _fix_numbers
+    from nnkit.config import _fix_numbers, load_yaml_text
 
     grid: dict[str, list[Any]] = {}
     for item in items:
@@ -126,7 +132,11 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
         key = key.strip()
         if key in grid:
             raise ConfigError(f"{key!r} given twice", key="--grid")
-        values = [_fix_numbers(yaml.safe_load(v)) for v in _split_top(text)]
+        try:
+            values = [_fix_numbers(load_yaml_text(v)) for v in _split_top(text)]
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{key}: not YAML: {getattr(e, 'problem', None) or e}",
+                              key="--grid") from None
         if not values:
             raise ConfigError(f"no values for {key!r}", key="--grid")
         grid[key] = values
@@ -178,21 +188,26 @@ def sweep_run(
     grad mode) all points train together in ONE compiled program with
     :func:`nnkit.train.sweep` (``method == "vmap"``); otherwise each point is a full run in
     ``sweep_dir/run-<i>`` (``method == "runs"``). Writes ``sweep.csv`` and ``sweep.txt``.
-    Every point's config is validated before anything is created.
+    Every point's config is validated before anything is created; ``out`` must not exist or
+    be empty.
     """
+    if out is not None:
+        check_out_dir(out)  # before validating and training every point
     keys = list(grid)
     points = list(itertools.product(*(grid[k] for k in keys)))
-    cfgs = []
+    cfgs, point_sets = [], []
     for values in points:
         sets = [*overrides, *(f"{k}={_dump_value(v)}" for k, v in zip(keys, values,
                                                                      strict=True))]
         cfgs.append(parse_config(cfg_raw, file=config_path, overrides=sets))
+        point_sets.append(sets)
     base_cfg = cfgs[0]
     method = "vmap" if _fast_ok(base_cfg, grid) else "runs"
-    prep = prepare_named(base_cfg, config_path)  # validates data/model before the directory exists
+    # validates data/model before the directory exists
+    prep = prepare_named(base_cfg, config_path, point_sets[0])
     if method == "runs":
-        for c in cfgs[1:]:
-            prepare_named(c, config_path)
+        for c, sets in zip(cfgs[1:], point_sets[1:], strict=True):
+            prepare_named(c, config_path, sets)
     sweep_dir = new_run_dir(config_path, out, base=base, suffix="-sweep")
     rows: list[dict[str, Any]] = []
     devices = 1
@@ -228,7 +243,8 @@ def sweep_run(
         from nnkit.run.trainer import train
 
         for i, (c, values) in enumerate(zip(cfgs, points, strict=True)):
-            r = train(c, config_path=config_path, out=sweep_dir / f"run-{i}")
+            r = train(c, config_path=config_path, out=sweep_dir / f"run-{i}",
+                      overrides=point_sets[i])
             row = dict(zip(keys, values, strict=True))
             row.update(r.summary.get("last_epoch", {}))
             row.pop("epoch", None)

@@ -59,7 +59,7 @@ from nnkit.run.rundir import (
     environment,
     new_run_dir,
     read_json,
-    read_run_config,
+    read_resume_config,
     write_config,
     write_json,
 )
@@ -327,6 +327,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     progress: bool | None = None,
     parallel: DataParallel | None = None,
+    overrides: Sequence[str] = (),
 ) -> RunResult:
     """Trains ``cfg`` into a new run directory (``out``, or ``<base>/<stem>-<timestamp>``).
 
@@ -335,12 +336,13 @@ def train(
     epoch's checkpoint is written; ``True`` stops training, :data:`nnkit.train.INTERRUPT`
     stops it without the test-set evaluation. ``parallel``: a
     :class:`nnkit.parallel.DataParallel`; ``None`` builds it from ``cfg.parallel`` (off by
-    default) with :func:`nnkit.run.prepare.make_parallel`.
+    default) with :func:`nnkit.run.prepare.make_parallel`. ``overrides``: the ``--set``
+    values ``cfg`` was parsed with; errors in the keys they set name ``--set``, not the file.
     """
     if parallel is None:
-        parallel = make_parallel(cfg, config_path)
-    prep = prepare_named(cfg, config_path)
-    check_parallel(prep, parallel, config_path)
+        parallel = make_parallel(cfg, config_path, overrides)
+    prep = prepare_named(cfg, config_path, overrides)
+    check_parallel(prep, parallel, config_path, overrides)
     run_dir = _new_dir(config_path, out, base)
     if _is_main():
         write_config(run_dir, prep.cfg, {**environment(), "config_file": config_path})
@@ -363,21 +365,25 @@ def resume(
     progress: bool | None = None,
     parallel: DataParallel | None = None,
 ) -> RunResult:
-    """Continues the run in ``run_dir`` from its latest checkpoint to ``training.epochs``
-    (``overrides`` may e.g. raise ``training.epochs``; they are saved to ``config.yaml``).
-    ``parallel`` as for :func:`train` (``None``: from the run's config).
+    """Continues the run in ``run_dir`` from its latest checkpoint to ``training.epochs``.
+
+    ``overrides`` may change only :data:`nnkit.run.rundir.RESUME_KEYS` (``training.epochs``,
+    ``logging.*``); they are saved to ``config.yaml`` and appended to its
+    ``run.resumed_with`` list. ``parallel`` as for :func:`train` (``None``: from the run's
+    config).
 
     Raises:
+      ConfigError: an override of another key (nothing is written).
       RunError: not a run directory, or no checkpoint to resume from.
       CheckpointError: the latest checkpoint is corrupt or does not fit the config.
     """
     run_dir = Path(run_dir)
-    cfg, meta = read_run_config(run_dir, list(overrides))
+    cfg, meta = read_resume_config(run_dir, list(overrides))
     file = str(run_dir / "config.yaml")
     if parallel is None:
-        parallel = make_parallel(cfg, file)
-    prep = prepare_named(cfg, file)
-    check_parallel(prep, parallel, file)
+        parallel = make_parallel(cfg, file, overrides)
+    prep = prepare_named(cfg, file, overrides)
+    check_parallel(prep, parallel, file, overrides)
     manager = CheckpointManager(run_dir / "checkpoints", keep=prep.cfg.logging.checkpoint_keep)
     if manager.latest_path() is None:
         raise RunError(f"{run_dir} has no checkpoint to resume from")
@@ -387,7 +393,9 @@ def resume(
     best = (extra.get("best_epoch"), extra.get("best_value"))
     prior = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
     if overrides and _is_main():
-        write_config(run_dir, prep.cfg, {**meta, "resumed_with": list(overrides)})
+        earlier = meta.get("resumed_with") or []
+        earlier = earlier if isinstance(earlier, list) else [earlier]
+        write_config(run_dir, prep.cfg, {**meta, "resumed_with": [*earlier, *overrides]})
     if start >= prep.cfg.training.epochs and prior.get("status") in (
         "completed", "early_stopped", "stopped"
     ):

@@ -11,7 +11,7 @@ import numpy as np
 
 from nnkit.core import Layer, ShapeError, abstract_init, normalize_shape
 
-__all__ = ["as_xy", "check_data", "check_params", "data_nbytes"]
+__all__ = ["as_xy", "check_data", "check_targets", "check_params", "data_nbytes"]
 
 
 def as_xy(data: Any, what: str) -> tuple[Any, Any] | None:
@@ -65,7 +65,7 @@ def _example_shape(x: Any) -> Any:
 
 def check_data(
     model: Layer,
-    loss: Callable,
+    loss: Callable | None,
     train: tuple[Any, Any],
     others: dict[str, tuple[Any, Any] | None],
     input_shape: Any,
@@ -74,7 +74,8 @@ def check_data(
 
     Raises ``ValueError`` naming the shapes for: x not matching ``input_shape``, a model that
     cannot take the data's shape, val/test x or y shapes differing from train, integer labels
-    outside ``[0, num_classes)``, and predictions the loss cannot compare with ``y``.
+    outside ``[0, num_classes)``, and predictions the loss cannot compare with ``y``
+    (:func:`check_targets`; skipped when ``loss`` is ``None``).
     """
     x, y = train
     data_shape = _example_shape(x)
@@ -116,20 +117,33 @@ def check_data(
                     raise ValueError(
                         f"{name} y: {e} (the model has {out_shape[-1]} outputs)"
                     ) from None
-    b = 2
-    pred = jax.tree_util.tree_map(
-        lambda s: jax.ShapeDtypeStruct((b, *s), jnp.float32), out_shape,
-        is_leaf=lambda s: isinstance(s, tuple) and all(isinstance(d, int) for d in s),
-    )
+    if loss is not None:
+        check_targets(loss, out_shape, y)
+    return input_shape, out_shape
+
+
+def _is_shape(s: Any) -> bool:
+    return isinstance(s, tuple) and all(isinstance(d, int) for d in s)
+
+
+def check_targets(fn: Callable, out_shape: Any, y: Any, what: str = "the loss") -> None:
+    """Raises ``ValueError`` naming the shapes if ``fn(pred, y)`` (a loss or metric) cannot
+    take model outputs of per-example shape ``out_shape`` and targets like ``y`` (traced
+    abstractly, on a batch size that no other dimension has, so nothing broadcasts by chance).
+    """
+    dims = {d for s in jax.tree_util.tree_leaves(out_shape, is_leaf=_is_shape) for d in s}
+    dims |= {d for a in jax.tree_util.tree_leaves(y) for d in np.shape(a)[1:]}
+    b = next(n for n in range(2, len(dims) + 3) if n not in dims)
+    pred = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct((b, *s), jnp.float32),
+                                  out_shape, is_leaf=_is_shape)
     ys = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((b, *np.shape(a)[1:]), a.dtype), y)
     try:
-        jax.eval_shape(loss, pred, ys)
+        jax.eval_shape(fn, pred, ys)
     except Exception as e:  # noqa: BLE001 - re-raised with the shapes
         raise ValueError(
-            f"the loss cannot compare model outputs of shape (batch, *{tuple(out_shape)}) with "
+            f"{what} cannot compare model outputs of shape (batch, *{tuple(out_shape)}) with "
             f"targets y of shape (batch, *{_example_shape(y)}): {e}"
         ) from None
-    return input_shape, out_shape
 
 
 def check_params(model: Layer, input_shape: Any, params: Any) -> None:

@@ -1,0 +1,166 @@
+"""nnkit.run.prepare: bad config values are ConfigErrors naming the key, before any run
+directory exists (data options, augmentation and optimizer values, loss/metrics vs task)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nnkit import run as runs
+from nnkit.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def prepare(name: str, *overrides: str) -> runs.Prepared:
+    path = CONFIGS / name
+    return runs.prepare(load_config(path, list(overrides)))
+
+
+def error_of(name: str, *overrides: str) -> ConfigError:
+    with pytest.raises(ConfigError) as e:
+        prepare(name, *overrides)
+    return e.value
+
+
+# ----------------------------------------------------------------------------- data options
+
+
+@pytest.mark.parametrize("name, overrides, expect", [
+    ("digits_mlp.yaml", ["data.options.size=0"], "size must be >= 1"),
+    ("moons_mlp.yaml", ["data.options.n=1"], "need at least one point per class"),
+    ("moons_mlp.yaml", ["data.dataset=spirals", "data.options={arms: 0}"], "arms must be >= 1"),
+    ("fashion_mnist_mlp.yaml", ["data.options.limit=0"], "limit must be >= 1"),
+])
+def test_loader_range_errors_name_data_options(name, overrides, expect):
+    e = error_of(name, *overrides)
+    assert e.key == "data.options" and expect in e.message
+
+
+def test_data_format_errors_stay_data_format_errors(monkeypatch):
+    from nnkit import data
+
+    def corrupt(name, **options):
+        raise data.DataFormatError("x.idx", "truncated", offset=16)
+
+    monkeypatch.setattr(data, "load", corrupt)
+    with pytest.raises(data.DataFormatError, match="x.idx: truncated"):
+        prepare("digits_mlp.yaml")
+
+
+# ----------------------------------------------------------------------------- error sources
+
+
+def test_prepare_errors_in_overridden_keys_name_set_else_the_file():
+    from nnkit.run.prepare import prepare_named
+
+    path = str(CONFIGS / "digits_mlp.yaml")
+    sets = ["data.batch_size=2000"]
+    with pytest.raises(ConfigError) as e:
+        prepare_named(load_config(path, sets), path, sets)
+    assert str(e.value).startswith("--set: data.batch_size: must be <=")
+    sets = ["data.options={size: 0}"]
+    with pytest.raises(ConfigError, match=r"^--set: data\.options: size must be >= 1"):
+        prepare_named(load_config(path, sets), path, sets)
+    sets = ["data.options.size=0"]
+    with pytest.raises(ConfigError, match=r"^--set: data\.options: size must be >= 1"):
+        prepare_named(load_config(path, sets), path, sets)
+    sets = ["seed=3", "data.batch_size=2000"]
+    with pytest.raises(ConfigError, match="^--set: data.batch_size"):
+        prepare_named(load_config(path, sets), path, sets)
+    sets = ["seed=3", "optimizer.schedule.decay_steps=-5"]
+    with pytest.raises(ConfigError, match=r"^--set: optimizer\.schedule"):
+        prepare_named(load_config(path, sets), path, sets)
+    with pytest.raises(ConfigError, match=f"^{path}: data.batch_size"):
+        prepare_named(load_config(path, ["data.split=[0.01, 0.99]"]), path, ["seed=1"])
+
+
+def test_cli_summary_blames_set(capsys):
+    from nnkit.cli import main
+
+    rc = main(["summary", str(CONFIGS / "digits_mlp.yaml"), "--set", "data.batch_size=2000"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("nnkit summary: error: --set: data.batch_size:")
+
+
+def test_loss_target_mismatch_is_reported_under_loss():
+    e = error_of("digits_mlp.yaml", "loss=mse")
+    assert e.key == "loss" and "'mse'" in e.message and "(batch, *(10,))" in e.message
+
+
+# ------------------------------------------------------------------- loss, metrics vs task
+
+
+@pytest.mark.parametrize("name, overrides, key, expect", [
+    ("moons_mlp.yaml", ["metrics=[mae]"], "metrics[0]", "metric 'mae' cannot compare"),
+    ("moons_mlp.yaml", ["metrics=[accuracy, rmse]"], "metrics[1]", "metric 'rmse'"),
+    ("sine_lstm.yaml", ["metrics=[accuracy]"], "metrics[0]", "needs a classification"),
+    ("sine_lstm.yaml", ["metrics=[mae, top_5_accuracy]"], "metrics[1]",
+     "needs a classification"),
+    ("sine_lstm.yaml", ["loss=cross_entropy"], "loss", "needs a classification"),
+    ("sine_lstm.yaml", ["loss=nll"], "loss", "needs a classification"),
+    ("moons_mlp.yaml", ["model.out=1", "metrics=[]"], "loss", "1 output unit"),
+])
+def test_loss_and_metrics_must_fit_the_task(name, overrides, key, expect):
+    e = error_of(name, *overrides)
+    assert e.key == key and expect in e.message
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("moons_mlp.yaml", ["metrics=[accuracy, macro_f1, top_1_accuracy]"]),
+    ("moons_mlp.yaml", ["model.out=1", "loss=binary_cross_entropy"]),
+    ("sine_lstm.yaml", ["metrics=[mae, mse, rmse, r2]", "loss=huber"]),
+])
+def test_fitting_loss_and_metrics_pass(name, overrides):
+    prepare(name, *overrides)
+
+
+# ------------------------------------------------------- augmentation and optimizer values
+
+
+def aug(spec: str) -> str:
+    return f"data.augmentation=[{spec}]"
+
+
+@pytest.mark.parametrize("overrides, key, expect", [
+    ([aug("{name: random_translate, max_shift: -1}")], "data.augmentation[0].max_shift",
+     "must be >= 0"),
+    ([aug("{name: random_translate, max_shift: 1.5}")], "data.augmentation[0].max_shift",
+     "expected int"),
+    ([aug("{name: random_crop, padding: 1, pad_mode: bogus}")],
+     "data.augmentation[0].pad_mode", ""),
+    ([aug("{name: random_flip_lr}, {name: random_crop, padding: -2, pad_mode: edge}")],
+     "data.augmentation[1].padding", ""),
+    ([aug("{name: random_rotate, max_degrees: abc}")], "data.augmentation[0].max_degrees",
+     "expected number"),
+    ([aug("{name: gaussian_noise, std: abc}")], "data.augmentation[0].std", ""),
+    (["optimizer.options={b1: abc}"], "optimizer.options.b1", ""),
+    (["optimizer.options={b1: 0.9, eps: abc}"], "optimizer.options.eps", ""),
+    (["optimizer.schedule={name: cosine, decay_steps: auto, alpha: abc}"],
+     "optimizer.schedule.alpha", "expected number"),
+    (["optimizer.schedule={name: cosine, decay_steps: 2.5}"],
+     "optimizer.schedule.decay_steps", "expected int"),
+    (["optimizer.schedule={name: cyclic, base_lr: 0.001, step_size: 10, mode: bogus}"],
+     "optimizer.schedule.mode", ""),
+])
+def test_option_values_are_checked_before_training(overrides, key, expect):
+    e = error_of("digits_lenet5.yaml", *overrides)
+    assert e.key == key and expect in e.message, str(e)
+
+
+def test_integral_floats_are_accepted_for_ints():
+    prep = prepare("digits_lenet5.yaml", "optimizer.schedule={name: cosine, decay_steps: 1e3}",
+                   aug("{name: random_crop, padding: 2.0}"))
+    assert prep.augment is not None
+
+
+def test_cli_bad_augmentation_exit_2_and_no_run_dir(tmp_path, capsys):
+    from nnkit.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["train", str(CONFIGS / "digits_lenet5.yaml"), "--out", str(out), "--set",
+               aug("{name: random_translate, max_shift: -1}")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "internal error" not in err
+    assert "--set: data.augmentation[0].max_shift" in err and not out.exists()
