@@ -181,6 +181,31 @@ def test_non_finite_loss_stops_and_returns_the_last_good_state():
     chex.assert_trees_all_equal(huge.train_state.params, init.params)
 
 
+@pytest.mark.parametrize("mode", ["scan", "step"])
+def test_an_update_that_overflows_on_the_epochs_last_step_is_rolled_back(mode):
+    """Each step's loss is computed before its update, so an overflow in the epoch's last
+    update shows in no loss of that epoch: the end-of-epoch parameters are checked too."""
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    model = Dense(1, use_bias=False, w_init=initializers.zeros)
+    # batch 8: 4 steps per epoch; the rate jumps at step 11, the last step of epoch 2
+    lr = optim.schedule("step", learning_rate=0.02, boundaries=[11], values=[0.02, 3e38])
+    opt = optim.make("sgd", lr)
+    r = fit(model, opt, (x, 100 * x), loss="mse", metrics=(), epochs=6, batch_size=8,
+            mode=mode)
+    assert r.stop_reason.startswith("non-finite parameters at epoch 2, step 3 of the epoch")
+    assert r.epochs_run == 2 and int(r.train_state.step) == 8
+    # independent: plain SGD on mean((w x - 100 x)^2) over the same batches, 8 steps
+    key = create_train_state(model, (1,), opt, 0).key
+    w = np.float32(0.0)
+    for e in range(2):
+        for rows in epoch_order(key, e, 32, 8):
+            xb = x[rows, 0]
+            w = w - np.float32(0.02) * np.mean(2 * xb * (w * xb - 100 * xb))
+    assert np.isfinite(w) and 10 < w < 100
+    np.testing.assert_allclose(np.asarray(r.train_state.params["w"])[0, 0], w, rtol=1e-5)
+    assert all(np.all(np.isfinite(a)) for a in jax.tree_util.tree_leaves(r.train_state))
+
+
 def test_plateau_scale_drops_after_patience_epochs():
     # a tiny LR: val loss barely moves, so with min_delta nothing counts as improvement
     r = fit(mlp(), optim.make("sgd", 1e-9), TRAIN, val_data=VAL, epochs=5, batch_size=32,

@@ -8,7 +8,8 @@ Modes:
   train key and the epoch by :func:`nnkit.train.order.epoch_order` while the device runs the
   previous epoch; the last ``n % batch_size`` examples of each epoch's permutation are
   dropped), runs the train step in a ``lax.scan``, evaluates the validation set, updates
-  early stopping / plateau and rolls back a non-finite epoch. The logs come back as one
+  early stopping / plateau and rolls back a non-finite epoch (a non-finite loss, or
+  non-finite parameters after the epoch's last update). The logs come back as one
   small vector.
 * ``"step"``: the same jitted train step called from Python for each batch (for data that
   does not fit on the device, iterators, or per-step callbacks). Same key, same data ->
@@ -67,7 +68,7 @@ __all__ = ["fit", "FitResult", "SCAN_LIMIT_BYTES", "INTERRUPT"]
 SCAN_LIMIT_BYTES = 1 << 30
 """``mode="auto"`` scans when the training + validation arrays are below this size."""
 
-_HIDDEN = ("nonfinite_step", "bad_epochs", "best_epoch")
+_HIDDEN = ("nonfinite_step", "nonfinite_params", "bad_epochs", "best_epoch")
 
 
 class FitResult(NamedTuple):
@@ -264,7 +265,7 @@ def fit(
     # Scan mode queues epoch e + 1 before reading epoch e's logs, so the device does not
     # wait for the host between epochs; epoch callbacks want each epoch's state first, so
     # they turn the queue off. A queued epoch is a no-op once training should stop (the
-    # compiled epoch's `go` flag: non-finite loss, early stopping).
+    # compiled epoch's `go` flag: non-finite loss or parameters, early stopping).
     queue = mode == "scan" and not callbacks
     go0 = None
     if mode == "scan":
@@ -355,8 +356,9 @@ def fit(
             t0 += seconds  # queued epochs: the next one's time runs from here
             bad_step = int(logs["nonfinite_step"])
             if bad_step >= 0:
+                what = "parameters" if logs["nonfinite_params"] else "loss"
                 stop_reason = (
-                    f"non-finite loss at epoch {epoch}, step {bad_step} of the epoch "
+                    f"non-finite {what} at epoch {epoch}, step {bad_step} of the epoch "
                     f"(global step {int(ts.step) + bad_step}); returning the train state "
                     f"from the start of epoch {epoch}"
                 )

@@ -131,7 +131,7 @@ def sweep(
         for h, row in zip(histories, table, strict=True):
             h.setdefault("epoch", []).append(epoch)
             for k, v in zip(prog.names, row.tolist(), strict=True):
-                if k != "nonfinite_step":
+                if k not in ("nonfinite_step", "nonfinite_params"):
                     h.setdefault(k, []).append(v)
     return SweepResult(prog.configs, histories, stacked, prog.devices)
 
