@@ -133,6 +133,33 @@ def test_early_stopping_restores_the_best_params():
     assert abs(float(r.train_state.params["w"][0, 0]) - 1.0) < abs(seen[best + 3][0, 0] - 1.0)
 
 
+def test_early_stopping_that_never_fires_keeps_the_last_state_so_resume_is_exact():
+    """restore_best applies when early stopping stops the run; a run that completes its
+    epochs returns its last state, and passing it back resumes exactly."""
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    model, opt = Dense(1, use_bias=False, w_init=initializers.zeros), optim.make("sgd", 0.02)
+    kw = dict(val_data=(x, 1 * x), loss="mse", metrics=(), batch_size=8, key=0)
+    es = EarlyStopping(patience=100)
+    seen = {}
+    full = fit(model, opt, (x, 2 * x), epochs=30, early_stopping=es,
+               callbacks=[lambda e, ts, logs: seen.update({e: np.asarray(ts.params["w"])})],
+               **kw)
+    assert full.stop_reason == "completed"
+    # val loss falls, then rises: the best epoch is neither the first nor the last
+    assert 0 < full.best_epoch == int(np.argmin(full.history["val_loss"])) < 29
+    np.testing.assert_array_equal(full.train_state.params["w"], seen[29])
+    plain = fit(model, opt, (x, 2 * x), epochs=30, **kw)  # early stopping changes nothing
+    np.testing.assert_array_equal(full.train_state.params["w"], plain.train_state.params["w"])
+    first = fit(model, opt, (x, 2 * x), epochs=20, early_stopping=es, **kw)
+    second = fit(model, opt, (x, 2 * x), epochs=30, start_epoch=20,
+                 train_state=first.train_state, early_stopping=es, **kw)
+    chex.assert_trees_all_equal(full.train_state, second.train_state)
+    for k in ("train_loss", "val_loss", "lr", "grad_norm"):
+        assert full.history[k] == first.history[k] + second.history[k], k
+    assert second.best_epoch == full.best_epoch
+
+
+
 @pytest.mark.parametrize("stop", ["early_stopping", "non_finite"])
 def test_a_queued_epoch_never_trains_past_a_stop(stop):
     """Without epoch callbacks the scan path queues epoch e + 1 before reading epoch e's

@@ -75,9 +75,10 @@ class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
     Attributes:
-      train_state: the final :class:`TrainState` (best params restored if early stopping
-        says so; the last good state if training went non-finite). Pass it back with
-        ``start_epoch`` to resume.
+      train_state: the final :class:`TrainState`: the last epoch's state (the last good
+        one if training went non-finite), except that when early stopping stopped the run
+        and ``restore_best`` is on, ``params``/``state`` are the best epoch's. Pass it back
+        with ``start_epoch`` to resume (exact unless best params were restored).
       history: ``{key: [one float per epoch run]}``: ``epoch``, ``train_loss``,
         ``train_<metric>``, ``val_loss``, ``val_<metric>``, ``lr`` (at the epoch's last
         step), ``grad_norm`` (the global gradient norm at the epoch's last step, unless
@@ -157,7 +158,9 @@ def fit(
       batch_size: examples per step; each epoch drops the ``n % batch_size`` remainder.
       key: int seed or PRNG key for a fresh train state (ignored with ``train_state``).
       input_shape: per-example input shape; default the data's (checked if given).
-      early_stopping: :class:`EarlyStopping` or ``None``.
+      early_stopping: :class:`EarlyStopping` or ``None``. Its ``restore_best`` restores the
+        best epoch's params/state only when it stops the run; a run that ends otherwise
+        (all epochs done, a callback, an interrupt) returns its last state.
       plateau: :class:`nnkit.optim.Plateau` (reduce-on-plateau) or ``None``.
       callbacks: ``cb(epoch, train_state, logs) -> bool | str | None`` after each epoch;
         ``True`` stops, :data:`INTERRUPT` (``"interrupt"``) stops and skips the test set.
@@ -330,6 +333,7 @@ def fit(
     history: dict[str, list[float]] = {}
     stop_reason = "completed"
     interrupted = False
+    stopped_early = False
     epochs_run = 0
     if parallel is not None and not parallel.is_main_process():
         progress = False
@@ -390,6 +394,7 @@ def fit(
             if stop_reason != "completed":
                 break
             if early_stopping is not None and should_stop(early_stopping, logs["bad_epochs"]):
+                stopped_early = True
                 stop_reason = (
                     f"early stopping: {early_stopping.monitor} did not improve for "
                     f"{early_stopping.patience} epochs (best epoch {int(logs['best_epoch'])})"
@@ -402,7 +407,7 @@ def fit(
     best_epoch = None
     if early_stopping is not None and ts.best_epoch is not None and int(ts.best_epoch) >= 0:
         best_epoch = int(ts.best_epoch)
-        if early_stopping.restore_best and ts.best_params is not None:
+        if stopped_early and early_stopping.restore_best and ts.best_params is not None:
             ts = ts._replace(params=_copy(ts.best_params), state=_copy(ts.best_state))
     elif history.get("val_loss"):
         best_epoch = int(history["epoch"][int(np.nanargmin(history["val_loss"]))]) if np.any(
