@@ -293,6 +293,39 @@ def test_resume_is_exact(trained, tiny, tmp_path):
     assert rc == 0 and "nothing to do" in out
 
 
+def test_resume_after_an_interrupt_in_the_early_stopping_epoch(tiny, tmp_path):
+    """SIGINT in the epoch where early stopping fires: fit leaves before its early-stopping
+    check and the run is marked interrupted; the resumed run must end as the uninterrupted
+    one did (no extra epochs, same test metrics from the restored best params)."""
+    sets = ["logging.plots=false", "logging.tensorboard=false", "training.epochs=40",
+            "training.early_stopping.patience=2"]
+    cfg = load_config(tiny, sets)
+    with contextlib.redirect_stderr(io.StringIO()):
+        a = runs.train(cfg, config_path=str(tiny), out=tmp_path / "a")
+        assert a.status == "early_stopped" and a.summary["epochs_run"] < 40
+        stop = a.summary["epochs_run"] - 1
+
+        def interrupt(epoch, ts, logs):
+            if epoch == stop:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        b = runs.train(cfg, config_path=str(tiny), out=tmp_path / "b", callbacks=[interrupt])
+        assert b.status == "interrupted" and b.summary["epochs_run"] == stop + 1
+        c = runs.resume(tmp_path / "b")
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+    assert strip(rows(tmp_path / "a")) == strip(rows(tmp_path / "b"))
+    assert c.status == "early_stopped" and c.exit_code == 0
+    for k in ("stop_reason", "test_loss", "test_accuracy", "best_epoch", "best_value",
+              "epochs_run"):
+        assert c.summary[k] == a.summary[k], k
+    assert a.summary["test_loss"] is not None
+    fa, fc = (leaves(Path(s["latest_checkpoint"])) for s in (a.summary, c.summary))
+    assert Path(c.summary["latest_checkpoint"]).name == Path(a.summary["latest_checkpoint"]).name
+    assert fa.keys() == fc.keys()
+    for k in fa:
+        np.testing.assert_array_equal(fa[k], fc[k], err_msg=k)
+
+
 NONFINITE = """
 model: {arch: mlp, hidden: [4]}
 data: {dataset: sin, options: {n: 40}, split: [1.0], batch_size: 10}

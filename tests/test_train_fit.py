@@ -159,6 +159,32 @@ def test_early_stopping_that_never_fires_keeps_the_last_state_so_resume_is_exact
     assert second.best_epoch == full.best_epoch
 
 
+def test_resuming_a_state_whose_patience_is_used_up_stops_without_training():
+    """An interrupt in the epoch where early stopping fires leaves fit before its
+    early-stopping check; resuming that state must finish as the uninterrupted run did."""
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    model, opt = Dense(1, use_bias=False, w_init=initializers.zeros), optim.make("sgd", 0.02)
+    kw = dict(val_data=(x, 1 * x), test_data=(x, 1.5 * x), loss="mse", metrics=(),
+              batch_size=8, key=0, epochs=50, early_stopping=EarlyStopping(patience=3))
+    full = fit(model, opt, (x, 2 * x), **kw)
+    assert full.stop_reason.startswith("early stopping")
+    last = full.epochs_run - 1
+    cut = fit(model, opt, (x, 2 * x),
+              callbacks=[lambda e, ts, logs: INTERRUPT if e == last else None], **kw)
+    assert cut.stop_reason.startswith("interrupted") and cut.epochs_run == full.epochs_run
+    assert int(cut.train_state.bad_epochs) == 3
+    rest = fit(model, opt, (x, 2 * x), train_state=cut.train_state, start_epoch=last + 1, **kw)
+    assert rest.stop_reason == full.stop_reason
+    assert rest.epochs_run == 0 and rest.history == {}
+    assert int(rest.train_state.step) == int(full.train_state.step) == full.epochs_run * 4
+    chex.assert_trees_all_equal(rest.train_state, full.train_state)
+    assert rest.best_epoch == full.best_epoch == last - 3
+    # the best params are restored: test loss mean((w - 1.5)^2 x^2) at the best epoch's w
+    w = float(full.train_state.params["w"][0, 0])
+    assert rest.test_metrics["test_loss"] == pytest.approx(
+        float(np.mean((w - 1.5) ** 2 * x.astype(np.float64) ** 2)), rel=1e-5)
+    assert rest.test_metrics == full.test_metrics
+
 
 @pytest.mark.parametrize("stop", ["early_stopping", "non_finite"])
 def test_a_queued_epoch_never_trains_past_a_stop(stop):

@@ -167,7 +167,10 @@ def fit(
       progress: tqdm epoch bar; ``None`` = only if stderr is a terminal.
       mode: ``"auto"`` | ``"scan"`` | ``"step"`` (see the module docstring).
       grad_mode, microbatches, l1, l2, augment: see :func:`make_train_step`.
-      train_state: resume from this state (it is copied, not consumed).
+      train_state: resume from this state (it is copied, not consumed). If its
+        ``bad_epochs`` already reached ``early_stopping.patience`` (a run interrupted in the
+        epoch where early stopping fired), no epoch runs: fit finishes as early-stopped
+        (best params restored, test set evaluated).
       start_epoch: the first epoch index to run (its data order is
         ``epoch_order(key, epoch, ...)``, so resuming reproduces an uninterrupted run exactly).
       eval_batch_size: batch size for validation/test evaluation.
@@ -236,6 +239,10 @@ def fit(
             ts = early_stopping_init(early_stopping, ts)
         if plateau is not None and ts.plateau is None:
             ts = ts._replace(plateau=plateau_init(plateau))
+    # A resumed state whose patience is already used up (a run interrupted in the epoch
+    # where early stopping fired) finishes as that run would have: no more epochs.
+    already_stopped = (train_state is not None and early_stopping is not None
+                       and should_stop(early_stopping, ts.bad_epochs))
     if parallel is not None:
         local_bs = parallel.local_batch_size(batch_size)  # early error if not divisible
         ts = parallel.place_state(ts)
@@ -333,14 +340,17 @@ def fit(
     history: dict[str, list[float]] = {}
     stop_reason = "completed"
     interrupted = False
-    stopped_early = False
+    stopped_early = already_stopped
+    if already_stopped:
+        stop_reason = _early_stop_reason(early_stopping, ts.best_epoch)
+    end = start_epoch if already_stopped else epochs
     epochs_run = 0
     if parallel is not None and not parallel.is_main_process():
         progress = False
-    bar = EpochProgress(max(epochs - start_epoch, 0), 0, progress)
+    bar = EpochProgress(max(end - start_epoch, 0), 0, progress)
     go, pending, t0 = go0, None, time.perf_counter()
     try:
-        for epoch in range(start_epoch, epochs):
+        for epoch in range(start_epoch, end):
             if not queue:
                 t0 = time.perf_counter()
             try:
@@ -395,10 +405,7 @@ def fit(
                 break
             if early_stopping is not None and should_stop(early_stopping, logs["bad_epochs"]):
                 stopped_early = True
-                stop_reason = (
-                    f"early stopping: {early_stopping.monitor} did not improve for "
-                    f"{early_stopping.patience} epochs (best epoch {int(logs['best_epoch'])})"
-                )
+                stop_reason = _early_stop_reason(early_stopping, logs["best_epoch"])
                 break
     finally:
         bar.close()
@@ -419,6 +426,11 @@ def fit(
         out = jax.device_get(ev(ts.params, ts.state, *put(test)))
         test_metrics = {f"test_{k}": float(v) for k, v in out.items()}
     return FitResult(ts, history, best_epoch, epochs_run, stop_reason, test_metrics)
+
+
+def _early_stop_reason(cfg: EarlyStopping, best_epoch: Any) -> str:
+    return (f"early stopping: {cfg.monitor} did not improve for {cfg.patience} epochs "
+            f"(best epoch {int(best_epoch)})")
 
 
 class _StopSteps(Exception):  # noqa: N818 - internal control flow
