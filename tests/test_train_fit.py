@@ -357,6 +357,12 @@ def test_bad_inputs_give_clear_errors():
         fit(mlp(), opt, TRAIN, train_state=ts)
     with pytest.raises(ValueError, match="loss cannot compare model outputs"):
         fit(mlp(), opt, (TRAIN[0], np.zeros((N, 5), np.float32)), loss="mse", metrics=())
+    for kw, name in ((dict(epochs=-1), "epochs"), (dict(epochs=2.0), "epochs"),
+                     (dict(start_epoch=-2), "start_epoch"),
+                     (dict(eval_batch_size=0), "eval_batch_size")):
+        val = next(iter(kw.values()))
+        with pytest.raises(ValueError, match=rf"{name} must be .*got {val!r}"):
+            fit(mlp(), opt, TRAIN, val_data=VAL, **kw)
 
 
 def test_step_callbacks_run_every_step_in_step_mode_only():

@@ -160,6 +160,20 @@ def test_sweep_over_two_devices_equals_one_device():
         "divides the number of models")
 
 
+def test_bad_arguments_name_the_argument_and_value():
+    for bs in (0, -4, 2.5):
+        with pytest.raises(ValueError, match=rf"batch_size must be a positive int, got {bs}"):
+            lr_find(mlp(), "sgd", TRAIN, batch_size=bs)
+        with pytest.raises(ValueError, match=rf"batch_size must be a positive int, got {bs}"):
+            sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=bs)
+    with pytest.raises(ValueError, match=r"epochs must be an int >= 0, got -1"):
+        sweep(mlp(), "sgd", TRAIN, epochs=-1, batch_size=16)
+    with pytest.raises(ValueError, match=r"weight_decays must be >= 0, got -0.1"):
+        sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=16, weight_decays=[0.0, -0.1])
+    with pytest.raises(ValueError, match=r"eval_batch_size must be a positive int, got 0"):
+        sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=16, eval_batch_size=0)
+
+
 def test_sweep_devices_argument_is_checked_before_any_work():
     kw = dict(learning_rates=[1e-2, 5e-2], epochs=1, batch_size=16)
     with pytest.raises(ValueError, match="unknown devices 'gpu'; give 'auto' or a list"):

@@ -53,7 +53,7 @@ from nnkit.train.callbacks import INTERRUPT, Callback
 from nnkit.train.compiled import compiled_fit_fns
 from nnkit.train.early_stopping import EarlyStopping, early_stopping_init, should_stop
 from nnkit.train.gradients import resolve_loss, resolve_metrics
-from nnkit.train.inputs import as_xy, check_data, check_params, data_nbytes
+from nnkit.train.inputs import as_xy, check_data, check_int, check_params, data_nbytes
 from nnkit.train.order import epoch_order, key_words
 from nnkit.train.progress import EpochProgress
 from nnkit.train.state import TrainState, create_train_state
@@ -184,15 +184,16 @@ def fit(
 
     Raises:
       ValueError: data that do not fit the model (shapes named), labels out of range,
-        ``batch_size`` larger than the data or not divisible by the devices, an unknown mode,
-        monitor key or policy name.
+        ``batch_size`` larger than the data or not divisible by the devices, ``epochs`` or
+        ``start_epoch`` not an int >= 0, ``batch_size`` or ``eval_batch_size`` not a positive
+        int, an unknown mode, monitor key or policy name.
     """
     if mode not in ("auto", "scan", "step"):
         raise ValueError(f"unknown mode {mode!r}; known: auto, scan, step")
-    if not isinstance(epochs, int) or not isinstance(start_epoch, int) or start_epoch < 0:
-        raise ValueError(f"epochs and start_epoch must be ints >= 0, got {epochs}, {start_epoch}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_int(epochs, "epochs", 0)
+    check_int(start_epoch, "start_epoch", 0)
+    check_int(batch_size, "batch_size")
+    check_int(eval_batch_size, "eval_batch_size")
     if isinstance(optimizer, str):
         from nnkit import optim
 
