@@ -141,6 +141,8 @@ def make(
         raise ValueError(f"clip_norm must be positive or None, got {clip_norm!r}")
     if not callable(learning_rate) and not float(learning_rate) >= 0:
         raise ValueError(f"learning_rate must be >= 0, got {learning_rate!r}")
+    if not callable(weight_decay) and not float(weight_decay) >= 0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
     factory, decay_arg = OPTIMIZERS[name]
     hyper: dict[str, Any] = {"learning_rate": learning_rate, **kwargs}
     use_decay = weight_decay != 0.0

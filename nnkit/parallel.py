@@ -262,9 +262,11 @@ def fsdp_shardings(
 ) -> Any:
     """Per-leaf ``NamedSharding`` for FSDP-style (ZeRO-3) sharding of params or train state.
 
-    A leaf with at least ``min_size`` elements is split along its largest axis whose size is
-    divisible by the mesh's ``axis`` size (default: the data axis); smaller leaves, scalars
-    and leaves with no divisible axis are replicated. Works on arrays or
+    A float leaf with at least ``min_size`` elements is split along its largest axis whose
+    size is divisible by the mesh's ``axis`` size (default: the data axis); smaller leaves,
+    scalars, leaves with no divisible axis and every non-float leaf (the train key's
+    ``uint32`` words, step and optimizer counters, integer model state) are replicated:
+    the key is read whole on the host to draw the data order. Works on arrays or
     ``jax.ShapeDtypeStruct`` (from :func:`nnkit.core.abstract_init`). Applied to a whole train
     state it also shards Adam's moments, which have the params' shapes. ``jit`` inserts the
     all-gathers of params and reduce-scatters of grads.
@@ -273,9 +275,21 @@ def fsdp_shardings(
     if axis not in mesh.shape:
         raise ValueError(f"fsdp_shardings: mesh has axes {mesh.axis_names}, not {axis!r}")
     n = mesh.shape[axis]
-    return jax.tree.map(
-        lambda x: NamedSharding(mesh, _fsdp_spec(tuple(np.shape(x)), n, axis, min_size)), tree
-    )
+
+    def spec(x: Any) -> P:
+        if not _is_float(x):
+            return P()
+        return _fsdp_spec(tuple(np.shape(x)), n, axis, min_size)
+
+    return jax.tree.map(lambda x: NamedSharding(mesh, spec(x)), tree)
+
+
+def _is_float(x: Any) -> bool:
+    """Whether a leaf (array, ``ShapeDtypeStruct`` or Python number) holds floats."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(x).dtype
+    return bool(jax.dtypes.issubdtype(dtype, np.inexact))
 
 
 def state_shardings(

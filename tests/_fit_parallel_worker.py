@@ -9,9 +9,11 @@ It trains the same small classifier (dropout and a batch-statistics state includ
 per-step keys and the cross-device batch means both matter) in scan and step mode, with
 ``parallel=DataParallel(make_mesh())`` and (``devices``) without, and prints
 ``RESULT {json}``: histories, test metrics, parameters, placements, and the error for a batch
-size the devices do not divide. ``devices`` also compiles an LSTM train step on the split
-batch and reports its collectives and its parameters against one device, and runs the
-recurrent layers inside ``jax.shard_map`` (outputs and summed gradients against one device).
+size the devices do not divide. ``devices`` also trains with FSDP on 2 of the devices with
+every leaf eligible for sharding by size (``fsdp_min_size=1``), compiles an LSTM train step
+on the split batch and reports its collectives and its parameters against one device, and
+runs the recurrent layers inside ``jax.shard_map`` (outputs and summed gradients against one
+device).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import nnkit
 import nnkit.parallel as par
 from nnkit import core, optim
 from nnkit.layers import GRU, LSTM, RNN, Bidirectional, Dense, Dropout, Relu
+from nnkit.train.order import key_words
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _multiprocess_worker import running_mean  # noqa: E402
@@ -60,6 +63,8 @@ def run_fit(mode: str, parallel: par.DataParallel | None) -> dict:
         "step": int(ts.step),
         "param_devices": len(w.sharding.device_set),
         "param_replicated": bool(w.sharding.is_fully_replicated),
+        "key_replicated": bool(getattr(ts.key, "sharding", None) is None
+                               or ts.key.sharding.is_fully_replicated),
     }
 
 
@@ -138,6 +143,22 @@ def run_devices() -> dict:
                  "lstm": run_lstm(dp), "shard_map": run_recurrent_shard_map(dp)}
     for mode in MODES:
         res[mode] = {"ref": run_fit(mode, None), "dp": run_fit(mode, dp)}
+    # FSDP on 2 devices with every leaf eligible by size: the 2-word train key would split
+    # in two (and with it the data order); it must stay whole (replicated)
+    fsdp2 = par.DataParallel(par.make_mesh(2), fsdp=True, fsdp_min_size=1)
+    placed = fsdp2.place_state(nnkit.create_train_state(
+        core.serial(Dense(CLASSES)), (IN,), optim.make("adam", 0.1), 3))
+    res["fsdp_tiny_leaves"] = {
+        "key_spec": str(placed.key.sharding.spec),
+        "count_spec": str(jax.tree.leaves(placed.opt_state)[0].sharding.spec),
+        "w_spec": str(placed.params["dense_0"]["w"].sharding.spec),
+        "runs": {mode: run_fit(mode, fsdp2) for mode in MODES},
+    }
+    # a key someone did split: key_words reads all of it, not one shard
+    whole = jax.device_get(placed.key)
+    split = jax.device_put(whole, par.data_sharding(fsdp2.mesh))
+    res["fsdp_tiny_leaves"]["split_key_words"] = [
+        len(split.sharding.device_set), list(key_words(split)) == list(key_words(whole))]
     try:
         model = core.serial(Dense(CLASSES))
         nnkit.fit(model, "sgd", data()[0], epochs=1, batch_size=12, progress=False,

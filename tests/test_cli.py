@@ -168,19 +168,34 @@ def test_eval_matches_summary_and_hand_computed_accuracy(trained):
     assert rc == 0, err
     got = json.loads(out)
     s = json.loads((d / "summary.json").read_text())
-    assert got["checkpoint"] == "best" and got["n"] == 20
+    # early stopping (patience 10) never stopped this 4-epoch run: fit returned the last
+    # params, so the summary's test metrics are the latest checkpoint's
+    assert s["status"] == "completed"
+    assert got["checkpoint"] == "latest" and got["n"] == 20
     assert got["loss"] == pytest.approx(s["test_loss"], rel=1e-6)
     assert got["accuracy"] == pytest.approx(s["test_accuracy"], abs=1e-7)
-    # independent: restore the best params and count correct argmaxes by hand
+    # independent: restore the latest params and count correct argmaxes by hand
     cfg, _ = runs.read_run_config(d)
     prep = runs.prepare(cfg)
-    ts, _ = C.restore(d / "checkpoints" / "best.npz", runs.initial_state(prep))
+    ts, _ = C.restore(s["latest_checkpoint"], runs.initial_state(prep))
     logits, _ = prep.model.apply(ts.params, ts.state, prep.test[0])
     assert got["accuracy"] == pytest.approx(
         float(np.mean(np.argmax(np.asarray(logits), 1) == prep.test[1])), abs=1e-7)
     rc, out, _ = run_cli("eval", str(d), "--split", "val", "--checkpoint", "latest")
     assert rc == 0 and out.startswith("val (20 examples, latest checkpoint, epoch 3)")
     assert f"loss {rows(d)[-1]['val_loss']:.4f}" in out
+
+
+def test_eval_defaults_to_best_only_for_a_run_early_stopping_stopped(tiny):
+    from nnkit.run.evaluate import default_checkpoint
+
+    cfg = load_config(tiny)
+    assert cfg.training.early_stopping.restore_best
+    assert default_checkpoint(cfg, "early_stopped") == "best"
+    for status in ("completed", "stopped", "interrupted", "nonfinite", None):
+        assert default_checkpoint(cfg, status) == "latest"
+    off = load_config(tiny, ["training.early_stopping.restore_best=false"])
+    assert default_checkpoint(off, "early_stopped") == "latest"
 
 
 def test_config_error_exit_2_one_line_and_no_run_dir(tmp_path, monkeypatch, tiny):
@@ -281,6 +296,39 @@ def test_resume_is_exact(trained, tiny, tmp_path):
         assert sa[k] == sb[k], k
     rc, out, _ = run_cli("train", "--resume", str(b))
     assert rc == 0 and "nothing to do" in out
+
+
+def test_resume_after_an_interrupt_in_the_early_stopping_epoch(tiny, tmp_path):
+    """SIGINT in the epoch where early stopping fires: fit leaves before its early-stopping
+    check and the run is marked interrupted; the resumed run must end as the uninterrupted
+    one did (no extra epochs, same test metrics from the restored best params)."""
+    sets = ["logging.plots=false", "logging.tensorboard=false", "training.epochs=40",
+            "training.early_stopping.patience=2"]
+    cfg = load_config(tiny, sets)
+    with contextlib.redirect_stderr(io.StringIO()):
+        a = runs.train(cfg, config_path=str(tiny), out=tmp_path / "a")
+        assert a.status == "early_stopped" and a.summary["epochs_run"] < 40
+        stop = a.summary["epochs_run"] - 1
+
+        def interrupt(epoch, ts, logs):
+            if epoch == stop:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        b = runs.train(cfg, config_path=str(tiny), out=tmp_path / "b", callbacks=[interrupt])
+        assert b.status == "interrupted" and b.summary["epochs_run"] == stop + 1
+        c = runs.resume(tmp_path / "b")
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+    assert strip(rows(tmp_path / "a")) == strip(rows(tmp_path / "b"))
+    assert c.status == "early_stopped" and c.exit_code == 0
+    for k in ("stop_reason", "test_loss", "test_accuracy", "best_epoch", "best_value",
+              "epochs_run"):
+        assert c.summary[k] == a.summary[k], k
+    assert a.summary["test_loss"] is not None
+    fa, fc = (leaves(Path(s["latest_checkpoint"])) for s in (a.summary, c.summary))
+    assert Path(c.summary["latest_checkpoint"]).name == Path(a.summary["latest_checkpoint"]).name
+    assert fa.keys() == fc.keys()
+    for k in fa:
+        np.testing.assert_array_equal(fa[k], fc[k], err_msg=k)
 
 
 NONFINITE = """

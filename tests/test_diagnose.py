@@ -189,6 +189,26 @@ def test_model_that_cannot_learn_is_an_error():
     np.testing.assert_allclose(r.numbers["overfit"]["curve"], r.numbers["overfit"]["initial"])
 
 
+@pytest.mark.parametrize("loss,head", [("bce_probs", "sigmoid"), ("binary_cross_entropy", None)])
+def test_overfit_accuracy_thresholds_probabilities_at_one_half(loss, head):
+    """Binary accuracy: class 1 where a probability is > 0.5 (a logit > 0). The model is
+    frozen (stop_gradient), so the accuracy is that of the given params, by hand."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 2)).astype(np.float32)
+    y = (x[:, :1] + 0.5 * x[:, 1:] > 0.3).astype(np.float32)
+    layers = [Dense(1), nnkit.Lambda(jax.lax.stop_gradient, kind="stop")]
+    model = nnkit.serial(*layers, *([Sigmoid()] if head else []))
+    _, p, s = model.init(jax.random.key(0), (2,))
+    p = jax.tree_util.tree_map(jnp.asarray, {**p, "dense_0": {
+        "w": np.array([[1.0], [0.0]], np.float32), "b": np.array([-0.1], np.float32)}})
+    r = diagnose(model, x, y, loss=loss, params=p, state=s, batch_size=64,
+                 checks=("overfit",), overfit_steps=5)
+    z = x @ np.array([[1.0], [0.0]]) - 0.1
+    want = float(np.mean((z > 0) == (y > 0.5)))
+    assert 0.6 < want < 1.0 and want != float(np.mean(y))  # threshold 0 on probs: mean(y)
+    assert r.numbers["overfit"]["accuracy"] == pytest.approx(want, abs=1e-7)
+
+
 def test_overfit_rules_on_hand_numbers():
     assert checks.check_overfit([2.0, 1.0, 0.5], reference=LN3).severity == "warn"
     assert checks.check_overfit([2.0, 1.0, 0.5], reference=LN3, accuracy=1.0).severity == "ok"

@@ -182,6 +182,9 @@ def test_unknown_schedule_and_bad_arguments():
         optim.schedule("cosin", learning_rate=1.0)
     with pytest.raises(ValueError, match="schedule 'cosine'"):
         optim.schedule("cosine", learning_rate=1.0)  # missing decay_steps
+    for wd in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match=rf"weight_decay must be >= 0, got {wd}"):
+            optim.make("sgd", 0.1, weight_decay=wd)
 
 
 def test_plateau_reduces_after_patience_then_cools_down():

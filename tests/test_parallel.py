@@ -238,6 +238,21 @@ def test_fit_with_data_parallel_matches_one_device(fit8, mode):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", fit_worker.MODES)
+def test_fit_with_fsdp_keeps_the_train_key_whole(fit8, mode):
+    """FSDP with ``fsdp_min_size=1`` on 2 devices: the 2-word train key and integer
+    counters stay replicated (a split key would change the data order), big float leaves
+    are split, and training equals one device."""
+    r = fit8["fsdp_tiny_leaves"]
+    assert r["key_spec"] == r["count_spec"] == "P()"
+    assert "data" in r["w_spec"]
+    got = r["runs"][mode]
+    _same_run(got, fit8[mode]["ref"])
+    assert got["key_replicated"] and not got["param_replicated"]
+    assert r["split_key_words"] == [2, True]
+
+
+@pytest.mark.slow
 def test_lstm_step_on_a_split_batch_keeps_the_batch_split(fit8):
     """The LSTM's weight gradient contracts each device's own rows, then one all-reduce sums
     it: nothing of the (T, B, 4H) pre-activations is gathered onto every device."""

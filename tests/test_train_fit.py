@@ -133,6 +133,59 @@ def test_early_stopping_restores_the_best_params():
     assert abs(float(r.train_state.params["w"][0, 0]) - 1.0) < abs(seen[best + 3][0, 0] - 1.0)
 
 
+def test_early_stopping_that_never_fires_keeps_the_last_state_so_resume_is_exact():
+    """restore_best applies when early stopping stops the run; a run that completes its
+    epochs returns its last state, and passing it back resumes exactly."""
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    model, opt = Dense(1, use_bias=False, w_init=initializers.zeros), optim.make("sgd", 0.02)
+    kw = dict(val_data=(x, 1 * x), loss="mse", metrics=(), batch_size=8, key=0)
+    es = EarlyStopping(patience=100)
+    seen = {}
+    full = fit(model, opt, (x, 2 * x), epochs=30, early_stopping=es,
+               callbacks=[lambda e, ts, logs: seen.update({e: np.asarray(ts.params["w"])})],
+               **kw)
+    assert full.stop_reason == "completed"
+    # val loss falls, then rises: the best epoch is neither the first nor the last
+    assert 0 < full.best_epoch == int(np.argmin(full.history["val_loss"])) < 29
+    np.testing.assert_array_equal(full.train_state.params["w"], seen[29])
+    plain = fit(model, opt, (x, 2 * x), epochs=30, **kw)  # early stopping changes nothing
+    np.testing.assert_array_equal(full.train_state.params["w"], plain.train_state.params["w"])
+    first = fit(model, opt, (x, 2 * x), epochs=20, early_stopping=es, **kw)
+    second = fit(model, opt, (x, 2 * x), epochs=30, start_epoch=20,
+                 train_state=first.train_state, early_stopping=es, **kw)
+    chex.assert_trees_all_equal(full.train_state, second.train_state)
+    for k in ("train_loss", "val_loss", "lr", "grad_norm"):
+        assert full.history[k] == first.history[k] + second.history[k], k
+    assert second.best_epoch == full.best_epoch
+
+
+def test_resuming_a_state_whose_patience_is_used_up_stops_without_training():
+    """An interrupt in the epoch where early stopping fires leaves fit before its
+    early-stopping check; resuming that state must finish as the uninterrupted run did."""
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    model, opt = Dense(1, use_bias=False, w_init=initializers.zeros), optim.make("sgd", 0.02)
+    kw = dict(val_data=(x, 1 * x), test_data=(x, 1.5 * x), loss="mse", metrics=(),
+              batch_size=8, key=0, epochs=50, early_stopping=EarlyStopping(patience=3))
+    full = fit(model, opt, (x, 2 * x), **kw)
+    assert full.stop_reason.startswith("early stopping")
+    last = full.epochs_run - 1
+    cut = fit(model, opt, (x, 2 * x),
+              callbacks=[lambda e, ts, logs: INTERRUPT if e == last else None], **kw)
+    assert cut.stop_reason.startswith("interrupted") and cut.epochs_run == full.epochs_run
+    assert int(cut.train_state.bad_epochs) == 3
+    rest = fit(model, opt, (x, 2 * x), train_state=cut.train_state, start_epoch=last + 1, **kw)
+    assert rest.stop_reason == full.stop_reason
+    assert rest.epochs_run == 0 and rest.history == {}
+    assert int(rest.train_state.step) == int(full.train_state.step) == full.epochs_run * 4
+    chex.assert_trees_all_equal(rest.train_state, full.train_state)
+    assert rest.best_epoch == full.best_epoch == last - 3
+    # the best params are restored: test loss mean((w - 1.5)^2 x^2) at the best epoch's w
+    w = float(full.train_state.params["w"][0, 0])
+    assert rest.test_metrics["test_loss"] == pytest.approx(
+        float(np.mean((w - 1.5) ** 2 * x.astype(np.float64) ** 2)), rel=1e-5)
+    assert rest.test_metrics == full.test_metrics
+
+
 @pytest.mark.parametrize("stop", ["early_stopping", "non_finite"])
 def test_a_queued_epoch_never_trains_past_a_stop(stop):
     """Without epoch callbacks the scan path queues epoch e + 1 before reading epoch e's
@@ -179,6 +232,31 @@ def test_non_finite_loss_stops_and_returns_the_last_good_state():
     assert "non-finite loss at epoch 0" in huge.stop_reason
     init = create_train_state(mlp(), (D,), optim.make("sgd", 1e30), 1)
     chex.assert_trees_all_equal(huge.train_state.params, init.params)
+
+
+@pytest.mark.parametrize("mode", ["scan", "step"])
+def test_an_update_that_overflows_on_the_epochs_last_step_is_rolled_back(mode):
+    """Each step's loss is computed before its update, so an overflow in the epoch's last
+    update shows in no loss of that epoch: the end-of-epoch parameters are checked too."""
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    model = Dense(1, use_bias=False, w_init=initializers.zeros)
+    # batch 8: 4 steps per epoch; the rate jumps at step 11, the last step of epoch 2
+    lr = optim.schedule("step", learning_rate=0.02, boundaries=[11], values=[0.02, 3e38])
+    opt = optim.make("sgd", lr)
+    r = fit(model, opt, (x, 100 * x), loss="mse", metrics=(), epochs=6, batch_size=8,
+            mode=mode)
+    assert r.stop_reason.startswith("non-finite parameters at epoch 2, step 3 of the epoch")
+    assert r.epochs_run == 2 and int(r.train_state.step) == 8
+    # independent: plain SGD on mean((w x - 100 x)^2) over the same batches, 8 steps
+    key = create_train_state(model, (1,), opt, 0).key
+    w = np.float32(0.0)
+    for e in range(2):
+        for rows in epoch_order(key, e, 32, 8):
+            xb = x[rows, 0]
+            w = w - np.float32(0.02) * np.mean(2 * xb * (w * xb - 100 * xb))
+    assert np.isfinite(w) and 10 < w < 100
+    np.testing.assert_allclose(np.asarray(r.train_state.params["w"])[0, 0], w, rtol=1e-5)
+    assert all(np.all(np.isfinite(a)) for a in jax.tree_util.tree_leaves(r.train_state))
 
 
 def test_plateau_scale_drops_after_patience_epochs():
@@ -279,6 +357,12 @@ def test_bad_inputs_give_clear_errors():
         fit(mlp(), opt, TRAIN, train_state=ts)
     with pytest.raises(ValueError, match="loss cannot compare model outputs"):
         fit(mlp(), opt, (TRAIN[0], np.zeros((N, 5), np.float32)), loss="mse", metrics=())
+    for kw, name in ((dict(epochs=-1), "epochs"), (dict(epochs=2.0), "epochs"),
+                     (dict(start_epoch=-2), "start_epoch"),
+                     (dict(eval_batch_size=0), "eval_batch_size")):
+        val = next(iter(kw.values()))
+        with pytest.raises(ValueError, match=rf"{name} must be .*got {val!r}"):
+            fit(mlp(), opt, TRAIN, val_data=VAL, **kw)
 
 
 def test_step_callbacks_run_every_step_in_step_mode_only():

@@ -208,14 +208,27 @@ def test_clip_per_example_bounds_each_norm_and_keeps_small_ones():
     g = {"a": jnp.array([[3.0, 4.0], [0.3, 0.4]]), "b": jnp.array([[0.0], [0.0]])}
     c = clip_per_example(g, 1.0)
     np.testing.assert_allclose(c["a"], [[0.6, 0.8], [0.3, 0.4]], rtol=1e-6)
-    # per_example_clip in the step: clipped mean != unclipped mean when norms exceed it
+    # per_example_clip in the step: the update uses the clipped mean (each example's norm
+    # <= 1e-3, so the SGD step with lr 1 moves the params by <= 1e-3) ...
     model = mlp()
     opt = optim.make("sgd", 1.0)
     ts = create_train_state(model, (D,), opt, 0)
     s = make_train_step(model, xent, opt, metrics=(), grad_mode="per_example",
                         per_example_clip=1e-3, donate=False, log_grad_norm=True)
-    _, m = s(ts, data())
-    assert float(m["grad_norm"]) <= 1e-3 * (1 + 1e-5)
+    x, y = data()
+    new, m = s(ts, (x, y))
+    moved = jax.tree_util.tree_map(lambda a, b: a - b, new.params, ts.params)
+    assert 0 < float(optax.tree.norm(moved)) <= 1e-3 * (1 + 1e-5)
+    # ... while the logged grad_norm is the norm of the unclipped mean gradient: the
+    # gradient of the batch's mean loss
+    g = jax.grad(lambda p: xent(model.apply(p, ts.state, x)[0], y))(ts.params)
+    want = float(np.sqrt(sum(np.sum(np.asarray(a, np.float64) ** 2)
+                             for a in jax.tree_util.tree_leaves(g))))
+    assert want > 1e-2
+    assert float(m["grad_norm"]) == pytest.approx(want, rel=1e-5)
+    # the same under lax.cond (a traced flag, as in a scanned epoch); 0.0 where it is off
+    on, off = (s(ts, (x, y), grad_norm=jnp.asarray(f))[1]["grad_norm"] for f in (True, False))
+    assert float(on) == pytest.approx(want, rel=1e-5) and float(off) == 0.0
 
 
 def test_augment_is_applied_inside_the_step():

@@ -106,6 +106,24 @@ def test_sweep_over_weight_decay_matches_fit():
     assert sum(float((a**2).sum()) for a in w1) < sum(float((a**2).sum()) for a in w0)
 
 
+def test_sweep_rolls_back_an_epoch_whose_update_overflows():
+    """One step per epoch: the step's loss (before its update) is finite, the update is
+    not. That model's epochs are rolled back (NaN train losses, its initial state kept);
+    the other model trains as a separate fit."""
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    model = Dense(1, use_bias=False, w_init=nnkit.initializers.zeros)
+    kw = dict(epochs=3, batch_size=32, loss="mse", metrics=())
+    s = sweep(model, "sgd", (x, 100 * x), learning_rates=[0.1, 3e38], **kw)
+    assert np.isnan(s.histories[1]["train_loss"]).all()
+    assert float(s.train_state(1).params["w"][0, 0]) == 0.0 and int(s.train_state(1).step) == 0
+    # the good model: w <- w - lr * 2 mean(x^2) (w - 100), from w = 0
+    w, m2 = 0.0, float(np.mean(x.astype(np.float64) ** 2))
+    for _ in range(3):
+        w -= 0.1 * 2 * m2 * (w - 100)
+    np.testing.assert_allclose(float(s.train_state(0).params["w"][0, 0]), w, rtol=1e-5)
+    assert np.isfinite(s.histories[0]["train_loss"]).all()
+
+
 @pytest.mark.parametrize("seeds", [[0], [0, 1]])  # one shared data order; one per model
 def test_sweep_map_and_vmap_agree(seeds):
     kw = dict(learning_rates=[1e-2, 5e-2], seeds=seeds, epochs=2, batch_size=16, val_data=VAL)
@@ -140,6 +158,20 @@ def test_sweep_over_two_devices_equals_one_device():
     assert res["three_explicit_error"] == (
         "sweep: 3 models cannot be shared evenly by 2 devices; give a number of devices that "
         "divides the number of models")
+
+
+def test_bad_arguments_name_the_argument_and_value():
+    for bs in (0, -4, 2.5):
+        with pytest.raises(ValueError, match=rf"batch_size must be a positive int, got {bs}"):
+            lr_find(mlp(), "sgd", TRAIN, batch_size=bs)
+        with pytest.raises(ValueError, match=rf"batch_size must be a positive int, got {bs}"):
+            sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=bs)
+    with pytest.raises(ValueError, match=r"epochs must be an int >= 0, got -1"):
+        sweep(mlp(), "sgd", TRAIN, epochs=-1, batch_size=16)
+    with pytest.raises(ValueError, match=r"weight_decays must be >= 0, got -0.1"):
+        sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=16, weight_decays=[0.0, -0.1])
+    with pytest.raises(ValueError, match=r"eval_batch_size must be a positive int, got 0"):
+        sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=16, eval_batch_size=0)
 
 
 def test_sweep_devices_argument_is_checked_before_any_work():

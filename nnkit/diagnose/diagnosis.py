@@ -227,6 +227,8 @@ def diagnose(
         curve, p_fit, s_fit = overfit_curve(model, params, state, xb, yb, loss_fn=loss_fn,
                                             optimizer=opt, steps=overfit_steps, key=k_fit)
         with_acc = classification and loss_fn in _CLASS_LOSSES
+        # binary outputs: class 1 where a logit is > 0, a probability > 0.5
+        threshold = 0.5 if _CLASS_LOSSES.get(loss_fn) == "binary_probs" else 0.0
         shape_b = (xb.shape[0], *pred_shape[1:])
 
         @jax.jit
@@ -235,7 +237,8 @@ def diagnose(
             if with_acc:
                 from nnkit import metrics
 
-                acc = metrics.accuracy(model.apply(p, s, xx, train=False)[0], yy)
+                acc = metrics.accuracy(model.apply(p, s, xx, train=False)[0], yy,
+                                       threshold=threshold)
             return acc, reference_loss(loss_fn, jnp.zeros(shape_b, jnp.float32), yy)[0]
 
         acc, ref_b = (float(v) for v in finish(p_fit, s_fit, xb, yb))

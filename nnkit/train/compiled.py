@@ -39,8 +39,9 @@ class Compiled:
     ``go`` (a bool scalar on the device) lets the host queue epoch ``e + 1`` before it has
     read epoch ``e``'s logs: ``epoch`` trains only if ``go`` is true, else it returns the
     state unchanged (logs NaN). Its ``go_next`` is false when this epoch's own outcome ends
-    training -- a non-finite loss (rolled back) or early stopping's patience used up -- the
-    same tests the host makes on the logs, so a queued epoch never trains past a stop."""
+    training -- a non-finite loss or parameters (rolled back) or early stopping's patience
+    used up -- the same tests the host makes on the logs, so a queued epoch never trains
+    past a stop."""
 
     epoch: Callable[..., Any]
     step: Callable[..., Any]

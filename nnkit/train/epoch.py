@@ -1,6 +1,7 @@
 """One training epoch as a pure function: scan the train step over the epoch's batches,
 evaluate, update early stopping / plateau, and roll back if any step produced a non-finite
-loss. The data order comes in as an argument (:func:`nnkit.train.order.epoch_order`).
+loss or the epoch ended with non-finite parameters. The data order comes in as an argument
+(:func:`nnkit.train.order.epoch_order`).
 
 Used by :func:`nnkit.train.fit` (jitted once, one call per epoch) and by
 :func:`nnkit.train.sweep` (``vmap``-ed over a leading model axis).
@@ -21,7 +22,7 @@ from nnkit.train.early_stopping import EarlyStopping, early_stopping_update
 from nnkit.train.state import TrainState
 from nnkit.train.step import make_evaluator
 
-__all__ = ["gather_rows", "EpochFns", "make_epoch_fns"]
+__all__ = ["gather_rows", "all_finite", "EpochFns", "make_epoch_fns"]
 
 
 def gather_rows(tree: Any, idx: jax.Array) -> Any:
@@ -33,6 +34,15 @@ def _where(ok: jax.Array, a: Any, b: Any) -> Any:
     return jax.tree_util.tree_map(lambda u, v: jnp.where(ok, u, v), a, b)
 
 
+def all_finite(tree: Any) -> jax.Array:
+    """``True`` (a bool scalar) iff every float leaf of ``tree`` is free of NaN and inf."""
+    leaves = [a for a in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.result_type(a), jnp.inexact)]
+    if not leaves:
+        return jnp.asarray(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in leaves]))
+
+
 @dataclass(frozen=True)
 class EpochFns:
     """The pieces of an epoch (all unjitted and pure).
@@ -41,8 +51,12 @@ class EpochFns:
     * ``finish(ts, ts0, stacked_metrics, xv, yv, epoch) -> (ts, logs)``: averages the per-step
       metrics (``lr`` and ``grad_norm``: the epoch's last step), evaluates, updates early
       stopping / plateau and returns ``ts0`` (the state at the start of the epoch) instead
-      of ``ts`` if any step's loss or gradient norm was non-finite.
-      ``logs["nonfinite_step"]`` is the first bad step of the epoch, or -1.
+      of ``ts`` if any step's loss or gradient norm was non-finite, or the end-of-epoch
+      params hold a NaN/inf (the epoch's last update overflowed).
+      ``logs["nonfinite_step"]`` is the first bad step of the epoch (the last step when only
+      the end-of-epoch params are bad), or -1; ``logs["nonfinite_params"]`` is 1.0 when the
+      steps' losses and norms were finite but the end-of-epoch params were not, else 0.0.
+      A rolled-back epoch's ``train_loss`` is NaN.
     * ``train_on(ts, epoch, xb, yb, xv, yv) -> (ts, logs)``: scans the step over batches
       already cut (``xb``: ``(num_batches, batch_size, ...)``), then ``finish``.
     * ``epoch(ts, epoch, idx, x, y, xv, yv) -> (ts, logs)``: the same as ``train_on`` with
@@ -82,6 +96,8 @@ def make_epoch_fns(
     Non-finite detection: every step's loss is checked; the gradient norm where computed
     (every step, or the last). Non-finite gradients at an earlier step make the next step's
     loss non-finite, so the epoch is still rolled back (the reported step is then the next).
+    A step's loss is computed before its update, so the last update of the epoch shows in
+    no loss: the end-of-epoch params are checked as well (one reduction over them per epoch).
     """
 
     def finish(ts, ts0, ms, xv, yv, epoch):
@@ -91,8 +107,14 @@ def make_epoch_fns(
         if "grad_norm" in ms:  # steps that skipped the norm report 0.0 (finite)
             logs["grad_norm"] = ms["grad_norm"][-1]
             finite = finite & jnp.isfinite(ms["grad_norm"])
-        ok = jnp.all(finite)
-        logs["nonfinite_step"] = jnp.where(ok, -1, jnp.argmin(finite)).astype(jnp.int32)
+        steps_ok = jnp.all(finite)
+        params_ok = all_finite(ts.params)
+        ok = steps_ok & params_ok
+        last = finite.shape[0] - 1
+        bad = jnp.where(steps_ok, last, jnp.argmin(finite))
+        logs["nonfinite_step"] = jnp.where(ok, -1, bad).astype(jnp.int32)
+        logs["nonfinite_params"] = (steps_ok & ~params_ok).astype(jnp.float32)
+        logs["train_loss"] = jnp.where(ok, logs["train_loss"], jnp.nan)
         if evaluator is not None:
             logs.update({f"val_{k}": v for k, v in evaluator(ts.params, ts.state, xv, yv).items()})
         if early_stopping is not None:

@@ -8,7 +8,8 @@ Modes:
   train key and the epoch by :func:`nnkit.train.order.epoch_order` while the device runs the
   previous epoch; the last ``n % batch_size`` examples of each epoch's permutation are
   dropped), runs the train step in a ``lax.scan``, evaluates the validation set, updates
-  early stopping / plateau and rolls back a non-finite epoch. The logs come back as one
+  early stopping / plateau and rolls back a non-finite epoch (a non-finite loss, or
+  non-finite parameters after the epoch's last update). The logs come back as one
   small vector.
 * ``"step"``: the same jitted train step called from Python for each batch (for data that
   does not fit on the device, iterators, or per-step callbacks). Same key, same data ->
@@ -52,7 +53,7 @@ from nnkit.train.callbacks import INTERRUPT, Callback
 from nnkit.train.compiled import compiled_fit_fns
 from nnkit.train.early_stopping import EarlyStopping, early_stopping_init, should_stop
 from nnkit.train.gradients import resolve_loss, resolve_metrics
-from nnkit.train.inputs import as_xy, check_data, check_params, data_nbytes
+from nnkit.train.inputs import as_xy, check_data, check_int, check_params, data_nbytes
 from nnkit.train.order import epoch_order, key_words
 from nnkit.train.progress import EpochProgress
 from nnkit.train.state import TrainState, create_train_state
@@ -67,16 +68,17 @@ __all__ = ["fit", "FitResult", "SCAN_LIMIT_BYTES", "INTERRUPT"]
 SCAN_LIMIT_BYTES = 1 << 30
 """``mode="auto"`` scans when the training + validation arrays are below this size."""
 
-_HIDDEN = ("nonfinite_step", "bad_epochs", "best_epoch")
+_HIDDEN = ("nonfinite_step", "nonfinite_params", "bad_epochs", "best_epoch")
 
 
 class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
     Attributes:
-      train_state: the final :class:`TrainState` (best params restored if early stopping
-        says so; the last good state if training went non-finite). Pass it back with
-        ``start_epoch`` to resume.
+      train_state: the final :class:`TrainState`: the last epoch's state (the last good
+        one if training went non-finite), except that when early stopping stopped the run
+        and ``restore_best`` is on, ``params``/``state`` are the best epoch's. Pass it back
+        with ``start_epoch`` to resume (exact unless best params were restored).
       history: ``{key: [one float per epoch run]}``: ``epoch``, ``train_loss``,
         ``train_<metric>``, ``val_loss``, ``val_<metric>``, ``lr`` (at the epoch's last
         step), ``grad_norm`` (the global gradient norm at the epoch's last step, unless
@@ -156,14 +158,19 @@ def fit(
       batch_size: examples per step; each epoch drops the ``n % batch_size`` remainder.
       key: int seed or PRNG key for a fresh train state (ignored with ``train_state``).
       input_shape: per-example input shape; default the data's (checked if given).
-      early_stopping: :class:`EarlyStopping` or ``None``.
+      early_stopping: :class:`EarlyStopping` or ``None``. Its ``restore_best`` restores the
+        best epoch's params/state only when it stops the run; a run that ends otherwise
+        (all epochs done, a callback, an interrupt) returns its last state.
       plateau: :class:`nnkit.optim.Plateau` (reduce-on-plateau) or ``None``.
       callbacks: ``cb(epoch, train_state, logs) -> bool | str | None`` after each epoch;
         ``True`` stops, :data:`INTERRUPT` (``"interrupt"``) stops and skips the test set.
       progress: tqdm epoch bar; ``None`` = only if stderr is a terminal.
       mode: ``"auto"`` | ``"scan"`` | ``"step"`` (see the module docstring).
       grad_mode, microbatches, l1, l2, augment: see :func:`make_train_step`.
-      train_state: resume from this state (it is copied, not consumed).
+      train_state: resume from this state (it is copied, not consumed). If its
+        ``bad_epochs`` already reached ``early_stopping.patience`` (a run interrupted in the
+        epoch where early stopping fired), no epoch runs: fit finishes as early-stopped
+        (best params restored, test set evaluated).
       start_epoch: the first epoch index to run (its data order is
         ``epoch_order(key, epoch, ...)``, so resuming reproduces an uninterrupted run exactly).
       eval_batch_size: batch size for validation/test evaluation.
@@ -177,15 +184,16 @@ def fit(
 
     Raises:
       ValueError: data that do not fit the model (shapes named), labels out of range,
-        ``batch_size`` larger than the data or not divisible by the devices, an unknown mode,
-        monitor key or policy name.
+        ``batch_size`` larger than the data or not divisible by the devices, ``epochs`` or
+        ``start_epoch`` not an int >= 0, ``batch_size`` or ``eval_batch_size`` not a positive
+        int, an unknown mode, monitor key or policy name.
     """
     if mode not in ("auto", "scan", "step"):
         raise ValueError(f"unknown mode {mode!r}; known: auto, scan, step")
-    if not isinstance(epochs, int) or not isinstance(start_epoch, int) or start_epoch < 0:
-        raise ValueError(f"epochs and start_epoch must be ints >= 0, got {epochs}, {start_epoch}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_int(epochs, "epochs", 0)
+    check_int(start_epoch, "start_epoch", 0)
+    check_int(batch_size, "batch_size")
+    check_int(eval_batch_size, "eval_batch_size")
     if isinstance(optimizer, str):
         from nnkit import optim
 
@@ -232,6 +240,10 @@ def fit(
             ts = early_stopping_init(early_stopping, ts)
         if plateau is not None and ts.plateau is None:
             ts = ts._replace(plateau=plateau_init(plateau))
+    # A resumed state whose patience is already used up (a run interrupted in the epoch
+    # where early stopping fired) finishes as that run would have: no more epochs.
+    already_stopped = (train_state is not None and early_stopping is not None
+                       and should_stop(early_stopping, ts.bad_epochs))
     if parallel is not None:
         local_bs = parallel.local_batch_size(batch_size)  # early error if not divisible
         ts = parallel.place_state(ts)
@@ -264,7 +276,7 @@ def fit(
     # Scan mode queues epoch e + 1 before reading epoch e's logs, so the device does not
     # wait for the host between epochs; epoch callbacks want each epoch's state first, so
     # they turn the queue off. A queued epoch is a no-op once training should stop (the
-    # compiled epoch's `go` flag: non-finite loss, early stopping).
+    # compiled epoch's `go` flag: non-finite loss or parameters, early stopping).
     queue = mode == "scan" and not callbacks
     go0 = None
     if mode == "scan":
@@ -329,13 +341,17 @@ def fit(
     history: dict[str, list[float]] = {}
     stop_reason = "completed"
     interrupted = False
+    stopped_early = already_stopped
+    if already_stopped:
+        stop_reason = _early_stop_reason(early_stopping, ts.best_epoch)
+    end = start_epoch if already_stopped else epochs
     epochs_run = 0
     if parallel is not None and not parallel.is_main_process():
         progress = False
-    bar = EpochProgress(max(epochs - start_epoch, 0), 0, progress)
+    bar = EpochProgress(max(end - start_epoch, 0), 0, progress)
     go, pending, t0 = go0, None, time.perf_counter()
     try:
-        for epoch in range(start_epoch, epochs):
+        for epoch in range(start_epoch, end):
             if not queue:
                 t0 = time.perf_counter()
             try:
@@ -355,8 +371,9 @@ def fit(
             t0 += seconds  # queued epochs: the next one's time runs from here
             bad_step = int(logs["nonfinite_step"])
             if bad_step >= 0:
+                what = "parameters" if logs["nonfinite_params"] else "loss"
                 stop_reason = (
-                    f"non-finite loss at epoch {epoch}, step {bad_step} of the epoch "
+                    f"non-finite {what} at epoch {epoch}, step {bad_step} of the epoch "
                     f"(global step {int(ts.step) + bad_step}); returning the train state "
                     f"from the start of epoch {epoch}"
                 )
@@ -388,10 +405,8 @@ def fit(
             if stop_reason != "completed":
                 break
             if early_stopping is not None and should_stop(early_stopping, logs["bad_epochs"]):
-                stop_reason = (
-                    f"early stopping: {early_stopping.monitor} did not improve for "
-                    f"{early_stopping.patience} epochs (best epoch {int(logs['best_epoch'])})"
-                )
+                stopped_early = True
+                stop_reason = _early_stop_reason(early_stopping, logs["best_epoch"])
                 break
     finally:
         bar.close()
@@ -400,7 +415,7 @@ def fit(
     best_epoch = None
     if early_stopping is not None and ts.best_epoch is not None and int(ts.best_epoch) >= 0:
         best_epoch = int(ts.best_epoch)
-        if early_stopping.restore_best and ts.best_params is not None:
+        if stopped_early and early_stopping.restore_best and ts.best_params is not None:
             ts = ts._replace(params=_copy(ts.best_params), state=_copy(ts.best_state))
     elif history.get("val_loss"):
         best_epoch = int(history["epoch"][int(np.nanargmin(history["val_loss"]))]) if np.any(
@@ -412,6 +427,11 @@ def fit(
         out = jax.device_get(ev(ts.params, ts.state, *put(test)))
         test_metrics = {f"test_{k}": float(v) for k, v in out.items()}
     return FitResult(ts, history, best_epoch, epochs_run, stop_reason, test_metrics)
+
+
+def _early_stop_reason(cfg: EarlyStopping, best_epoch: Any) -> str:
+    return (f"early stopping: {cfg.monitor} did not improve for {cfg.patience} epochs "
+            f"(best epoch {int(best_epoch)})")
 
 
 class _StopSteps(Exception):  # noqa: N818 - internal control flow

@@ -30,12 +30,23 @@ __all__ = ["epoch_order", "key_words"]
 def key_words(key: Any) -> tuple[int, ...]:
     """The train state's key data (``TrainState.key``, uint32 words) as Python ints.
 
-    Reads one local copy, so it also works for a key replicated over several devices or
-    processes (one small transfer; :func:`nnkit.fit` calls it once per run)."""
+    Reads the whole key: one local copy when it is replicated (over several devices or
+    processes), else its shards gathered from this process's devices (one small transfer;
+    :func:`nnkit.fit` calls it once per run).
+
+    Raises:
+      ValueError: a key split over several processes (no process holds it whole; the
+        train state places its key replicated).
+    """
     if isinstance(key, jax.Array):
         if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
             key = jax.random.key_data(key)
-        key = key.addressable_data(0)
+        if key.is_fully_replicated:
+            key = key.addressable_data(0)
+        elif not key.is_fully_addressable:
+            raise ValueError(
+                f"the train key is split over several processes ({key.sharding}); "
+                "replicate TrainState.key on every device")
     words = np.asarray(key)
     if words.dtype != np.uint32:
         raise TypeError(f"expected uint32 key data, got dtype {words.dtype} shape {words.shape}")

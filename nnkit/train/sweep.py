@@ -19,7 +19,7 @@ from nnkit import parallel as par
 from nnkit.core import Layer
 from nnkit.train.epoch import gather_rows, make_epoch_fns, make_val_evaluator
 from nnkit.train.gradients import resolve_loss, resolve_metrics
-from nnkit.train.inputs import as_xy, check_data
+from nnkit.train.inputs import as_xy, check_data, check_int
 from nnkit.train.order import epoch_order, key_words
 from nnkit.train.state import TrainState, create_train_state
 from nnkit.train.step import make_train_step
@@ -108,6 +108,7 @@ def sweep(
     which use one core each, train on all of them (8 of W3's 2-16-16-2 MLPs on 2 cores:
     ~1.5x faster than on one device).
     """
+    check_int(epochs, "epochs", 0)
     prog = sweep_program(
         model, optimizer_name, train_data, learning_rates=learning_rates,
         weight_decays=weight_decays, seeds=seeds, batch_size=batch_size, loss=loss,
@@ -131,7 +132,7 @@ def sweep(
         for h, row in zip(histories, table, strict=True):
             h.setdefault("epoch", []).append(epoch)
             for k, v in zip(prog.names, row.tolist(), strict=True):
-                if k != "nonfinite_step":
+                if k not in ("nonfinite_step", "nonfinite_params"):
                     h.setdefault(k, []).append(v)
     return SweepResult(prog.configs, histories, stacked, prog.devices)
 
@@ -189,6 +190,8 @@ def sweep_program(
     compiled epoch of all models (same arguments as :func:`sweep`, less ``epochs``)."""
     if vectorize not in ("auto", "vmap", "map"):
         raise ValueError(f"unknown vectorize {vectorize!r}; known: auto, vmap, map")
+    check_int(batch_size, "batch_size")
+    check_int(eval_batch_size, "eval_batch_size")
     lrs = list(learning_rates) if learning_rates is not None else [
         optimizer_kwargs.pop("learning_rate", 1e-3)]
     optimizer_kwargs.pop("learning_rate", None)
@@ -198,6 +201,9 @@ def sweep_program(
     seed_list = list(seeds) if seeds is not None else [0]
     if not lrs or not wds or not seed_list:
         raise ValueError("sweep: learning_rates, weight_decays and seeds must be non-empty")
+    bad_wd = [w for w in wds if not float(w) >= 0]
+    if bad_wd:
+        raise ValueError(f"sweep: weight_decays must be >= 0, got {bad_wd[0]!r}")
     configs = [
         {"learning_rate": float(lr), "weight_decay": float(wd), "seed": int(s)}
         for lr, wd, s in itertools.product(lrs, wds, seed_list)
