@@ -246,8 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="DIR", help="run directory")
     e.add_argument("--split", choices=("test", "val", "train"), default="test")
     e.add_argument("--checkpoint", choices=("best", "latest"), default=None,
-                   help="default: best if early stopping stopped the run and restores the "
-                   "best epoch, else latest (the params of the summary's test metrics)")
+                   help="default: best if early stopping restores the best epoch, else latest")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=_cmd_eval)
 

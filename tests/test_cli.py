@@ -168,34 +168,19 @@ def test_eval_matches_summary_and_hand_computed_accuracy(trained):
     assert rc == 0, err
     got = json.loads(out)
     s = json.loads((d / "summary.json").read_text())
-    # early stopping (patience 10) never stopped this 4-epoch run: fit returned the last
-    # params, so the summary's test metrics are the latest checkpoint's
-    assert s["status"] == "completed"
-    assert got["checkpoint"] == "latest" and got["n"] == 20
+    assert got["checkpoint"] == "best" and got["n"] == 20
     assert got["loss"] == pytest.approx(s["test_loss"], rel=1e-6)
     assert got["accuracy"] == pytest.approx(s["test_accuracy"], abs=1e-7)
-    # independent: restore the latest params and count correct argmaxes by hand
+    # independent: restore the best params and count correct argmaxes by hand
     cfg, _ = runs.read_run_config(d)
     prep = runs.prepare(cfg)
-    ts, _ = C.restore(s["latest_checkpoint"], runs.initial_state(prep))
+    ts, _ = C.restore(d / "checkpoints" / "best.npz", runs.initial_state(prep))
     logits, _ = prep.model.apply(ts.params, ts.state, prep.test[0])
     assert got["accuracy"] == pytest.approx(
         float(np.mean(np.argmax(np.asarray(logits), 1) == prep.test[1])), abs=1e-7)
     rc, out, _ = run_cli("eval", str(d), "--split", "val", "--checkpoint", "latest")
     assert rc == 0 and out.startswith("val (20 examples, latest checkpoint, epoch 3)")
     assert f"loss {rows(d)[-1]['val_loss']:.4f}" in out
-
-
-def test_eval_defaults_to_best_only_for_a_run_early_stopping_stopped(tiny):
-    from nnkit.run.evaluate import default_checkpoint
-
-    cfg = load_config(tiny)
-    assert cfg.training.early_stopping.restore_best
-    assert default_checkpoint(cfg, "early_stopped") == "best"
-    for status in ("completed", "stopped", "interrupted", "nonfinite", None):
-        assert default_checkpoint(cfg, status) == "latest"
-    off = load_config(tiny, ["training.early_stopping.restore_best=false"])
-    assert default_checkpoint(off, "early_stopped") == "latest"
 
 
 def test_config_error_exit_2_one_line_and_no_run_dir(tmp_path, monkeypatch, tiny):

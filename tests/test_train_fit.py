@@ -133,9 +133,9 @@ def test_early_stopping_restores_the_best_params():
     assert abs(float(r.train_state.params["w"][0, 0]) - 1.0) < abs(seen[best + 3][0, 0] - 1.0)
 
 
-def test_early_stopping_that_never_fires_keeps_the_last_state_so_resume_is_exact():
-    """restore_best applies when early stopping stops the run; a run that completes its
-    epochs returns its last state, and passing it back resumes exactly."""
+def test_restore_best_also_when_early_stopping_never_fires_and_last_state_resumes():
+    """restore_best returns the best epoch's params however the run ends (as Keras); the
+    state before restoring, ``last_state``, passed back resumes exactly."""
     x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
     model, opt = Dense(1, use_bias=False, w_init=initializers.zeros), optim.make("sgd", 0.02)
     kw = dict(val_data=(x, 1 * x), loss="mse", metrics=(), batch_size=8, key=0)
@@ -146,13 +146,17 @@ def test_early_stopping_that_never_fires_keeps_the_last_state_so_resume_is_exact
                **kw)
     assert full.stop_reason == "completed"
     # val loss falls, then rises: the best epoch is neither the first nor the last
-    assert 0 < full.best_epoch == int(np.argmin(full.history["val_loss"])) < 29
-    np.testing.assert_array_equal(full.train_state.params["w"], seen[29])
-    plain = fit(model, opt, (x, 2 * x), epochs=30, **kw)  # early stopping changes nothing
-    np.testing.assert_array_equal(full.train_state.params["w"], plain.train_state.params["w"])
+    best = full.best_epoch
+    assert 0 < best == int(np.argmin(full.history["val_loss"])) < 29
+    np.testing.assert_array_equal(full.train_state.params["w"], seen[best])
+    np.testing.assert_array_equal(full.last_state.params["w"], seen[29])
+    plain = fit(model, opt, (x, 2 * x), epochs=30, **kw)  # nothing restored: the same state
+    np.testing.assert_array_equal(full.last_state.params["w"], plain.train_state.params["w"])
+    assert plain.last_state is plain.train_state
     first = fit(model, opt, (x, 2 * x), epochs=20, early_stopping=es, **kw)
     second = fit(model, opt, (x, 2 * x), epochs=30, start_epoch=20,
-                 train_state=first.train_state, early_stopping=es, **kw)
+                 train_state=first.last_state, early_stopping=es, **kw)
+    chex.assert_trees_all_equal(full.last_state, second.last_state)
     chex.assert_trees_all_equal(full.train_state, second.train_state)
     for k in ("train_loss", "val_loss", "lr", "grad_norm"):
         assert full.history[k] == first.history[k] + second.history[k], k

@@ -10,20 +10,18 @@ import numpy as np
 
 from nnkit.checkpoint import CheckpointManager
 from nnkit.run.prepare import initial_state, prepare_named
-from nnkit.run.rundir import RunError, read_json, read_run_config
+from nnkit.run.rundir import RunError, read_run_config
 from nnkit.train.gradients import resolve_loss, resolve_metrics
 from nnkit.train.step import make_evaluator
 
 __all__ = ["evaluate_run", "default_checkpoint"]
 
 
-def default_checkpoint(cfg: Any, status: str | None = None) -> str:
-    """The checkpoint whose params ``summary.json``'s test metrics used: ``"best"`` when the
-    run's ``status`` is ``early_stopped`` and early stopping restores the best epoch (fit
-    restores it only when early stopping stopped the run), else ``"latest"``."""
+def default_checkpoint(cfg: Any) -> str:
+    """``"best"`` when early stopping restores the best epoch (what ``summary.json``'s test
+    metrics used), else ``"latest"``."""
     es = cfg.training.early_stopping
-    stopped = status == "early_stopped"
-    return "best" if stopped and es is not None and es.restore_best else "latest"
+    return "best" if es is not None and es.restore_best else "latest"
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test",
@@ -45,9 +43,7 @@ def evaluate_run(run_dir: str | Path, split: str = "test",
     data = {"train": prep.train, "val": prep.val, "test": prep.test}[split]
     if data is None:
         raise RunError(f"the run has no {split} split (data.split = {list(cfg.data.split)})")
-    summary = run_dir / "summary.json"
-    status = read_json(summary).get("status") if summary.exists() else None
-    which = checkpoint or default_checkpoint(prep.cfg, status)
+    which = checkpoint or default_checkpoint(prep.cfg)
     manager = CheckpointManager(run_dir / "checkpoints")
     if which == "best" and not manager.best_path.exists():
         raise RunError(f"{manager.best_path} does not exist")

@@ -18,11 +18,8 @@ class EarlyStopping:
     consecutive epochs (``mode="min"``: lower is better; ``"max"``: higher is better).
 
     ``monitor`` is a history key: ``val_loss``, ``val_accuracy``, ``train_loss``, ...
-    With ``restore_best``, when early stopping stops the run, :func:`nnkit.train.fit` returns
-    the params/state of the best epoch (the train state keeps a copy of them: one extra set
-    of parameters in memory); a run that ends otherwise (all epochs done, a callback, an
-    interrupt) returns its last params, so its train state resumes exactly (as Keras's
-    ``restore_best_weights``).
+    With ``restore_best`` the returned params/state are those of the best epoch (the train
+    state keeps a copy of them: one extra set of parameters in memory).
     """
 
     monitor: str = "val_loss"

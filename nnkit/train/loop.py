@@ -75,10 +75,9 @@ class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
     Attributes:
-      train_state: the final :class:`TrainState`: the last epoch's state (the last good
-        one if training went non-finite), except that when early stopping stopped the run
-        and ``restore_best`` is on, ``params``/``state`` are the best epoch's. Pass it back
-        with ``start_epoch`` to resume (exact unless best params were restored).
+      train_state: the final :class:`TrainState`: with early stopping's ``restore_best``,
+        the best epoch's params/state, however the run ended (as Keras restores them); the
+        last good state if training went non-finite.
       history: ``{key: [one float per epoch run]}``: ``epoch``, ``train_loss``,
         ``train_<metric>``, ``val_loss``, ``val_<metric>``, ``lr`` (at the epoch's last
         step), ``grad_norm`` (the global gradient norm at the epoch's last step, unless
@@ -91,6 +90,9 @@ class FitResult(NamedTuple):
         when a callback returned :data:`INTERRUPT`).
       test_metrics: ``{"test_loss": ..., "test_<metric>": ...}`` on ``test_data`` with the
         returned params, or ``{}`` (no test data, or interrupted).
+      last_state: the state after the last epoch run, before any best params were
+        restored: pass it back with ``start_epoch`` to resume exactly where training
+        stopped (it is ``train_state`` when nothing was restored).
     """
 
     train_state: TrainState
@@ -99,6 +101,7 @@ class FitResult(NamedTuple):
     epochs_run: int
     stop_reason: str
     test_metrics: dict[str, float]
+    last_state: TrainState | None = None
 
 
 def _copy(tree: Any) -> Any:
@@ -158,9 +161,7 @@ def fit(
       batch_size: examples per step; each epoch drops the ``n % batch_size`` remainder.
       key: int seed or PRNG key for a fresh train state (ignored with ``train_state``).
       input_shape: per-example input shape; default the data's (checked if given).
-      early_stopping: :class:`EarlyStopping` or ``None``. Its ``restore_best`` restores the
-        best epoch's params/state only when it stops the run; a run that ends otherwise
-        (all epochs done, a callback, an interrupt) returns its last state.
+      early_stopping: :class:`EarlyStopping` or ``None``.
       plateau: :class:`nnkit.optim.Plateau` (reduce-on-plateau) or ``None``.
       callbacks: ``cb(epoch, train_state, logs) -> bool | str | None`` after each epoch;
         ``True`` stops, :data:`INTERRUPT` (``"interrupt"``) stops and skips the test set.
@@ -341,7 +342,6 @@ def fit(
     history: dict[str, list[float]] = {}
     stop_reason = "completed"
     interrupted = False
-    stopped_early = already_stopped
     if already_stopped:
         stop_reason = _early_stop_reason(early_stopping, ts.best_epoch)
     end = start_epoch if already_stopped else epochs
@@ -405,7 +405,6 @@ def fit(
             if stop_reason != "completed":
                 break
             if early_stopping is not None and should_stop(early_stopping, logs["bad_epochs"]):
-                stopped_early = True
                 stop_reason = _early_stop_reason(early_stopping, logs["best_epoch"])
                 break
     finally:
@@ -413,9 +412,10 @@ def fit(
 
     # ------------------------------------------------------------------ results
     best_epoch = None
+    last_state = ts
     if early_stopping is not None and ts.best_epoch is not None and int(ts.best_epoch) >= 0:
         best_epoch = int(ts.best_epoch)
-        if stopped_early and early_stopping.restore_best and ts.best_params is not None:
+        if early_stopping.restore_best and ts.best_params is not None:
             ts = ts._replace(params=_copy(ts.best_params), state=_copy(ts.best_state))
     elif history.get("val_loss"):
         best_epoch = int(history["epoch"][int(np.nanargmin(history["val_loss"]))]) if np.any(
@@ -426,7 +426,8 @@ def fit(
         ev = jax.jit(make_evaluator(model, loss_fn, metric_fns, test_n, eval_batch_size))
         out = jax.device_get(ev(ts.params, ts.state, *put(test)))
         test_metrics = {f"test_{k}": float(v) for k, v in out.items()}
-    return FitResult(ts, history, best_epoch, epochs_run, stop_reason, test_metrics)
+    return FitResult(ts, history, best_epoch, epochs_run, stop_reason, test_metrics,
+                     last_state)
 
 
 def _early_stop_reason(cfg: EarlyStopping, best_epoch: Any) -> str:
