@@ -18,8 +18,9 @@ class EarlyStopping:
     consecutive epochs (``mode="min"``: lower is better; ``"max"``: higher is better).
 
     ``monitor`` is a history key: ``val_loss``, ``val_accuracy``, ``train_loss``, ...
-    With ``restore_best`` the returned params/state are those of the best epoch (the train
-    state keeps a copy of them: one extra set of parameters in memory).
+    With ``restore_best`` the returned params/state are those of the best epoch, whether or
+    not patience ran out (the train state keeps a copy of them: one extra set of parameters
+    in memory); ``FitResult.last_state`` keeps the last epoch's, to resume from.
     """
 
     monitor: str = "val_loss"
