@@ -68,17 +68,18 @@ def build_nnkit_sweep(
                          batch_size=wl.batch, input_shape=wl.input_shape,
                          vectorize=vectorize, devices=devices)
     x, y = prog.data
-    box: dict[str, Any] = {"ts": prog.train_states, "epoch": 0, "logs": None}
+    box: dict[str, Any] = {"ts": prog.train_states, "live": prog.live, "epoch": 0,
+                           "logs": None}
 
     def run(n: int) -> None:
-        ts, e, pending = box["ts"], box["epoch"], []
+        ts, live, e, pending = box["ts"], box["live"], box["epoch"], []
         for _ in range(n):
-            ts, logs = prog.epoch(ts, np.int32(e), prog.order(e), x, y, None, None)
+            ts, live, logs = prog.epoch(ts, live, np.int32(e), prog.order(e), x, y, None, None)
             pending.append(logs)
             e += 1
         box["logs"] = np.asarray(jax.device_get(pending))[-1]  # (models, keys)
         jax.block_until_ready(ts)
-        box["ts"], box["epoch"] = ts, e
+        box["ts"], box["live"], box["epoch"] = ts, live, e
 
     def loss() -> float:
         return float(np.mean(box["logs"][:, prog.names.index("train_loss")]))

@@ -122,6 +122,36 @@ def test_sweep_rolls_back_an_epoch_whose_update_overflows():
         w -= 0.1 * 2 * m2 * (w - 100)
     np.testing.assert_allclose(float(s.train_state(0).params["w"][0, 0]), w, rtol=1e-5)
     assert np.isfinite(s.histories[0]["train_loss"]).all()
+    assert s.stop_reasons[0] == "completed"
+    assert s.stop_reasons[1].startswith("non-finite parameters at epoch 0, step 0 ")
+
+
+def test_sweep_model_stops_at_its_first_non_finite_epoch_as_fit_does():
+    """One NaN target among 40 examples, one step of 32 per epoch: epoch 0's batch holds it,
+    epoch 1's does not. fit stops at epoch 0 with the initial state; each swept model must
+    too (not train on in epoch 1 from the rolled-back state), and say why as fit does."""
+    from nnkit.train.order import epoch_order
+    from nnkit.train.state import create_train_state
+
+    n, bs = 40, 32
+    x = np.linspace(-1, 1, n, dtype=np.float32)[:, None]
+    y = 3 * x
+    words = create_train_state(Dense(1), (1,), optim.make("sgd", 0.1), 0).key
+    used = [set(epoch_order(words, e, n, bs).ravel().tolist()) for e in (0, 1)]
+    poison = sorted(used[0] - used[1])[0]
+    y[poison] = np.nan
+    kw = dict(epochs=3, batch_size=bs, loss="mse", metrics=())
+    s = sweep(Dense(1), "sgd", (x, y), learning_rates=[0.1, 0.2], **kw)
+    init = create_train_state(Dense(1), (1,), optim.make("sgd", 0.1), 0)
+    for i, lr in enumerate([0.1, 0.2]):
+        r = fit(Dense(1), optim.make("sgd", lr), (x, y), key=0, **kw)
+        assert r.epochs_run == 0 and r.stop_reason.startswith("non-finite loss at epoch 0")
+        assert s.stop_reasons[i] == r.stop_reason
+        chex.assert_trees_all_close(s.train_state(i).params, r.train_state.params)
+        chex.assert_trees_all_close(s.train_state(i).params, init.params)
+        assert int(s.train_state(i).step) == 0
+        assert s.histories[i]["epoch"] == [0, 1, 2]
+        assert np.isnan(s.histories[i]["train_loss"]).all()
 
 
 @pytest.mark.parametrize("seeds", [[0], [0, 1]])  # one shared data order; one per model

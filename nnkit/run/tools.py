@@ -233,11 +233,14 @@ def sweep_run(
         devices = len(res.devices)
         names = {"learning_rate": "optimizer.lr", "weight_decay": "optimizer.weight_decay",
                  "seed": "seed"}
-        for conf, hist in zip(res.configs, res.histories, strict=True):
+        for conf, hist, reason in zip(res.configs, res.histories, res.stop_reasons,
+                                      strict=True):
             row = {names[k]: v for k, v in conf.items() if names[k] in grid}
             row.update({k: v[-1] for k, v in hist.items() if k not in ("epoch",)})
             if "val_loss" in hist:
-                row["best_val_loss"] = min(hist["val_loss"])
+                row["best_val_loss"] = float(np.nanmin(hist["val_loss"])) if np.isfinite(
+                    hist["val_loss"]).any() else float("nan")
+            row["stop_reason"] = reason
             rows.append(row)
     else:
         from nnkit.run.trainer import train
@@ -249,6 +252,7 @@ def sweep_run(
             row.update(r.summary.get("last_epoch", {}))
             row.pop("epoch", None)
             row.update({k: v for k, v in r.summary.items() if k.startswith("test_")})
+            row["stop_reason"] = r.summary["stop_reason"]
             row["run_dir"] = str(r.run_dir)
             rows.append(row)
     preferred = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "best_val_loss",

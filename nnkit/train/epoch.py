@@ -56,9 +56,11 @@ class EpochFns:
       ``logs["nonfinite_step"]`` is the first bad step of the epoch (the last step when only
       the end-of-epoch params are bad), or -1; ``logs["nonfinite_params"]`` is 1.0 when the
       steps' losses and norms were finite but the end-of-epoch params were not, else 0.0.
-      A rolled-back epoch's ``train_loss`` is NaN.
-    * ``train_on(ts, epoch, xb, yb, xv, yv) -> (ts, logs)``: scans the step over batches
-      already cut (``xb``: ``(num_batches, batch_size, ...)``), then ``finish``.
+      A rolled-back epoch's ``train_loss`` is NaN. ``finish(..., keep)``: a bool scalar;
+      ``False`` returns ``ts0`` whatever the epoch did (a sweep's model that has stopped;
+      the logs are the epoch's own).
+    * ``train_on(ts, epoch, xb, yb, xv, yv, keep=None) -> (ts, logs)``: scans the step over
+      batches already cut (``xb``: ``(num_batches, batch_size, ...)``), then ``finish``.
     * ``epoch(ts, epoch, idx, x, y, xv, yv) -> (ts, logs)``: the same as ``train_on`` with
       the batches ``x[idx[i]]``, ``y[idx[i]]`` (``idx``: ``(num_batches, batch_size)`` int32,
       the epoch's order from :func:`nnkit.train.order.epoch_order`; ``x``/``y`` on the
@@ -98,9 +100,12 @@ def make_epoch_fns(
     loss non-finite, so the epoch is still rolled back (the reported step is then the next).
     A step's loss is computed before its update, so the last update of the epoch shows in
     no loss: the end-of-epoch params are checked as well (one reduction over them per epoch).
+    The optimizer state is not: some Optax states hold ``inf`` by design
+    (``optax.contrib.reduce_on_plateau``'s best value, the line searches' initial values),
+    and a non-finite moment shows in the next update's params anyway.
     """
 
-    def finish(ts, ts0, ms, xv, yv, epoch):
+    def finish(ts, ts0, ms, xv, yv, epoch, keep=None):
         logs = {f"train_{k}": jnp.mean(v) for k, v in ms.items() if k not in ("lr", "grad_norm")}
         logs["lr"] = ms["lr"][-1]
         finite = jnp.isfinite(ms["loss"])
@@ -126,7 +131,7 @@ def make_epoch_fns(
             logs["best_epoch"] = ts.best_epoch
         if plateau is not None:
             logs["lr_scale"] = ts.plateau.scale
-        return _where(ok, ts, ts0), logs
+        return _where(ok if keep is None else ok & keep, ts, ts0), logs
 
     nb = n // batch_size
 
@@ -136,9 +141,9 @@ def make_epoch_fns(
             return step(ts, batch, grad_norm=i == nb - 1)
         return step(ts, batch)
 
-    def train_on(ts, epoch, xb, yb, xv, yv):
+    def train_on(ts, epoch, xb, yb, xv, yv, keep=None):
         ts1, ms = lax.scan(body, ts, (jnp.arange(nb, dtype=jnp.int32), (xb, yb)))
-        return finish(ts1, ts, ms, xv, yv, epoch)
+        return finish(ts1, ts, ms, xv, yv, epoch, keep)
 
     def epoch_fn(ts, epoch, idx, x, y, xv, yv):
         def gather_then_step(ts, inp):

@@ -35,15 +35,18 @@ class SweepResult(NamedTuple):
 
     Attributes:
       configs: one dict per model: ``learning_rate``, ``weight_decay``, ``seed``.
-      histories: one :func:`fit`-style history per model (``epoch``, ``train_loss``, ...).
+      histories: one :func:`fit`-style history per model (``epoch``, ``train_loss``, ...),
+        one entry per epoch of the sweep: NaN from the epoch where the model stopped.
       train_states: the models' :class:`TrainState` stacked on a leading axis.
       devices: the devices the models were spread over (see :func:`sweep`'s ``devices``).
+      stop_reasons: per model, ``"completed"`` or why it stopped (:func:`fit`'s wording).
     """
 
     configs: list[dict[str, Any]]
     histories: list[dict[str, list[float]]]
     train_states: TrainState
     devices: tuple[jax.Device, ...] = ()
+    stop_reasons: tuple[str, ...] = ()
 
     def best(self, monitor: str = "val_loss", mode: str = "min") -> int:
         """Index of the model with the best final ``monitor`` (NaN counts as worst)."""
@@ -85,9 +88,11 @@ def sweep(
     the data once per epoch for all models; several seeds cost one shuffled copy of the
     training set per model per epoch. Plus every model's params and optimizer state.
     Missing lists default to ``[optimizer_kwargs.get("learning_rate", 1e-3)]``, ``[0.0]``
-    and ``[0]``. Non-finite epochs are rolled back per model (shown as NaN train losses);
-    other models go on. No host sync until the end: every epoch's logs come back in one
-    transfer.
+    and ``[0]``. A model whose epoch goes non-finite stops there, as :func:`fit` does: that
+    epoch is rolled back (its ``train_loss`` is NaN), the model keeps the state from the
+    start of that epoch, its later epochs log NaN, and its ``stop_reasons`` entry says
+    where; the other models go on. No host sync until the end: every epoch's logs come
+    back in one transfer.
 
     ``vectorize``: how the models share the compiled epoch. ``"vmap"`` batches them into
     one wider computation (small models: on CPU 8 tiny MLPs train ~5x faster than one after
@@ -115,26 +120,37 @@ def sweep(
         metrics=metrics, val_data=val_data, input_shape=input_shape,
         eval_batch_size=eval_batch_size, vectorize=vectorize, devices=devices,
         **optimizer_kwargs)
-    stacked = prog.train_states
+    stacked, live = prog.train_states, prog.live
     x, y = prog.data
     xv, yv = prog.val_data
     histories: list[dict[str, list[float]]] = [{} for _ in prog.configs]
+    reasons = ["completed"] * len(prog.configs)
     # Nothing stops a sweep early and nothing is reported per epoch, so the host never waits
     # for an epoch: it draws the next order and queues the next epoch while the devices
     # run, and reads every epoch's logs in one transfer at the end. (A read per epoch cost
     # ~90 us of host CPU each time, taken from the cores the models train on.)
     pending = []
     for epoch in range(epochs):
-        stacked, logs = prog.epoch(stacked, np.int32(epoch), prog.order(epoch), x, y, xv, yv)
+        stacked, live, logs = prog.epoch(stacked, live, np.int32(epoch), prog.order(epoch),
+                                         x, y, xv, yv)
         pending.append(logs)
     tables = np.asarray(jax.device_get(pending)) if pending else np.zeros((0, 0, 0))
+    steps_per_epoch = prog.steps_per_epoch
     for epoch, table in enumerate(tables):  # table: (models, keys)
-        for h, row in zip(histories, table, strict=True):
+        for m, (h, row) in enumerate(zip(histories, table, strict=True)):
+            logs = dict(zip(prog.names, row.tolist(), strict=True))
+            bad = logs.pop("nonfinite_step")
+            params_bad = logs.pop("nonfinite_params")
+            if reasons[m] == "completed" and bad >= 0:
+                what = "parameters" if params_bad else "loss"
+                reasons[m] = (
+                    f"non-finite {what} at epoch {epoch}, step {int(bad)} of the epoch "
+                    f"(global step {epoch * steps_per_epoch + int(bad)}); returning the train "
+                    f"state from the start of epoch {epoch}")
             h.setdefault("epoch", []).append(epoch)
-            for k, v in zip(prog.names, row.tolist(), strict=True):
-                if k not in ("nonfinite_step", "nonfinite_params"):
-                    h.setdefault(k, []).append(v)
-    return SweepResult(prog.configs, histories, stacked, prog.devices)
+            for k, v in logs.items():
+                h.setdefault(k, []).append(v)
+    return SweepResult(prog.configs, histories, stacked, prog.devices, tuple(reasons))
 
 
 class SweepProgram(NamedTuple):
@@ -143,9 +159,12 @@ class SweepProgram(NamedTuple):
     Attributes:
       configs: one dict per model (``learning_rate``, ``weight_decay``, ``seed``).
       train_states: the models' initial :class:`TrainState` stacked on a leading axis.
-      epoch: jitted ``epoch(stacked, e, idx, x, y, xv, yv) -> (stacked, logs)``, ``logs`` of
-        shape ``(models, len(names))``; the stacked state is donated. ``idx`` is
-        ``order(e)``.
+      live: ``(models,)`` bool, all ``True``: which models still train.
+      epoch: jitted ``epoch(stacked, live, e, idx, x, y, xv, yv) -> (stacked, live, logs)``,
+        ``logs`` of shape ``(models, len(names))``; the stacked state is donated. ``idx`` is
+        ``order(e)``. A model whose epoch goes non-finite gets the state from the start of
+        that epoch and ``live`` ``False``; a model not live keeps its state and logs NaN
+        (its ``nonfinite_step`` column too).
       order: ``order(e)``, epoch ``e``'s data order on the host
         (:func:`nnkit.train.order.epoch_order` of each model's seed): ``(num_batches,
         batch_size)`` int32 when all models share one seed, else ``(models, num_batches,
@@ -155,17 +174,20 @@ class SweepProgram(NamedTuple):
         without validation data).
       vectorize: ``"vmap"`` or ``"map"``, as chosen.
       devices: the devices the models are spread over (one entry: no sharding).
+      steps_per_epoch: optimizer steps in one epoch (``n // batch_size``).
     """
 
     configs: list[dict[str, Any]]
     train_states: TrainState
-    epoch: Callable[..., tuple[TrainState, jax.Array]]
+    live: jax.Array
+    epoch: Callable[..., tuple[TrainState, jax.Array, jax.Array]]
     order: Callable[[int], np.ndarray]
     names: list[str]
     data: tuple[Any, Any]
     val_data: tuple[Any, Any]
     vectorize: str
     devices: tuple[jax.Device, ...]
+    steps_per_epoch: int
 
 
 def sweep_program(
@@ -240,11 +262,13 @@ def sweep_program(
     )
     names: list[str] = []
 
-    def packed(ts, e, xb, yb, xv, yv):
-        ts, logs = fns.train_on(ts, e, xb, yb, xv, yv)
+    def packed(ts_live, e, xb, yb, xv, yv):
+        ts, live = ts_live
+        ts, logs = fns.train_on(ts, e, xb, yb, xv, yv, keep=live)
         if not names:
             names.extend(sorted(logs))
-        return ts, jnp.stack([jnp.asarray(logs[k], jnp.float32) for k in names])
+        row = jnp.stack([jnp.asarray(logs[k], jnp.float32) for k in names])
+        return ts, live & (logs["nonfinite_step"] < 0), jnp.where(live, row, jnp.nan)
 
     # Models that share a seed share their data order: shuffle and gather once for all of
     # them, else once per model.
@@ -274,28 +298,32 @@ def sweep_program(
         out = jax.vmap(lambda g: lax.map(fn, g))(split)
         return jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), out)
 
-    def epoch_all(stacked, e, idx, x, y, xv, yv):
+    def epoch_all(stacked, live, e, idx, x, y, xv, yv):
         if shared_order:
             xb, yb = gather_rows(x, idx), gather_rows(y, idx)
-            return over_models(lambda ts: packed(ts, e, xb, yb, xv, yv), stacked)
+            return over_models(lambda tl: packed(tl, e, xb, yb, xv, yv), (stacked, live))
 
-        def one(ts_idx):
-            ts, i = ts_idx
-            return packed(ts, e, gather_rows(x, i), gather_rows(y, i), xv, yv)
+        def one(tl_idx):
+            *tl, i = tl_idx
+            return packed(tl, e, gather_rows(x, i), gather_rows(y, i), xv, yv)
 
-        return over_models(one, (stacked, idx))
+        return over_models(one, (stacked, live, idx))
 
     if groups > 1 or not isinstance(devices, str):
         mesh = Mesh(np.array(devs), ("models",))
         by_model, replicated = par.data_sharding(mesh), par.replicated(mesh)
         stacked = jax.device_put(stacked, by_model)
-        run = jax.jit(epoch_all, donate_argnums=(0,), out_shardings=(by_model, by_model))
+        live = jax.device_put(np.ones(len(configs), bool), by_model)
+        run = jax.jit(epoch_all, donate_argnums=(0,),
+                      out_shardings=(by_model, by_model, by_model))
     else:
         replicated = None
+        live = jnp.ones(len(configs), bool)
         run = jax.jit(epoch_all, donate_argnums=(0,))
     data = tuple(jax.device_put(train, replicated))
     vdata = (None, None) if val is None else tuple(jax.device_put(val, replicated))
-    return SweepProgram(configs, stacked, run, order, names, data, vdata, vectorize, devs)
+    return SweepProgram(configs, stacked, live, run, order, names, data, vdata, vectorize, devs,
+                        n // batch_size)
 
 
 def _model_devices(
