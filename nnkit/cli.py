@@ -134,12 +134,22 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _free_name(stem: str, suffix: str) -> Path:
+    """``stem + suffix`` in the working directory, or ``stem-2 + suffix``, ``stem-3``, ...:
+    the first that does not exist, so a default output never replaces an earlier one."""
+    path, i = Path(stem + suffix), 1
+    while path.exists():
+        i += 1
+        path = Path(f"{stem}-{i}{suffix}")
+    return path
+
+
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from nnkit.config import load_config
     from nnkit.run import lr_find_run
 
     cfg = load_config(args.config, args.set)
-    out = args.out or f"lr_find-{Path(args.config).stem}.png"
+    out = args.out or _free_name(f"lr_find-{Path(args.config).stem}", ".png")
     res, png = lr_find_run(cfg, out, steps=args.steps, min_lr=args.min_lr, max_lr=args.max_lr,
                            file=args.config, overrides=args.set)
     div = "" if res.diverged_at is None else f", diverged at step {res.diverged_at}"
@@ -262,7 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "model, data and optimizer; print the suggested rate, save the plot.")
     lf.add_argument("config", help="YAML config file")
     _add_set(lf)
-    lf.add_argument("--out", help="PNG path (default lr_find-<config-stem>.png)")
+    lf.add_argument("--out", help="PNG path, replaced if it exists (default "
+                    "lr_find-<config-stem>.png in the working directory, or -2, -3, ... "
+                    "appended to keep an earlier plot)")
     lf.add_argument("--steps", type=int, default=100, help="number of steps (default 100)")
     lf.add_argument("--min-lr", type=float, default=1e-7, help="first rate (default 1e-7)")
     lf.add_argument("--max-lr", type=float, default=10.0, help="last rate (default 10)")

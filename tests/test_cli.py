@@ -401,6 +401,16 @@ def test_lr_find_command(tiny, tmp_path):
     assert 1e-5 <= lr <= 10
 
 
+def test_lr_find_default_plot_name_keeps_an_earlier_plot(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lr_find-tiny.png").write_bytes(b"earlier")
+    rc, out, err = run_cli("lr-find", str(tiny), "--steps", "5")
+    assert rc == 0, err
+    assert (tmp_path / "lr_find-tiny.png").read_bytes() == b"earlier"
+    assert (tmp_path / "lr_find-tiny-2.png").read_bytes()[:4] == b"\x89PNG"
+    assert "plot: lr_find-tiny-2.png" in out
+
+
 NO_EXTRAS = ["--set", "training.early_stopping=null", "--set", "optimizer.plateau=null",
              "--set", "optimizer.schedule=null", "--set", "training.epochs=3"]
 
@@ -421,6 +431,7 @@ def test_sweep_vmapped_equals_separate_run(tiny, tmp_path):
     single = runs.train(load_config(tiny, sets), out=tmp_path / "single")
     for k in ("train_loss", "val_loss", "val_accuracy"):
         assert row[k] == pytest.approx(single.summary["last_epoch"][k], rel=1e-4, abs=1e-6), k
+    assert row["stop_reason"] == single.summary["stop_reason"] == "completed"
 
 
 @pytest.mark.slow
@@ -436,6 +447,7 @@ def test_sweep_separate_runs_for_other_keys(tiny, tmp_path):
     for i in range(2):
         s = json.loads((d / f"run-{i}" / "summary.json").read_text())
         assert s["param_count"] == [2 * 4 + 4 + 4 * 2 + 2, 2 * 6 + 6 + 6 * 2 + 2][i]
+        assert info["rows"][i]["stop_reason"] == s["stop_reason"]
     rc, _, err = run_cli("sweep", str(tiny), "--grid", "optimizer.lrr=1,2")
     assert rc == 2 and "did you mean 'lr'?" in err
 
