@@ -151,7 +151,8 @@ def test_sweep_model_stops_at_its_first_non_finite_epoch_as_fit_does():
         chex.assert_trees_all_close(s.train_state(i).params, init.params)
         assert int(s.train_state(i).step) == 0
         assert s.histories[i]["epoch"] == [0, 1, 2]
-        assert np.isnan(s.histories[i]["train_loss"]).all()
+        for k in ("train_loss", "lr", "grad_norm"):
+            assert np.isnan(s.histories[i][k]).all(), k
 
 
 @pytest.mark.parametrize("seeds", [[0], [0, 1]])  # one shared data order; one per model

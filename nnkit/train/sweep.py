@@ -26,6 +26,8 @@ from nnkit.train.step import make_train_step
 
 __all__ = ["sweep", "SweepResult", "sweep_program", "SweepProgram", "VMAP_MAX_PARAMS"]
 
+_WHERE_BAD = ("nonfinite_step", "nonfinite_params")
+
 VMAP_MAX_PARAMS = 100_000
 """``vectorize="auto"`` vmaps models up to this many parameters each, else maps them."""
 
@@ -89,9 +91,9 @@ def sweep(
     training set per model per epoch. Plus every model's params and optimizer state.
     Missing lists default to ``[optimizer_kwargs.get("learning_rate", 1e-3)]``, ``[0.0]``
     and ``[0]``. A model whose epoch goes non-finite stops there, as :func:`fit` does: that
-    epoch is rolled back (its ``train_loss`` is NaN), the model keeps the state from the
-    start of that epoch, its later epochs log NaN, and its ``stop_reasons`` entry says
-    where; the other models go on. No host sync until the end: every epoch's logs come
+    epoch is rolled back, the model keeps the state from the start of that epoch, its logs
+    are NaN from that epoch on, and its ``stop_reasons`` entry says where; the other models
+    go on. No host sync until the end: every epoch's logs come
     back in one transfer.
 
     ``vectorize``: how the models share the compiled epoch. ``"vmap"`` batches them into
@@ -163,8 +165,9 @@ class SweepProgram(NamedTuple):
       epoch: jitted ``epoch(stacked, live, e, idx, x, y, xv, yv) -> (stacked, live, logs)``,
         ``logs`` of shape ``(models, len(names))``; the stacked state is donated. ``idx`` is
         ``order(e)``. A model whose epoch goes non-finite gets the state from the start of
-        that epoch and ``live`` ``False``; a model not live keeps its state and logs NaN
-        (its ``nonfinite_step`` column too).
+        that epoch and ``live`` ``False``; its logs are NaN from that epoch on, except the
+        failed epoch's ``nonfinite_step`` and ``nonfinite_params`` (see
+        :func:`nnkit.train.epoch.make_epoch_fns`).
       order: ``order(e)``, epoch ``e``'s data order on the host
         (:func:`nnkit.train.order.epoch_order` of each model's seed): ``(num_batches,
         batch_size)`` int32 when all models share one seed, else ``(models, num_batches,
@@ -268,7 +271,10 @@ def sweep_program(
         if not names:
             names.extend(sorted(logs))
         row = jnp.stack([jnp.asarray(logs[k], jnp.float32) for k in names])
-        return ts, live & (logs["nonfinite_step"] < 0), jnp.where(live, row, jnp.nan)
+        ok = live & (logs["nonfinite_step"] < 0)
+        # NaN from the failed epoch on; the failed epoch keeps the columns that say where
+        shown = jnp.array([live if k in _WHERE_BAD else ok for k in names])
+        return ts, ok, jnp.where(shown, row, jnp.nan)
 
     # Models that share a seed share their data order: shuffle and gather once for all of
     # them, else once per model.
