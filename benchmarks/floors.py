@@ -7,8 +7,12 @@ and XLA:CPU allow for the same work, so that a missed ratio can be read against 
   one device) for 1, 2, 4 and 8 models, and 4 and 8 models *packed* into one network whose
   weights are block-diagonal (``x @ [W_1 | ... | W_m]`` for the shared input, then
   ``h @ blockdiag(W_1, ..., W_m)``): the same products as dense matmuls, ``m`` times the
-  multiply-adds but one library call per product. ``nnkit.sweep`` puts 4 of its 8 models on
-  each core, so the 4-model epoch over the 1-model epoch is the floor of W4's ratio.
+  multiply-adds but one library call per product; and the vmap + scan epoch for 1 and 4
+  models with each weight gradient computed from a laid-out ``x^T`` (``laid-out-<m>``, the
+  layout :func:`nnkit.matmul.matmul` gives small weights, with and without ``vmap``).
+  ``nnkit.sweep`` puts 4 of its 8 models on each core, so the 4-model epoch over the
+  1-model epoch is the floor of W4's ratio (``laid-out-<m>`` where measured: nnkit's own
+  layout, so the floor of what nnkit's one-model epoch is compared with).
 * :func:`lstm_floor_probe` (W5): per time step of forward + backward, PyTorch's
   ``nn.LSTM`` on all threads and on one, nnkit's :func:`nnkit.layers.lstm_sequence`, and the
   recurrence's matmuls alone in JAX (a scan of the forward ``(B, F+H) @ (F+H, 4H)`` and the
@@ -35,7 +39,7 @@ from benchmarks.peers_torch import torch_device
 from benchmarks.workloads import Workload
 from nnkit.layers.lstm_sequence import lstm_sequence
 
-__all__ = ["SWEEP_FLOOR_MODELS", "PACKED_MODELS", "SWEEP_PROBE", "LSTM_PROBE",
+__all__ = ["SWEEP_FLOOR_MODELS", "PACKED_MODELS", "LAID_OUT_MODELS", "SWEEP_PROBE", "LSTM_PROBE",
            "sweep_floor_entries", "step_seconds", "sweep_floor_lines", "lstm_floor_probe"]
 
 SWEEP_PROBE = "W4's floor: the hand-written W3 epoch for several models on one device"
@@ -49,6 +53,9 @@ LSTM_MATMULS = "JAX, the matmuls alone (forward, backward, weight gradient)"
 
 SWEEP_FLOOR_MODELS = (1, 2, 4, 8)
 """Model counts of the hand-written vmap + scan epochs."""
+
+LAID_OUT_MODELS = (1, 4)
+"""Model counts of the vmap + scan epochs with laid-out weight gradients."""
 
 PACKED_MODELS = (4, 8)
 """Model counts of the block-diagonal packed epochs."""
@@ -81,6 +88,37 @@ def _packed_logits(params: dict, x: jax.Array) -> jax.Array:
         if i < n - 1:
             h = jax.nn.relu(h)
     return h.reshape(x.shape[0], m, -1)
+
+
+@jax.custom_vjp
+def _laid_out_dot(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w`` whose weight gradient is ``x^T g`` with ``x^T`` materialised (an
+    optimization barrier keeps XLA from folding the transpose back into the dot)."""
+    return x @ w
+
+
+def _laid_out_dot_fwd(x: jax.Array, w: jax.Array):
+    return x @ w, (x, w)
+
+
+def _laid_out_dot_bwd(res, g: jax.Array):
+    x, w = res
+    return g @ w.T, lax.optimization_barrier(x.T) @ g
+
+
+_laid_out_dot.defvjp(_laid_out_dot_fwd, _laid_out_dot_bwd)
+
+
+def _forward_laid_out(wl: Workload, params: dict, x: jax.Array) -> jax.Array:
+    """:func:`handwritten.forward` of an MLP with :func:`_laid_out_dot` products."""
+    if wl.kind != "mlp":
+        raise Skip("the laid-out floor is written for MLPs only")
+    n = len(params)
+    for i in range(n):
+        x = _laid_out_dot(x, params[f"l{i}"]["w"]) + params[f"l{i}"]["b"]
+        if i < n - 1:
+            x = jax.nn.relu(x)
+    return x
 
 
 def _build_packed(wl: Workload, data: tuple[np.ndarray, np.ndarray], m: int) -> Runner:
@@ -120,6 +158,10 @@ def sweep_floor_entries(wl: Workload, data: tuple[np.ndarray, np.ndarray]) -> li
     for m in PACKED_MODELS:
         out.append(Entry(f"packed-{m}", f"hand-written, {m} models packed block-diagonal",
                          lambda w, m=m: _build_packed(w, data, m)))
+    for m in LAID_OUT_MODELS:
+        label = f"hand-written vmap + scan, x^T laid out, {m} model" + ("s" if m > 1 else "")
+        out.append(Entry(f"laid-out-{m}", label, lambda w, m=m: sweeps.build_jax_vmap(
+            w, data, _rates(m), scan=True, fwd=_forward_laid_out)))
     return out
 
 
@@ -133,7 +175,7 @@ def step_seconds(entry: dict | None) -> float:
 
 def sweep_floor_lines(entries: dict[str, dict]) -> list[str]:
     """Markdown table: microseconds per epoch step for all the models together, and that
-    time over one model's."""
+    time over one model's of the same layout (``laid-out-1`` for the ``laid-out`` rows)."""
 
     def us(key: str) -> float:
         return 1e6 * step_seconds(entries.get(key))
@@ -145,8 +187,9 @@ def sweep_floor_lines(entries: dict[str, dict]) -> list[str]:
         if e.get("skipped"):
             continue
         t = us(key)
+        ref = us("laid-out-1") if key.startswith("laid-out") else base
         lines.append(f"| {e['label']} (`{key}`) | {e.get('models', 1)} | {t:.1f} | "
-                     f"{t / base:.2f}x |")
+                     f"{t / ref:.2f}x |")
     return lines
 
 

@@ -88,12 +88,13 @@ def build_nnkit_sweep(
                   models=len(lrs))
 
 
-def _vmapped_step(wl: Workload):
+def _vmapped_step(wl: Workload, fwd: handwritten.Forward | None = None):
     opt = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
 
     def one(carry, x, y):
         params, opt_state = carry
-        loss, grads = jax.value_and_grad(lambda p: handwritten.loss_fn(wl, p, x, y))(params)
+        loss, grads = jax.value_and_grad(
+            lambda p: handwritten.loss_fn(wl, p, x, y, fwd))(params)
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -112,11 +113,12 @@ def _stacked_carry(wl: Workload, opt, lrs) -> Any:
 
 def build_jax_vmap(
     wl: Workload, data: tuple[np.ndarray, np.ndarray], lrs=LEARNING_RATES, *,
-    scan: bool = False, sharded: bool = False,
+    scan: bool = False, sharded: bool = False, fwd: handwritten.Forward | None = None,
 ) -> Runner:
     """``jax-vmap8`` (per step) or ``jax-vmap8-scan`` (``K`` steps per call); ``sharded``:
-    the model axis of the carry over all devices, the data replicated."""
-    opt, vstep = _vmapped_step(wl)
+    the model axis of the carry over all devices, the data replicated; ``fwd``: the
+    forward pass (default :func:`handwritten.forward`)."""
+    opt, vstep = _vmapped_step(wl, fwd)
     carry = _stacked_carry(wl, opt, lrs)
     put = jax.device_put
     if sharded:

@@ -2,29 +2,40 @@
 
 The weight gradient of ``y = x @ w`` is ``dL/dw = x^T g``: a contraction over the rows of
 both ``x (N, in)`` and ``g (N, out)``. Left to itself, XLA folds the transpose of ``x`` into
-the dot. For one model that is fine (XLA:CPU copies ``x^T`` out when it lays the dot out),
-but under ``vmap`` over models -- :func:`nnkit.sweep` trains several models as one batched
-program -- the gradient becomes a *batched* dot contracting a non-minor axis of both
-operands, which XLA:CPU runs through a slow generic path (the 16x16 weight gradients of 4
-models from a batch of 32: ~3.9 us, against ~1.7 us for the same products with ``x^T``
-laid out in memory).
+the dot, and XLA:CPU runs such a dot through a generic path rather than its matmul library:
+for one small model that doubles the cost of the weight gradients (below), and under
+``vmap`` over models -- :func:`nnkit.sweep` trains several models as one batched program --
+the gradient becomes a *batched* dot contracting a non-minor axis of both operands (the 16x16
+weight gradients of 4 models from a batch of 32: ~3.9 us, against ~1.7 us for the same
+products with ``x^T`` laid out in memory).
 
 :func:`matmul` computes the same values, and the same derivatives of every order; only its
 JVP writes the ``w`` term as ``x^T``-major, which makes the reverse-mode weight gradient
-``(x^T) @ g``. Under ``vmap``, ``x^T`` is materialised behind
-:func:`jax.lax.optimization_barrier` (so XLA cannot fold it back) and the gradient is a plain
-batched matmul; without ``vmap`` the transpose is left to XLA, as for ``jnp.matmul`` (the
-barrier would only add compile time there: ~10% on a 784-512-512-10 MLP's train step).
+``(x^T) @ g``, with ``x^T`` materialised behind :func:`jax.lax.optimization_barrier` (so XLA
+cannot fold it back into the dot) where that is the faster layout:
+
+* under ``vmap``, always: the gradient is then a plain batched matmul;
+* without ``vmap``, for small weights (:func:`lays_out_transpose`: the smaller side at most
+  16, or at most 128 x 128 entries). XLA:CPU runs its own dot with the transposed ``x``
+  (``lhs_contracting_dims={0}``) outside its matmul library: measured in a loop, ``(32, 16)^T
+  @ (32, 16)`` took ~1.2 us that way against ~0.6 us laid out, ``(128, 512)^T @ (128, 10)``
+  ~100 us against ~80 us. For large weights (``(128, 512)^T @ (128, 512)``) the copy of
+  ``x^T`` costs more than it saves, so the transpose is left to XLA, as for ``jnp.matmul``.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_derivatives import SymbolicZero
 
-__all__ = ["matmul"]
+__all__ = ["matmul", "lays_out_transpose"]
+
+_SMALL_SIDE = 16
+_SMALL_WEIGHT = 128 * 128
 
 
 @jax.custom_jvp
@@ -52,15 +63,24 @@ def _transpose_vmap(axis_size, in_batched, x):
     return (lax.optimization_barrier(xt) if batched else xt), batched
 
 
-@jax.custom_jvp
-def _laid_out_transpose(x: jax.Array) -> jax.Array:
-    """``x.T`` of a 2-D ``x``; under ``vmap``, materialised behind an optimization barrier
-    (custom_vmap has no autodiff of its own: this custom_jvp gives it the transpose's)."""
-    return _transpose_impl(x)
+def lays_out_transpose(in_features: int, out_features: int) -> bool:
+    """Whether the weight gradient of an ``(in_features, out_features)`` weight is computed
+    from a laid-out ``x^T`` outside ``vmap`` (under ``vmap`` it always is): true when
+    ``min(in, out) <= 16`` or ``in * out <= 128 * 128``."""
+    return (min(in_features, out_features) <= _SMALL_SIDE
+            or in_features * out_features <= _SMALL_WEIGHT)
 
 
-_laid_out_transpose.defjvp(lambda primals, tangents: (_laid_out_transpose(primals[0]),
-                                                      tangents[0].T))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _laid_out_transpose(x: jax.Array, always: bool) -> jax.Array:
+    """``x.T`` of a 2-D ``x``, materialised behind an optimization barrier under ``vmap``,
+    and also without it when ``always`` (custom_vmap has no autodiff of its own: this
+    custom_jvp gives it the transpose's)."""
+    return lax.optimization_barrier(x.T) if always else _transpose_impl(x)
+
+
+_laid_out_transpose.defjvp(lambda always, primals, tangents: (
+    _laid_out_transpose(primals[0], always), tangents[0].T))
 
 
 def _matmul_jvp(primals, tangents):
@@ -73,7 +93,8 @@ def _matmul_jvp(primals, tangents):
     if not isinstance(dw, SymbolicZero):
         # d(x @ w) along dw = x @ dw, written as (x^T)^T dw: its transpose w.r.t. dw (the
         # weight gradient) is then x^T @ g with x^T a laid-out (in, N) array under vmap.
-        xt = _laid_out_transpose(x.reshape(-1, x.shape[-1]).astype(y.dtype))
+        xt = _laid_out_transpose(x.reshape(-1, x.shape[-1]).astype(y.dtype),
+                                 lays_out_transpose(*w.shape))
         tw = lax.dot_general(xt, dw.astype(y.dtype), (((0,), (0,)), ((), ())))
         tw = tw.reshape(*x.shape[:-1], w.shape[-1])
         t = tw if t is None else t + tw

@@ -1,5 +1,5 @@
 """nnkit.matmul: same values and derivatives as jnp.matmul; the weight gradient is laid out
-as a plain (batched) matmul under vmap."""
+as a plain (batched) matmul under vmap and for small weights."""
 
 import re
 
@@ -93,15 +93,37 @@ def _barriers(f, *args):
                for e in all_eqns(jax.make_jaxpr(f)(*args).jaxpr))
 
 
-def test_x_transpose_laid_out_under_vmap_only():
-    """The barrier only where it pays, under vmap. Without vmap XLA lays the transpose out
-    itself, and the step compiles faster without the barrier (~6% on the 2-16-16-2 MLP)."""
+@pytest.mark.parametrize("w_shape,laid_out", [((16, 16), True), ((512, 10), True),
+                                              ((2, 300), True), ((128, 128), True),
+                                              ((256, 128), False), ((512, 512), False)])
+def test_x_transpose_laid_out_under_vmap_and_for_small_weights(w_shape, laid_out):
+    """The barrier only where it pays: always under vmap; without vmap for small weights
+    (their weight gradient then runs in XLA:CPU's matmul library instead of its generic
+    dot), not for large ones (there the copy of x^T costs more than it saves)."""
+    from nnkit.matmul import lays_out_transpose
+
     def grad_w(w, x):
         return jax.grad(lambda w: jnp.sum(matmul(x, w) ** 2))(w)
 
-    x, w = _xw((32, 16), (16, 16))
-    assert _barriers(grad_w, w, x) == 0
+    x, w = _xw((32, w_shape[0]), w_shape)
+    assert lays_out_transpose(*w_shape) is laid_out
+    assert _barriers(grad_w, w, x) == int(laid_out)
     assert _barriers(jax.vmap(grad_w), jnp.stack([w, -w]), jnp.stack([x, x])) == 1
     assert _barriers(jax.vmap(grad_w, in_axes=(None, 0)), w, jnp.stack([x, x])) == 1
     np.testing.assert_allclose(grad_w(w, x), jax.grad(lambda w: jnp.sum((x @ w) ** 2))(w),
-                               rtol=1e-5)
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_small_weight_gradient_compiles_to_a_plain_matmul():
+    """Without vmap, a small weight's gradient reaches XLA with x^T laid out: no dot
+    contracting the rows of both x and g (what jnp.matmul's gradient compiles to on CPU)."""
+    x, w = _xw((32, 16), (16, 16))
+    rows_of_both = "lhs_contracting_dims={0}, rhs_contracting_dims={0}"
+
+    def compiled(mm):
+        f = jax.grad(lambda w, x: jnp.sum(mm(x, w) ** 2))
+        return jax.jit(f).lower(w, x).compile().as_text()
+
+    if jax.default_backend() == "cpu":
+        assert rows_of_both in compiled(jnp.matmul)
+    assert rows_of_both not in compiled(matmul)
