@@ -6,10 +6,11 @@ hand-written per-step model"):
 * ``jax``: one hand-written model, per step (the reference);
 * ``nnkit-epoch``: one model, nnkit's compiled epoch (as in ``fit(mode="scan")``);
 * ``nnkit-sweep8``: nnkit's sweep program (:func:`nnkit.train.sweep.sweep_program`, what
-  :func:`nnkit.sweep` runs): the epoch of :mod:`nnkit.train.epoch` over a leading model axis
+  :func:`nnkit.sweep` runs, :data:`EPOCHS_PER_CALL` epochs per call): the epoch of
+  :mod:`nnkit.train.epoch` over a leading model axis
   (``vectorize="auto"``: ``vmap`` for small models, ``lax.map`` for large ones), each model
   with its learning rate injected in its optimizer state, the data shuffled once for all
-  (one seed), jitted with the states donated, one host transfer of the logs per epoch; the
+  (one seed), jitted with the states donated, one host transfer of the logs at the end; the
   models spread over the process's devices (``devices="auto"``; the benchmark runs with one
   JAX CPU device per core);
 * ``nnkit-sweep8-1dev``: the same on one device;
@@ -41,8 +42,8 @@ from benchmarks.workloads import Workload
 from nnkit import parallel as par
 from nnkit.train.sweep import sweep_program
 
-__all__ = ["LEARNING_RATES", "build_nnkit_sweep", "build_jax_vmap", "make_sweep_entries",
-           "SWEEP_ENTRIES", "sweep_workload"]
+__all__ = ["LEARNING_RATES", "EPOCHS_PER_CALL", "build_nnkit_sweep", "build_jax_vmap",
+           "make_sweep_entries", "SWEEP_ENTRIES", "sweep_workload"]
 
 LEARNING_RATES = tuple(float(v) for v in np.geomspace(1e-4, 1e-2, 8))
 """The eight learning rates of the sweep."""
@@ -55,36 +56,51 @@ def sweep_workload(name: str) -> Workload:
     return dataclasses.replace(wl, steps_per_epoch=10) if name == "W1" else wl
 
 
+EPOCHS_PER_CALL = 20
+"""Epochs per call of the sweep program in ``nnkit-sweep8``: :func:`nnkit.sweep` runs all
+of a sweep's epochs in one call (up to a cap on the size of their data orders); the timed
+windows hold any number of epochs, so the benchmark runs them as a 20-epoch sweep does,
+20 per call, the last call padded with skipped epochs."""
+
+
 def build_nnkit_sweep(
     wl: Workload, data: tuple[np.ndarray, np.ndarray], lrs=LEARNING_RATES,
     vectorize: str = "auto", devices: Any = "auto",
 ) -> Runner:
-    """``nnkit-sweep8``: the compiled epoch of :func:`nnkit.sweep` for the 8 learning rates
+    """``nnkit-sweep8``: the compiled epochs of :func:`nnkit.sweep` for the 8 learning rates
     (seed 0 for all), from :func:`nnkit.train.sweep.sweep_program` -- the program ``sweep``
-    itself runs -- called once per epoch as ``sweep`` calls it: each epoch queued (its data
-    order drawn on the host) without waiting for the previous one, the logs of all epochs
-    read in one transfer at the end."""
+    itself runs -- called as ``sweep`` calls it: :data:`EPOCHS_PER_CALL` epochs per call
+    (their data orders drawn on the host), each call queued without waiting for the
+    previous one, the logs of all epochs read in one transfer at the end."""
     prog = sweep_program(nnkit_entries.model(wl), "adam", data, learning_rates=list(lrs),
                          batch_size=wl.batch, input_shape=wl.input_shape,
                          vectorize=vectorize, devices=devices)
     x, y = prog.data
     box: dict[str, Any] = {"ts": prog.train_states, "live": prog.live, "epoch": 0,
                            "logs": None}
+    k = EPOCHS_PER_CALL
 
     def run(n: int) -> None:
         ts, live, e, pending = box["ts"], box["live"], box["epoch"], []
-        for _ in range(n):
-            ts, live, logs = prog.epoch(ts, live, np.int32(e), prog.order(e), x, y, None, None)
+        count = 0
+        while n > 0:
+            count = min(k, n)
+            idxs = np.stack([prog.order(e + i) for i in range(count)])
+            if count < k:
+                idxs = np.concatenate([idxs, np.zeros((k - count, *idxs.shape[1:]),
+                                                      idxs.dtype)])
+            ts, live, logs = prog.epochs(ts, live, np.int32(e), np.int32(count), idxs, x, y,
+                                         None, None)
             pending.append(logs)
-            e += 1
-        box["logs"] = np.asarray(jax.device_get(pending))[-1]  # (models, keys)
+            e, n = e + count, n - count
+        box["logs"] = np.asarray(jax.device_get(pending))[-1, count - 1]  # (models, keys)
         jax.block_until_ready(ts)
         box["ts"], box["live"], box["epoch"] = ts, live, e
 
     def loss() -> float:
         return float(np.mean(box["logs"][:, prog.names.index("train_loss")]))
 
-    return Runner(run, wl.steps_per_epoch, loss=loss, cache_size=prog.epoch._cache_size,
+    return Runner(run, wl.steps_per_epoch, loss=loss, cache_size=prog.epochs._cache_size,
                   models=len(lrs))
 
 
@@ -142,7 +158,7 @@ def build_jax_vmap(
 SWEEP_ENTRIES: dict[str, tuple[str, Any]] = {
     "jax": ("hand-written, 1 model, per step", handwritten.build_step_entry),
     "nnkit-epoch": ("nnkit epoch-in-scan, 1 model", nnkit_entries.build_epoch_entry),
-    "nnkit-sweep8": ("nnkit sweep: one compiled epoch, 8 models, over all devices",
+    "nnkit-sweep8": ("nnkit sweep: one compiled program, 8 models, over all devices",
                      build_nnkit_sweep),
     "nnkit-sweep8-1dev": ("nnkit sweep on one device",
                           lambda wl, d: build_nnkit_sweep(wl, d, devices=jax.devices()[:1])),

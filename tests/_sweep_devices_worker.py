@@ -45,12 +45,15 @@ def main() -> None:
                 "val_loss": [h["val_loss"] for h in a.histories],
                 "ref_val_loss": [h["val_loss"] for h in b.histories],
             }
-    # the models never talk: the compiled sharded epoch has no collective
+    # the models never talk: the compiled sharded epoch(s) have no collective
     for vec in ("vmap", "map"):
         prog = sweep_program(mlp(), "adam", TRAIN, learning_rates=[1e-2, 2e-2, 5e-2, 1e-1],
                              batch_size=16, vectorize=vec)
         hlo = prog.epoch.lower(prog.train_states, prog.live, np.int32(0), prog.order(0),
                                *prog.data, None, None).compile().as_text()
+        idxs = np.stack([prog.order(0), prog.order(1)])  # the many-epoch call sweep makes
+        hlo += prog.epochs.lower(prog.train_states, prog.live, np.int32(0), np.int32(2), idxs,
+                                 *prog.data, None, None).compile().as_text()
         res[f"collectives-{vec}"] = [c for c in COLLECTIVES if c in hlo]
         res[f"program-devices-{vec}"] = len(prog.devices)
     # 3 models cannot be shared evenly by 2 devices: "auto" falls back to one device...

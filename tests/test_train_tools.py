@@ -155,6 +155,45 @@ def test_sweep_model_stops_at_its_first_non_finite_epoch_as_fit_does():
             assert np.isnan(s.histories[i][k]).all(), k
 
 
+def test_sweep_in_chunks_of_epochs_equals_one_call_per_epoch(monkeypatch):
+    """sweep runs its epochs k per call (the last chunk padded with skipped epochs): the
+    same states and histories as one call of the program's epoch per epoch."""
+    sweep_mod = sys.modules["nnkit.train.sweep"]  # the module (nnkit.train.sweep is the function)
+
+    kw = dict(learning_rates=[1e-2, 5e-2], seeds=[0, 1], batch_size=16, val_data=VAL)
+    prog = sweep_mod.sweep_program(mlp(), "adam", TRAIN, **kw)
+    ts, live, x, y = prog.train_states, prog.live, *prog.data
+    per_epoch = []
+    for e in range(5):
+        ts, live, logs = prog.epoch(ts, live, np.int32(e), prog.order(e), x, y, *prog.val_data)
+        per_epoch.append(np.asarray(logs))
+    rows = np.size(prog.order(0))  # data-order entries of one epoch (4 models x 64 rows)
+    monkeypatch.setattr(sweep_mod, "EPOCHS_PER_CALL_MAX_ROWS", 2 * rows)
+    assert sweep_mod.epochs_per_call(5, rows) == 2  # chunks of 2, 2 and 1 (+ 1 skipped)
+    calls = []
+    fresh = sweep_mod.sweep_program(mlp(), "adam", TRAIN, **kw)  # prog's states were donated
+    monkeypatch.setattr(sweep_mod, "sweep_program", lambda *a, **k: fresh._replace(
+        epochs=lambda *args: calls.append(args[3]) or fresh.epochs(*args)))
+    s = sweep(mlp(), "adam", TRAIN, epochs=5, **kw)
+    assert [int(c) for c in calls] == [2, 2, 1]
+    chex.assert_trees_all_close(s.train_states, ts, rtol=1e-6, atol=1e-7)
+    assert int(s.train_state(0).step) == 5 * (N // 16)  # the skipped epoch did not step
+    for m, h in enumerate(s.histories):
+        assert h["epoch"] == [0, 1, 2, 3, 4]
+        for k in ("train_loss", "val_loss", "lr"):
+            np.testing.assert_allclose(h[k], [t[m, prog.names.index(k)] for t in per_epoch],
+                                       rtol=1e-6, atol=1e-7)
+
+
+def test_epochs_per_call_all_epochs_unless_the_orders_are_large():
+    from nnkit.train.sweep import EPOCHS_PER_CALL_MAX_ROWS, epochs_per_call
+
+    assert epochs_per_call(100, 3200) == 100
+    assert epochs_per_call(0, 3200) == 1
+    assert epochs_per_call(100, EPOCHS_PER_CALL_MAX_ROWS // 3) == 3
+    assert epochs_per_call(100, 2 * EPOCHS_PER_CALL_MAX_ROWS) == 1
+
+
 @pytest.mark.parametrize("seeds", [[0], [0, 1]])  # one shared data order; one per model
 def test_sweep_map_and_vmap_agree(seeds):
     kw = dict(learning_rates=[1e-2, 5e-2], seeds=seeds, epochs=2, batch_size=16, val_data=VAL)
