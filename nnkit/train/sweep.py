@@ -114,7 +114,7 @@ def sweep(
     shows one device for all cores unless told otherwise before it starts --
     ``jax.config.update("jax_num_cpu_devices", os.cpu_count())`` -- and then tiny models,
     which use one core each, train on all of them (8 of W3's 2-16-16-2 MLPs on 2 cores:
-    ~1.5x faster than on one device).
+    ~1.7x faster than on one device).
     """
     check_int(epochs, "epochs", 0)
     prog = sweep_program(
