@@ -15,12 +15,14 @@ JVP writes the ``w`` term as ``x^T``-major, which makes the reverse-mode weight 
 cannot fold it back into the dot) where that is the faster layout:
 
 * under ``vmap``, always: the gradient is then a plain batched matmul;
-* without ``vmap``, for small weights (:func:`lays_out_transpose`: the smaller side at most
-  16, or at most 128 x 128 entries). XLA:CPU runs its own dot with the transposed ``x``
-  (``lhs_contracting_dims={0}``) outside its matmul library: measured in a loop, ``(32, 16)^T
-  @ (32, 16)`` took ~1.2 us that way against ~0.6 us laid out, ``(128, 512)^T @ (128, 10)``
-  ~100 us against ~80 us. For large weights (``(128, 512)^T @ (128, 512)``) the copy of
-  ``x^T`` costs more than it saves, so the transpose is left to XLA, as for ``jnp.matmul``.
+* without ``vmap``, for small weights and batches (:func:`lays_out_transpose`: at most 256
+  rows of ``x``, and the weight's smaller side at most 16 or at most 128 x 128 entries).
+  XLA:CPU runs its own dot with the transposed ``x`` (``lhs_contracting_dims={0}``) outside
+  its matmul library: measured in a loop, ``(32, 16)^T @ (32, 16)`` took ~1.2 us that way
+  against ~0.6 us laid out, ``(128, 512)^T @ (128, 2)`` ~107 us against ~46 us. For large
+  weights (``(128, 512)^T @ (128, 512)``: 212 us against 226 us) and many rows (``(2048,
+  784)^T @ (2048, 16)``: 414 us against 671 us) the copy of ``x^T`` costs more than it
+  saves, so there the transpose is left to XLA, as for ``jnp.matmul``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = ["matmul", "lays_out_transpose"]
 
 _SMALL_SIDE = 16
 _SMALL_WEIGHT = 128 * 128
+_MAX_ROWS = 256
 
 
 @jax.custom_jvp
@@ -63,12 +66,14 @@ def _transpose_vmap(axis_size, in_batched, x):
     return (lax.optimization_barrier(xt) if batched else xt), batched
 
 
-def lays_out_transpose(in_features: int, out_features: int) -> bool:
-    """Whether the weight gradient of an ``(in_features, out_features)`` weight is computed
-    from a laid-out ``x^T`` outside ``vmap`` (under ``vmap`` it always is): true when
-    ``min(in, out) <= 16`` or ``in * out <= 128 * 128``."""
-    return (min(in_features, out_features) <= _SMALL_SIDE
-            or in_features * out_features <= _SMALL_WEIGHT)
+def lays_out_transpose(rows: int, in_features: int, out_features: int) -> bool:
+    """Whether the weight gradient ``x^T g`` of an ``(in_features, out_features)`` weight,
+    ``x`` holding ``rows`` rows, is computed from a laid-out ``x^T`` outside ``vmap`` (under
+    ``vmap`` it always is): true when ``rows <= 256`` and ``min(in, out) <= 16`` or
+    ``in * out <= 128 * 128``."""
+    small = (min(in_features, out_features) <= _SMALL_SIDE
+             or in_features * out_features <= _SMALL_WEIGHT)
+    return rows <= _MAX_ROWS and small
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -93,8 +98,8 @@ def _matmul_jvp(primals, tangents):
     if not isinstance(dw, SymbolicZero):
         # d(x @ w) along dw = x @ dw, written as (x^T)^T dw: its transpose w.r.t. dw (the
         # weight gradient) is then x^T @ g with x^T a laid-out (in, N) array under vmap.
-        xt = _laid_out_transpose(x.reshape(-1, x.shape[-1]).astype(y.dtype),
-                                 lays_out_transpose(*w.shape))
+        rows = x.reshape(-1, x.shape[-1]).astype(y.dtype)
+        xt = _laid_out_transpose(rows, lays_out_transpose(rows.shape[0], *w.shape))
         tw = lax.dot_general(xt, dw.astype(y.dtype), (((0,), (0,)), ((), ())))
         tw = tw.reshape(*x.shape[:-1], w.shape[-1])
         t = tw if t is None else t + tw

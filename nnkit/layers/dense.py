@@ -27,8 +27,9 @@ def Dense(
     Default init is the course's: ``w = sqrt(6 / in) * U[-1, 1]`` (He uniform) and
     ``b = U[-1, 1] / sqrt(in)``.
     The product is :func:`nnkit.matmul.matmul` (same values and derivatives as ``x @ w``;
-    its weight gradient stays a plain matmul under ``vmap`` and for small weights, which
-    makes a sweep of small models ~20% and one tiny model's epoch ~15% faster on CPU).
+    its weight gradient stays a plain matmul under ``vmap`` and for small weights and
+    batches, which makes a sweep of small models ~20% and one tiny model's epoch ~15%
+    faster on CPU).
     """
     if not isinstance(features, int) or features <= 0:
         raise ShapeError(f"{name or 'dense'}: features must be a positive int, got {features!r}")
