@@ -22,6 +22,7 @@ and XLA:CPU allow for the same work, so that a missed ratio can be read against 
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 from collections.abc import Callable
@@ -109,16 +110,11 @@ def _laid_out_dot_bwd(res, g: jax.Array):
 _laid_out_dot.defvjp(_laid_out_dot_fwd, _laid_out_dot_bwd)
 
 
-def _forward_laid_out(wl: Workload, params: dict, x: jax.Array) -> jax.Array:
-    """:func:`handwritten.forward` of an MLP with :func:`_laid_out_dot` products."""
+def _forward_laid_out(wl: Workload) -> handwritten.Forward:
+    """:func:`handwritten.forward` with :func:`_laid_out_dot` products (MLPs only)."""
     if wl.kind != "mlp":
         raise Skip("the laid-out floor is written for MLPs only")
-    n = len(params)
-    for i in range(n):
-        x = _laid_out_dot(x, params[f"l{i}"]["w"]) + params[f"l{i}"]["b"]
-        if i < n - 1:
-            x = jax.nn.relu(x)
-    return x
+    return functools.partial(handwritten.forward, dot=_laid_out_dot)
 
 
 def _build_packed(wl: Workload, data: tuple[np.ndarray, np.ndarray], m: int) -> Runner:
@@ -161,7 +157,7 @@ def sweep_floor_entries(wl: Workload, data: tuple[np.ndarray, np.ndarray]) -> li
     for m in LAID_OUT_MODELS:
         label = f"hand-written vmap + scan, x^T laid out, {m} model" + ("s" if m > 1 else "")
         out.append(Entry(f"laid-out-{m}", label, lambda w, m=m: sweeps.build_jax_vmap(
-            w, data, _rates(m), scan=True, fwd=_forward_laid_out)))
+            w, data, _rates(m), scan=True, fwd=_forward_laid_out(w))))
     return out
 
 

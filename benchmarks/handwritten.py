@@ -81,12 +81,13 @@ def _conv2d(x: jax.Array, p: dict, padding: str) -> jax.Array:
     return y + p["b"]
 
 
-def forward(wl: Workload, params: Params, x: jax.Array) -> jax.Array:
-    """Logits ``(B, num_classes)`` of the workload's model."""
+def forward(wl: Workload, params: Params, x: jax.Array, *,
+            dot: Callable[[jax.Array, jax.Array], jax.Array] = jnp.matmul) -> jax.Array:
+    """Logits ``(B, num_classes)`` of the workload's model (``dot``: an MLP's products)."""
     if wl.kind == "mlp":
         n = len(params)
         for i in range(n):
-            x = x @ params[f"l{i}"]["w"] + params[f"l{i}"]["b"]
+            x = dot(x, params[f"l{i}"]["w"]) + params[f"l{i}"]["b"]
             if i < n - 1:
                 x = jax.nn.relu(x)
         return x

@@ -85,12 +85,8 @@ def build_nnkit_sweep(
         count = 0
         while n > 0:
             count = min(k, n)
-            idxs = np.stack([prog.order(e + i) for i in range(count)])
-            if count < k:
-                idxs = np.concatenate([idxs, np.zeros((k - count, *idxs.shape[1:]),
-                                                      idxs.dtype)])
-            ts, live, logs = prog.epochs(ts, live, np.int32(e), np.int32(count), idxs, x, y,
-                                         None, None)
+            ts, live, logs = prog.epochs(ts, live, np.int32(e), np.int32(count),
+                                         prog.orders(e, count, k), x, y, None, None)
             pending.append(logs)
             e, n = e + count, n - count
         box["logs"] = np.asarray(jax.device_get(pending))[-1, count - 1]  # (models, keys)

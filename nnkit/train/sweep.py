@@ -136,12 +136,9 @@ def sweep(
     k = epochs_per_call(epochs, int(np.size(prog.order(0))))
     pending = []
     for start in range(0, epochs, k):
-        count = min(k, epochs - start)
-        idxs = np.stack([prog.order(start + i) for i in range(count)])
-        if count < k:  # pad to the compiled chunk; the padded epochs are skipped
-            idxs = np.concatenate([idxs, np.zeros((k - count, *idxs.shape[1:]), idxs.dtype)])
+        count = min(k, epochs - start)  # the last chunk is padded to the compiled k
         stacked, live, logs = prog.epochs(stacked, live, np.int32(start), np.int32(count),
-                                          idxs, x, y, xv, yv)
+                                          prog.orders(start, count, k), x, y, xv, yv)
         pending.append(logs)
     tables = (np.concatenate(jax.device_get(pending))[:epochs] if pending
               else np.zeros((0, 0, 0)))
@@ -206,6 +203,15 @@ class SweepProgram(NamedTuple):
     devices: tuple[jax.Device, ...]
     steps_per_epoch: int
     epochs: Callable[..., tuple[TrainState, jax.Array, jax.Array]]
+
+    def orders(self, start: int, count: int, k: int) -> np.ndarray:
+        """The ``idxs`` of one :attr:`epochs` call: ``order(start)``, ...,
+        ``order(start + count - 1)`` stacked, padded with zeros to ``k`` epochs (the padded
+        epochs are skipped)."""
+        idxs = np.stack([self.order(start + i) for i in range(count)])
+        if count == k:
+            return idxs
+        return np.concatenate([idxs, np.zeros((k - count, *idxs.shape[1:]), idxs.dtype)])
 
 
 def sweep_program(
