@@ -23,6 +23,12 @@ cannot fold it back into the dot) where that is the faster layout:
   weights (``(128, 512)^T @ (128, 512)``: 212 us against 226 us) and many rows (``(2048,
   784)^T @ (2048, 16)``: 414 us against 671 us) the copy of ``x^T`` costs more than it
   saves, so there the transpose is left to XLA, as for ``jnp.matmul``.
+
+All of this is for XLA's CPU backend, where it was measured. On other platforms (GPU, TPU),
+whose matmul libraries take a transposed operand as it comes, the barrier is left out and
+the transpose is XLA's to fold: no extra kernel. The choice is made when the program is
+lowered (:func:`jax.lax.platform_dependent`), so a function jitted for a CPU device in a
+process whose default backend is a GPU still gets the CPU layout.
 """
 
 from __future__ import annotations
@@ -63,7 +69,12 @@ def _transpose_impl(x: jax.Array) -> jax.Array:
 def _transpose_vmap(axis_size, in_batched, x):
     (batched,) = in_batched
     xt = jnp.swapaxes(x, -1, -2)
-    return (lax.optimization_barrier(xt) if batched else xt), batched
+    return (_on_cpu_laid_out(xt) if batched else xt), batched
+
+
+def _on_cpu_laid_out(xt: jax.Array) -> jax.Array:
+    """``xt`` behind an optimization barrier when lowered for a CPU, else as it is."""
+    return lax.platform_dependent(xt, cpu=lax.optimization_barrier, default=lambda a: a)
 
 
 def lays_out_transpose(rows: int, in_features: int, out_features: int) -> bool:
@@ -78,10 +89,10 @@ def lays_out_transpose(rows: int, in_features: int, out_features: int) -> bool:
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _laid_out_transpose(x: jax.Array, always: bool) -> jax.Array:
-    """``x.T`` of a 2-D ``x``, materialised behind an optimization barrier under ``vmap``,
-    and also without it when ``always`` (custom_vmap has no autodiff of its own: this
+    """``x.T`` of a 2-D ``x``, materialised behind an optimization barrier (on a CPU) under
+    ``vmap``, and also without it when ``always`` (custom_vmap has no autodiff of its own: this
     custom_jvp gives it the transpose's)."""
-    return lax.optimization_barrier(x.T) if always else _transpose_impl(x)
+    return _on_cpu_laid_out(x.T) if always else _transpose_impl(x)
 
 
 _laid_out_transpose.defjvp(lambda always, primals, tangents: (

@@ -131,3 +131,18 @@ def test_small_weight_gradient_compiles_to_a_plain_matmul():
     if jax.default_backend() == "cpu":
         assert rows_of_both in compiled(jnp.matmul)
     assert rows_of_both not in compiled(matmul)
+
+
+@pytest.mark.parametrize("platform,barriers", [("cpu", 1), ("cuda", 0), ("rocm", 0), ("tpu", 0)])
+def test_x_transpose_laid_out_only_when_lowered_for_cpu(platform, barriers):
+    """The laid-out x^T answers XLA:CPU's dot emitter; lowered for a GPU or TPU (possible
+    on any machine) the gradient keeps a plain transpose that XLA may fold into its dot."""
+    x, w = _xw((32, 16), (16, 16))
+
+    def grad_w(w, x):
+        return jax.grad(lambda w: jnp.sum(matmul(x, w) ** 2))(w)
+
+    for f, args in ((grad_w, (w, x)), (jax.vmap(grad_w), (jnp.stack([w, -w]),
+                                                           jnp.stack([x, x])))):
+        text = jax.jit(f).trace(*args).lower(lowering_platforms=(platform,)).as_text()
+        assert text.count("stablehlo.optimization_barrier") == barriers, platform

@@ -194,6 +194,28 @@ def test_epochs_per_call_all_epochs_unless_the_orders_are_large():
     assert epochs_per_call(100, 2 * EPOCHS_PER_CALL_MAX_ROWS) == 1
 
 
+@pytest.mark.parametrize("vectorize,params,platform,picked", [
+    ("auto", 354, "cpu", "vmap"), ("auto", 669_706, "cpu", "map"),
+    ("auto", 669_706, "gpu", "vmap"), ("auto", 669_706, "tpu", "vmap"),
+    ("map", 354, "gpu", "map"), ("vmap", 669_706, "cpu", "vmap")])
+def test_vectorize_auto_maps_only_large_models_on_a_cpu(vectorize, params, platform, picked):
+    """The size rule is XLA:CPU's (batched matmuls of large models lose to one model at a
+    time there); on GPUs and TPUs auto always vmaps; an explicit choice is kept."""
+    from nnkit.train.sweep import VMAP_MAX_PARAMS, _vectorize
+
+    assert 354 <= VMAP_MAX_PARAMS < 669_706
+    assert _vectorize(vectorize, params, platform) == picked
+
+
+def test_sweep_program_resolves_auto_for_its_devices():
+    from nnkit.train.sweep import sweep_program
+
+    for model, large in ((mlp(), False), (nnkit.serial(Dense(60_000), Relu(), Dense(C)), True)):
+        prog = sweep_program(model, "adam", TRAIN, batch_size=16)
+        on_cpu = prog.devices[0].platform == "cpu"
+        assert prog.vectorize == ("map" if large and on_cpu else "vmap")
+
+
 @pytest.mark.parametrize("seeds", [[0], [0, 1]])  # one shared data order; one per model
 def test_sweep_map_and_vmap_agree(seeds):
     kw = dict(learning_rates=[1e-2, 5e-2], seeds=seeds, epochs=2, batch_size=16, val_data=VAL)

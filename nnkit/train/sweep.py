@@ -100,9 +100,11 @@ def sweep(
     ``vectorize``: how the models share the compiled epoch. ``"vmap"`` batches them into
     one wider computation (small models: on CPU 8 tiny MLPs train ~5x faster than one after
     another); ``"map"`` runs them one after another inside the same program (large models,
-    where vmap's batched matmuls are slower than the same matmuls one at a time); ``"auto"``
-    picks ``"vmap"`` up to :data:`VMAP_MAX_PARAMS` parameters per model, else ``"map"``.
-    Both give the same result.
+    where vmap's batched matmuls are slower than the same matmuls one at a time on a CPU;
+    it also holds one model's activations at a time, not all of them); ``"auto"`` picks
+    ``"map"`` on a CPU for models of more than :data:`VMAP_MAX_PARAMS` parameters, else
+    ``"vmap"`` (on GPUs and TPUs always: there a batched matmul is one kernel that fills
+    more of the device). Both give the same result.
 
     ``devices``: the devices the models are spread over, an equal share on each (the model
     axis of the stacked state is sharded; the data is replicated; no device waits for
@@ -301,9 +303,8 @@ def sweep_program(
     # them, else once per model.
     shared_order = len(set(seed_list)) == 1
     per_model = sum(int(np.size(a)) for a in jax.tree_util.tree_leaves(states[0].params))
-    if vectorize == "auto":
-        vectorize = "vmap" if per_model <= VMAP_MAX_PARAMS else "map"
     devs = _model_devices(devices, len(configs), small=per_model <= VMAP_MAX_PARAMS)
+    vectorize = _vectorize(vectorize, per_model, devs[0].platform)
 
     words = [key_words(ts.key) for ts in states[:1 if shared_order else None]]
 
@@ -405,6 +406,16 @@ def _model_devices(
             f"sweep: {n_models} models cannot be shared evenly by {len(devs)} devices; give "
             f"a number of devices that divides the number of models")
     return devs
+
+
+def _vectorize(vectorize: str, per_model: int, platform: str) -> str:
+    """``vectorize="auto"`` resolved for models of ``per_model`` parameters on ``platform``:
+    ``"vmap"`` except for models over :data:`VMAP_MAX_PARAMS` on a CPU, where XLA's batched
+    matmuls lose to the same matmuls one model at a time. On GPUs and TPUs a batched matmul
+    is one kernel that fills more of the device than one model's matmuls."""
+    if vectorize != "auto":
+        return vectorize
+    return "map" if platform == "cpu" and per_model > VMAP_MAX_PARAMS else "vmap"
 
 
 def _hyper_names(opt_state: Any) -> set[str]:
