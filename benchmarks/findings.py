@@ -285,8 +285,8 @@ def build(res: dict[str, Any]) -> list[str]:
                 "(`nnkit/layers/lstm_sequence.py`): the tangent `a_t dW + db + dx_t W_ih` of "
                 "all steps is one matmul before the tangent loop, so the backward loop JAX "
                 "derives runs one `(64, 512) @ (512, 128)` matmul per time step and the "
-                "weight gradient is one `(160, 4096) @ (4096, 512)` matmul after it (~2.4 ms, "
-                "~280 GFLOP/s), where autodiff of the scanned cell does a weight-gradient "
+                "weight gradient is one `(160, 4096) @ (4096, 512)` matmul after it (~1.8-2.4 "
+                "ms, 280-370 GFLOP/s), where autodiff of the scanned cell does a weight-gradient "
                 "matmul and a `(160, 512)` accumulation inside the loop at every step. That "
                 "made the step ~20% faster than the scanned cell (1.18x -> 1.35-1.43x the "
                 "hand-written step over several full runs). PyTorch's lead is oneDNN's fused "
@@ -294,10 +294,12 @@ def build(res: dict[str, Any]) -> list[str]:
                 "than on one), while XLA:CPU runs the loop's mid-size matmuls on one core "
                 "(measured apart: the forward `(64, 160) @ (160, 512)` takes ~40 us in a "
                 "loop, ~265 GFLOP/s, about one core's peak, and its time grows linearly with "
-                "the batch). A per-op profile of "
-                "the gradient puts the rest in the 8 MB residual and cotangent buffers, which "
-                "XLA zero-fills before the loops write them (0.6-2 ms each per step), and in "
-                "the gates' sigmoid/tanh (~3 us per `(64, 128)` array)")
+                "the batch). A per-op profile of a training step (~11.5 ms) puts ~8 ms in "
+                "matmuls (the loops' 64 forward and 64 backward products ~6 ms, the weight "
+                "gradient ~1.9 ms), ~1 ms in zero-filling the residual and cotangent buffers "
+                "(8 MB and 2 MB; 0.1-0.4 ms each) that the loops then write step by step, "
+                "and the rest in the gates' arithmetic (~3 us per `(64, 128)` array and "
+                "operation)")
         if _have(w5, "nnkit-epoch-dp", "nnkit-epoch"):
             ndev = res.get("meta", {}).get("devices", 1)
             txt += (f". Splitting the batch over the {ndev} CPU devices, one per core "
@@ -306,8 +308,16 @@ def build(res: dict[str, Any]) -> list[str]:
                     f"device's epoch")
             if _have(w5, "torch-fused"):
                 txt += f" and {_r(w5, 'nnkit-epoch-dp', 'torch-fused')}x PyTorch's fused Adam"
-            txt += (": only the loops gain, since one device already spreads the large "
-                    "matmuls outside them over both cores")
+            txt += (". The loops gain -- per device, on half the batch, a forward product "
+                    "takes ~23 us and a backward one ~26 us, against ~47 and ~39 us for the "
+                    "whole batch on one device -- but the weight gradient loses: GSPMD puts "
+                    "the all-reduce of the partial sums between the gradient's dot and the "
+                    "transpose that XLA otherwise folds into it, so the dot runs with a "
+                    "transposed output outside XLA:CPU's matmul library (measured apart, "
+                    "half the batch's `(160, 512)` gradient: ~2.1 ms that way against ~0.8 "
+                    "ms as a plain matmul; in the data-parallel step ~3.3 ms on each device, "
+                    "against ~1.8 ms for the whole batch on one). On GPUs, whose matmul "
+                    "library takes either output layout, this does not arise")
         if _have(w5, "jax-hoisted"):
             txt += (f". Hoisting the input projection `x_t W_ih` out of the forward loop (one "
                     f"`(B*T, F) @ (F, 4H)` matmul) runs at "
