@@ -376,9 +376,10 @@ def build(res: dict[str, Any]) -> list[str]:
             else:
                 txt += (" For a model this size vmap's batched `(8, 128, 512) @ (8, 512, "
                         "512)` matmuls run slower on XLA:CPU than the same matmuls one model "
-                        "at a time, so `nnkit.sweep` maps over the models (`vectorize='auto'`"
-                        " picks `map` above 100k parameters per model): a sweep then costs "
-                        "about what eight runs cost, in one program and one host sync. "
+                        "at a time, so `nnkit.sweep` maps over the models (on a CPU, "
+                        "`vectorize='auto'` picks `map` above 100k parameters per model): "
+                        "a sweep then costs about what eight runs cost, in one program and "
+                        "one host sync. "
                         "(`map` slices each model's state out of the stacked state and "
                         "writes it back once per epoch; with this benchmark's 10-step epochs "
                         "that copy is still visible, with real epochs of hundreds of steps it "
