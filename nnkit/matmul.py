@@ -108,7 +108,8 @@ def _matmul_jvp(primals, tangents):
         t = matmul(dx, w)
     if not isinstance(dw, SymbolicZero):
         # d(x @ w) along dw = x @ dw, written as (x^T)^T dw: its transpose w.r.t. dw (the
-        # weight gradient) is then x^T @ g with x^T a laid-out (in, N) array under vmap.
+        # weight gradient) is then x^T @ g, with x^T a laid-out (in, N) array where the
+        # module docstring says (on a CPU: under vmap, and for small weights and batches).
         rows = x.reshape(-1, x.shape[-1]).astype(y.dtype)
         xt = _laid_out_transpose(rows, lays_out_transpose(rows.shape[0], *w.shape))
         tw = lax.dot_general(xt, dw.astype(y.dtype), (((0,), (0,)), ((), ())))
