@@ -185,3 +185,52 @@ def test_max_pool_integer_input():
     y, _ = MaxPool2D(2).apply({}, {}, x)
     assert y.dtype == jnp.int32
     np.testing.assert_array_equal(y[0, :, :, 0], [[5, 7], [13, 15]])
+
+
+
+def _eqns(jaxpr):
+    """Every equation of ``jaxpr``, sub-jaxprs (pjit, custom rules) included."""
+    for e in jaxpr.eqns:
+        yield e
+        for v in e.params.values():
+            for sub in v if isinstance(v, (tuple, list)) else (v,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _eqns(inner)
+
+
+def _blocked_max_reference(x, out_shape):
+    """The fast path's windows reduced by ``jnp.max`` (JAX's rule: ties split evenly)."""
+    out = out_shape[1:-1]
+    if len(out) == 0:  # global pooling
+        return jnp.max(x, axis=tuple(range(1, x.ndim - 1)))
+    w = x.shape[1] // out[0]
+    x = x[(slice(None), *(slice(0, o * w) for o in out))]
+    split = [x.shape[0], *(d for o in out for d in (o, w)), x.shape[-1]]
+    return jnp.max(x.reshape(split), axis=tuple(2 + 2 * i for i in range(len(out))))
+
+
+@pytest.mark.parametrize("make,shape", [(lambda: MaxPool2D(2), (3, 4, 6, 2)),
+                                        (lambda: MaxPool1D(3), (2, 7, 3)),
+                                        (lambda: GlobalMaxPool(), (2, 3, 4, 2))])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_max_pool_derivative_is_jnp_max_rule_with_integer_tie_counts(make, shape, dtype):
+    layer = make()
+    x = jax.random.randint(jax.random.key(0), shape, 0, 3).astype(dtype)  # many ties
+    f = lambda x: layer.apply({}, {}, x)[0]  # noqa: E731
+    y = f(x)
+    ref = lambda x: _blocked_max_reference(x, y.shape)  # noqa: E731
+    np.testing.assert_array_equal(y, ref(x))
+    ct = jax.random.normal(jax.random.key(1), y.shape).astype(dtype)
+    np.testing.assert_array_equal(jax.vjp(f, x)[1](ct)[0], jax.vjp(ref, x)[1](ct)[0])
+    t = jax.random.normal(jax.random.key(2), shape).astype(dtype)
+    # the JVP sums tied tangents: summation order may differ by a rounding
+    tol = 1e-6 if dtype == jnp.float32 else 1e-2
+    np.testing.assert_allclose(jax.jvp(f, (x,), (t,))[1].astype(np.float32),
+                               jax.jvp(ref, (x,), (t,))[1].astype(np.float32), rtol=tol, atol=tol)
+    per_example = lambda g: jax.vmap(jax.grad(lambda x: (g(x[None]) * ct[:1]).sum()))(x)  # noqa: E731
+    np.testing.assert_array_equal(per_example(f), per_example(ref))
+    # the ties are counted by an integer sum (a float one goes to YNNPACK on CPU: slow)
+    jaxpr = jax.make_jaxpr(lambda x, ct: jax.vjp(f, x)[1](ct))(x, ct).jaxpr
+    sums = [e.outvars[0].aval.dtype for e in _eqns(jaxpr) if e.primitive.name == "reduce_sum"]
+    assert sums and all(jnp.issubdtype(d, jnp.integer) for d in sums), sums
