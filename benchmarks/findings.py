@@ -156,18 +156,21 @@ def build(res: dict[str, Any]) -> list[str]:
                  for i in ("im2col", "xla") if _have(w2, f"nnkit-step-{i}")]
         if extra:
             txt += " (nnkit with " + ", ".join(extra) + ")"
-        txt += (". The Toeplitz form slices the padded input into `kh` row bands, "
-                "`(N*H_out, kh*W_pad*C)`, and folds the kernel's width into a banded "
-                "`(kh*W_pad*C, W_out*F)` weight matrix built from the kernel each step, so a "
-                "convolution is ONE matmul with its output already channels-last. It spends "
-                "`W_pad/kw` times the flops on zeros, which LeNet's small, memory-bound layers "
-                "can afford, and copies the input 5 times where im2col copies it 25 times: "
-                "a per-op profile of the im2col step had the 25-slice patch stacking of the "
-                "first layer (10 MB) as its most expensive op. `impl='auto'` picks it while "
-                "the band is small, its waste `(W_pad/kw)*F` is at most 64 and the batch is "
-                "large enough that im2col's patch matrix would hold at least 1 M elements "
-                "(below that, and for per-example gradients under `vmap`, im2col is as fast "
-                "or faster; `benchmarks/bench_conv_impl.py --sweep`).")
+        txt += (". The Toeplitz form cuts each output row into blocks of `wb` columns "
+                "(LeNet: 4 and 5), slices the padded input into `kh` row bands per block, "
+                "`(N*H_out*blocks, kh*span*C)` with `span = wb+kw-1`, and folds the kernel's "
+                "width into one banded `(kh*span*C, wb*F)` weight matrix built from the kernel "
+                "each step, the same for every block, so a convolution is ONE matmul with its "
+                "output already channels-last. It spends `span/kw` times im2col's flops on "
+                "zeros and copies the input about `kh*span/wb` times (LeNet: 1.6-1.8x the "
+                "flops, 9-10 copies) where im2col copies it 25 times: a per-op profile of the "
+                "im2col step had the 25-slice patch stacking of the first layer (10 MB) as its "
+                "most expensive op. One band over the whole row (`wb = W_out`, `W_pad/kw` = "
+                "6.4x and 2.8x the flops) trained ~23% slower. `impl='auto'` picks Toeplitz "
+                "while a whole-row band would be small, its waste `(W_pad/kw)*F` is at most 64 "
+                "and im2col's patch matrix would hold at least 200 k elements (below that, and "
+                "for per-example gradients under `vmap`, im2col is as fast or faster; "
+                "`benchmarks/bench_conv_impl.py --sweep`).")
         if _have(w2, "nnkit-epoch-xla", "nnkit-step-xla", "jax-scan"):
             txt += (f" Inside `lax.scan` XLA's own convolution collapses: the hand-written "
                     f"scan runs at {fmt_ratio(ratio_of(w2, 'jax-scan'))}x and nnkit's epoch "
@@ -405,8 +408,8 @@ def build(res: dict[str, Any]) -> list[str]:
             if "jax" in c and "nnkit-step" in c:
                 parts.append(f"{w} {c['nnkit-step']['total'] / c['jax']['total']:.2f}x")
         out.append("- **Compile time** of nnkit's step over the hand-written one: "
-                   + ", ".join(parts) + ". W2's Toeplitz convolutions (5 row slices and one "
-                   "matmul per layer) compile faster than XLA's convolutions; the im2col "
+                   + ", ".join(parts) + ". W2's Toeplitz convolutions (5 row slices per block "
+                   "and one matmul per layer) compile faster than XLA's convolutions; the im2col "
                    "form they replace (25 slices and a concatenation per layer) compiled at "
                    "~1.6x. On W1 the extra is the default step's metrics (accuracy, learning "
                    "rate): without them nnkit's W1 step compiled at ~1.05x the hand-written "

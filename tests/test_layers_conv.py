@@ -164,12 +164,13 @@ def test_auto_impl_choice():
     assert auto((8, 28, 28, 1), (5, 5, 1, 16), ((2, 2), (2, 2))) == "im2col"
     assert auto((64, 32, 32, 3), (5, 5, 3, 6), ((0, 0), (0, 0))) == "toeplitz"  # 32/5 * 6
     # small batches (and vmap's batch of one, per-example gradients): im2col's patch matrix
-    # is under TOEPLITZ_MIN_PATCHES, so the banded matrix does not pay: 25 * 32 * 784 = 0.6 M
-    assert auto((32, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "im2col"
+    # is under TOEPLITZ_MIN_PATCHES (200 000), so the banded matrix does not pay:
+    # 25 * 8 * 784 = 157 k at batch 8, 25 * 784 = 19.6 k per example
+    assert auto((8, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "im2col"
     assert auto((1, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "im2col"
-    assert conv_mod.im2col_size((32, 28, 28, 1), (5, 5, 1, 6), (1, 1), ((2, 2),) * 2,
-                                (1, 1)) == 25 * 32 * 28 * 28
-    assert auto((56, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "toeplitz"  # 1.1 M
+    assert conv_mod.im2col_size((8, 28, 28, 1), (5, 5, 1, 6), (1, 1), ((2, 2),) * 2,
+                                (1, 1)) == 25 * 8 * 28 * 28
+    assert auto((16, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "toeplitz"  # 314 k
     assert auto((8, 28, 28, 4), (3, 3, 2, 4), ((1, 1), (1, 1)), groups=2) == "im2col"
 
 
@@ -253,3 +254,43 @@ def test_apply_rank_and_channel_errors():
         layer.apply(params, {}, jnp.ones((5, 5, 2)))  # forgot the batch axis
     with pytest.raises(nnkit.ShapeError, match="3 channels"):
         layer.apply(params, {}, jnp.ones((1, 5, 5, 3)))
+
+
+def test_toeplitz_block_hand_values():
+    """``blocks * span * (wb + 5)`` by hand: LeNet-5's layers, a width of one, a stride."""
+    tb = conv_mod.toeplitz_block
+    assert conv_mod.TOEPLITZ_COPY_COST == 5
+    # out 28, kernel 5: wb 2 -> 14 * 6 * 7 = 588, 3 -> 10 * 7 * 8 = 560, 4 -> 7 * 8 * 9 = 504,
+    # 5 -> 6 * 9 * 10 = 540, 7 -> 4 * 11 * 12 = 528, 28 -> 1 * 32 * 33 = 1056
+    assert tb(28, 5) == 4
+    # out 10, kernel 5: wb 2 -> 210, 3 -> 224, 4 -> 216, 5 -> 2 * 9 * 10 = 180, 10 -> 210
+    assert tb(10, 5) == 5
+    assert tb(1, 5) == 1 and tb(2, 3) == 2
+    # out 7, kernel 3, stride 2: span 2 * wb + 1; wb 2 -> 4 * 5 * 7 = 140,
+    # 3 -> 3 * 7 * 8 = 168, 4 -> 2 * 9 * 9 = 162, 7 -> 1 * 15 * 12 = 180
+    assert tb(7, 3, 2) == 2
+
+
+@pytest.mark.parametrize("shape,k,stride,dil,pads", [
+    ((2, 6, 11, 3), (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1))),
+    ((2, 7, 13, 2), (2, 3), (2, 2), (1, 1), ((0, 0), (0, 1))),
+    ((1, 6, 12, 2), (3, 2), (1, 1), (2, 3), ((1, 0), (2, 1))),
+    ((2, 9, 2), (3,), (1,), (1,), ((1, 1),)),
+])
+def test_conv_toeplitz_every_block_width_matches_naive(shape, k, stride, dil, pads):
+    """Every block width from one column to the whole row, dividing the output width or
+    not (the last block cropped): the naive loop's values and XLA's gradients."""
+    w = jax.random.normal(jax.random.key(3), (*k, shape[-1], 4))
+    x = jax.random.normal(jax.random.key(4), shape)
+    want = naive_conv(x, w, stride, pads, dil, 1)
+    out_w = want.shape[-2]
+
+    def loss(x, w, fn):
+        return (fn(x, w) ** 2).sum()
+
+    ref = jax.grad(loss, (0, 1))(x, w, lambda x, w: conv_mod.conv_xla(x, w, stride, pads, dil))
+    for wb in range(1, out_w + 1):
+        fn = lambda x, w, wb=wb: conv_mod.conv_toeplitz(x, w, stride, pads, dil, block=wb)  # noqa: E731
+        np.testing.assert_allclose(fn(x, w), want, rtol=1e-5, atol=1e-5, err_msg=f"block {wb}")
+        for g, r in zip(jax.grad(loss, (0, 1))(x, w, fn), ref, strict=True):
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4, err_msg=f"block {wb}")

@@ -11,20 +11,24 @@ Three implementations give the same numbers (up to float rounding):
   channels-first patch matrix ``(k_1 * ... * k_d * C, batch * prod(out))``, then ONE matmul
   with the kernel reshaped to ``(k_1 * ... * k_d * C, F)`` (:func:`conv_im2col`).
 * ``"toeplitz"``: one slice per tap of the leading spatial axes (``kh`` row slices in 2-D),
-  and the last spatial axis folded into a banded weight matrix
-  ``T (kh * W_pad * C, W_out * F)``: ONE matmul, output already channels-last
-  (:func:`conv_toeplitz`). It spends ``W_pad / kw`` times im2col's flops on the zeros of the
-  band and copies the input ``kh`` times instead of ``kh * kw``.
+  cut into blocks of ``wb`` output columns, and the last spatial axis folded into a banded
+  weight matrix ``T (kh * span * C, wb * F)`` over the ``span = wb + kw - 1`` input columns
+  of a block: ONE matmul, output already channels-last (:func:`conv_toeplitz`). It spends
+  ``span / kw`` times im2col's flops on the zeros of the band and copies the input about
+  ``kh * span / wb`` times instead of ``kh * kw``; :func:`toeplitz_block` picks ``wb``.
 * ``"auto"`` (default): on the CPU backend, ``"toeplitz"`` when ``groups == 1``, ``T`` is
-  small (at most :data:`TOEPLITZ_MAX_ELEMENTS` elements), the band's waste is cheap
-  (``(W_pad / kw) * F`` at most :data:`TOEPLITZ_MAX_WASTE`: few output channels on small
-  images, e.g. LeNet-5) and the batch is large enough that im2col's patch matrix would not
-  fit in cache (at least :data:`TOEPLITZ_MIN_PATCHES` elements), else ``"im2col"`` for
+  small and its waste cheap as ONE band over the whole row (at most
+  :data:`TOEPLITZ_MAX_ELEMENTS` elements, ``(W_pad / kw) * F`` at most
+  :data:`TOEPLITZ_MAX_WASTE`: few output channels on small images, e.g. LeNet-5; the
+  blocks only lower both, and the rule was measured before them) and the batch is not
+  tiny (im2col's patch matrix at least :data:`TOEPLITZ_MIN_PATCHES` elements), else ``"im2col"`` for
   kernels of at most :data:`IM2COL_MAX_WINDOW` taps, else ``"xla"``; GPUs/TPUs always use
   ``"xla"``. Decided at trace time from :func:`jax.default_backend` and the shapes.
 
 Measured on CPU (2 cores, batch 128, ``benchmarks/bench_conv_impl.py``): a LeNet-5 training
-step runs ~1.3x faster with ``"toeplitz"`` than with ``"im2col"``, which was 1.5x faster than
+step ran ~1.3x faster with ``"toeplitz"`` (then one band per layer; the blocks of
+:func:`toeplitz_block` made LeNet-5's gradient another 1.3x faster) than with ``"im2col"``,
+which was 1.5x faster than
 XLA's convolution; inside ``lax.scan`` (the compiled epoch) XLA's convolution gets ~5x slower
 still, while the matmul-based ones do not. For wide layers run step by step, outside
 ``lax.scan``, XLA's convolution can be the fastest: pass ``impl="xla"`` there.
@@ -46,8 +50,8 @@ from nnkit.layers import _spatial as sp
 
 __all__ = [
     "Conv1D", "Conv2D", "conv", "conv_im2col", "conv_toeplitz", "conv_xla", "im2col_size",
-    "toeplitz_size", "IM2COL_MAX_WINDOW", "TOEPLITZ_MAX_ELEMENTS", "TOEPLITZ_MAX_WASTE",
-    "TOEPLITZ_MIN_PATCHES",
+    "toeplitz_block", "toeplitz_size", "IM2COL_MAX_WINDOW", "TOEPLITZ_COPY_COST",
+    "TOEPLITZ_MAX_ELEMENTS", "TOEPLITZ_MAX_WASTE", "TOEPLITZ_MIN_PATCHES",
 ]
 
 Array = jax.Array
@@ -156,24 +160,29 @@ def conv_toeplitz(
     pads: sp.Pads,
     dilation: Sequence[int],
     groups: int = 1,
+    block: int | None = None,
 ) -> Array:
     """Channels-last convolution with the LAST spatial axis folded into a banded weight matrix.
 
-    Shapes as :func:`conv_xla`. For a 2-D ``x_pad (N, Hp, Wp, C)`` and ``w (kh, kw, C, F)``::
+    Shapes as :func:`conv_xla`. For a 2-D ``x_pad (N, Hp, Wp, C)``, ``w (kh, kw, C, F)`` and
+    blocks of ``wb`` output columns (``block``; default :func:`toeplitz_block`), block ``b``
+    reading the ``span = (wb - 1) * s_w + (kw - 1) * d_w + 1`` input columns from
+    ``q0 = b * wb * s_w``::
 
-        R[(n, i), (a, p, c)] = x_pad[n, i * s_h + a * d_h, p, c]          (kh row slices)
-        T[(a, p, c), (j, f)] = w[a, t, c, f]  where p = j * s_w + t * d_w  (0 elsewhere)
-        y[(n, i), (j, f)]    = (R @ T)[(n, i), (j, f)]                      (ONE matmul)
+        R[(n, i, b), (a, p, c)] = x_pad[n, i * s_h + a * d_h, q0 + p, c]     (kh * blocks slices)
+        T[(a, p, c), (j, f)]    = w[a, t, c, f]  where p = j * s_w + t * d_w (0 elsewhere)
+        y[(n, i, b), (j, f)]    = (R @ T)[(n, i, b), (j, f)]                  (ONE matmul)
 
-    ``T (kh * Wp * C, W_out * F)`` is built from ``w`` each call by a small einsum with a
-    constant 0/1 band ``E`` (so gradients reach ``w`` through it), and ``R`` holds ``kh``
-    copies of the input instead of im2col's ``kh * kw``; the output comes out channels-last
-    with no transpose. It spends ``Wp / kw`` times the flops of im2col on zeros in ``T``,
-    which pays while ``T`` is small: on CPU (batch 128) LeNet-5's two convolutions trained
-    2.2x and 1.4x faster than with im2col (``benchmarks/bench_conv_impl.py``). Leading
-    spatial axes (the rows of a 2-D input) are unfolded by slicing, as in im2col; a 1-D
-    input is a single matmul ``(N, Wp * C) @ (Wp * C, W_out * F)``. ``groups > 1`` builds a
-    block-diagonal ``T`` (``groups`` times the flops).
+    and ``y`` is already ``(N, H_out, W_out, F)`` (the last block cropped when ``wb`` does not
+    divide ``W_out``; the input is zero-padded on the right for it). ``T (kh * span * C,
+    wb * F)`` is the same for every block (a convolution is translation invariant) and is
+    built from ``w`` each call by a small einsum with a constant 0/1 band ``E`` (so gradients
+    reach ``w`` through it). ``R`` copies the input about ``kh * span / wb`` times instead of
+    im2col's ``kh * kw``, and the matmul spends ``span / kw`` times im2col's flops on zeros in
+    ``T``; ``wb = W_out`` is a single band over the whole row (``Wp / kw`` times the flops).
+    Leading spatial axes (the rows of a 2-D input) are unfolded by slicing, as in im2col; a
+    1-D input has no row slices. ``groups > 1`` builds a block-diagonal ``T`` (``groups``
+    times the flops).
     """
     nd = w.ndim - 2
     kernel, cg, f = tuple(w.shape[:nd]), w.shape[-2], w.shape[-1]
@@ -186,20 +195,56 @@ def conv_toeplitz(
         fg = f // groups
         same = (np.arange(c)[:, None] // cg) == (np.arange(f)[None, :] // fg)
         w = jnp.tile(w, (*(1,) * nd, groups, 1)) * jnp.asarray(same, w.dtype)
-    rows = []  # one slice per tap of the leading spatial axes: (N, *out[:-1], Wp, C)
-    for t in itertools.product(*(range(k) for k in kernel[:-1])):
-        lo = tuple(a * d for a, d in zip(t, dilation[:-1], strict=True))
-        hi = tuple(s0 + (o - 1) * s + 1
-                   for s0, o, s in zip(lo, out[:-1], stride[:-1], strict=True))
-        start, limit = (0, *lo, 0, 0), (n, *hi, width, c)
-        rows.append(lax.slice(x, start, limit, (1, *stride[:-1], 1, 1)))
-    r = rows[0][..., None, :, :] if len(rows) == 1 else jnp.stack(rows, axis=nd)
-    lead = len(rows)
-    r = r.reshape(n * sp.prod(out[:-1]), lead * width * c)
-    band = _banded(kernel[-1], stride[-1], dilation[-1], width, out[-1], w.dtype)
-    t_mat = jnp.einsum("lkcf,kpj->lpcjf", w.reshape(lead, kernel[-1], c, f), band)
-    y = r @ t_mat.reshape(lead * width * c, out[-1] * f)
-    return y.reshape(n, *out, f)
+    ow, sw, kw, dw = out[-1], stride[-1], kernel[-1], dilation[-1]
+    wb = toeplitz_block(ow, kw, sw, dw) if block is None else max(1, min(block, ow))
+    nb = -(-ow // wb)  # blocks of wb output columns (the last one cropped if wb does not divide)
+    span = (wb - 1) * sw + (kw - 1) * dw + 1  # input columns one block reads
+    need = (nb * wb - 1) * sw + (kw - 1) * dw + 1
+    if need > width:
+        x = jnp.pad(x, ((0, 0),) * nd + ((0, need - width), (0, 0)))
+    blocks = []  # (N, *out[:-1], lead, span, C) per block of output columns
+    for b in range(nb):
+        rows = []  # one slice per tap of the leading spatial axes: (N, *out[:-1], span, C)
+        for t in itertools.product(*(range(k) for k in kernel[:-1])):
+            lo = tuple(a * d for a, d in zip(t, dilation[:-1], strict=True))
+            hi = tuple(s0 + (o - 1) * s + 1
+                       for s0, o, s in zip(lo, out[:-1], stride[:-1], strict=True))
+            start = (0, *lo, b * wb * sw, 0)
+            limit = (n, *hi, b * wb * sw + span, c)
+            rows.append(lax.slice(x, start, limit, (1, *stride[:-1], 1, 1)))
+        blocks.append(rows[0][..., None, :, :] if len(rows) == 1 else jnp.stack(rows, axis=nd))
+    lead = sp.prod(kernel[:-1])
+    r = blocks[0][..., None, :, :, :] if nb == 1 else jnp.stack(blocks, axis=nd)
+    r = r.reshape(n * sp.prod(out[:-1]) * nb, lead * span * c)
+    band = _banded(kw, sw, dw, span, wb, w.dtype)
+    t_mat = jnp.einsum("lkcf,kpj->lpcjf", w.reshape(lead, kw, c, f), band)
+    y = r @ t_mat.reshape(lead * span * c, wb * f)
+    y = y.reshape(n, *out[:-1], nb * wb, f)
+    return y if nb * wb == ow else y[..., :ow, :]
+
+
+#: :func:`toeplitz_block`'s price of one input copy in ``R``, in units of one multiply-add
+#: of the band (fitted to LeNet-5's two convolutions on CPU; see :func:`toeplitz_block`).
+TOEPLITZ_COPY_COST = 5
+
+
+def toeplitz_block(out: int, kernel: int, stride: int = 1, dilation: int = 1) -> int:
+    """Output columns per band of :func:`conv_toeplitz` for a last spatial axis of ``out``.
+
+    A block of ``wb`` output columns reads ``span = (wb - 1) * stride + (kernel - 1) *
+    dilation + 1`` input columns, so ``ceil(out / wb)`` blocks cost multiply-adds
+    ``~ blocks * wb * span`` (zeros of the band included) and input copies ``~ blocks * span``.
+    Returns the ``wb >= 2`` (or ``out``) that minimises ``blocks * span * (wb +
+    TOEPLITZ_COPY_COST)``, preferring fewer blocks on ties. ``wb = out`` is one band over the
+    whole width; ``wb = 1`` would be im2col. For LeNet-5 (``out`` 28 and 10, ``kernel`` 5)
+    it picks 4 and 5, which on CPU trained ~20% faster than one band per layer.
+    """
+    def cost(wb: int) -> tuple[int, int]:
+        blocks = -(-out // wb)
+        span = (wb - 1) * stride + (kernel - 1) * dilation + 1
+        return blocks * span * (wb + TOEPLITZ_COPY_COST), blocks
+
+    return min(range(min(2, out), out + 1), key=cost)
 
 
 def toeplitz_size(
@@ -225,8 +270,9 @@ def im2col_size(
     return sp.prod(w_shape[:-1]) * x_shape[0] * sp.prod(out)
 
 
-#: ``impl="auto"`` on CPU uses :func:`conv_toeplitz` while its banded matrix ``T`` has at most
-#: this many elements (4 MiB of float32) and its wasted multiply-adds per input value,
+#: ``impl="auto"`` on CPU uses :func:`conv_toeplitz` while one band over the whole row,
+#: ``T (kh * W_pad * C, W_out * F)``, would have at most this many elements (4 MiB of
+#: float32) and its wasted multiply-adds per input value,
 #: ``(W_pad / kw) * F``, are at most :data:`TOEPLITZ_MAX_WASTE`: small, memory-bound layers,
 #: where the zeros cost less than im2col's patch copies (on CPU, single layers with input
 #: gradients tie with im2col around 40-90 and lose above ~100, while whole LeNet-style nets
@@ -234,12 +280,14 @@ def im2col_size(
 TOEPLITZ_MAX_ELEMENTS = 1 << 20
 TOEPLITZ_MAX_WASTE = 64.0
 #: ... and only while im2col's patch matrix (:func:`im2col_size`) has at least this many
-#: elements (4 MiB of float32). Below it im2col is as fast or faster (a LeNet-5 gradient on
-#: CPU: a tie at batch 64, im2col 1.1x faster at batch 32; toeplitz 1.2x faster at 128 and
-#: 2.8x at 256, where im2col's patches spill out of cache); and under ``vmap`` for
-#: per-example gradients, where each example is a batch of one, the banded matrix's
-#: per-example gradient made LeNet-5 ~3x slower than im2col.
-TOEPLITZ_MIN_PATCHES = 1 << 20
+#: elements. Below it im2col is as fast or faster: a LeNet-5 gradient on CPU (2 cores) took
+#: 0.20 ms with im2col against 0.21 with blocked Toeplitz at batch 4, 0.32 against 0.35 at
+#: batch 8, but 0.57 against 0.53 at batch 16 and 1.81 against 1.55 at batch 64 (conv1's
+#: patch matrix: 157 k elements at batch 8, 314 k at 16). Under ``vmap`` for per-example
+#: gradients each example is a batch of one, so im2col is used; there the one-band
+#: Toeplitz form made LeNet-5 ~3x slower than im2col (the blocked one measured 1.15x faster,
+#: 32 examples, but only in that one case, so the rule was left as it is).
+TOEPLITZ_MIN_PATCHES = 200_000
 
 
 def _pick_impl(
