@@ -277,9 +277,9 @@ def test_toeplitz_block_hand_values():
     ((1, 6, 12, 2), (3, 2), (1, 1), (2, 3), ((1, 0), (2, 1))),
     ((2, 9, 2), (3,), (1,), (1,), ((1, 1),)),
 ])
-def test_conv_toeplitz_every_block_width_matches_naive(shape, k, stride, dil, pads):
-    """Every block width from one column to the whole row, dividing the output width or
-    not (the last block cropped): the naive loop's values and XLA's gradients."""
+def test_conv_toeplitz_block_widths_match_naive(shape, k, stride, dil, pads):
+    """Block widths from one column to the whole row, dividing the output width or not
+    (the last block cropped): the naive loop's values and XLA's gradients."""
     w = jax.random.normal(jax.random.key(3), (*k, shape[-1], 4))
     x = jax.random.normal(jax.random.key(4), shape)
     want = naive_conv(x, w, stride, pads, dil, 1)
@@ -289,8 +289,9 @@ def test_conv_toeplitz_every_block_width_matches_naive(shape, k, stride, dil, pa
         return (fn(x, w) ** 2).sum()
 
     ref = jax.grad(loss, (0, 1))(x, w, lambda x, w: conv_mod.conv_xla(x, w, stride, pads, dil))
-    for wb in range(1, out_w + 1):
+    for wb in sorted({1, 2, 3, out_w - 1, out_w} - {0}):
         fn = lambda x, w, wb=wb: conv_mod.conv_toeplitz(x, w, stride, pads, dil, block=wb)  # noqa: E731
-        np.testing.assert_allclose(fn(x, w), want, rtol=1e-5, atol=1e-5, err_msg=f"block {wb}")
-        for g, r in zip(jax.grad(loss, (0, 1))(x, w, fn), ref, strict=True):
+        y, grads = jax.jit(lambda x, w, fn=fn: (fn(x, w), jax.grad(loss, (0, 1))(x, w, fn)))(x, w)
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5, err_msg=f"block {wb}")
+        for g, r in zip(grads, ref, strict=True):
             np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4, err_msg=f"block {wb}")
