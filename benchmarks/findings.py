@@ -166,10 +166,10 @@ def build(res: dict[str, Any]) -> list[str]:
                 "flops, 9-10 copies) where im2col copies it 25 times: a per-op profile of the "
                 "im2col step had the 25-slice patch stacking of the first layer (10 MB) as its "
                 "most expensive op. One band over the whole row (`wb = W_out`, `W_pad/kw` = "
-                "6.4x and 2.8x the flops) trained ~23% slower. `impl='auto'` picks Toeplitz "
-                "while a whole-row band would be small, its waste `(W_pad/kw)*F` is at most 64 "
-                "and im2col's patch matrix would hold at least 200 k elements (below that, and "
-                "for per-example gradients under `vmap`, im2col is as fast or faster; "
+                "6.4x and 2.8x the flops) trained ~23% slower. `impl='auto'` picks Toeplitz for "
+                "kernels of more than one tap while its band has at most 1 M elements and "
+                "im2col's patch matrix would hold at least 200 k (below that, and for "
+                "per-example gradients under `vmap`, im2col is as fast or faster; "
                 "`benchmarks/bench_conv_impl.py --sweep`).")
         if _have(w2, "nnkit-epoch-xla", "nnkit-step-xla", "jax-scan"):
             txt += (f" Inside `lax.scan` XLA's own convolution collapses: the hand-written "

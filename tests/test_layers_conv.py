@@ -144,30 +144,35 @@ def test_auto_impl_choice():
     assert pick("auto", (5, 5), 1) == "im2col"  # no shapes given: by the window alone
     assert pick("auto", (3, 3), 8) == "im2col"  # grouped too (XLA's collapses inside scan)
     assert pick("auto", (7, 7), 1) == "im2col"
-    assert pick("auto", (11, 11), 1) == "xla"  # big kernels: patches too large
+    assert pick("auto", (11, 11), 1) == "xla"  # big kernels, no shapes: patches too large
     assert pick("xla", (3, 3), 1) == "xla" and pick("im2col", (3, 3), 4) == "im2col"
 
     def auto(x_shape, w_shape, pads, groups=1, stride=(1, 1)):
         return pick("auto", w_shape[:2], groups, x_shape, w_shape, stride, pads, (1, 1))
 
-    # LeNet-5: T is (5 * 32 * 1, 28 * 6) and (5 * 14 * 6, 10 * 16); waste (32/5) * 6 and
-    # (14/5) * 16, under TOEPLITZ_MAX_WASTE = 64; patch matrices 2.5 M and 1.9 M elements
+    # LeNet-5 with blocks of 4 and 5 output columns (spans 8 and 9): T is (5 * 8 * 1, 4 * 6)
+    # and (5 * 9 * 6, 5 * 16), at 7 * 4 * 8 / (28 * 5) = 1.6 and 2 * 5 * 9 / (10 * 5) = 1.8
+    # times im2col's multiply-adds; patch matrices 2.5 M and 1.9 M elements
     assert auto((128, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "toeplitz"
     assert auto((128, 14, 14, 6), (5, 5, 6, 16), ((0, 0), (0, 0))) == "toeplitz"
+    assert conv_mod.toeplitz_size((1, 28, 28, 1), (5, 5, 1, 6), (1, 1), ((2, 2),) * 2,
+                                  (1, 1)) == (5 * 8 * 1 * 4 * 6, pytest.approx(1.6))
     assert conv_mod.toeplitz_size((1, 14, 14, 6), (5, 5, 6, 16), (1, 1), ((0, 0),) * 2,
-                                  (1, 1)) == (5 * 14 * 6 * 10 * 16, 14 / 5)
-    # wide layers: T over TOEPLITZ_MAX_ELEMENTS (3 * 34 * 64 * 32 * 64 = 13.4 M)
-    assert auto((8, 32, 32, 64), (3, 3, 64, 64), ((1, 1), (1, 1))) == "im2col"
-    # too many wasted flops: (130 / 3) * 4 = 173, (34 / 3) * 16 = 181, (32 / 5) * 16 = 102
-    assert auto((8, 128, 128, 1), (3, 3, 1, 4), ((1, 1), (1, 1))) == "im2col"
-    assert auto((8, 32, 32, 3), (3, 3, 3, 16), ((1, 1), (1, 1))) == "im2col"
-    assert auto((8, 28, 28, 1), (5, 5, 1, 16), ((2, 2), (2, 2))) == "im2col"
-    assert auto((64, 32, 32, 3), (5, 5, 3, 6), ((0, 0), (0, 0))) == "toeplitz"  # 32/5 * 6
+                                  (1, 1)) == (5 * 9 * 6 * 5 * 16, pytest.approx(1.8))
+    # wider layers, bigger kernels and groups too while T is small: 3 * 6 * 64 * 4 * 64 = 295 k
+    assert auto((8, 32, 32, 64), (3, 3, 64, 64), ((1, 1), (1, 1))) == "toeplitz"
+    assert auto((8, 64, 64, 3), (11, 11, 3, 8), ((5, 5), (5, 5))) == "toeplitz"
+    assert auto((64, 28, 28, 4), (3, 3, 2, 4), ((1, 1), (1, 1)), groups=2) == "toeplitz"
+    # T over TOEPLITZ_MAX_ELEMENTS: 3 * 6 * 256 * 4 * 256 = 4.7 M
+    assert auto((8, 16, 16, 256), (3, 3, 256, 256), ((1, 1), (1, 1))) == "im2col"
+    # 1x1: a plain matmul, im2col
+    assert auto((64, 16, 16, 32), (1, 1, 32, 32), ((0, 0), (0, 0))) == "im2col"
     # small batches (and vmap's batch of one, per-example gradients): im2col's patch matrix
     # is under TOEPLITZ_MIN_PATCHES (200 000), so the banded matrix does not pay:
     # 25 * 8 * 784 = 157 k at batch 8, 25 * 784 = 19.6 k per example
     assert auto((8, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "im2col"
     assert auto((1, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "im2col"
+    assert auto((1, 32, 32, 3), (3, 3, 3, 16), ((1, 1), (1, 1))) == "im2col"
     assert conv_mod.im2col_size((8, 28, 28, 1), (5, 5, 1, 6), (1, 1), ((2, 2),) * 2,
                                 (1, 1)) == 25 * 8 * 28 * 28
     assert auto((16, 28, 28, 1), (5, 5, 1, 6), ((2, 2), (2, 2))) == "toeplitz"  # 314 k

@@ -16,22 +16,20 @@ Three implementations give the same numbers (up to float rounding):
   of a block: ONE matmul, output already channels-last (:func:`conv_toeplitz`). It spends
   ``span / kw`` times im2col's flops on the zeros of the band and copies the input about
   ``kh * span / wb`` times instead of ``kh * kw``; :func:`toeplitz_block` picks ``wb``.
-* ``"auto"`` (default): on the CPU backend, ``"toeplitz"`` when ``groups == 1``, ``T`` is
-  small and its waste cheap as ONE band over the whole row (at most
-  :data:`TOEPLITZ_MAX_ELEMENTS` elements, ``(W_pad / kw) * F`` at most
-  :data:`TOEPLITZ_MAX_WASTE`: few output channels on small images, e.g. LeNet-5; the
-  blocks only lower both, and the rule was measured before them) and the batch is not
-  tiny (im2col's patch matrix at least :data:`TOEPLITZ_MIN_PATCHES` elements), else ``"im2col"`` for
-  kernels of at most :data:`IM2COL_MAX_WINDOW` taps, else ``"xla"``; GPUs/TPUs always use
-  ``"xla"``. Decided at trace time from :func:`jax.default_backend` and the shapes.
+* ``"auto"`` (default): on the CPU backend, ``"toeplitz"`` for kernels of more than one tap
+  while ``T`` is small (at most :data:`TOEPLITZ_MAX_ELEMENTS` elements) and the batch is not
+  tiny (im2col's patch matrix at least :data:`TOEPLITZ_MIN_PATCHES` elements; this also
+  keeps ``vmap``'s per-example batches of one on im2col), else ``"im2col"`` for kernels of
+  at most :data:`IM2COL_MAX_WINDOW` taps, else ``"xla"``; GPUs/TPUs always use ``"xla"``.
+  Decided at trace time from :func:`jax.default_backend` and the shapes.
 
-Measured on CPU (2 cores, batch 128, ``benchmarks/bench_conv_impl.py``): a LeNet-5 training
-step ran ~1.3x faster with ``"toeplitz"`` (then one band per layer; the blocks of
-:func:`toeplitz_block` made LeNet-5's gradient another 1.3x faster) than with ``"im2col"``,
-which was 1.5x faster than
-XLA's convolution; inside ``lax.scan`` (the compiled epoch) XLA's convolution gets ~5x slower
-still, while the matmul-based ones do not. For wide layers run step by step, outside
-``lax.scan``, XLA's convolution can be the fastest: pass ``impl="xla"`` there.
+Measured on CPU (2 cores), whole networks trained in a compiled ``lax.scan`` (the epoch of
+``nnkit.fit``): LeNet-5 at batch 128 ran ~1.5x faster with ``"toeplitz"`` than with
+``"im2col"``, 3x3 CIFAR- and VGG-style nets 1.2-1.7x, a 7x7 layer 2.4x (the figures are
+at :data:`TOEPLITZ_MAX_ELEMENTS`); im2col was in turn 1.5x faster than XLA's convolution per
+step, and inside ``lax.scan`` XLA's convolution gets 5-30x slower still, while the
+matmul-based ones do not. For wide layers run step by step, outside ``lax.scan``, XLA's
+convolution can be the fastest: pass ``impl="xla"`` there.
 """
 
 from __future__ import annotations
@@ -51,7 +49,7 @@ from nnkit.layers import _spatial as sp
 __all__ = [
     "Conv1D", "Conv2D", "conv", "conv_im2col", "conv_toeplitz", "conv_xla", "im2col_size",
     "toeplitz_block", "toeplitz_size", "IM2COL_MAX_WINDOW", "TOEPLITZ_COPY_COST",
-    "TOEPLITZ_MAX_ELEMENTS", "TOEPLITZ_MAX_WASTE", "TOEPLITZ_MIN_PATCHES",
+    "TOEPLITZ_MAX_ELEMENTS", "TOEPLITZ_MIN_PATCHES",
 ]
 
 Array = jax.Array
@@ -249,15 +247,19 @@ def toeplitz_block(out: int, kernel: int, stride: int = 1, dilation: int = 1) ->
 
 def toeplitz_size(
     x_shape: Sequence[int], w_shape: Sequence[int], stride: Sequence[int], pads: sp.Pads,
-    dilation: Sequence[int],
+    dilation: Sequence[int], groups: int = 1,
 ) -> tuple[int, float]:
-    """``(elements of conv_toeplitz's T, Wp / kw)``: its memory and its flops over im2col's."""
+    """``(elements of conv_toeplitz's T, its multiply-adds over im2col's)`` with the blocks of
+    :func:`toeplitz_block`: ``(kh * span * C, wb * F)`` and ``blocks * wb * span / (W_out *
+    kw)`` (times ``groups``: a grouped ``T`` is block-diagonal)."""
     nd = len(w_shape) - 2
-    width = x_shape[-2] + pads[-1][0] + pads[-1][1]
-    (out,) = sp.output_spatial(x_shape[-2:-1], w_shape[nd - 1:nd], stride[-1:], dilation[-1:],
-                               pads[-1:])
+    kw, s, d = w_shape[nd - 1], stride[-1], dilation[-1]
+    (out,) = sp.output_spatial(x_shape[-2:-1], (kw,), (s,), (d,), pads[-1:])
+    wb = toeplitz_block(out, kw, s, d)
+    blocks, span = -(-out // wb), (wb - 1) * s + (kw - 1) * d + 1
     lead = sp.prod(w_shape[: nd - 1])
-    return lead * width * x_shape[-1] * out * w_shape[-1], width / w_shape[nd - 1]
+    return (lead * span * x_shape[-1] * wb * w_shape[-1],
+            groups * blocks * wb * span / (out * kw))
 
 
 def im2col_size(
@@ -270,23 +272,21 @@ def im2col_size(
     return sp.prod(w_shape[:-1]) * x_shape[0] * sp.prod(out)
 
 
-#: ``impl="auto"`` on CPU uses :func:`conv_toeplitz` while one band over the whole row,
-#: ``T (kh * W_pad * C, W_out * F)``, would have at most this many elements (4 MiB of
-#: float32) and its wasted multiply-adds per input value,
-#: ``(W_pad / kw) * F``, are at most :data:`TOEPLITZ_MAX_WASTE`: small, memory-bound layers,
-#: where the zeros cost less than im2col's patch copies (on CPU, single layers with input
-#: gradients tie with im2col around 40-90 and lose above ~100, while whole LeNet-style nets
-#: gain; ``benchmarks/bench_conv_impl.py --sweep``).
+#: ``impl="auto"`` on CPU uses :func:`conv_toeplitz` (kernels of more than one tap) while its
+#: banded matrix ``T`` (:func:`toeplitz_size`) has at most this many elements (4 MiB of
+#: float32). Whole networks trained in a compiled ``lax.scan`` on CPU (2 cores), ms per
+#: step, im2col against blocked Toeplitz: LeNet-5 at batch 128 4.3 / 2.8; a 3-layer 3x3
+#: CIFAR net (16-32-64 channels) 30.8 / 22.0 at batch 128, 3.6 / 3.1 at 16; a VGG-style
+#: 32-32-64-64 net 111 / 67 at batch 64; 3x3 64-128-128 channels on 16x16, 34.3 / 32.3 at
+#: batch 32; a 7x7 layer 14.2 / 5.9; a depthwise-separable net 66 / 44; a Conv1D net
+#: 0.91 / 0.68. 1x1 convolutions (a plain matmul) stay im2col: 2.6 / 2.9.
 TOEPLITZ_MAX_ELEMENTS = 1 << 20
-TOEPLITZ_MAX_WASTE = 64.0
 #: ... and only while im2col's patch matrix (:func:`im2col_size`) has at least this many
-#: elements. Below it im2col is as fast or faster: a LeNet-5 gradient on CPU (2 cores) took
-#: 0.20 ms with im2col against 0.21 with blocked Toeplitz at batch 4, 0.32 against 0.35 at
-#: batch 8, but 0.57 against 0.53 at batch 16 and 1.81 against 1.55 at batch 64 (conv1's
-#: patch matrix: 157 k elements at batch 8, 314 k at 16). Under ``vmap`` for per-example
-#: gradients each example is a batch of one, so im2col is used; there the one-band
-#: Toeplitz form made LeNet-5 ~3x slower than im2col (the blocked one measured 1.15x faster,
-#: 32 examples, but only in that one case, so the rule was left as it is).
+#: elements. Below it im2col is as fast or faster: LeNet-5 ties at batches 4-16; the CIFAR
+#: net above took 0.35 / 0.49 ms at batch 2, 0.62 / 0.67 at 4, 1.19 / 1.09 at 8 (its first
+#: patch matrix: 110 k elements at batch 4, 221 k at 8). Under ``vmap`` for per-example
+#: gradients each example is a batch of one, so im2col is used: 32 per-example gradients of
+#: the CIFAR net took 5.6 ms with im2col and 13.7 with Toeplitz.
 TOEPLITZ_MIN_PATCHES = 200_000
 
 
@@ -304,14 +304,10 @@ def _pick_impl(
         return impl
     if jax.default_backend() != "cpu":
         return "xla"
-    if groups == 1 and x_shape is not None:
-        size, waste = toeplitz_size(x_shape, w_shape, stride, pads, dilation)
-        patches = im2col_size(x_shape, w_shape, stride, pads, dilation)
-        if (
-            size <= TOEPLITZ_MAX_ELEMENTS
-            and waste * w_shape[-1] <= TOEPLITZ_MAX_WASTE
-            and patches >= TOEPLITZ_MIN_PATCHES
-        ):
+    if sp.prod(kernel) > 1 and x_shape is not None:
+        size, _ = toeplitz_size(x_shape, w_shape, stride, pads, dilation, groups)
+        if (size <= TOEPLITZ_MAX_ELEMENTS
+                and im2col_size(x_shape, w_shape, stride, pads, dilation) >= TOEPLITZ_MIN_PATCHES):
             return "toeplitz"
     return "im2col" if sp.prod(kernel) <= IM2COL_MAX_WINDOW else "xla"
 
