@@ -167,7 +167,7 @@ def conv_toeplitz(
     reading the ``span = (wb - 1) * s_w + (kw - 1) * d_w + 1`` input columns from
     ``q0 = b * wb * s_w``::
 
-        R[(n, i, b), (a, p, c)] = x_pad[n, i * s_h + a * d_h, q0 + p, c]     (kh * blocks slices)
+        R[(n, i, b), (a, p, c)] = x_pad[n, i * s_h + a * d_h, q0 + p, c]     (kh row slices)
         T[(a, p, c), (j, f)]    = w[a, t, c, f]  where p = j * s_w + t * d_w (0 elsewhere)
         y[(n, i, b), (j, f)]    = (R @ T)[(n, i, b), (j, f)]                  (ONE matmul)
 
@@ -175,9 +175,13 @@ def conv_toeplitz(
     divide ``W_out``; the input is zero-padded on the right for it). ``T (kh * span * C,
     wb * F)`` is the same for every block (a convolution is translation invariant) and is
     built from ``w`` each call by a small einsum with a constant 0/1 band ``E`` (so gradients
-    reach ``w`` through it). ``R`` copies the input about ``kh * span / wb`` times instead of
-    im2col's ``kh * kw``, and the matmul spends ``span / kw`` times im2col's flops on zeros in
-    ``T``; ``wb = W_out`` is a single band over the whole row (``Wp / kw`` times the flops).
+    reach ``w`` through it). The blocks of a row slice are not sliced one by one: the
+    columns from ``p * wb * s_w`` reshaped to ``(blocks, wb * s_w)`` are every block's
+    ``p``-th piece, and a block's span is its first ``ceil(span / (wb * s_w))`` pieces,
+    cropped (one slice per block made a 1-D gradient over 2000 steps 50x slower). ``R``
+    copies the input about ``kh * span / wb`` times instead of im2col's ``kh * kw``, and the
+    matmul spends ``span / kw`` times im2col's flops on zeros in ``T``; ``wb = W_out`` is a
+    single band over the whole row (``Wp / kw`` times the flops).
     Leading spatial axes (the rows of a 2-D input) are unfolded by slicing, as in im2col; a
     1-D input has no row slices. ``groups > 1`` builds a block-diagonal ``T`` (``groups``
     times the flops).
@@ -197,22 +201,26 @@ def conv_toeplitz(
     wb = toeplitz_block(ow, kw, sw, dw) if block is None else max(1, min(block, ow))
     nb = -(-ow // wb)  # blocks of wb output columns (the last one cropped if wb does not divide)
     span = (wb - 1) * sw + (kw - 1) * dw + 1  # input columns one block reads
-    need = (nb * wb - 1) * sw + (kw - 1) * dw + 1
+    step = wb * sw  # input columns between the starts of two blocks
+    pieces = -(-span // step)  # block b reads pieces b, b + 1, ... of `step` columns each
+    need = (nb + pieces - 1) * step
     if need > width:
         x = jnp.pad(x, ((0, 0),) * nd + ((0, need - width), (0, 0)))
-    blocks = []  # (N, *out[:-1], lead, span, C) per block of output columns
-    for b in range(nb):
-        rows = []  # one slice per tap of the leading spatial axes: (N, *out[:-1], span, C)
-        for t in itertools.product(*(range(k) for k in kernel[:-1])):
-            lo = tuple(a * d for a, d in zip(t, dilation[:-1], strict=True))
-            hi = tuple(s0 + (o - 1) * s + 1
-                       for s0, o, s in zip(lo, out[:-1], stride[:-1], strict=True))
-            start = (0, *lo, b * wb * sw, 0)
-            limit = (n, *hi, b * wb * sw + span, c)
-            rows.append(lax.slice(x, start, limit, (1, *stride[:-1], 1, 1)))
-        blocks.append(rows[0][..., None, :, :] if len(rows) == 1 else jnp.stack(rows, axis=nd))
-    lead = sp.prod(kernel[:-1])
-    r = blocks[0][..., None, :, :, :] if nb == 1 else jnp.stack(blocks, axis=nd)
+    rows = []  # one slice per tap of the leading spatial axes: (N, *out[:-1], nb, span, C)
+    for t in itertools.product(*(range(k) for k in kernel[:-1])):
+        lo = tuple(a * d for a, d in zip(t, dilation[:-1], strict=True))
+        hi = tuple(s0 + (o - 1) * s + 1
+                   for s0, o, s in zip(lo, out[:-1], stride[:-1], strict=True))
+        row = lax.slice(x, (0, *lo, 0, 0), (n, *hi, need, c), (1, *stride[:-1], 1, 1))
+        # the blocks without one slice each: piece p of every block is a reshape of the
+        # columns from p * step, and a block's span is its first `pieces` pieces, cropped
+        lead_shape = row.shape[:-2]
+        parts = [lax.slice_in_dim(row, p * step, (p + nb) * step, axis=nd).reshape(
+            *lead_shape, nb, step, c) for p in range(pieces)]
+        blk = parts[0] if pieces == 1 else jnp.concatenate(parts, axis=nd + 1)
+        rows.append(blk[..., :span, :])
+    lead = len(rows)
+    r = rows[0][..., None, :, :] if lead == 1 else jnp.stack(rows, axis=nd + 1)
     r = r.reshape(n * sp.prod(out[:-1]) * nb, lead * span * c)
     band = _banded(kw, sw, dw, span, wb, w.dtype)
     t_mat = jnp.einsum("lkcf,kpj->lpcjf", w.reshape(lead, kw, c, f), band)
