@@ -25,7 +25,7 @@ Three implementations give the same numbers (up to float rounding):
 
 Measured on CPU (2 cores), whole networks trained in a compiled ``lax.scan`` (the epoch of
 ``nnkit.fit``): LeNet-5 at batch 128 ran ~1.5x faster with ``"toeplitz"`` than with
-``"im2col"``, 3x3 CIFAR- and VGG-style nets 1.2-1.7x, a 7x7 layer 2.4x (the figures are
+``"im2col"``, 3x3 CIFAR- and VGG-style nets 1.1-1.7x, a 7x7 layer 2.9x (the figures are
 at :data:`TOEPLITZ_MAX_ELEMENTS`); im2col was in turn 1.5x faster than XLA's convolution per
 step, and inside ``lax.scan`` XLA's convolution gets 5-30x slower still, while the
 matmul-based ones do not. For wide layers run step by step, outside ``lax.scan``, XLA's
@@ -283,11 +283,11 @@ def im2col_size(
 #: ``impl="auto"`` on CPU uses :func:`conv_toeplitz` (kernels of more than one tap) while its
 #: banded matrix ``T`` (:func:`toeplitz_size`) has at most this many elements (4 MiB of
 #: float32). Whole networks trained in a compiled ``lax.scan`` on CPU (2 cores), ms per
-#: step, im2col against blocked Toeplitz: LeNet-5 at batch 128 4.3 / 2.8; a 3-layer 3x3
-#: CIFAR net (16-32-64 channels) 30.8 / 22.0 at batch 128, 3.6 / 3.1 at 16; a VGG-style
-#: 32-32-64-64 net 111 / 67 at batch 64; 3x3 64-128-128 channels on 16x16, 34.3 / 32.3 at
-#: batch 32; a 7x7 layer 14.2 / 5.9; a depthwise-separable net 66 / 44; a Conv1D net
-#: 0.91 / 0.68. 1x1 convolutions (a plain matmul) stay im2col: 2.6 / 2.9.
+#: step, im2col against blocked Toeplitz: LeNet-5 at batch 128 4.3 / 2.7; a 3-layer 3x3
+#: CIFAR net (16-32-64 channels) 25.4 / 18.6 at batch 128, 1.96 / 1.77 at 8; a VGG-style
+#: 32-32-64-64 net 114 / 67 at batch 64; 3x3 64-128-128 channels on 16x16, 34.3 / 32.3 at
+#: batch 32; a 7x7 layer 12.4 / 4.2; a depthwise-separable net 69 / 42; a Conv1D net
+#: 0.93 / 0.69. 1x1 convolutions (a plain matmul) stay im2col: 2.6 / 2.9.
 TOEPLITZ_MAX_ELEMENTS = 1 << 20
 #: ... and only while im2col's patch matrix (:func:`im2col_size`) has at least this many
 #: elements. Below it im2col is as fast or faster: LeNet-5 ties at batches 4-16; the CIFAR
