@@ -408,17 +408,17 @@ def build(res: dict[str, Any]) -> list[str]:
             if "jax" in c and "nnkit-step" in c:
                 parts.append(f"{w} {c['nnkit-step']['total'] / c['jax']['total']:.2f}x")
         out.append("- **Compile time** of nnkit's step over the hand-written one: "
-                   + ", ".join(parts) + ". W2's Toeplitz convolutions (5 row slices per block "
-                   "and one matmul per layer) compile faster than XLA's convolutions; the im2col "
-                   "form they replace (25 slices and a concatenation per layer) compiled at "
-                   "~1.6x. On W1 the extra is the default step's metrics (accuracy, learning "
-                   "rate): without them nnkit's W1 step compiled at ~1.05x the hand-written "
-                   "one in a side-by-side check. On W3 (and W1's 512x10 and W5's 128x10 "
-                   "output layers) `nnkit.matmul` lays `x^T` out for each small weight's "
-                   "gradient: one more kernel to compile per layer (measured side by side on "
-                   "W3's step: 0.24 s -> 0.27 s), for an epoch ~15% faster. The epoch "
-                   "compiles more than the step (gather, logs, roll-back) and is "
-                   "compiled once per fit (and cached on disk by JAX's persistent "
+                   + ", ".join(parts)
+                   + ". W2's Toeplitz convolutions (5 row slices, reshaped into blocks, and one "
+                   "matmul per layer) compile faster than XLA's convolutions; the im2col form they"
+                   " replace (25 slices and a concatenation per layer) compiled at ~1.6x. On W1 "
+                   "the extra is the default step's metrics (accuracy, learning rate): without "
+                   "them nnkit's W1 step compiled at ~1.05x the hand-written one in a side-by-side"
+                   " check. On W3 (and W1's 512x10 and W5's 128x10 output layers) `nnkit.matmul` "
+                   "lays `x^T` out for each small weight's gradient: one more kernel to compile "
+                   "per layer (measured side by side on W3's step: 0.24 s -> 0.27 s), for an epoch"
+                   " ~15% faster. The epoch compiles more than the step (gather, logs, roll-back) "
+                   "and is compiled once per fit (and cached on disk by JAX's persistent "
                    "compilation cache when that is on).")
 
     loads = [v for d in wls.values() for m in d.get("entries", {}).values()
