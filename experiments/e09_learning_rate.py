@@ -132,8 +132,10 @@ def main(out: str | os.PathLike | None = None, quick: bool = False) -> dict[str,
         note = "diverged" if bad[i] else ""
         if i in tags:
             note = f"**{tags[i]}**" + (f" ({note})" if note else "")
+        acc = h["val_accuracy"][-1]  # NaN once a model stopped on a non-finite epoch
+        acc_txt = f"{acc:.1%}" if np.isfinite(acc) else "-"
         summary.append(f"| {lr:.3g} | {h['train_loss'][-1]:.4f} | {h['val_loss'][-1]:.4f} | "
-                       f"{h['val_accuracy'][-1]:.1%} | {note} |")
+                       f"{acc_txt} | {note} |")
     summary += [
         "",
         f"Grid best: lr {lrs[g]:.3g}. LR range test (`nnkit.lr_find`, one run of "
