@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _jaxpr import all_eqns
 
 import nnkit
 from nnkit.layers import (
@@ -187,18 +188,6 @@ def test_max_pool_integer_input():
     np.testing.assert_array_equal(y[0, :, :, 0], [[5, 7], [13, 15]])
 
 
-
-def _eqns(jaxpr):
-    """Every equation of ``jaxpr``, sub-jaxprs (pjit, custom rules) included."""
-    for e in jaxpr.eqns:
-        yield e
-        for v in e.params.values():
-            for sub in v if isinstance(v, (tuple, list)) else (v,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    yield from _eqns(inner)
-
-
 def _blocked_max_reference(x, out_shape):
     """The fast path's windows reduced by ``jnp.max`` (JAX's rule: ties split evenly)."""
     out = out_shape[1:-1]
@@ -232,5 +221,5 @@ def test_max_pool_derivative_is_jnp_max_rule_with_integer_tie_counts(make, shape
     np.testing.assert_array_equal(per_example(f), per_example(ref))
     # the ties are counted by an integer sum (a float one goes to YNNPACK on CPU: slow)
     jaxpr = jax.make_jaxpr(lambda x, ct: jax.vjp(f, x)[1](ct))(x, ct).jaxpr
-    sums = [e.outvars[0].aval.dtype for e in _eqns(jaxpr) if e.primitive.name == "reduce_sum"]
+    sums = [e.outvars[0].aval.dtype for e in all_eqns(jaxpr) if e.primitive.name == "reduce_sum"]
     assert sums and all(jnp.issubdtype(d, jnp.integer) for d in sums), sums

@@ -198,9 +198,7 @@ def conv_toeplitz(
         same = (np.arange(c)[:, None] // cg) == (np.arange(f)[None, :] // fg)
         w = jnp.tile(w, (*(1,) * nd, groups, 1)) * jnp.asarray(same, w.dtype)
     ow, sw, kw, dw = out[-1], stride[-1], kernel[-1], dilation[-1]
-    wb = toeplitz_block(ow, kw, sw, dw) if block is None else max(1, min(block, ow))
-    nb = -(-ow // wb)  # blocks of wb output columns (the last one cropped if wb does not divide)
-    span = (wb - 1) * sw + (kw - 1) * dw + 1  # input columns one block reads
+    wb, nb, span = _blocks(ow, kw, sw, dw, block)
     step = wb * sw  # input columns between the starts of two blocks
     pieces = -(-span // step)  # block b reads pieces b, b + 1, ... of `step` columns each
     need = (nb + pieces - 1) * step
@@ -234,6 +232,16 @@ def conv_toeplitz(
 TOEPLITZ_COPY_COST = 5
 
 
+def _blocks(out: int, kernel: int, stride: int, dilation: int,
+            block: int | None = None) -> tuple[int, int, int]:
+    """``(wb, blocks, span)``: output columns per block (``block``, else
+    :func:`toeplitz_block`), the number of blocks (the last one cropped if ``wb`` does not
+    divide ``out``) and the input columns one block reads."""
+    wb = toeplitz_block(out, kernel, stride, dilation) if block is None else max(
+        1, min(block, out))
+    return wb, -(-out // wb), (wb - 1) * stride + (kernel - 1) * dilation + 1
+
+
 def toeplitz_block(out: int, kernel: int, stride: int = 1, dilation: int = 1) -> int:
     """Output columns per band of :func:`conv_toeplitz` for a last spatial axis of ``out``.
 
@@ -246,8 +254,7 @@ def toeplitz_block(out: int, kernel: int, stride: int = 1, dilation: int = 1) ->
     it picks 4 and 5, which on CPU trained ~20% faster than one band per layer.
     """
     def cost(wb: int) -> tuple[int, int]:
-        blocks = -(-out // wb)
-        span = (wb - 1) * stride + (kernel - 1) * dilation + 1
+        _, blocks, span = _blocks(out, kernel, stride, dilation, wb)
         return blocks * span * (wb + TOEPLITZ_COPY_COST), blocks
 
     return min(range(min(2, out), out + 1), key=cost)
@@ -263,8 +270,7 @@ def toeplitz_size(
     nd = len(w_shape) - 2
     kw, s, d = w_shape[nd - 1], stride[-1], dilation[-1]
     (out,) = sp.output_spatial(x_shape[-2:-1], (kw,), (s,), (d,), pads[-1:])
-    wb = toeplitz_block(out, kw, s, d)
-    blocks, span = -(-out // wb), (wb - 1) * s + (kw - 1) * d + 1
+    wb, blocks, span = _blocks(out, kw, s, d)
     lead = sp.prod(w_shape[: nd - 1])
     return (lead * span * x_shape[-1] * wb * w_shape[-1],
             groups * blocks * wb * span / (out * kw))
