@@ -141,10 +141,14 @@ def test_backward_pass_has_one_matmul_per_step_and_the_weight_gradient_after_the
     assert bwd_unroll == BACKWARD_UNROLL
     assert _dots(fwd_body, nested=True) == 1  # [x_t, h] @ W
     assert _dots(bwd_body, nested=True) == 1  # dz_t @ W_hh^T
-    # outside the loops: the weight gradient A^T dZ over all T*B rows, one matmul
+    # outside the loops: the weight gradient dZ^T A, one matmul contracting time and batch
+    # of both (T, B, .) operands
     top = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
-    assert any(e.invars[0].aval.shape[-1] == T * 8 or e.invars[0].aval.shape[0] == T * 8
-               for e in top), [e.invars[0].aval.shape for e in top]
+    wgrad = [e for e in top
+             if e.params["dimension_numbers"][0] == ((0, 1), (0, 1))
+             and all(v.aval.shape[:2] == (T, 8) for v in e.invars)]
+    assert len(wgrad) == 1, [(e.params["dimension_numbers"], [v.aval.shape for v in e.invars])
+                             for e in top]
 
     # the scanned cell, for contrast, keeps the weight gradient inside its backward loop
     jaxpr_scan = jax.make_jaxpr(jax.grad(lambda q: _loss(SCAN, q, xs, None, False, False)))(p)

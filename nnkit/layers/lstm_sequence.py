@@ -11,8 +11,8 @@ pre-activations are ``z_t = a_t W + b`` and their tangent splits in two::
 
 so the tangent loop is linear in ``(dh, dc)`` with ``W_hh`` a constant, and its transpose
 (the backward pass JAX derives from it) runs one ``(B, 4H) @ (4H, H)`` matmul per step and
-the weight gradient ``A^T dZ`` (all ``a_t`` stacked, laid out transposed, rows batch-major
-so that data parallelism keeps each device's rows local) as ONE large matmul after the
+the weight gradient ``A^T dZ`` (all ``a_t`` stacked; computed as ``(dZ^T A)^T``, which keeps
+a batch split over devices local up to one all-reduce) as ONE large matmul after the
 loop. Autodiff of the scanned cell instead accumulates ``a_t^T dz_t`` and a
 ``(F+H, 4H)`` add inside the backward loop at every step, and keeps ~11 per-step residuals;
 the large matmul runs near the machine's matmul peak, the per-step ones do not. Measured on
@@ -98,17 +98,19 @@ def _lstm_sequence_jvp(unroll, outputs, primals, tangents):
     t, batch, n_in = xs.shape
     dz = None
     if not isinstance(dw, SymbolicZero):
-        # a_t dW for all t at once, written (A^T)^T dW with A^T laid out behind a barrier:
-        # its transpose, the weight gradient, is then the plain matmul A^T @ dZ. The rows
-        # are ordered batch-major, (b, t), so that a batch split over devices stays split:
-        # each device contracts its own rows and one all-reduce sums dW. (Time-major rows
-        # would save transposing dZ, ~3% of a gradient on CPU, but a reshape that merges T
-        # with a split B makes GSPMD gather dZ, (T, B, 4H), onto every device.)
+        # a_t dW for all t at once, one dot contracting F+H, with dW entering as (dW^T)^T
+        # behind a barrier: its transpose, the weight gradient, is then dZ^T A, one
+        # (4H, T*B) @ (T*B, F+H) matmul contracting time and batch, whose (4H, F+H) result is
+        # transposed afterwards. The barrier keeps XLA from folding that transpose into the
+        # dot, which then takes A as the forward loop left it (time-major, no copy) and dZ^T
+        # laid out by one copy. A batch split over devices stays split: each device
+        # contracts its own rows, and the all-reduce XLA puts right after the dot sums the
+        # (4H, F+H) partial gradients (folding the transpose into the dot there would make
+        # it a dot with both operands transposed, outside XLA:CPU's matmul library).
         h_prev = jnp.concatenate([h0[None], hs[:-1]])
-        a = jnp.concatenate([xs, h_prev], -1)                           # (T, B, F+H)
-        at = lax.optimization_barrier(jnp.transpose(a, (2, 1, 0)).reshape(-1, batch * t))
-        dz_rows = lax.dot_general(at, dw, (((0,), (0,)), ((), ())))     # (B*T, 4H)
-        dz = jnp.transpose(dz_rows.reshape(batch, t, -1), (1, 0, 2))    # (T, B, 4H)
+        a = jnp.concatenate([xs, h_prev], -1)                                  # (T, B, F+H)
+        dz = lax.dot_general(a, lax.optimization_barrier(dw.T),
+                             (((2,), (1,)), ((), ())))                         # (T, B, 4H)
     if not isinstance(dxs, SymbolicZero):
         dzx = dxs @ w[:n_in]
         dz = dzx if dz is None else dz + dzx
