@@ -300,3 +300,12 @@ def test_conv_toeplitz_block_widths_match_naive(shape, k, stride, dil, pads):
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5, err_msg=f"block {wb}")
         for g, r in zip(grads, ref, strict=True):
             np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4, err_msg=f"block {wb}")
+
+
+@pytest.mark.parametrize("block", [0, -1, 12, 2.0, True])
+def test_conv_toeplitz_rejects_a_block_width_outside_the_output_row(block):
+    """The output row of this input is 11 columns wide: a block of 0, 12 or a non-integer
+    width is an error naming the range, not silently clamped."""
+    x, w = jnp.zeros((1, 5, 13, 2)), jnp.zeros((3, 3, 2, 4))
+    with pytest.raises(ValueError, match=r"block must be an int in 1\.\.11"):
+        conv_mod.conv_toeplitz(x, w, (1, 1), ((0, 0), (0, 0)), (1, 1), block=block)

@@ -163,7 +163,8 @@ def conv_toeplitz(
     """Channels-last convolution with the LAST spatial axis folded into a banded weight matrix.
 
     Shapes as :func:`conv_xla`. For a 2-D ``x_pad (N, Hp, Wp, C)``, ``w (kh, kw, C, F)`` and
-    blocks of ``wb`` output columns (``block``; default :func:`toeplitz_block`), block ``b``
+    blocks of ``wb`` output columns (``block``, ``1..W_out``, else a ``ValueError``; default
+    :func:`toeplitz_block`), block ``b``
     reading the ``span = (wb - 1) * s_w + (kw - 1) * d_w + 1`` input columns from
     ``q0 = b * wb * s_w``::
 
@@ -237,8 +238,14 @@ def _blocks(out: int, kernel: int, stride: int, dilation: int,
     """``(wb, blocks, span)``: output columns per block (``block``, else
     :func:`toeplitz_block`), the number of blocks (the last one cropped if ``wb`` does not
     divide ``out``) and the input columns one block reads."""
-    wb = toeplitz_block(out, kernel, stride, dilation) if block is None else max(
-        1, min(block, out))
+    if block is None:
+        wb = toeplitz_block(out, kernel, stride, dilation)
+    elif isinstance(block, bool) or not isinstance(block, (int, np.integer)) or not (
+            1 <= block <= out):
+        raise ValueError(f"conv_toeplitz: block must be an int in 1..{out} (output columns "
+                         f"of the last spatial axis), got {block!r}")
+    else:
+        wb = int(block)
     return wb, -(-out // wb), (wb - 1) * stride + (kernel - 1) * dilation + 1
 
 
