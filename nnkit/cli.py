@@ -76,7 +76,19 @@ def _result_line(s: dict[str, Any]) -> str:
 
 
 
+def _start_cpu_devices(args: argparse.Namespace, command: str) -> None:
+    """``--cpu-devices N``: JAX's CPU platform with N devices, set before any device use."""
+    if args.cpu_devices is None:
+        return
+    if args.cpu_devices < 1:
+        raise SystemExit(f"nnkit {command}: --cpu-devices must be >= 1, got {args.cpu_devices}")
+    import jax
+
+    jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    _start_cpu_devices(args, "train")
     from nnkit import run
     from nnkit.config import load_config
 
@@ -160,12 +172,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    if args.cpu_devices is not None:
-        import jax
-
-        if args.cpu_devices < 1:
-            raise SystemExit(f"nnkit sweep: --cpu-devices must be >= 1, got {args.cpu_devices}")
-        jax.config.update("jax_num_cpu_devices", args.cpu_devices)  # before any device use
+    _start_cpu_devices(args, "sweep")
     from nnkit.config import read_yaml
     from nnkit.run import parse_grid, sweep_run
 
@@ -243,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "runs/<config-stem>-<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest "
                    "checkpoint (same final result as an uninterrupted run)")
+    t.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                   help="on a CPU, start JAX with N devices, one per core, for "
+                        "parallel.data_parallel to split each batch over (pays off when a "
+                        "step is long: an LSTM trained ~1.5x faster on 2 cores; a small MLP's "
+                        "step is faster on one device; default: JAX's single CPU device)")
     g = t.add_mutually_exclusive_group()
     g.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="always show the progress bar")

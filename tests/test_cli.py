@@ -626,6 +626,31 @@ def test_sweep_over_cpu_devices(tiny, tmp_path):
     assert bad.returncode != 0 and "--cpu-devices must be >= 1, got 0" in bad.stderr
 
 
+def test_train_data_parallel_over_cpu_devices(tiny, tmp_path):
+    """train --cpu-devices 2 with parallel.data_parallel splits each batch over 2 CPU devices
+    (a fresh interpreter: the count is fixed when JAX starts): the run records both devices
+    and ends where the one-device run ends. A count below 1 is refused."""
+    def train_cli(out, *extra):
+        return subprocess.run(
+            [sys.executable, "-m", "nnkit", "train", str(tiny), *NO_EXTRAS, "--set",
+             "logging.plots=false", "--set", "logging.tensorboard=false", "--out", str(out),
+             *extra], env=cpu_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+    two = train_cli(tmp_path / "two", "--cpu-devices", "2", "--set",
+                    "parallel.data_parallel=true")
+    one = train_cli(tmp_path / "one")
+    assert two.returncode == 0 and one.returncode == 0, two.stderr[-3000:] + one.stderr[-3000:]
+    runs_ = {d: read_yaml(tmp_path / d / "config.yaml")["run"] for d in ("two", "one")}
+    assert (runs_["two"]["device_count"], runs_["one"]["device_count"]) == (2, 1)
+    a, b = rows(tmp_path / "two"), rows(tmp_path / "one")
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4, abs=1e-6)
+    bad = train_cli(tmp_path / "bad", "--cpu-devices", "0")
+    assert bad.returncode != 0 and "--cpu-devices must be >= 1, got 0" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+
+
 # ----------------------------------------------------------------------------- --out
 
 
