@@ -225,11 +225,22 @@ def build(res: dict[str, Any]) -> list[str]:
             "Per-call overhead of the W3 step, extras added one at a time", {}).get("entries", {})
         txt += (". The Probes table adds nnkit's extras to the hand-written step one at a "
                 "time (injected learning rate, step counter + key in the carry, metrics): "
-                "none is expensive arithmetic, but each adds a few separate kernels to the "
-                "compiled step, and XLA:CPU's runtime pays microseconds per kernel launch")
-        if _have(ov, "jax", "jax+4ops"):
-            per = (1e6 / _med(ov, "jax+4ops") - 1e6 / _med(ov, "jax")) / 4
-            txt += f" (four independent `int32 + 1` counters alone add {per:.0f} us each per call)"
+                "none is expensive arithmetic, and one alone costs little, but together they "
+                "cost ~20 us per call. The jump is XLA:CPU's thunk executor: when more than "
+                "8 kernels of a program are ready to run at once, it hands half of them to a "
+                "worker thread, and that handover and the join cost ~20 us on this machine. "
+                "The hand-written W3 step starts with 8 independent kernels (counted in a "
+                "log of XLA's executor); nnkit's with 12 (three step counters -- its own, "
+                "`inject_hyperparams`' and Adam's --, the injected learning rate, copies of "
+                "donated parameters and the labels' preparation)")
+        extra = {k: 1e6 / _med(ov, k) - 1e6 / _med(ov, "jax")
+                 for k in ("jax+1op", "jax+2ops", "jax+4ops", "jax+4packed")
+                 if _have(ov, "jax", k)}
+        if len(extra) == 4:
+            txt += (f". Independent `int32 + 1` counters added to the hand-written step: one "
+                    f"{extra['jax+1op']:.0f} us per call, two {extra['jax+2ops']:.0f} us, four "
+                    f"{extra['jax+4ops']:.0f} us; the same four as one `int32[4]` array "
+                    f"{extra['jax+4packed']:.0f} us")
         txt += (". That is a fixed cost per call, invisible on W1/W2/W5 and large next to "
                 "W3's 10 us of real work per step. In a loop it disappears")
         if _have(w3, "nnkit-stepscan", "jax-scan"):
