@@ -237,10 +237,10 @@ def build(res: dict[str, Any]) -> list[str]:
                  for k in ("jax+1op", "jax+2ops", "jax+4ops", "jax+4packed")
                  if _have(ov, "jax", k)}
         if len(extra) == 4:
+            us = {k: f"{v:.0f} us" if v >= 0.5 else "~0 us" for k, v in extra.items()}
             txt += (f". Independent `int32 + 1` counters added to the hand-written step: one "
-                    f"{extra['jax+1op']:.0f} us per call, two {extra['jax+2ops']:.0f} us, four "
-                    f"{extra['jax+4ops']:.0f} us; the same four as one `int32[4]` array "
-                    f"{extra['jax+4packed']:.0f} us")
+                    f"{us['jax+1op']} per call, two {us['jax+2ops']}, four {us['jax+4ops']}; "
+                    f"the same four as one `int32[4]` array {us['jax+4packed']}")
         txt += (". That is a fixed cost per call, invisible on W1/W2/W5 and large next to "
                 "W3's 10 us of real work per step. In a loop it disappears")
         if _have(w3, "nnkit-stepscan", "jax-scan"):
