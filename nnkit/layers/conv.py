@@ -163,10 +163,9 @@ def conv_toeplitz(
     """Channels-last convolution with the LAST spatial axis folded into a banded weight matrix.
 
     Shapes as :func:`conv_xla`. For a 2-D ``x_pad (N, Hp, Wp, C)``, ``w (kh, kw, C, F)`` and
-    blocks of ``wb`` output columns (``block``, ``1..W_out``, else a ``ValueError``; default
-    :func:`toeplitz_block`), block ``b``
-    reading the ``span = (wb - 1) * s_w + (kw - 1) * d_w + 1`` input columns from
-    ``q0 = b * wb * s_w``::
+    blocks of ``wb`` output columns (``block``, an int in ``1..W_out``, else a
+    ``ValueError``; default :func:`toeplitz_block`), block ``b`` reading the
+    ``span = (wb - 1) * s_w + (kw - 1) * d_w + 1`` input columns from ``q0 = b * wb * s_w``::
 
         R[(n, i, b), (a, p, c)] = x_pad[n, i * s_h + a * d_h, q0 + p, c]     (kh row slices)
         T[(a, p, c), (j, f)]    = w[a, t, c, f]  where p = j * s_w + t * d_w (0 elsewhere)
