@@ -324,8 +324,8 @@ def test_diagnose_dataset_uses_task_and_num_classes():
 
 
 def read_events(logdir):
-    """``[(step, tag, value)]`` from tensorboardX event files (TFRecord framing)."""
-    from tensorboardX.proto import event_pb2
+    """``[(step, tag, value)]`` from the event files (TFRecord framing)."""
+    from tensorboard.compat.proto import event_pb2
 
     out = []
     for f in sorted(Path(logdir).glob("events.out.tfevents*")):

@@ -13,7 +13,7 @@ Every ``every`` epochs (host side, between compiled epochs, never inside a step)
   one step is ~1e-3: much smaller means a too small learning rate, much larger an unstable
   one).
 
-It writes TensorBoard event files (tensorboardX) and PNGs in ``logdir``:
+It writes TensorBoard event files (:mod:`nnkit.tensorboard`) and PNGs in ``logdir``:
 ``histograms_epochNNNN.png`` (one row per layer: weights, gradients, outputs) and
 ``update_ratio.png`` (the per-layer ratio over epochs, rewritten at each snapshot).
 """
@@ -33,6 +33,7 @@ import numpy as np
 from nnkit import losses
 from nnkit.core import Layer
 from nnkit.diagnose.probe import make_layer_outputs, param_groups, to_key
+from nnkit.tensorboard import EventWriter
 
 __all__ = ["Monitor", "monitor"]
 
@@ -90,8 +91,6 @@ class Monitor:
             raise ValueError("monitor: activations and gradients need both model= and x_sample=")
         if y_sample is not None and x_sample is None:
             raise ValueError("monitor: y_sample= needs x_sample= and model=")
-        from tensorboardX import SummaryWriter
-
         self.every = every
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +99,7 @@ class Monitor:
         self.x = None if x_sample is None else jnp.asarray(x_sample)
         self.y = None if y_sample is None else jnp.asarray(y_sample)
         self._key = to_key(key)
-        self._writer = SummaryWriter(logdir=str(self.logdir))
+        self._writer = EventWriter(self.logdir)
         self._prev: dict[str, dict[str, np.ndarray]] | None = None
         self._prev_step: int | None = None
         self.history: dict[str, Any] = {
@@ -137,7 +136,7 @@ class Monitor:
                 for p, g in param_groups(jax.device_get(params), self.model).items()}
         for path, g in host.items():
             for leaf, a in g.items():
-                w.add_histogram(f"params/{path}/{leaf}".rstrip("/"), a, epoch)
+                w.histogram(f"params/{path}/{leaf}".rstrip("/"), a, epoch)
 
         grads: dict[str, dict[str, np.ndarray]] = {}
         if self._grads is not None:
@@ -146,22 +145,22 @@ class Monitor:
                      for p, g in param_groups(g_tree, self.model).items()}
             for path, g in grads.items():
                 for leaf, a in g.items():
-                    w.add_histogram(f"grads/{path}/{leaf}".rstrip("/"), a, epoch)
-                w.add_scalar(f"grad_norm/{path}", _norm(g), epoch)
+                    w.histogram(f"grads/{path}/{leaf}".rstrip("/"), a, epoch)
+                w.scalar(f"grad_norm/{path}", _norm(g), epoch)
 
         acts: dict[str, np.ndarray] = {}
         if self._outputs is not None:
             ys = jax.device_get(self._outputs(params, state, self.x, self._key))
             acts = {p: np.asarray(y) for (p, _), y in zip(self._names, ys, strict=True)}
             for path, a in acts.items():
-                w.add_histogram(f"activations/{path}", a, epoch)
+                w.histogram(f"activations/{path}", a, epoch)
 
         lr = _learning_rate(train_state, logs)
         if lr is not None:
-            w.add_scalar("lr", lr, epoch)
+            w.scalar("lr", lr, epoch)
         for k, v in logs.items():
             if isinstance(v, int | float | np.floating | np.integer):
-                w.add_scalar(f"logs/{k}", float(v), epoch)
+                w.scalar(f"logs/{k}", float(v), epoch)
         self.history["epoch"].append(epoch)
         self.history["lr"].append(lr)
 
@@ -176,11 +175,11 @@ class Monitor:
                 ref = _norm(old)
                 r = _norm({k: g[k] - old[k] for k in g}) / ref if ref > 0 else math.inf
                 self.history["update_ratio"].setdefault(path, []).append((epoch, r))
-                w.add_scalar(f"update_ratio/{path}", r, epoch)
+                w.scalar(f"update_ratio/{path}", r, epoch)
                 if steps:
                     self.history["update_ratio_per_step"].setdefault(path, []).append(
                         (epoch, r / steps))
-                    w.add_scalar(f"update_ratio_per_step/{path}", r / steps, epoch)
+                    w.scalar(f"update_ratio_per_step/{path}", r / steps, epoch)
         self._prev, self._prev_step = host, step_now
         w.flush()
         if self.figures_enabled:

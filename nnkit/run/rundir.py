@@ -8,7 +8,7 @@
       summary.json     best_epoch, epochs_run, test metrics, param_count, wall_seconds, status
       checkpoints/     ckpt-<epoch>.npz (latest N) + best.npz   (nnkit.checkpoint)
       plots/           history.png, lr.png, decision_boundary.png (2-D inputs)
-      tensorboard/     event files (tensorboardX), one scalar per log key per epoch
+      tensorboard/     event files (nnkit.tensorboard), one scalar per log key per epoch
 """
 
 from __future__ import annotations
@@ -288,9 +288,9 @@ class TensorBoard:
     """Per-epoch scalars to TensorBoard event files (``train_loss`` -> tag ``loss/train``)."""
 
     def __init__(self, logdir: Path) -> None:
-        from tensorboardX import SummaryWriter
+        from nnkit.tensorboard import EventWriter
 
-        self._w = SummaryWriter(logdir=str(logdir), flush_secs=10)
+        self._w = EventWriter(logdir)
 
     @staticmethod
     def tag(key: str) -> str:
@@ -304,7 +304,7 @@ class TensorBoard:
         """One scalar per key at step ``epoch``; flushed."""
         for k, v in logs.items():
             if k != "epoch" and v is not None:
-                self._w.add_scalar(self.tag(k), float(v), int(epoch))
+                self._w.scalar(self.tag(k), float(v), int(epoch))
         self._w.flush()
 
     def close(self) -> None:
