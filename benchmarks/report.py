@@ -309,6 +309,16 @@ def render(res: dict[str, Any], labels: dict[str, str], findings: list[str]) -> 
         out += ["", "(trace + lower / XLA compile split for each side is in "
                 "`benchmarks/results.json`.)", ""]
 
+    cli = res.get("cli")
+    if cli:
+        from benchmarks.cli_runs import lines as cli_lines
+
+        out += ["## Time to result: `nnkit train CONFIG` end to end", "",
+                "A new process per run, as a user starts it (`benchmarks/cli_runs.py`): "
+                "start-up, data, compiles (or JAX's persistent compilation cache, which the "
+                "command line turns on), training and the run directory's files.", "",
+                *cli_lines(cli), ""]
+
     probes = res.get("probes", {})
     if probes:
         out += ["## Probes", ""]

@@ -3,7 +3,7 @@
     python -m benchmarks.run                       # everything (~10-15 min on 2 cores)
     python -m benchmarks.run --quick               # short windows, fewer repeats
     python -m benchmarks.run --only W1,W3          # sections: W1 W2 W3 W4 W5 targets loader
-                                                   #   compile probes
+                                                   #   compile probes cli
     python -m benchmarks.run --only W3 --entries jax,nnkit-step,nnkit-epoch
     python -m benchmarks.run --render benchmarks/results.json   # report text only
 
@@ -33,7 +33,7 @@ from benchmarks.harness import Measurement
 __all__ = ["main", "parse_args", "SECTIONS"]
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("W1", "W2", "W3", "W4", "W5", "targets", "loader", "compile", "probes")
+SECTIONS = ("W1", "W2", "W3", "W4", "W5", "targets", "loader", "compile", "probes", "cli")
 _MAIN = ("W1", "W2", "W3", "W5")
 
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         os.cpu_count() or 1)
     jax.config.update("jax_num_cpu_devices", cpu_devices)  # before any device is used
 
-    from benchmarks import compile_times, conv_probe, floors, loader, probes, sweeps
+    from benchmarks import cli_runs, compile_times, conv_probe, floors, loader, probes, sweeps
 
     t_start = time.perf_counter()
     command = "python -m benchmarks.run" + ("" if argv is None and len(sys.argv) <= 1 else
@@ -264,6 +264,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                              "entries": ent}
         settle("probe: W5's floor")
         res["probes"][floors.LSTM_PROBE] = floors.lstm_floor_probe(workloads.get("W5"))
+
+    if "cli" in only:
+        settle("nnkit train, end to end")
+        res["cli"] = cli_runs.measure(repeats=1 if args.quick else 3, log=log)
 
     if "peak" in res:  # measured again at the end: the best of both (load only slows it)
         again = harness.peak_matmul_flops()

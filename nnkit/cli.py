@@ -21,6 +21,10 @@ are findings about the model/data, printed and saved in ``report.json``; read it
 An ``--out`` directory (train, sweep, diagnose) must be new or empty: nnkit never writes over
 earlier results; the check comes before any training or diagnosis.
 
+The commands that compile (train, eval, lr-find, sweep, diagnose) keep JAX's compiled programs
+on disk (:mod:`nnkit.run.compile_cache`: ``~/.cache/nnkit/jax``; ``NNKIT_COMPILE_CACHE=off``
+or ``=DIR``), so a second run of a config skips XLA's compiles.
+
 ``nnkit train`` builds the config's ``parallel:`` section (:func:`nnkit.parallel.from_config`,
 which may start JAX's multi-process runtime) before anything touches a device.
 """
@@ -87,6 +91,13 @@ def _start_cpu_devices(args: argparse.Namespace, command: str) -> None:
     jax.config.update("jax_num_cpu_devices", args.cpu_devices)
 
 
+def _compile_cache() -> None:
+    """JAX's persistent compilation cache (``nnkit.run.compile_cache``; after device setup)."""
+    from nnkit.run.compile_cache import enable
+
+    enable()
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     _start_cpu_devices(args, "train")
     from nnkit import run
@@ -103,6 +114,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg, _ = run.read_resume_config(args.resume, args.set)
         parallel = run.make_parallel(cfg, str(Path(args.resume) / "config.yaml"),
                                      args.set)  # first
+        _compile_cache()
         res = run.resume(args.resume, overrides=args.set, progress=progress,
                          parallel=parallel)
     else:
@@ -111,6 +123,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return 2
         cfg = load_config(args.config, args.set)
         parallel = run.make_parallel(cfg, args.config, args.set)  # before any device use
+        _compile_cache()
         res = run.train(cfg, config_path=args.config, out=args.out, progress=progress,
                         parallel=parallel, overrides=args.set)
     if res.status == "nonfinite":
@@ -126,6 +139,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from nnkit.run import evaluate_run
 
+    _compile_cache()
     out = evaluate_run(args.run_dir, split=args.split, checkpoint=args.checkpoint)
     if args.json:
         print(json.dumps(out))
@@ -161,6 +175,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     from nnkit.run import lr_find_run
 
     cfg = load_config(args.config, args.set)
+    _compile_cache()
     out = args.out or _free_name(f"lr_find-{Path(args.config).stem}", ".png")
     res, png = lr_find_run(cfg, out, steps=args.steps, min_lr=args.min_lr, max_lr=args.max_lr,
                            file=args.config, overrides=args.set)
@@ -177,6 +192,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from nnkit.run import parse_grid, sweep_run
 
     grid = parse_grid(args.grid)
+    _compile_cache()
     rows, d, method = sweep_run(read_yaml(args.config), grid, config_path=args.config,
                                 overrides=args.set, out=args.out)
     how = "one vmapped program" if method == "vmap" else "separate runs"
@@ -192,6 +208,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     from nnkit.run import diagnose_run
 
     cfg = load_config(args.config, args.set)
+    _compile_cache()
     res = diagnose_run(cfg, args.out, file=args.config, overrides=args.set)
     print(res.report)
     print(f"report and {len(res.figures)} figure(s): {res.out_dir}")

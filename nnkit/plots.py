@@ -1,18 +1,38 @@
-"""Figures as PNG files (matplotlib, Agg backend: no display needed). Each returns its path."""
+"""Figures as PNG files (matplotlib, no display needed). Each returns its path.
+
+Figures are made with matplotlib's object API (``matplotlib.figure.Figure``), not pyplot:
+nothing here changes the process's matplotlib backend (a notebook keeps its inline plots),
+and ``import nnkit`` does not import matplotlib at all (~0.2 s); the first figure does.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+__all__ = ["plot_history", "plot_lr_find", "plot_lr", "plot_decision_boundary", "new_figure",
+           "release"]
 
-__all__ = ["plot_history", "plot_lr_find", "plot_lr", "plot_decision_boundary"]
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float],
+               squeeze: bool = True) -> tuple[Any, Any]:
+    """``(fig, axes)`` as ``pyplot.subplots`` returns them, from a ``Figure`` that pyplot
+    does not track (saved to PNG by matplotlib's Agg renderer)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze)
+
+
+def release(fig: Any) -> None:
+    """Closes ``fig`` in pyplot if pyplot made it (a user's figure); others need nothing."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(fig)
 
 _SKIP = {"epoch", "seconds", "lr", "lr_scale", "grad_norm"}
 
@@ -23,7 +43,7 @@ def _save(fig: Any, path: str | os.PathLike) -> str:
     if d:
         os.makedirs(d, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    release(fig)
     return path
 
 
@@ -56,7 +76,7 @@ def plot_history(
         names.insert(0, "loss")
     if not names:
         raise ValueError(f"plot_history: nothing to plot in keys {sorted(history)}")
-    fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
+    fig, axes = new_figure(1, len(names), figsize=(4.5 * len(names), 3.6), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         for prefix, style in (("train_", "-"), ("val_", "--"), ("", "-")):
             k = prefix + name
@@ -81,7 +101,7 @@ def plot_lr(history: Mapping[str, Sequence[float]], path: str | os.PathLike, *,
     if "lr" not in history:
         raise ValueError(f"plot_lr: history has no 'lr' (keys {sorted(history)})")
     lr = np.asarray(history["lr"], float)
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = new_figure(figsize=(5, 3.4))
     ax.plot(_epochs(history, len(lr)), lr, marker="o", ms=3)
     if np.all(lr[np.isfinite(lr)] > 0):
         ax.set_yscale("log")
@@ -95,7 +115,7 @@ def plot_lr(history: Mapping[str, Sequence[float]], path: str | os.PathLike, *,
 def plot_lr_find(result: Any, path: str | os.PathLike, *, title: str | None = None) -> str:
     """Smoothed loss vs learning rate (log x) from :func:`nnkit.train.lr_find`, with the
     suggested rate marked."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = new_figure(figsize=(5.5, 3.6))
     ax.plot(result.lrs, result.losses, label="smoothed loss")
     ax.set_xscale("log")
     s = float(result.suggestion)
@@ -142,8 +162,10 @@ def plot_decision_boundary(
         cls = (out.reshape(-1) > 0).astype(int)
     labels = y.argmax(axis=1) if y.ndim == 2 else y.reshape(-1)
     k = int(max(cls.max(initial=0), labels.max(initial=0))) + 1
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
+    fig, ax = new_figure(figsize=(5, 4.5))
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if k <= 10 else "tab20"]
     ax.contourf(gx, gy, cls.reshape(gx.shape), levels=np.arange(k + 1) - 0.5, cmap=cmap,
                 vmin=-0.5, vmax=cmap.N - 0.5, alpha=0.3)
     ax.scatter(x[:, 0], x[:, 1], c=labels, cmap=cmap, vmin=-0.5, vmax=cmap.N - 0.5, s=12,

@@ -5,6 +5,10 @@ JAX's persistent compilation cache lives under pytest's cache dir
 compiles. Programs that compile in under 0.5 s are not cached (cheaper to recompile than to
 read back). Set ``NNKIT_TEST_NO_JAX_CACHE=1`` to run without it. Running with
 ``-p no:cacheprovider`` also leaves it off.
+
+``nnkit`` commands run in child processes use their own persistent cache
+(``NNKIT_COMPILE_CACHE``) beside it, ``.pytest_cache/d/nnkit-compile-cache``, or none when the
+one above is off: never the user's ``~/.cache``.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import pytest
 def pytest_configure(config: pytest.Config) -> None:
     cache = getattr(config, "cache", None)
     if cache is None or os.environ.get("NNKIT_TEST_NO_JAX_CACHE"):
+        os.environ["NNKIT_COMPILE_CACHE"] = "off"
         return
+    os.environ["NNKIT_COMPILE_CACHE"] = str(cache.mkdir("nnkit-compile-cache"))
     path = cache.mkdir("jax-compilation-cache")
     jax.config.update("jax_compilation_cache_dir", str(path))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)

@@ -313,3 +313,27 @@ def test_lstm_floor_probe_runs_on_a_tiny_lstm():
     for key in (floors.LSTM_NNKIT, floors.LSTM_MATMULS):
         assert out["rows"][key] > 0 and math.isfinite(out["rows"][key])
     assert len(out["lines"]) == 2 + len(out["rows"])
+
+
+def test_cli_runs_order_cache_settings_and_table(monkeypatch):
+    from benchmarks import cli_runs
+
+    calls = []
+
+    def fake(cmd, env):
+        calls.append((cmd, env["NNKIT_COMPILE_CACHE"]))
+        kind = cmd[-1].rsplit("-", 2)[-2] if "--out" in cmd else "import"
+        return {"off": 4.0, "cold": 5.0, "warm": 2.0, "import": 1.0}[kind]
+
+    monkeypatch.setattr(cli_runs, "_timed", fake)
+    res = cli_runs.measure(("xor_mlp",), repeats=2, log=lambda *a: None)
+    runs = [c for c in calls if "train" in c[0]]
+    assert len(calls) == 2 + 6 and len(runs) == 6
+    caches = [c[1] for c in runs]
+    assert caches[0] == caches[3] == "off"
+    assert caches[1] == caches[2] != caches[4] == caches[5]  # a fresh directory per repeat
+    assert res["configs"]["xor_mlp"] == {"off": [4.0, 4.0], "cold": [5.0, 5.0],
+                                         "warm": [2.0, 2.0]}
+    table = "\n".join(cli_runs.lines(res))
+    assert "| `configs/xor_mlp.yaml` | 4.00 | 5.00 | 2.00 | 0.50 |" in table
+    assert "`import nnkit` alone: 1.00 s" in table

@@ -62,3 +62,35 @@ def test_plot_decision_boundary_colours_the_predicted_regions(tmp_path):
     assert np.abs(left - right).sum() > 0.1  # the two halves have different colours
     with pytest.raises(ValueError, match="2-D points"):
         plots.plot_decision_boundary(predict, np.zeros((5, 3)), y[:5], tmp_path / "x.png")
+
+
+def test_import_and_figures_leave_the_users_matplotlib_alone(tmp_path):
+    """``import nnkit`` imports no matplotlib; figures use no pyplot and keep the backend a
+    user chose (a notebook's inline plots). Fresh interpreter: this one imported both."""
+    import json
+    import subprocess
+    import sys
+
+    code = """
+import json, sys
+import nnkit
+res = {"mpl_after_import": "matplotlib" in sys.modules}
+import matplotlib
+matplotlib.use("svg")
+from nnkit import plots
+from nnkit.diagnose.plots import histogram_grid, save_figure
+plots.plot_history({"train_loss": [1.0, 0.5]}, sys.argv[1] + "/h.png")
+fig = histogram_grid({"d": {"hist_counts": [1, 2], "hist_edges": [0.0, 1.0, 2.0],
+                            "std": 0.5}}, "t")
+save_figure(fig, sys.argv[1] + "/g.png")
+res["backend"] = matplotlib.get_backend()
+res["pyplot"] = "matplotlib.pyplot" in sys.modules
+print("RESULT " + json.dumps(res))
+"""
+    p = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(p.stdout.split("RESULT ")[-1])
+    assert res == {"mpl_after_import": False, "backend": "svg", "pyplot": False}
+    read_png(tmp_path / "h.png")
+    read_png(tmp_path / "g.png")

@@ -308,7 +308,7 @@ def _create_op_by_op(model, input_shape, optimizer, key, es):
     return early_stopping_init(es, ts)
 
 
-def test_create_train_state_is_one_compiled_program_with_the_same_values():
+def test_create_train_state_compiles_the_model_init_once_for_any_optimizer():
     traces = []
     base = mlp()
 
@@ -324,6 +324,13 @@ def test_create_train_state_is_one_compiled_program_with_the_same_values():
             plateau=optim.plateau_init(pl))
         chex.assert_trees_all_equal(got, want)
     # one trace for the int seeds in int32 range, one for key data (2**40 and keys)
+    assert len(traces) == 2
+    # another learning rate (a constant in the optimizer's program) reuses the model's
+    # init program, the expensive one to compile (random-number kernels)
+    opt2 = optim.make("adam", 3e-2)
+    got = create_train_state(model, (D,), opt2, 3)
+    chex.assert_trees_all_equal(got.params, create_train_state(base, (D,), opt, 3).params)
+    assert float(got.opt_state.hyperparams["learning_rate"]) == pytest.approx(3e-2)
     assert len(traces) == 2
 
 

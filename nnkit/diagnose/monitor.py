@@ -189,10 +189,11 @@ class Monitor:
     # ------------------------------------------------------------------------- figures
 
     def _plot(self, epoch: int, host, grads, acts) -> None:
-        from nnkit.diagnose.plots import draw_histogram, plt, save_figure
+        from nnkit.diagnose.plots import draw_histogram, save_figure
+        from nnkit.plots import new_figure
 
         rows = max(len(host), len(acts), 1)
-        fig, axes = plt.subplots(rows, 3, figsize=(8.4, 1.7 * rows + 0.6), squeeze=False)
+        fig, axes = new_figure(rows, 3, figsize=(8.4, 1.7 * rows + 0.6), squeeze=False)
         for ax in axes.ravel():
             ax.axis("off")
         for i, (path, g) in enumerate(host.items()):
@@ -216,7 +217,7 @@ class Monitor:
         per_step = bool(self.history["update_ratio_per_step"])
         series = self.history["update_ratio_per_step" if per_step else "update_ratio"]
         if series:
-            fig, ax = plt.subplots(figsize=(5.5, 3.4))
+            fig, ax = new_figure(figsize=(5.5, 3.4))
             for path, pts in series.items():
                 e, r = zip(*pts, strict=True)
                 ax.semilogy(e, np.maximum(r, 1e-12), "o-", ms=3, label=path)

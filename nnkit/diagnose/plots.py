@@ -1,4 +1,4 @@
-"""Figures of a :class:`~nnkit.diagnose.report.Report` (matplotlib, Agg backend, PNG).
+"""Figures of a :class:`~nnkit.diagnose.report.Report` (matplotlib's object API, PNG).
 
 The ``draw_*`` functions draw into a given axes so reports can be compared side by side;
 :func:`plot_report` writes one PNG per check.
@@ -11,11 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from nnkit.plots import new_figure, release
 
 __all__ = [
     "draw_inputs",
@@ -109,7 +107,7 @@ def histogram_grid(
     """A figure with one histogram panel per layer (``stats`` as in the activations check)."""
     items = [(p, s) for p, s in stats.items() if "hist_counts" in s]
     rows = max(1, -(-len(items) // cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows), squeeze=False)
+    fig, axes = new_figure(rows, cols, figsize=(2.6 * cols, 1.9 * rows), squeeze=False)
     for ax in axes.ravel()[len(items):]:
         ax.axis("off")
     for ax, (p, s) in zip(axes.ravel(), items, strict=False):
@@ -124,7 +122,7 @@ def save_figure(fig, path: str | os.PathLike) -> str:
     top = 1.0 - 0.12 / fig.get_figheight() if fig._suptitle is not None else 1.0
     fig.tight_layout(rect=(0, 0, 1, top))
     fig.savefig(path, dpi=80)
-    plt.close(fig)
+    release(fig)
     return str(path)
 
 
@@ -135,8 +133,8 @@ def plot_report(report, directory: str | os.PathLike, *, prefix: str = "") -> li
     nums, paths = report.numbers, []
     if "feature_mean" in nums.get("inputs", {}):
         has_labels = "counts" in nums.get("labels", {})
-        fig, axes = plt.subplots(1, 2 if has_labels else 1, figsize=(9 if has_labels else 5, 3),
-                                 squeeze=False)
+        fig, axes = new_figure(1, 2 if has_labels else 1, figsize=(9 if has_labels else 5, 3),
+                               squeeze=False)
         draw_inputs(axes[0, 0], nums["inputs"])
         if has_labels:
             draw_labels(axes[0, 1], nums["labels"])
@@ -145,11 +143,11 @@ def plot_report(report, directory: str | os.PathLike, *, prefix: str = "") -> li
         fig = histogram_grid(nums["activations"], "layer outputs at init (one batch)")
         paths.append(save_figure(fig, d / f"{prefix}activations.png"))
     if nums.get("gradients", {}).get("norms"):
-        fig, ax = plt.subplots(figsize=(5, 3.2))
+        fig, ax = new_figure(figsize=(5, 3.2))
         draw_gradients(ax, nums["gradients"])
         paths.append(save_figure(fig, d / f"{prefix}gradients.png"))
     if "curve" in nums.get("overfit", {}):
-        fig, ax = plt.subplots(figsize=(5, 3))
+        fig, ax = new_figure(figsize=(5, 3))
         draw_overfit(ax, nums["overfit"])
         o = nums["overfit"]
         if "reference" in o:

@@ -86,7 +86,8 @@ def create_train_state(
     early_stopping: Any = None,
     plateau: Any = None,
 ) -> TrainState:
-    """Initialises params/state with ``model.init`` and the optimizer state, in ONE jitted call.
+    """Initialises params/state with ``model.init`` and the optimizer state, in two jitted
+    calls.
 
     ``key`` (an int seed, typed key or legacy ``PRNGKey``) is split into the init key and the
     training key stored in :attr:`TrainState.key`. ``input_shape`` excludes the batch dim.
@@ -94,29 +95,43 @@ def create_train_state(
     (:class:`nnkit.optim.Plateau`) their fields are filled in too: the state
     :func:`nnkit.train.fit` starts from (and the structure its checkpoints restore into).
 
-    Everything runs in one compiled program, built once per ``(model, input_shape,
-    optimizer, early_stopping, plateau)`` (shapes are static; the key is an argument), instead
-    of one dispatch per initializer and optimizer-state array. Same values as the op-by-op
-    version (an int seed in int32 range goes into the program as a traced value).
+    The model's initialisers run in one compiled program built once per ``(model,
+    input_shape)`` (shapes are static; the key is an argument), instead of one dispatch per
+    initializer; the optimizer state (and early-stopping / plateau fields) in a second, small
+    one. The split keeps the expensive program -- XLA:CPU takes ~0.1 s to compile each
+    random-number kernel -- free of the optimizer's hyper-parameters, which a program holds
+    as constants: a run that changes only the learning rate reads it back from JAX's
+    persistent compilation cache (:mod:`nnkit.run.compile_cache`). Same values as the
+    op-by-op version (an int seed in int32 range goes into the program as a traced value).
     """
     shape = normalize_shape(input_shape)
-    init = _init_program(model, shape, optimizer, early_stopping, plateau)
+    init = _memoised(_build_model_init, model, shape)
     if isinstance(key, int | np.integer) and -(2**31) <= int(key) < 2**31:
-        return init(np.int32(key), True)
-    return init(key_data(key), False)
+        params, state, k_train = init(np.int32(key), True)
+    else:
+        params, state, k_train = init(key_data(key), False)
+    finish = _memoised(_build_state_init, optimizer, early_stopping, plateau)
+    return finish(params, state, k_train)
 
 
-def _build_init_program(model, shape, optimizer, early_stopping, plateau):
+def _build_model_init(model, shape):
     def init(key, is_seed: bool):
         data = jax.random.key_data(jax.random.key(key)) if is_seed else key
         k_init, k_train = jax.random.split(as_key(data))
         _, params, state = model.init(k_init, shape)
+        return params, state, jax.random.key_data(k_train)
+
+    return jax.jit(init, static_argnums=(1,))
+
+
+def _build_state_init(optimizer, early_stopping, plateau):
+    def init(params, state, k_train):
         ts = TrainState(
             step=jnp.zeros((), jnp.int32),
             params=params,
             state=state,
             opt_state=optimizer.init(params),
-            key=jax.random.key_data(k_train),
+            key=k_train,
         )
         if early_stopping is not None:
             from nnkit.train.early_stopping import early_stopping_init
@@ -128,16 +143,18 @@ def _build_init_program(model, shape, optimizer, early_stopping, plateau):
             ts = ts._replace(plateau=plateau_init(plateau))
         return ts
 
-    return jax.jit(init, static_argnums=(1,))
+    return jax.jit(init)
 
 
-_cached_init_program = functools.lru_cache(maxsize=16)(_build_init_program)
+@functools.lru_cache(maxsize=32)
+def _cached(build: Any, *args: Any) -> Any:
+    return build(*args)
 
 
-def _init_program(*args: Any) -> Any:
-    """The jitted init for a configuration, memoised when every part is hashable."""
+def _memoised(build: Any, *args: Any) -> Any:
+    """``build(*args)`` (a jitted function), memoised when every argument is hashable."""
     try:
         hash(args)
     except TypeError:
-        return _build_init_program(*args)
-    return _cached_init_program(*args)
+        return build(*args)
+    return _cached(build, *args)
