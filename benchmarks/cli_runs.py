@@ -81,4 +81,6 @@ def lines(res: dict[str, Any]) -> list[str]:
                     f"{med(t['warm']):.2f} | {med(t['warm']) / med(t['off']):.2f} |")
     rows += ["", f"`import nnkit` alone: {med(res['import']):.2f} s. Medians of "
              f"{res['repeats']} repeats."]
+    if res.get("command"):
+        rows[-1] += f" Measured {res.get('date', '')} by `{res['command']}`."
     return rows

@@ -268,6 +268,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "cli" in only:
         settle("nnkit train, end to end")
         res["cli"] = cli_runs.measure(repeats=1 if args.quick else 3, log=log)
+        res["cli"].update(date=res["meta"]["date"], command=res["meta"]["command"])
 
     if "peak" in res:  # measured again at the end: the best of both (load only slows it)
         again = harness.peak_matmul_flops()

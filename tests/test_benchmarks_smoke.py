@@ -337,3 +337,12 @@ def test_cli_runs_order_cache_settings_and_table(monkeypatch):
     table = "\n".join(cli_runs.lines(res))
     assert "| `configs/xor_mlp.yaml` | 4.00 | 5.00 | 2.00 | 0.50 |" in table
     assert "`import nnkit` alone: 1.00 s" in table
+
+
+def test_cli_finding_hand_computed():
+    from benchmarks import findings
+
+    res = {"cli": {"import": [0.5, 0.7, 0.6], "configs": {
+        "xor_mlp": {"off": [3.0, 2.0, 2.5], "cold": [2.6] * 3, "warm": [1.0, 1.2, 1.1]}}}}
+    (txt,) = [f for f in findings.build(res) if "Time to result" in f]
+    assert "`xor_mlp` 2.5 -> 1.1 s" in txt and "(0.60 s," in txt
