@@ -305,7 +305,7 @@ def _create_op_by_op(model, input_shape, optimizer, key, es):
     _, params, state = model.init(k_init, input_shape)
     ts = TrainState(step=jnp.zeros((), jnp.int32), params=params, state=state,
                     opt_state=optimizer.init(params), key=jax.random.key_data(k_train))
-    return early_stopping_init(es, ts)
+    return ts if es is None else early_stopping_init(es, ts)
 
 
 def test_create_train_state_compiles_the_model_init_once_for_any_optimizer():
@@ -332,6 +332,38 @@ def test_create_train_state_compiles_the_model_init_once_for_any_optimizer():
     chex.assert_trees_all_equal(got.params, create_train_state(base, (D,), opt, 3).params)
     assert float(got.opt_state.hyperparams["learning_rate"]) == pytest.approx(3e-2)
     assert len(traces) == 2
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("lenet5", (28, 28, 1)), ("lstm_classifier", (7, 3)),
+    ("mlp_bn", (5,)), ("gru_embed", (6,)),
+])
+def test_create_train_state_values_equal_op_by_op_for_each_layer_kind(name, shape):
+    """The init programs compile without LLVM optimisation on a CPU (they run once): the
+    values must still be the op-by-op ones, bit for bit, for every kind of initializer."""
+    from nnkit import models
+    from nnkit.layers import GRU, BatchNorm, Embedding
+
+    model = {
+        "lenet5": lambda: models.lenet5(),
+        "lstm_classifier": lambda: models.lstm_classifier(8, 3),
+        "mlp_bn": lambda: nnkit.serial(Dense(9), BatchNorm(), Relu(), Dense(2)),
+        "gru_embed": lambda: nnkit.serial(Embedding(11, 4), GRU(5), Dense(2)),
+    }[name]()
+    opt = optim.make("adamw", 1e-3, weight_decay=1e-2)
+    got = create_train_state(model, shape, opt, 7)
+    want = _create_op_by_op(model, shape, opt, 7, None)
+    chex.assert_trees_all_equal(got, want)
+
+
+def test_create_train_state_inside_jit_and_eval_shape():
+    """Inside another trace the init programs take that trace's compile options (options
+    can only be given at the top level): same values, same shapes."""
+    opt = optim.make("adam", 1e-2)
+    top = create_train_state(mlp(), (D,), opt, 3)
+    chex.assert_trees_all_equal(jax.jit(lambda: create_train_state(mlp(), (D,), opt, 3))(), top)
+    shapes = jax.eval_shape(lambda: create_train_state(mlp(), (D,), opt, 3))
+    chex.assert_trees_all_equal_shapes_and_dtypes(shapes, top)
 
 
 def test_test_data_and_progress_bar(capsys):
