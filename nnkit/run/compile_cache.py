@@ -22,7 +22,8 @@ Before the first use of a subdirectory, one tiny program is compiled, serialized
 back (~0.1 s, once): where XLA cannot load its own executables on this machine, that is
 recorded in the subdirectory (``probe.json``) and the cache stays off, instead of failing to
 read every entry of every later run. The cache holds at most 1 GiB (least recently used
-entries go first); deleting the directory is always safe.
+entries go first; JAX's eviction locks the directory with ``filelock``); deleting the
+directory is always safe.
 """
 
 from __future__ import annotations
@@ -41,9 +42,14 @@ MAX_BYTES = 1 << 30
 MIN_COMPILE_SECONDS = 0.05  # cheaper programs are compiled again rather than read back
 
 
-def default_dir() -> Path:
-    """``$XDG_CACHE_HOME/nnkit/jax``, or ``~/.cache/nnkit/jax``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+def default_dir() -> Path | None:
+    """``$XDG_CACHE_HOME/nnkit/jax``, or ``~/.cache/nnkit/jax``; ``None`` without a home."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME and no password entry
+            return None
     return Path(base) / "nnkit" / "jax"
 
 
@@ -119,7 +125,10 @@ def enable(directory: str | os.PathLike | None = None) -> Path | None:
     setting = os.environ.get(ENV, "") if directory is None else str(directory)
     if setting.strip().lower() in _OFF:
         return None
-    path = Path(setting or default_dir()).expanduser() / host_tag()
+    root = Path(setting).expanduser() if setting else default_dir()
+    if root is None:
+        return None
+    path = root / host_tag()
     known = _probe(path)
     if known is False:
         return None
