@@ -457,12 +457,16 @@ def build(res: dict[str, Any]) -> list[str]:
                    f"({med(cli['import']):.2f} s, half of it JAX's own import), tracing the "
                    "programs (JAX traces before it can look up the cache), training, and the "
                    "figures (~0.8 s of `digits_mlp`'s ~2.1 s in a profile: matplotlib's import "
-                   "and two PNGs). The first run pays nothing measurable for writing the cache. "
+                   "and two PNGs). Writing the cache on a first run costs at most a few tenths "
+                   "of a second, within this machine's run-to-run noise (repeated runs moved "
+                   "by ~10%). "
                    "Three changes made these figures: the cache itself "
                    "(`nnkit/run/compile_cache.py`); TensorBoard events written by nnkit "
                    "(`nnkit/tensorboard.py`) instead of a summary-writer package that imported "
                    "PyTorch, when installed, at every run (~1 s); and figures drawn without "
-                   "pyplot, so `import nnkit` no longer imports matplotlib (~0.2 s). Before "
+                   "pyplot, so `import nnkit` no longer imports matplotlib (~0.2 s). "
+                   "`create_train_state` also compiles its run-once programs at LLVM level 1 "
+                   "(LeNet-5's initialisers ~1.3 -> ~0.6 s to compile). Before "
                    "them, in this environment (PyTorch installed), `digits_mlp` took ~5.8 s and "
                    "`digits_lenet5` ~7.0 s per run.")
 
