@@ -2,7 +2,7 @@
 
 Each run is a new process (``python -m nnkit train CONFIG --no-progress``), as a user starts
 it: Python and JAX start, the data set loads, every program compiles (or is read back from
-JAX's persistent compilation cache, :mod:`nnkit.run.compile_cache`), training runs, and the
+JAX's persistent compilation cache, :mod:`nnkit.compile_cache`), training runs, and the
 run directory is written (checkpoints, plots, TensorBoard events). Per config and repeat, in
 this order: a run with the cache off (``NNKIT_COMPILE_CACHE=off``), a first run into an
 empty cache directory (``cold``: the cache's cost of writing), and a run reading that

@@ -461,7 +461,7 @@ def build(res: dict[str, Any]) -> list[str]:
                    "of a second, within this machine's run-to-run noise (repeated runs moved "
                    "by ~10%). "
                    "Three changes made these figures: the cache itself "
-                   "(`nnkit/run/compile_cache.py`); TensorBoard events written by nnkit "
+                   "(`nnkit/compile_cache.py`); TensorBoard events written by nnkit "
                    "(`nnkit/tensorboard.py`) instead of a summary-writer package that imported "
                    "PyTorch, when installed, at every run (~1 s); and figures drawn without "
                    "pyplot, so `import nnkit` no longer imports matplotlib (~0.2 s). "

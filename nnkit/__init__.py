@@ -28,6 +28,7 @@ from nnkit import (
     precision,
     train,
 )
+from nnkit.compile_cache import enable as enable_compile_cache
 from nnkit.core import (
     Lambda,
     Layer,
@@ -67,5 +68,5 @@ __all__ = [
     "make_eval_step", "lr_find", "overfit_batch", "sweep", "EarlyStopping", "Plateau",
     "__version__",
     "diagnose", "mc_predict", "checkpoint", "config", "data", "models", "parallel", "plots",
-    "precision", "gan", "autoencoder",
+    "precision", "gan", "autoencoder", "enable_compile_cache",
 ]

@@ -22,7 +22,7 @@ An ``--out`` directory (train, sweep, diagnose) must be new or empty: nnkit neve
 earlier results; the check comes before any training or diagnosis.
 
 The commands that compile (train, eval, lr-find, sweep, diagnose) keep JAX's compiled programs
-on disk (:mod:`nnkit.run.compile_cache`: ``~/.cache/nnkit/jax``; ``NNKIT_COMPILE_CACHE=off``
+on disk (:mod:`nnkit.compile_cache`: ``~/.cache/nnkit/jax``; ``NNKIT_COMPILE_CACHE=off``
 or ``=DIR``), so a second run of a config skips XLA's compiles.
 
 ``nnkit train`` builds the config's ``parallel:`` section (:func:`nnkit.parallel.from_config`,
@@ -92,8 +92,8 @@ def _start_cpu_devices(args: argparse.Namespace, command: str) -> None:
 
 
 def _compile_cache() -> None:
-    """JAX's persistent compilation cache (``nnkit.run.compile_cache``; after device setup)."""
-    from nnkit.run.compile_cache import enable
+    """JAX's persistent compilation cache (``nnkit.compile_cache``; after device setup)."""
+    from nnkit.compile_cache import enable
 
     enable()
 

@@ -1,4 +1,5 @@
-"""nnkit.run.compile_cache: JAX's persistent compilation cache for the command line.
+"""nnkit.compile_cache (``nnkit.enable_compile_cache``): JAX's persistent compilation cache
+as the command line turns it on.
 
 Each check runs in a fresh interpreter (JAX decides once per process whether to use the
 cache), with the cache in a temporary directory."""
@@ -22,7 +23,7 @@ import json, os, sys
 from pathlib import Path
 import jax
 from jax import monitoring
-from nnkit.run import compile_cache as cc
+from nnkit import compile_cache as cc
 
 root = Path(sys.argv[1])
 hits = []
@@ -83,7 +84,8 @@ def test_off_unwritable_configured_and_default_directories(tmp_path):
         del os.environ["NNKIT_COMPILE_CACHE"]
         os.environ["XDG_CACHE_HOME"] = str(root / "xdg")
         res["default"] = str(cc.default_dir())
-        res["explicit"] = str(cc.enable(root / "explicit"))
+        import nnkit
+        res["explicit"] = str(nnkit.enable_compile_cache(root / "explicit"))
         res["again"] = str(cc.enable(root / "elsewhere"))  # already configured: kept
     """, tmp_path)
     assert res["off"] is None and res["unwritable"] is None and res["dir_after"] is None
@@ -119,7 +121,7 @@ def test_a_machine_that_cannot_load_executables_back_is_probed_once(tmp_path):
 def test_host_tag_names_the_jaxlib_version_and_the_cpu(monkeypatch):
     import jaxlib
 
-    from nnkit.run import compile_cache as cc
+    from nnkit import compile_cache as cc
 
     monkeypatch.setattr(cc, "_cpu_description", lambda: "model A")
     a = cc.host_tag()
@@ -150,7 +152,7 @@ def test_nnkit_train_twice_reads_its_programs_back(tmp_path):
 
 
 def test_default_dir_follows_xdg_and_is_none_without_a_home(monkeypatch, tmp_path):
-    from nnkit.run import compile_cache as cc
+    from nnkit import compile_cache as cc
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert cc.default_dir() == tmp_path / "nnkit" / "jax"

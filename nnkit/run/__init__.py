@@ -3,8 +3,7 @@ LR finder, sweeps and diagnosis (the engine behind the ``nnkit`` command line).
 
 Modules: ``prepare`` (config -> model, data, optimizer; all user-input checks), ``rundir``
 (directory layout and writers), ``trainer`` (train / resume, signals), ``evaluate``,
-``tools`` (summary, lr-find, sweep, diagnose), ``compile_cache`` (JAX's persistent
-compilation cache for the command line).
+``tools`` (summary, lr-find, sweep, diagnose).
 """
 
 from nnkit.run.evaluate import evaluate_run

@@ -101,7 +101,7 @@ def create_train_state(
     one. The split keeps the expensive program -- XLA:CPU takes ~0.1 s to compile each
     random-number kernel -- free of the optimizer's hyper-parameters, which a program holds
     as constants: a run that changes only the learning rate reads it back from JAX's
-    persistent compilation cache (:mod:`nnkit.run.compile_cache`). Same values as the
+    persistent compilation cache (:mod:`nnkit.compile_cache`). Same values as the
     op-by-op version (an int seed in int32 range goes into the program as a traced value).
     """
     shape = normalize_shape(input_shape)

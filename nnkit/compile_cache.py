@@ -1,4 +1,4 @@
-"""JAX's persistent compilation cache for the ``nnkit`` command line.
+"""JAX's persistent compilation cache, as the ``nnkit`` command line uses it.
 
 Every ``nnkit train`` is a new process, and JAX's in-memory cache of compiled programs dies
 with it: a second run of a config, or a run that changes only values the compiled programs
@@ -9,7 +9,9 @@ about half the time end to end on a 2-core CPU (``benchmarks/RESULTS.md``, "Time
 result"; ``benchmarks/cli_runs.py``).
 
 The commands that compile (``train``, ``eval``, ``lr-find``, ``sweep``, ``diagnose``) turn it
-on, in this order of precedence:
+on; a script of one's own does the same with ``nnkit.enable_compile_cache()`` at its top
+(the library never turns it on by itself: that is the application's choice). In this order
+of precedence:
 
 * a cache directory already configured for JAX (``JAX_COMPILATION_CACHE_DIR`` or
   ``jax.config``) is used as it is;
@@ -114,9 +116,20 @@ def _configure(path: Path | None) -> None:
 
 
 def enable(directory: str | os.PathLike | None = None) -> Path | None:
-    """Turns JAX's persistent compilation cache on (see the module docstring); returns the
-    directory in use, or ``None`` when it stays off. Call before the first compile (after
-    choosing devices: the probe of a new directory starts JAX's backend)."""
+    """Turns JAX's persistent compilation cache on for this process.
+
+    Args:
+      directory: where to keep it; default ``NNKIT_COMPILE_CACHE`` (``off`` turns it off),
+        else ``~/.cache/nnkit/jax``. Entries go to a subdirectory per jaxlib version and CPU.
+
+    Returns:
+      The directory in use, or ``None`` when the cache stays off (turned off, not writable,
+      or this machine cannot load its executables back). A directory already set for JAX
+      (``JAX_COMPILATION_CACHE_DIR``) is kept and returned.
+
+    Call it before the first compile (after choosing devices, e.g. ``jax_num_cpu_devices``:
+    the probe of a new directory starts JAX's backend).
+    """
     import jax
 
     configured = jax.config.jax_compilation_cache_dir
