@@ -346,3 +346,16 @@ def test_cli_finding_hand_computed():
         "xor_mlp": {"off": [3.0, 2.0, 2.5], "cold": [2.6] * 3, "warm": [1.0, 1.2, 1.1]}}}}
     (txt,) = [f for f in findings.build(res) if "Time to result" in f]
     assert "`xor_mlp` 2.5 -> 1.1 s" in txt and "(0.60 s," in txt
+
+
+def test_moved_reference_finding_hand_computed():
+    from benchmarks import findings
+
+    def res(focused: float) -> dict:
+        return {"workloads": {"W3": {"entries": {"jax": {"median": 30000.0}}}},
+                "targets": {"W3": {"entries": {"jax": {"median": focused,
+                                                       "rates": [14000.0, focused, 36000.0]}}}}}
+
+    (txt,) = [f for f in findings.build(res(15000.0)) if "reference moved" in f]
+    assert "30,000 steps/s in the main table and 15,000" in txt and "14,000 - 36,000" in txt
+    assert not [f for f in findings.build(res(25000.0)) if "reference moved" in f]  # < 1.5x
