@@ -142,24 +142,30 @@ def enable(directory: str | os.PathLike | None = None) -> Path | None:
     if root is None:
         return None
     path = root / host_tag()
-    known = _probe(path)
-    if known is False:
+    ok = _probe(path)
+    if ok is None:
+        ok = _probe_now(path)
+    if not ok:
         return None
-    if known is None:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return None  # cannot be created: no cache
-        _configure(path)  # before the probe's compile: JAX checks the setting only once
-        ok, why = _loads_back()
-        try:
-            (path / "probe.json").write_text(json.dumps(
-                {"ok": ok, "reason": why, "backend": jax.default_backend()}))
-        except OSError:
-            ok = False  # not writable: no cache
-        if not ok:
-            _configure(None)
-            return None
-        return path
     _configure(path)
     return path
+
+
+def _probe_now(path: Path) -> bool:
+    """Runs the probe in ``path`` (created) and records it; on failure the cache is off."""
+    import jax
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False  # cannot be created: no cache
+    _configure(path)  # before the probe's compile: JAX checks the setting only once
+    ok, why = _loads_back()
+    try:
+        (path / "probe.json").write_text(json.dumps(
+            {"ok": ok, "reason": why, "backend": jax.default_backend()}))
+    except OSError:
+        ok = False  # not writable: no cache
+    if not ok:
+        _configure(None)
+    return ok

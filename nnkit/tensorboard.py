@@ -96,10 +96,9 @@ def _doubles(number: int, xs: np.ndarray) -> bytes:  # packed repeated double
     return _bytes(number, np.asarray(xs, "<f8").tobytes())
 
 
-def _event(step: int, *, summary: bytes | None = None, file_version: str | None = None,
-           wall_time: float | None = None) -> bytes:
-    """``Event{wall_time=1, step=2, file_version=3, summary=5}``."""
-    out = _double(1, time.time() if wall_time is None else wall_time)
+def _event(step: int, *, summary: bytes | None = None, file_version: str | None = None) -> bytes:
+    """``Event{wall_time=1 (now), step=2, file_version=3, summary=5}``."""
+    out = _double(1, time.time())
     out += _field(2, 0) + _varint(int(step))
     if file_version is not None:
         out += _bytes(3, file_version.encode())
