@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from nnkit._checks import check_int
 from nnkit.core import Layer, ShapeError, child_key, named, normalize_shape, serial
 from nnkit.layers.dense import Dense
 
@@ -58,9 +59,7 @@ def VAE(encoder: Layer, decoder: Layer, latent_dim: int, *, name: str | None = N
     ``{"encoder", "latent": {"w": (H, 2L), "b": (2L,)}, "decoder"}``; the decoder is
     initialised on ``(latent_dim,)``.
     """
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim <= 0:
-        raise ShapeError(f"{name or 'vae'}: latent_dim must be a positive int, got "
-                         f"{latent_dim!r}")
+    latent_dim = check_int(latent_dim, f"{name or 'vae'}: latent_dim", error=ShapeError)
     head = Dense(2 * latent_dim, name="latent")
     children = (("encoder", encoder), ("latent", head), ("decoder", decoder))
 

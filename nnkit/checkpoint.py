@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nnkit._checks import check_int
+
 __all__ = [
     "CheckpointError",
     "CheckpointManager",
@@ -332,8 +334,7 @@ class CheckpointManager:
     """
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3) -> None:
-        if not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"CheckpointManager: keep must be an int >= 1, got {keep!r}")
+        keep = check_int(keep, "CheckpointManager: keep")
         self.directory = Path(directory)
         self.keep = keep
 

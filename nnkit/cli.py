@@ -193,13 +193,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     grid = parse_grid(args.grid)
     _compile_cache()
-    rows, d, method = sweep_run(read_yaml(args.config), grid, config_path=args.config,
-                                overrides=args.set, out=args.out)
-    how = "one vmapped program" if method == "vmap" else "separate runs"
-    n_dev = json.loads((d / "sweep.json").read_text()).get("devices", 1)
-    if method == "vmap" and n_dev > 1:
-        how += f" on {n_dev} devices"
-    print(f"{len(rows)} configurations ({how}); table: {d / 'sweep.csv'}")
+    res = sweep_run(read_yaml(args.config), grid, config_path=args.config,
+                    overrides=args.set, out=args.out)
+    how = ("one vmapped program" if res.method == "vmap"
+           else "separate runs: " + "; ".join(res.separate_runs_because))
+    if res.method == "vmap" and res.devices > 1:
+        how += f" on {res.devices} devices"
+    print(f"{len(res.rows)} configurations ({how}); table: {res.sweep_dir / 'sweep.csv'}")
     return 0
 
 
@@ -311,8 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sw = sub.add_parser("sweep", help="train a grid of configs; writes a table",
                         description="Train every combination of the --grid values. Varying "
-                        "only optimizer.lr, optimizer.weight_decay and seed trains all in one "
-                        "vmapped program; other keys give one run directory each.")
+                        "only optimizer.lr, optimizer.weight_decay and seed, of a config "
+                        "without a schedule, plateau, early stopping, accumulation, "
+                        "augmentation, l1/l2 or special grad_mode, trains all in one vmapped "
+                        "program; otherwise each point is a run directory of its own (the "
+                        "output says why).")
     sw.add_argument("config", help="YAML config file")
     sw.add_argument("--grid", action="append", default=[], required=True,
                     metavar="KEY=V1,V2,...", help="values of one key (repeatable: product)")

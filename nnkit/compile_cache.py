@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import platform
+import warnings
 from pathlib import Path
 
 __all__ = ["ENV", "enable", "default_dir", "host_tag"]
@@ -125,7 +126,10 @@ def enable(directory: str | os.PathLike | None = None) -> Path | None:
     Returns:
       The directory in use, or ``None`` when the cache stays off (turned off, not writable,
       or this machine cannot load its executables back). A directory already set for JAX
-      (``JAX_COMPILATION_CACHE_DIR``) is kept and returned.
+      (``JAX_COMPILATION_CACHE_DIR``) is kept and returned. A directory named here or in
+      ``NNKIT_COMPILE_CACHE`` that cannot be created or written gives a ``UserWarning``
+      naming it and the reason (the default one, e.g. under a read-only home, is skipped
+      quietly).
 
     Call it before the first compile (after choosing devices, e.g. ``jax_num_cpu_devices``:
     the probe of a new directory starts JAX's backend).
@@ -144,28 +148,33 @@ def enable(directory: str | os.PathLike | None = None) -> Path | None:
     path = root / host_tag()
     ok = _probe(path)
     if ok is None:
-        ok = _probe_now(path)
+        ok, unwritable = _probe_now(path)
+        if unwritable and setting:
+            warnings.warn(f"nnkit compile cache stays off: {path} cannot be used "
+                          f"({unwritable})", UserWarning, stacklevel=2)
     if not ok:
         return None
     _configure(path)
     return path
 
 
-def _probe_now(path: Path) -> bool:
-    """Runs the probe in ``path`` (created) and records it; on failure the cache is off."""
+def _probe_now(path: Path) -> tuple[bool, str | None]:
+    """Runs the probe in ``path`` (created) and records it: ``(ok, why_unwritable)``; on
+    failure the cache is off."""
     import jax
 
     try:
         path.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return False  # cannot be created: no cache
+    except OSError as e:
+        return False, e.strerror or str(e)  # cannot be created: no cache
     _configure(path)  # before the probe's compile: JAX checks the setting only once
     ok, why = _loads_back()
+    unwritable = None
     try:
         (path / "probe.json").write_text(json.dumps(
             {"ok": ok, "reason": why, "backend": jax.default_backend()}))
-    except OSError:
-        ok = False  # not writable: no cache
+    except OSError as e:
+        ok, unwritable = False, e.strerror or str(e)  # not writable: no cache
     if not ok:
         _configure(None)
-    return ok
+    return ok, unwritable

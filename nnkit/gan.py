@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nnkit._checks import check_int
 from nnkit.core import Layer, ShapeError, normalize_shape
 
 __all__ = ["GANState", "init_gan", "make_gan_step", "discriminator_loss", "generator_loss",
@@ -112,8 +113,7 @@ def init_gan(
     ``G`` is initialised on ``(latent_dim,)`` and must output ``data_shape``; ``D`` on
     ``data_shape`` and must output ``(1,)`` or ``()`` (one logit per example).
     """
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim <= 0:
-        raise ShapeError(f"init_gan: latent_dim must be a positive int, got {latent_dim!r}")
+    latent_dim = check_int(latent_dim, "init_gan: latent_dim", error=ShapeError)
     data_shape = normalize_shape(data_shape)
     k_g, k_d, k_train = jax.random.split(jax.random.wrap_key_data(_key_data(key)), 3)
     g_out, g_params, g_state = generator.init(k_g, (latent_dim,))

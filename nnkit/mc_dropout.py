@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nnkit._checks import check_int
 from nnkit.core import Layer, Params, State
 
 __all__ = ["mc_predict"]
@@ -69,8 +70,7 @@ def mc_predict(
     Jit-compatible (``num_samples`` and ``transform`` must be static). See the module
     docstring for the BatchNorm limitation (a ``UserWarning`` is raised for such models).
     """
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"mc_predict: num_samples must be a positive int, got {num_samples!r}")
+    num_samples = check_int(num_samples, "mc_predict: num_samples")
     norms = _batchnorm_paths(model)
     if norms:
         warnings.warn(

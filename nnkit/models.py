@@ -18,6 +18,7 @@ from typing import Any
 
 from nnkit import activations as A
 from nnkit import layers as L
+from nnkit._checks import check_int
 from nnkit.config import ConfigError, suggest
 from nnkit.core import Lambda, Layer, ShapeError, residual, serial
 
@@ -37,12 +38,6 @@ __all__ = [
 ]
 
 
-def _positive_int(v: Any, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ValueError(f"{what} must be a positive int, got {v!r}")
-    return v
-
-
 def mlp(
     hidden: Sequence[int] = (128,),
     out: int = 10,
@@ -59,8 +54,8 @@ def mlp(
     """
     if isinstance(hidden, int):
         hidden = (hidden,)
-    hidden = tuple(_positive_int(h, "mlp: hidden sizes") for h in hidden)
-    _positive_int(out, "mlp: out")
+    hidden = tuple(check_int(h, "mlp: hidden sizes") for h in hidden)
+    check_int(out, "mlp: out")
     try:
         A.get(activation)
     except (ValueError, KeyError, TypeError):
@@ -88,7 +83,7 @@ def lenet5(num_classes: int = 10) -> Layer:
     -> fc1 120 -> relu -> fc2 84 -> relu -> out``. On 28x28x1: 28->28->14->10->5, so
     flatten gives 400 and the model has 61,706 parameters with 10 classes.
     """
-    _positive_int(num_classes, "lenet5: num_classes")
+    check_int(num_classes, "lenet5: num_classes")
     return serial(
         L.Conv2D(6, 5, padding="SAME", name="conv1"),
         L.Relu(name="relu1"),
@@ -124,8 +119,8 @@ def lstm_classifier(hidden: int = 64, out: int = 10) -> Layer:
 
     The last hidden state (hidden,) feeds the output layer; outputs are ``out`` logits.
     """
-    _positive_int(hidden, "lstm_classifier: hidden")
-    _positive_int(out, "lstm_classifier: out")
+    check_int(hidden, "lstm_classifier: hidden")
+    check_int(out, "lstm_classifier: out")
     return serial(_lstm(hidden), L.Dense(out, name="out"))
 
 
@@ -134,8 +129,8 @@ def lstm_regressor(hidden: int = 64, out: int = 1) -> Layer:
 
     The last hidden state (hidden,) feeds the output layer; outputs are ``out`` real values.
     """
-    _positive_int(hidden, "lstm_regressor: hidden")
-    _positive_int(out, "lstm_regressor: out")
+    check_int(hidden, "lstm_regressor: hidden")
+    check_int(out, "lstm_regressor: out")
     return serial(_lstm(hidden), L.Dense(out, name="out"))
 
 
@@ -147,7 +142,7 @@ def perceptron(out: int = 1, activation: str = "step") -> Layer:
     Input: any per-example shape (flattened); output ``(out,)``. Note the step has zero
     gradient: train the ``sigmoid`` variant by gradient descent.
     """
-    _positive_int(out, "perceptron: out")
+    check_int(out, "perceptron: out")
     if activation not in ("step", "sigmoid"):
         raise ValueError(f"perceptron: activation must be 'step' or 'sigmoid', got {activation!r}")
     return serial(L.Flatten(name="flatten"), L.Dense(out, name="dense"),

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from nnkit._checks import check_int
+
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
@@ -135,8 +137,7 @@ def make(
     """
     if name not in OPTIMIZERS:
         raise _unknown("optimizer", name, OPTIMIZERS)
-    if not isinstance(accumulate, int) or accumulate < 1:
-        raise ValueError(f"accumulate must be a positive int, got {accumulate!r}")
+    accumulate = check_int(accumulate, "accumulate")
     if clip_norm is not None and not clip_norm > 0:
         raise ValueError(f"clip_norm must be positive or None, got {clip_norm!r}")
     if not callable(learning_rate) and not float(learning_rate) >= 0:

@@ -35,6 +35,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from nnkit._checks import check_int
+
 __all__ = [
     "DATA_AXIS",
     "MODEL_AXIS",
@@ -194,8 +196,7 @@ def local_batch_size(batch_size: int, mesh: Mesh | None = None) -> int:
     ``batch_size`` must be divisible by the data-axis device count (when ``mesh`` is given)
     and by ``jax.process_count()``.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size")
     if mesh is not None:
         _check_divisible(batch_size, mesh)
     nproc = jax.process_count()
@@ -391,8 +392,8 @@ def initialize_distributed(
     n = num_processes if num_processes is not None else _env_int(env, "NNKIT_NUM_PROCESSES")
     pid = process_id if process_id is not None else _env_int(env, "NNKIT_PROCESS_ID")
     auto = auto or env.get("NNKIT_DISTRIBUTED", "").lower() == "auto"
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ValueError(f"initialize_distributed: num_processes must be >= 1, got {n!r}")
+    if n is not None:
+        n = check_int(n, "initialize_distributed: num_processes")
     if n == 1:
         return False
     if pid is not None and n is not None and not 0 <= pid < n:
@@ -567,12 +568,6 @@ _KEYS = ("data_parallel", "model_parallel", "fsdp", "fsdp_min_size", "distribute
 _DIST_KEYS = ("coordinator_address", "num_processes", "process_id", "local_device_ids")
 
 
-def _positive_int(value: Any, key: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key}: expected a positive integer, got {value!r}")
-    return value
-
-
 def _parse_distributed(d: Any) -> dict[str, Any] | None:
     """``None`` (off), ``{}`` (auto-detect) or the explicit arguments."""
     if d is None or d is False:
@@ -597,14 +592,11 @@ def _parse_distributed(d: Any) -> dict[str, Any] | None:
             )
         out["coordinator_address"] = a
     if d.get("num_processes") is not None:
-        out["num_processes"] = _positive_int(
+        out["num_processes"] = check_int(
             d["num_processes"], "parallel.distributed.num_processes"
         )
     if d.get("process_id") is not None:
-        pid = d["process_id"]
-        if isinstance(pid, bool) or not isinstance(pid, int) or pid < 0:
-            raise ValueError(f"parallel.distributed.process_id: expected an int >= 0, got {pid!r}")
-        out["process_id"] = pid
+        out["process_id"] = check_int(d["process_id"], "parallel.distributed.process_id", 0)
     if d.get("local_device_ids") is not None:
         ids = d["local_device_ids"]
         if not isinstance(ids, list) or not all(
@@ -649,9 +641,8 @@ def from_config(d: Mapping[str, Any] | None, *, initialize: bool = True) -> Data
     if not isinstance(fsdp, bool):
         raise ValueError(f"parallel.fsdp: expected true or false, got {fsdp!r}")
     min_size = d.get("fsdp_min_size", DEFAULT_FSDP_MIN_SIZE)
-    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
-        raise ValueError(f"parallel.fsdp_min_size: expected an int >= 0, got {min_size!r}")
-    model_parallel = _positive_int(d.get("model_parallel", 1), "parallel.model_parallel")
+    min_size = check_int(min_size, "parallel.fsdp_min_size", 0)
+    model_parallel = check_int(d.get("model_parallel", 1), "parallel.model_parallel")
     dist = _parse_distributed(d.get("distributed"))
     dp = d.get("data_parallel", None)
     if dp is None:
@@ -663,7 +654,7 @@ def from_config(d: Mapping[str, Any] | None, *, initialize: bool = True) -> Data
                 "parallel.data_parallel: false, but parallel.fsdp/parallel.distributed need it"
             )
     else:
-        num_devices = _positive_int(dp, "parallel.data_parallel")
+        num_devices = check_int(dp, "parallel.data_parallel")
         dp = True
     if not dp:
         return None

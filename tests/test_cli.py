@@ -441,8 +441,9 @@ def test_sweep_separate_runs_for_other_keys(tiny, tmp_path):
                            "--set", "training.epochs=1", "--set", "logging.plots=false",
                            "--set", "logging.tensorboard=false", "--out", str(d))
     assert rc == 0, err
-    assert "separate runs" in out
+    assert "separate runs: the grid varies model.hidden" in out
     info = json.loads((d / "sweep.json").read_text())
+    assert info["separate_runs_because"][0] == "the grid varies model.hidden"
     assert info["method"] == "runs" and [r["model.hidden"] for r in info["rows"]] == [[4], [6]]
     for i in range(2):
         s = json.loads((d / f"run-{i}" / "summary.json").read_text())
@@ -654,6 +655,18 @@ def test_train_data_parallel_over_cpu_devices(tiny, tmp_path):
 # ----------------------------------------------------------------------------- --out
 
 
+def test_run_dirs_of_the_same_second_count_like_lr_find_plots(tiny, tmp_path, monkeypatch):
+    """Two runs of one config in one second: the second directory is ``-2``, the third ``-3``,
+    the same numbering as ``lr-find``'s default plot names; nothing is reused."""
+    from nnkit.run import rundir
+
+    monkeypatch.setattr(rundir, "_timestamp", lambda: "20260101-000000")
+    made = [rundir.new_run_dir(str(tiny), None, base=tmp_path) for _ in range(3)]
+    root = tmp_path / f"{tiny.stem}-20260101-000000"
+    assert made == [root, root.with_name(root.name + "-2"), root.with_name(root.name + "-3")]
+    assert all(d.is_dir() for d in made)
+
+
 def test_out_that_is_not_empty_is_refused_for_every_command(tiny, tmp_path, monkeypatch):
     from nnkit.run.rundir import new_run_dir
 
@@ -725,3 +738,20 @@ def test_resume_allows_epochs_and_logging_and_appends_resumed_with(tiny, tmp_pat
     assert meta["run"]["resumed_with"] == ["training.epochs=2", "logging.checkpoint_keep=1",
                                            "data.split_seed=0", "training.epochs=3"]
     assert [r["epoch"] for r in rows(d)] == [0, 1, 2]
+
+
+def test_sweep_says_why_it_cannot_train_in_one_program():
+    """The shipped configs: xor_mlp's learning-rate sweep is one program; digits_mlp's is not,
+    and the reasons name its schedule and early stopping and any other grid key."""
+    from nnkit.run.tools import separate_run_reasons
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    xor = load_config(root / "xor_mlp.yaml")
+    assert separate_run_reasons(xor, {"optimizer.lr": [0.1, 1.0], "seed": [0, 1]}) == []
+    assert separate_run_reasons(xor, {"model.hidden": [[4]]}) == ["the grid varies model.hidden"]
+    digits = load_config(root / "digits_mlp.yaml")
+    why = separate_run_reasons(digits, {"optimizer.lr": [1e-3]})
+    assert why and all(r.startswith("the config sets ") for r in why)
+    assert ("the config sets optimizer.schedule" in why) == (digits.optimizer.schedule is not None)
+    assert ("the config sets training.early_stopping" in why) == (
+        digits.training.early_stopping is not None)

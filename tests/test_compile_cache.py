@@ -78,10 +78,16 @@ def test_off_unwritable_configured_and_default_directories(tmp_path):
     res = _run("""
         os.environ["NNKIT_COMPILE_CACHE"] = "off"
         res["off"] = cc.enable()
+        import warnings
         os.environ["NNKIT_COMPILE_CACHE"] = str(root / "file" / "below-a-file")
-        res["unwritable"] = cc.enable()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res["unwritable"] = cc.enable()
+            del os.environ["NNKIT_COMPILE_CACHE"]
+            os.environ["XDG_CACHE_HOME"] = str(root / "file" / "xdg")  # the default: quiet
+            res["default_unwritable"] = cc.enable()
+        res["warnings"] = [str(w.message) for w in caught]
         res["dir_after"] = jax.config.jax_compilation_cache_dir
-        del os.environ["NNKIT_COMPILE_CACHE"]
         os.environ["XDG_CACHE_HOME"] = str(root / "xdg")
         res["default"] = str(cc.default_dir())
         import nnkit
@@ -89,6 +95,11 @@ def test_off_unwritable_configured_and_default_directories(tmp_path):
         res["again"] = str(cc.enable(root / "elsewhere"))  # already configured: kept
     """, tmp_path)
     assert res["off"] is None and res["unwritable"] is None and res["dir_after"] is None
+    assert res["default_unwritable"] is None
+    # the directory the user named, and why it cannot be used; nothing for the default one
+    assert len(res["warnings"]) == 1, res["warnings"]
+    assert str(tmp_path / "file" / "below-a-file") in res["warnings"][0]
+    assert "Not a directory" in res["warnings"][0]
     assert res["default"] == str(tmp_path / "xdg" / "nnkit" / "jax")
     assert Path(res["explicit"]).parent == tmp_path / "explicit"
     assert res["again"] == res["explicit"]

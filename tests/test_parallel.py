@@ -478,7 +478,7 @@ def test_from_config_on(calls):
     [
         ([1], r"parallel: expected a mapping"),
         ({"fsdpp": True}, r"unknown key\(s\) \['fsdpp'\]"),
-        ({"data_parallel": "yes"}, r"parallel.data_parallel: expected a positive integer"),
+        ({"data_parallel": "yes"}, r"parallel.data_parallel must be a positive int"),
         ({"data_parallel": 0}, r"parallel.data_parallel"),
         ({"data_parallel": 99}, r"parallel: make_mesh: num_devices=99"),
         ({"fsdp": "on"}, r"parallel.fsdp: expected true or false"),

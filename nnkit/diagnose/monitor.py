@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnkit import losses
+from nnkit._checks import check_int
 from nnkit.core import Layer
 from nnkit.diagnose.probe import make_layer_outputs, param_groups, to_key
 from nnkit.tensorboard import EventWriter
@@ -85,8 +86,7 @@ class Monitor:
         key: Any = 0,
         figures: bool = True,
     ) -> None:
-        if not isinstance(every, int) or every < 1:
-            raise ValueError(f"monitor: every must be a positive int, got {every!r}")
+        every = check_int(every, "monitor: every")
         if (x_sample is None) != (model is None):
             raise ValueError("monitor: activations and gradients need both model= and x_sample=")
         if y_sample is not None and x_sample is None:

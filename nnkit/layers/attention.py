@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from nnkit import initializers as inits
+from nnkit._checks import check_int
 from nnkit.core import Layer, ShapeError, child_key, residual, serial
 from nnkit.layers._masked import (
     multi_input_layer,
@@ -84,8 +85,7 @@ def _check_positive(who: str, **values) -> None:
     for what, v in values.items():
         if v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ShapeError(f"{who}: {what} must be a positive int, got {v!r}")
+        check_int(v, f"{who}: {what}", error=ShapeError)
 
 
 def _proj_params(key, n_in: int, n_out: int, use_bias: bool) -> dict:

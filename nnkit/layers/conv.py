@@ -43,6 +43,7 @@ import numpy as np
 from jax import lax
 
 from nnkit import initializers as inits
+from nnkit._checks import check_int
 from nnkit.core import Layer, ShapeError, layer
 from nnkit.layers import _spatial as sp
 
@@ -376,14 +377,12 @@ def _conv_layer(
     name: str | None,
 ) -> Layer:
     who = name or kind
-    if not isinstance(features, int) or isinstance(features, bool) or features <= 0:
-        raise ValueError(f"{who}: features must be a positive int, got {features!r}")
+    features = check_int(features, f"{who}: features")
     kernel = sp.int_tuple(kernel_size, nd, "kernel_size", who)
     strides = sp.int_tuple(stride, nd, "stride", who)
     dil = sp.int_tuple(dilation, nd, "dilation", who)
     pad_spec = sp.check_padding(padding, nd, who)
-    if not isinstance(groups, int) or groups <= 0:
-        raise ValueError(f"{who}: groups must be a positive int, got {groups!r}")
+    groups = check_int(groups, f"{who}: groups")
     if features % groups:
         raise ShapeError(f"{who}: features={features} is not divisible by groups={groups}")
     if impl not in _IMPLS:

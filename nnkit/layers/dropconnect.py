@@ -20,6 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from nnkit._checks import check_int
 from nnkit.core import Layer, ShapeError, layer
 from nnkit.layers.dense import Dense
 
@@ -64,10 +65,7 @@ def DropConnect(
     ``{"w": (in, features), "b": (features,)}`` initialised as in ``Dense``.
     """
     rate = _check_rate("dropconnect", name, rate)
-    if not isinstance(features, int) or features <= 0:
-        raise ShapeError(
-            f"{name or 'dropconnect'}: features must be a positive int, got {features!r}"
-        )
+    features = check_int(features, f"{name or 'dropconnect'}: features", error=ShapeError)
     keep = 1.0 - rate
 
     # same params and init as Dense (and its shape check)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from nnkit import initializers as inits
+from nnkit._checks import check_int
 from nnkit.core import Layer, layer
 
 __all__ = ["Embedding"]
@@ -26,9 +27,8 @@ def Embedding(
     or wrapped-around row (and no gradient reaches the table from them).
     """
     who = name or "embedding"
-    for what, v in (("vocab_size", vocab_size), ("features", features)):
-        if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-            raise ValueError(f"{who}: {what} must be a positive int, got {v!r}")
+    vocab_size = check_int(vocab_size, f"{who}: vocab_size")
+    features = check_int(features, f"{who}: features")
 
     def init(key, input_shape):
         table = inits.get(embedding_init or inits.normal(1.0))(key, (vocab_size, features))

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from nnkit import initializers as inits
+from nnkit._checks import check_int
 from nnkit.core import Layer, ShapeError
 from nnkit.layers._masked import multi_input_layer, split_mask_input, split_mask_shape
 
@@ -77,8 +78,7 @@ def LearnedPositionalEmbedding(
     Params: ``{"table": (max_len, D)}``, default init ``N(0, 0.02^2)``.
     """
     who = name or "learned_positional_embedding"
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len <= 0:
-        raise ShapeError(f"{who}: max_len must be a positive int, got {max_len!r}")
+    max_len = check_int(max_len, f"{who}: max_len", error=ShapeError)
 
     def init(key, input_shape):
         x_shape, _ = split_mask_shape(input_shape)

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnkit import initializers as inits
+from nnkit._checks import check_int
 from nnkit.core import Layer, ShapeError, child_key, layer, normalize_shape
 from nnkit.layers._carry import vary_like
 from nnkit.layers.lstm_sequence import lstm_sequence
@@ -88,14 +89,11 @@ class Cell(NamedTuple):
 
 
 def _check_hidden(kind: str, hidden: Any) -> int:
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden <= 0:
-        raise ShapeError(f"{kind}: hidden must be a positive int, got {hidden!r}")
-    return hidden
+    return check_int(hidden, f"{kind}: hidden", error=ShapeError)
 
 
 def _check_input_size(kind: str, input_size: Any) -> int:
-    if isinstance(input_size, bool) or not isinstance(input_size, int) or input_size <= 0:
-        raise ShapeError(f"{kind}: input_size must be a positive int, got {input_size!r}")
+    input_size = check_int(input_size, f"{kind}: input_size", error=ShapeError)
     return input_size
 
 

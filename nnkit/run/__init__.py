@@ -11,6 +11,7 @@ from nnkit.run.prepare import Prepared, initial_state, make_parallel, policy_of,
 from nnkit.run.rundir import RunError, read_resume_config, read_run_config
 from nnkit.run.tools import (
     DiagnoseResult,
+    SweepRunResult,
     diagnose_run,
     lr_find_run,
     model_summary,
@@ -23,5 +24,6 @@ __all__ = [
     "Prepared", "prepare", "initial_state", "RunError", "read_run_config", "read_resume_config",
     "RunResult",
     "StopFlag", "train", "resume", "evaluate_run", "model_summary", "lr_find_run",
-    "parse_grid", "sweep_run", "diagnose_run", "DiagnoseResult", "make_parallel", "policy_of",
+    "parse_grid", "sweep_run", "SweepRunResult", "diagnose_run", "DiagnoseResult",
+    "make_parallel", "policy_of",
 ]

@@ -65,7 +65,7 @@ def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | 
                 create: bool = True) -> Path:
     """Creates the run directory: ``out`` if given (it must not exist or be an empty
     directory: :func:`check_out_dir`), else ``<base>/<config-stem><suffix>-<timestamp>``
-    (``-1``, ``-2``... appended on a clash).
+    (``-2``, ``-3``... appended on a clash, as for ``lr-find``'s plots).
 
     ``create=False`` only returns the name (``out``, or the timestamped name without the
     clash suffix): what the processes other than process 0 of a multi-process run use."""
@@ -78,7 +78,7 @@ def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | 
         return d
     stem = Path(config_path).stem if config_path else "run"
     root = Path(base) / f"{stem}{suffix}-{_timestamp()}"
-    d, i = root, 0
+    d, i = root, 1
     while True:
         try:
             d.mkdir(parents=True, exist_ok=False)

@@ -18,8 +18,8 @@ from nnkit.core import summary as layer_summary
 from nnkit.run.prepare import prepare_named
 from nnkit.run.rundir import check_out_dir, new_run_dir, write_json
 
-__all__ = ["model_summary", "lr_find_run", "parse_grid", "sweep_run", "FAST_SWEEP_KEYS",
-           "format_table", "diagnose_run", "DiagnoseResult"]
+__all__ = ["model_summary", "lr_find_run", "parse_grid", "sweep_run", "SweepRunResult",
+           "FAST_SWEEP_KEYS", "format_table", "diagnose_run", "DiagnoseResult"]
 
 FAST_SWEEP_KEYS = {"optimizer.lr": "learning_rates", "optimizer.weight_decay": "weight_decays",
                    "seed": "seeds"}
@@ -150,12 +150,19 @@ def _dump_value(v: Any) -> str:
         .strip()
 
 
-def _fast_ok(cfg: Config, grid: dict[str, list[Any]]) -> bool:
-    return (set(grid) <= set(FAST_SWEEP_KEYS) and cfg.optimizer.schedule is None
-            and cfg.optimizer.plateau is None and cfg.training.early_stopping is None
-            and cfg.optimizer.accumulate == 1 and not cfg.data.augmentation
-            and cfg.training.grad_mode == "batch" and cfg.training.l1 == 0
-            and cfg.training.l2 == 0)
+def separate_run_reasons(cfg: Config, grid: dict[str, list[Any]]) -> list[str]:
+    """Why a sweep of ``grid`` over ``cfg`` cannot train as one compiled program (empty when it
+    can): the grid keys and config settings :func:`nnkit.train.sweep` does not vary or run."""
+    reasons = [f"the grid varies {k}" for k in grid if k not in FAST_SWEEP_KEYS]
+    checks = [("optimizer.schedule", cfg.optimizer.schedule is not None),
+              ("optimizer.plateau", cfg.optimizer.plateau is not None),
+              ("training.early_stopping", cfg.training.early_stopping is not None),
+              ("optimizer.accumulate", cfg.optimizer.accumulate != 1),
+              ("data.augmentation", bool(cfg.data.augmentation)),
+              ("training.grad_mode", cfg.training.grad_mode != "batch"),
+              ("training.l1", cfg.training.l1 != 0),
+              ("training.l2", cfg.training.l2 != 0)]
+    return reasons + [f"the config sets {key}" for key, on in checks if on]
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -171,6 +178,18 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])
 
 
+class SweepRunResult(NamedTuple):
+    """What :func:`sweep_run` made: one row per grid point, the sweep directory, how the points
+    trained (``"vmap"``: one program; ``"runs"``: one run each), on how many devices, and why
+    not in one program (:func:`separate_run_reasons`; empty for ``"vmap"``)."""
+
+    rows: list[dict[str, Any]]
+    sweep_dir: Path
+    method: str
+    devices: int
+    separate_runs_because: list[str]
+
+
 def sweep_run(
     cfg_raw: dict[str, Any],
     grid: dict[str, list[Any]],
@@ -180,14 +199,15 @@ def sweep_run(
     out: str | Path | None = None,
     base: str | Path = "runs",
     print_fn: Callable[[str], Any] | None = print,
-) -> tuple[list[dict[str, Any]], Path, str]:
-    """Trains every point of the ``grid`` product; returns ``(rows, sweep_dir, method)``.
+) -> SweepRunResult:
+    """Trains every point of the ``grid`` product; returns a :class:`SweepRunResult`.
 
     When only ``optimizer.lr``, ``optimizer.weight_decay`` and ``seed`` vary (and the config
     uses no schedule, plateau, early stopping, accumulation, augmentation, l1/l2 or special
     grad mode) all points train together in ONE compiled program with
     :func:`nnkit.train.sweep` (``method == "vmap"``); otherwise each point is a full run in
-    ``sweep_dir/run-<i>`` (``method == "runs"``). Writes ``sweep.csv`` and ``sweep.txt``.
+    ``sweep_dir/run-<i>`` (``method == "runs"``; the reasons are returned and recorded in
+    ``sweep.json``). Writes ``sweep.csv``, ``sweep.txt`` and ``sweep.json``.
     Every point's config is validated before anything is created; ``out`` must not exist or
     be empty.
     """
@@ -202,7 +222,8 @@ def sweep_run(
         cfgs.append(parse_config(cfg_raw, file=config_path, overrides=sets))
         point_sets.append(sets)
     base_cfg = cfgs[0]
-    method = "vmap" if _fast_ok(base_cfg, grid) else "runs"
+    why_runs = separate_run_reasons(base_cfg, grid)
+    method = "runs" if why_runs else "vmap"
     # validates data/model before the directory exists
     prep = prepare_named(base_cfg, config_path, point_sets[0])
     if method == "runs":
@@ -266,8 +287,9 @@ def sweep_run(
     w.writerows(rows)
     (sweep_dir / "sweep.csv").write_text(buf.getvalue(), encoding="utf-8")
     (sweep_dir / "sweep.txt").write_text(table + "\n", encoding="utf-8")
-    write_json(sweep_dir / "sweep.json", {"method": method, "grid": grid, "devices": devices,
+    write_json(sweep_dir / "sweep.json", {"method": method, "separate_runs_because": why_runs,
+                                          "grid": grid, "devices": devices,
                                           "config": config_to_dict(base_cfg), "rows": rows})
     if print_fn is not None:
         print_fn(table)
-    return rows, sweep_dir, method
+    return SweepRunResult(rows, sweep_dir, method, devices, why_runs)

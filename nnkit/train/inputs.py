@@ -11,16 +11,7 @@ import numpy as np
 
 from nnkit.core import Layer, ShapeError, abstract_init, normalize_shape
 
-__all__ = ["as_xy", "check_data", "check_int", "check_targets", "check_params",
-           "data_nbytes"]
-
-
-def check_int(value: Any, name: str, minimum: int = 1) -> None:
-    """Raises ``ValueError`` naming ``name`` and ``value`` unless ``value`` is an int (not a
-    bool) ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        want = "a positive int" if minimum == 1 else f"an int >= {minimum}"
-        raise ValueError(f"{name} must be {want}, got {value!r}")
+__all__ = ["as_xy", "check_data", "check_targets", "check_params", "data_nbytes"]
 
 
 def as_xy(data: Any, what: str) -> tuple[Any, Any] | None:

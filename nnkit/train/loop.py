@@ -47,13 +47,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nnkit._checks import check_int
 from nnkit.core import Layer
 from nnkit.optim import Plateau, plateau_init
 from nnkit.train.callbacks import INTERRUPT, Callback
 from nnkit.train.compiled import compiled_fit_fns
 from nnkit.train.early_stopping import EarlyStopping, early_stopping_init, should_stop
 from nnkit.train.gradients import resolve_loss, resolve_metrics
-from nnkit.train.inputs import as_xy, check_data, check_int, check_params, data_nbytes
+from nnkit.train.inputs import as_xy, check_data, check_params, data_nbytes
 from nnkit.train.order import epoch_order, key_words
 from nnkit.train.progress import EpochProgress
 from nnkit.train.state import TrainState, create_train_state
@@ -191,10 +192,10 @@ def fit(
     """
     if mode not in ("auto", "scan", "step"):
         raise ValueError(f"unknown mode {mode!r}; known: auto, scan, step")
-    check_int(epochs, "epochs", 0)
-    check_int(start_epoch, "start_epoch", 0)
-    check_int(batch_size, "batch_size")
-    check_int(eval_batch_size, "eval_batch_size")
+    epochs = check_int(epochs, "epochs", 0)
+    start_epoch = check_int(start_epoch, "start_epoch", 0)
+    batch_size = check_int(batch_size, "batch_size")
+    eval_batch_size = check_int(eval_batch_size, "eval_batch_size")
     if isinstance(optimizer, str):
         from nnkit import optim
 

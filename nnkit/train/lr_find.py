@@ -12,10 +12,11 @@ import numpy as np
 import optax
 from jax import lax
 
+from nnkit._checks import check_int
 from nnkit.core import Layer
 from nnkit.optim import get_lr, set_hyperparam
 from nnkit.train.gradients import resolve_loss
-from nnkit.train.inputs import as_xy, check_data, check_int
+from nnkit.train.inputs import as_xy, check_data
 from nnkit.train.order import epoch_order, key_words
 from nnkit.train.state import create_train_state
 from nnkit.train.step import make_train_step
@@ -114,7 +115,7 @@ def lr_find(
         raise ValueError(f"need 0 < min_lr < max_lr, got {min_lr}, {max_lr}")
     if steps < 2 or not 0.0 <= smoothing < 1.0 or diverge_factor <= 1.0:
         raise ValueError("need steps >= 2, 0 <= smoothing < 1 and diverge_factor > 1")
-    check_int(batch_size, "batch_size")
+    batch_size = check_int(batch_size, "batch_size")
     loss_fn = resolve_loss(loss)
     train = as_xy(train_data, "train_data")
     n = int(jax.tree_util.tree_leaves(train[0])[0].shape[0])

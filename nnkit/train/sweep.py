@@ -16,10 +16,11 @@ from jax.sharding import Mesh
 
 from nnkit import optim
 from nnkit import parallel as par
+from nnkit._checks import check_int
 from nnkit.core import Layer
 from nnkit.train.epoch import gather_rows, make_epoch_fns, make_val_evaluator
 from nnkit.train.gradients import resolve_loss, resolve_metrics
-from nnkit.train.inputs import as_xy, check_data, check_int
+from nnkit.train.inputs import as_xy, check_data
 from nnkit.train.order import epoch_order, key_words
 from nnkit.train.state import TrainState, create_train_state
 from nnkit.train.step import make_train_step
@@ -118,7 +119,7 @@ def sweep(
     which use one core each, train on all of them (8 of W3's 2-16-16-2 MLPs on 2 cores:
     ~1.7x faster than on one device).
     """
-    check_int(epochs, "epochs", 0)
+    epochs = check_int(epochs, "epochs", 0)
     prog = sweep_program(
         model, optimizer_name, train_data, learning_rates=learning_rates,
         weight_decays=weight_decays, seeds=seeds, batch_size=batch_size, loss=loss,
@@ -238,8 +239,8 @@ def sweep_program(
     compiled epoch of all models (same arguments as :func:`sweep`, less ``epochs``)."""
     if vectorize not in ("auto", "vmap", "map"):
         raise ValueError(f"unknown vectorize {vectorize!r}; known: auto, vmap, map")
-    check_int(batch_size, "batch_size")
-    check_int(eval_batch_size, "eval_batch_size")
+    batch_size = check_int(batch_size, "batch_size")
+    eval_batch_size = check_int(eval_batch_size, "eval_batch_size")
     lrs = list(learning_rates) if learning_rates is not None else [
         optimizer_kwargs.pop("learning_rate", 1e-3)]
     optimizer_kwargs.pop("learning_rate", None)
