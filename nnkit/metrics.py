@@ -7,6 +7,14 @@ integer class ids ``(B,)`` or one-hot ``(B, C)``. ``num_classes`` arguments are 
 Python ints.
 
 :func:`get` maps config names to functions ``metric(predictions, targets) -> scalar``.
+
+Metrics that are not a mean of per-example values (``rmse``, ``r2``, ``macro_f1``) also carry
+``metric.batch_stats(predictions, targets) -> stats`` and ``metric.from_stats(stacked) ->
+scalar``, where ``stacked`` holds the stats of several batches along a new leading axis: so a
+set evaluated batch by batch (:func:`nnkit.train.make_evaluator`: ``val_*``, ``test_*``,
+``nnkit eval``) gets the metric of the whole set, not a mean of batch values (``train_*``
+logs stay means of the per-step values, as the running figures of an epoch).
+:func:`with_stats` attaches them to a metric of one's own.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ __all__ = [
     "mse",
     "rmse",
     "r2_score",
+    "with_stats",
     "METRICS",
     "get",
 ]
@@ -93,6 +102,17 @@ def top_k_accuracy(logits: Any, labels: Any, k: int = 5) -> Array:
     return jnp.mean(jnp.any(idx == y[..., None], axis=-1).astype(jnp.float32))
 
 
+def with_stats(fn: MetricFn, batch_stats: Callable[[Any, Any], Any],
+               from_stats: Callable[[Any], Array]) -> MetricFn:
+    """``fn`` with the two functions that make it exact over a set evaluated in batches:
+    ``batch_stats(pred, y)`` -> a pytree of one batch's statistics (sums, counts, a confusion
+    matrix), and ``from_stats(stacked)`` -> the metric from those of several batches stacked
+    along a leading axis. ``from_stats(batch_stats(p, y)[None])`` must equal ``fn(p, y)``."""
+    fn.batch_stats = batch_stats
+    fn.from_stats = from_stats
+    return fn
+
+
 def confusion_matrix(preds_or_logits: Any, labels: Any, num_classes: int) -> Array:
     """``(K, K)`` int32 counts: entry ``[i, j]`` = examples of true class ``i`` predicted ``j``.
 
@@ -129,33 +149,61 @@ def precision_recall_f1(
       ``(precision, recall, f1)``: scalars, or ``(K,)`` arrays for ``average=None``.
     """
     cm = confusion_matrix(preds, labels, num_classes).astype(jnp.float32)
-    tp = jnp.diag(cm)
-    predicted = cm.sum(axis=0)
-    support = cm.sum(axis=1)
     if average == "micro":
-        total = jnp.maximum(cm.sum(), 1.0)
-        acc = tp.sum() / total
+        acc = jnp.diag(cm).sum() / jnp.maximum(cm.sum(), 1.0)
         return acc, acc, acc
-    precision = jnp.where(predicted > 0, tp / jnp.maximum(predicted, 1.0), 0.0)
-    recall = jnp.where(support > 0, tp / jnp.maximum(support, 1.0), 0.0)
-    denom = precision + recall
-    f1 = jnp.where(denom > 0, 2 * precision * recall / jnp.where(denom > 0, denom, 1.0), 0.0)
+    precision, recall, f1, present = _per_class(cm)
     if average is None or average == "none":
         return precision, recall, f1
     if average != "macro":
         raise ValueError(f"unknown average {average!r}; known: 'macro', 'micro', None")
-    present = ((support + predicted) > 0).astype(jnp.float32)
     n = jnp.maximum(present.sum(), 1.0)
     return (precision * present).sum() / n, (recall * present).sum() / n, (f1 * present).sum() / n
 
 
-def macro_f1(logits: Any, labels: Any, *, threshold: float = 0.0) -> Array:
-    """Macro-averaged F1 of ``(B, C)`` scores against labels, ``C`` from the scores' shape;
-    ``(B, 1)``: binary, class 1 where the score is ``> threshold`` (as :func:`accuracy`)."""
+def _per_class(cm: Array) -> tuple[Array, Array, Array, Array]:
+    """Per-class precision, recall, F1 and a 0/1 "class occurs" mask from a float confusion
+    matrix (rows: true classes)."""
+    tp, predicted, support = jnp.diag(cm), cm.sum(axis=0), cm.sum(axis=1)
+    precision = jnp.where(predicted > 0, tp / jnp.maximum(predicted, 1.0), 0.0)
+    recall = jnp.where(support > 0, tp / jnp.maximum(support, 1.0), 0.0)
+    denom = precision + recall
+    f1 = jnp.where(denom > 0, 2 * precision * recall / jnp.where(denom > 0, denom, 1.0), 0.0)
+    return precision, recall, f1, ((support + predicted) > 0).astype(jnp.float32)
+
+
+def _f1_counts(logits: Any, labels: Any, threshold: float = 0.0) -> Array:
+    """The ``(K, K)`` confusion matrix :func:`macro_f1` reads."""
     z = jnp.asarray(logits)
     if z.ndim >= 2 and z.shape[-1] == 1:
-        return precision_recall_f1(labels, _predicted(z, threshold), 2, "macro")[2]
-    return precision_recall_f1(labels, z, z.shape[-1], "macro")[2]
+        return confusion_matrix(_predicted(z, threshold), labels, 2)
+    return confusion_matrix(z, labels, z.shape[-1])
+
+
+def _macro_f1_of(cm: Array) -> Array:
+    """Macro F1 from a confusion matrix (rows: true classes), as :func:`precision_recall_f1`
+    (classes absent from both the labels and the predictions are left out)."""
+    _, _, f1, present = _per_class(cm.astype(jnp.float32))
+    return (f1 * present).sum() / jnp.maximum(present.sum(), 1.0)
+
+
+def macro_f1(logits: Any, labels: Any, *, threshold: float = 0.0) -> Array:
+    """Macro-averaged F1 of ``(B, C)`` scores against labels, ``C`` from the scores' shape;
+    ``(B, 1)``: binary, class 1 where the score is ``> threshold`` (as :func:`accuracy`).
+    Over batches: from the summed confusion matrices (``batch_stats``/``from_stats``)."""
+    return _macro_f1_of(_f1_counts(logits, labels, threshold))
+
+
+def _thresholded_f1(threshold: float) -> MetricFn:
+    def f1(logits: Any, labels: Any) -> Array:
+        return macro_f1(logits, labels, threshold=threshold)
+
+    f1.__name__ = "macro_f1"
+    return with_stats(f1, lambda z, y: _f1_counts(z, y, threshold),
+                      lambda cms: _macro_f1_of(jnp.sum(cms, axis=0)))
+
+
+with_stats(macro_f1, _f1_counts, lambda cms: _macro_f1_of(jnp.sum(cms, axis=0)))
 
 
 def _regression_pair(fn: str, predictions: Any, targets: Any) -> tuple[Array, Array]:
@@ -184,8 +232,17 @@ def mse(predictions: Any, targets: Any) -> Array:
 
 
 def rmse(predictions: Any, targets: Any) -> Array:
-    """Root mean squared error: ``sqrt(mse)``, in the targets' units."""
+    """Root mean squared error: ``sqrt(mse)``, in the targets' units. Over batches: the root
+    of the pooled mean square (``batch_stats``/``from_stats``), not a mean of roots."""
     return jnp.sqrt(mse(predictions, targets))
+
+
+def _rmse_stats(predictions: Any, targets: Any) -> dict[str, Array]:
+    p, t = _regression_pair("rmse", predictions, targets)
+    return {"se": jnp.sum(jnp.square(p - t)), "n": jnp.asarray(p.size, jnp.float32)}
+
+
+with_stats(rmse, _rmse_stats, lambda s: jnp.sqrt(jnp.sum(s["se"]) / jnp.sum(s["n"])))
 
 
 def r2_score(predictions: Any, targets: Any) -> Array:
@@ -193,19 +250,40 @@ def r2_score(predictions: Any, targets: Any) -> Array:
 
     ``SS_res = sum_i (t_i - p_i)^2``, ``SS_tot = sum_i (t_i - mean(t))^2`` over the batch
     axis, per output column for ``(B, D)``, then averaged over columns. A constant target
-    column (``SS_tot = 0``) scores 1 if predicted exactly, else 0 (as scikit-learn).
+    column (``SS_tot = 0``) scores 1 if predicted exactly, else 0 (as scikit-learn). Over
+    batches: ``SS_tot`` about the mean of the whole set, from each batch's count, mean and
+    ``SS_tot`` (Chan et al.'s pairwise update, no cancellation of large sums).
     """
+    return _r2_of(jax.tree_util.tree_map(lambda a: a[None], _r2_stats(predictions, targets)))
+
+
+def _r2_stats(predictions: Any, targets: Any) -> dict[str, Array]:
     p, t = _regression_pair("r2_score", predictions, targets)
     p = p.reshape(p.shape[0], -1)
     t = t.reshape(t.shape[0], -1)
-    ss_res = jnp.sum(jnp.square(t - p), axis=0)
-    ss_tot = jnp.sum(jnp.square(t - jnp.mean(t, axis=0)), axis=0)
+    mean = jnp.mean(t, axis=0)
+    return {"n": jnp.asarray(t.shape[0], jnp.float32), "mean": mean,
+            "ss_tot": jnp.sum(jnp.square(t - mean), axis=0),
+            "ss_res": jnp.sum(jnp.square(t - p), axis=0)}
+
+
+def _r2_of(s: dict[str, Array]) -> Array:
+    """R^2 from the stats of ``k`` batches stacked on axis 0 (``n (k,)``, the rest
+    ``(k, D)``): ``SS_tot = sum_b SS_tot_b + sum_b n_b (mean_b - mean)^2``."""
+    n = s["n"][:, None]
+    total = jnp.sum(n, axis=0)
+    mean = jnp.sum(n * s["mean"], axis=0) / total
+    ss_tot = jnp.sum(s["ss_tot"], axis=0) + jnp.sum(n * jnp.square(s["mean"] - mean), axis=0)
+    ss_res = jnp.sum(s["ss_res"], axis=0)
     r2 = jnp.where(
         ss_tot > 0,
         1.0 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1.0),
         jnp.where(ss_res == 0, 1.0, 0.0),
     )
     return jnp.mean(r2)
+
+
+with_stats(r2_score, _r2_stats, _r2_of)
 
 
 METRICS: dict[str, MetricFn] = {
@@ -240,6 +318,8 @@ def get(name_or_fn: str | MetricFn, *, threshold: float | None = None) -> Metric
             fn = METRICS[name_or_fn]
             if threshold is None or name_or_fn not in THRESHOLD_METRICS:
                 return fn
+            if fn is macro_f1:
+                return _thresholded_f1(threshold)
 
             def thresholded(predictions: Any, targets: Any) -> Array:
                 return fn(predictions, targets, threshold=threshold)

@@ -191,3 +191,95 @@ def test_probability_losses_threshold_binary_metrics_at_one_half():
     out = model.apply(params, state, x)[0]  # sigmoid(5x): 0.007, 0.08, 0.92, 0.993
     acc = dict(resolve_metrics(("accuracy",), losses.binary_cross_entropy))["accuracy"]
     assert float(acc(out, labels)) == 1.0
+
+
+# ------------------------------------------------- metrics of a whole set, evaluated in batches
+
+
+def _np_r2(p, t):
+    p, t = p.reshape(len(p), -1).astype(np.float64), t.reshape(len(t), -1).astype(np.float64)
+    ss_res = ((t - p) ** 2).sum(0)
+    ss_tot = ((t - t.mean(0)) ** 2).sum(0)
+    return float(np.mean(1 - ss_res / ss_tot))
+
+
+def _np_macro_f1(pred, y, k):
+    f1s = []
+    for c in range(k):
+        tp = np.sum((pred == c) & (y == c))
+        fp, fn = np.sum((pred == c) & (y != c)), np.sum((pred != c) & (y == c))
+        if tp + fp + fn == 0:
+            continue  # class absent from both: left out, as scikit-learn
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s))
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 10, 64])
+def test_evaluator_gives_the_metrics_of_the_whole_set(batch_size):
+    """rmse, r2 and macro-F1 of a set evaluated in batches of 1, 3, 4 (a remainder of 2), the
+    whole set and more equal NumPy's values on the whole set -- not a mean of batch values --
+    also for targets far from zero (r2's total sum of squares without cancellation)."""
+    from nnkit import layers as L
+    from nnkit.train import make_evaluator
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(10, 3)).astype(np.float32)
+    model = nnkit.serial(L.Dense(2))
+    _, params, state = model.init(jax.random.key(0), (3,))
+    params = {"dense_0": {**params["dense_0"], "b": params["dense_0"]["b"] + 1e4}}
+    pred = np.asarray(model.apply(params, state, x)[0], np.float64)
+    y = (pred + rng.normal(size=(10, 2))).astype(np.float32)  # around 1e4, spread ~1
+    ev = jax.jit(make_evaluator(model, "mse", ["rmse", "r2", "mae"], 10, batch_size))
+    out = ev(params, state, x, y)
+    np.testing.assert_allclose(out["rmse"], np.sqrt(np.mean((pred - y) ** 2)), rtol=1e-5)
+    np.testing.assert_allclose(out["mae"], np.mean(np.abs(pred - y)), rtol=1e-5)
+    np.testing.assert_allclose(out["loss"], np.mean((pred - y) ** 2), rtol=1e-4)
+    # the targets' float32 rounding at 1e4 (~1e-3) bounds what any float32 path can match
+    np.testing.assert_allclose(out["r2"], _np_r2(pred, y), atol=2e-3)
+
+    clf = nnkit.serial(L.Dense(4))
+    _, params, state = clf.init(jax.random.key(1), (3,))
+    labels = rng.integers(0, 4, 10)
+    scores = np.asarray(clf.apply(params, state, x)[0])
+    ev = jax.jit(make_evaluator(clf, "cross_entropy", ["accuracy", "macro_f1"], 10, batch_size))
+    out = ev(params, state, x, labels)
+    np.testing.assert_allclose(out["macro_f1"], _np_macro_f1(scores.argmax(1), labels, 4),
+                               rtol=1e-6)
+    np.testing.assert_allclose(out["accuracy"], np.mean(scores.argmax(1) == labels), rtol=1e-6)
+
+    binary = nnkit.serial(L.Dense(1), L.Activation("sigmoid"))
+    _, params, state = binary.init(jax.random.key(2), (3,))
+    probs = np.asarray(binary.apply(params, state, x)[0])[:, 0]
+    yb = (rng.random(10) < 0.5).astype(np.int32)
+    ev = jax.jit(make_evaluator(binary, "bce_probs", ["macro_f1"], 10, batch_size))
+    out = ev(params, state, x, yb[:, None])
+    np.testing.assert_allclose(out["macro_f1"], _np_macro_f1((probs > 0.5).astype(int), yb, 2),
+                               rtol=1e-6)
+
+
+def test_stats_of_one_batch_give_the_metric_itself():
+    rng = np.random.default_rng(0)
+    p, t = rng.normal(size=(7, 3)), rng.normal(size=(7, 3))
+    z, y = rng.normal(size=(7, 5)), rng.integers(0, 5, 7)
+    for fn, a, b in [(M.rmse, p, t), (M.r2_score, p, t), (M.macro_f1, z, y),
+                     (M.get("macro_f1", threshold=0.5), rng.random((7, 1)), y % 2)]:
+        one = jax.tree_util.tree_map(lambda s: s[None], fn.batch_stats(a, b))
+        np.testing.assert_allclose(fn.from_stats(one), fn(a, b), rtol=1e-6, err_msg=fn.__name__)
+
+
+def test_fit_reports_validation_r2_and_rmse_of_the_whole_set():
+    from nnkit import layers as L
+
+    rng = np.random.default_rng(0)
+    w = np.array([[1.0], [2.0], [-1.0]], np.float32)
+    x = rng.normal(size=(64, 3)).astype(np.float32)
+    xv = rng.normal(size=(10, 3)).astype(np.float32)
+    yv = (xv @ w + rng.normal(size=(10, 1))).astype(np.float32)
+    model = nnkit.serial(L.Dense(1))
+    r = nnkit.fit(model, "sgd", (x, x @ w), val_data=(xv, yv), loss="mse",
+                  metrics=["rmse", "r2"], epochs=1, batch_size=16, eval_batch_size=4,
+                  progress=False)
+    pred = np.asarray(model.apply(r.train_state.params, r.train_state.state, xv)[0])
+    np.testing.assert_allclose(r.history["val_rmse"][-1], np.sqrt(np.mean((pred - yv) ** 2)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(r.history["val_r2"][-1], _np_r2(pred, yv), rtol=1e-5)

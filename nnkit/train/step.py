@@ -22,6 +22,7 @@ import optax
 from jax import lax
 
 from nnkit import precision
+from nnkit._checks import check_int
 from nnkit.core import Layer
 from nnkit.optim import get_lr
 from nnkit.train.gradients import (
@@ -153,8 +154,7 @@ def make_train_step(
     """
     if grad_mode not in GRAD_MODES:
         raise ValueError(f"unknown grad_mode {grad_mode!r}; known: {', '.join(GRAD_MODES)}")
-    if not isinstance(microbatches, int) or microbatches < 1:
-        raise ValueError(f"microbatches must be a positive int, got {microbatches!r}")
+    microbatches = check_int(microbatches, "microbatches")
     if microbatches > 1 and grad_mode != "accumulate":
         raise ValueError("microbatches > 1 needs grad_mode='accumulate'")
     if per_example_clip is not None and grad_mode != "per_example":
@@ -280,29 +280,42 @@ def make_evaluator(
 ) -> Callable[[Any, Any, Any, Any], Metrics]:
     """Unjitted ``evaluate(params, state, x, y) -> metrics`` over a whole set of ``n`` examples.
 
-    ``n // batch_size`` full batches run in a ``lax.scan`` (memory ~ one batch) plus one
-    remainder batch; batch means are combined weighted by size, so the result is the exact
-    mean over all ``n`` examples. Meant to be traced inside a larger jitted function.
+    ``n // batch_size`` full batches run in a ``lax.map`` (memory ~ one batch) plus one
+    remainder batch. The loss and the metrics that are means over examples are combined
+    weighted by batch size: the exact mean over all ``n``. A metric that is not such a mean
+    (``rmse``, ``r2``, ``macro_f1``: one with ``batch_stats``/``from_stats``, see
+    :func:`nnkit.metrics.with_stats`) is computed from the statistics of all batches: the
+    metric of the whole set. Meant to be traced inside a larger jitted function.
     """
     loss = resolve_loss(loss_fn)
     metric_fns = resolve_metrics(metrics, loss)
+    pooled = {name: fn for name, fn in metric_fns if hasattr(fn, "from_stats")}
     bs = max(1, min(batch_size, n))
     full, rem = divmod(n, bs)
 
-    def evaluate(params, state, x, y):
-        def one(xb, yb):
-            return _eval_batch(model, loss, metric_fns, params, state, xb, yb)
+    def one(params, state, xb, yb):
+        pred, _ = model.apply(params, state, xb, key=None, train=False)
+        means = {"loss": loss(pred, yb),
+                 **{k: f(pred, yb) for k, f in metric_fns if k not in pooled}}
+        return means, {k: f.batch_stats(pred, yb) for k, f in pooled.items()}
 
+    def evaluate(params, state, x, y):
         head = lambda a: a[: full * bs].reshape(full, bs, *a.shape[1:])
         tail = lambda a: a[full * bs :]
         if full == 1 and rem == 0:
-            return one(x, y)
+            means, stats = one(params, state, x, y)
+            stacked = jax.tree_util.tree_map(lambda a: a[None], stats)
+            return {**means, **{k: pooled[k].from_stats(stacked[k]) for k in pooled}}
         xs, ys = jax.tree_util.tree_map(head, x), jax.tree_util.tree_map(head, y)
-        stacked = lax.map(lambda b: one(*b), (xs, ys))
-        total = jax.tree_util.tree_map(lambda v: jnp.sum(v, axis=0) * bs, stacked)
+        means, stats = lax.map(lambda b: one(params, state, *b), (xs, ys))
+        total = jax.tree_util.tree_map(lambda v: jnp.sum(v, axis=0) * bs, means)
         if rem:
-            last = one(jax.tree_util.tree_map(tail, x), jax.tree_util.tree_map(tail, y))
+            last, last_stats = one(params, state, jax.tree_util.tree_map(tail, x),
+                                   jax.tree_util.tree_map(tail, y))
             total = jax.tree_util.tree_map(lambda t, v: t + v * rem, total, last)
-        return jax.tree_util.tree_map(lambda t: t / n, total)
+            stats = jax.tree_util.tree_map(lambda s, v: jnp.concatenate([s, v[None]]),
+                                           stats, last_stats)
+        out = jax.tree_util.tree_map(lambda t: t / n, total)
+        return {**out, **{k: pooled[k].from_stats(stats[k]) for k in pooled}}
 
     return evaluate
