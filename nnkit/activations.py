@@ -52,8 +52,9 @@ def relu(x: Array) -> Array:
 
 
 def leaky_relu(x: Array, alpha: float = 0.01) -> Array:
-    """``x`` if ``x >= 0`` else ``alpha * x``."""
-    return jnp.where(x >= 0, x, alpha * x)
+    """``x`` if ``x > 0`` else ``alpha * x``; derivative ``alpha`` at 0 (the left one, as
+    :func:`relu`'s 0 there and PyTorch's)."""
+    return jnp.where(x > 0, x, alpha * x)
 
 
 def elu(x: Array, alpha: float = 1.0) -> Array:

@@ -192,6 +192,13 @@ def mse(predictions: Any, targets: Any, *, reduction: str = "mean") -> Array:
     return reduce(_per_example_mean(jnp.square(p - t)), reduction)
 
 
+def _abs(x: Array) -> Array:
+    """``|x|`` with derivative ``sign(x)``: 0 at 0 (the subgradient PyTorch uses), where
+    ``jnp.abs``'s is 1 -- which would push an exact prediction, or a weight at exactly 0
+    under an L1 penalty, off its minimum."""
+    return jnp.sign(x) * x
+
+
 def l1(predictions: Any, targets: Any, *, reduction: str = "mean") -> Array:
     """Mean absolute error: ``mean_i |p_i - t_i|`` over each example, then ``reduction``.
 
@@ -199,7 +206,7 @@ def l1(predictions: Any, targets: Any, *, reduction: str = "mean") -> Array:
     """
     _check_reduction("l1", reduction)
     p, t = _align("l1", predictions, targets)
-    return reduce(_per_example_mean(jnp.abs(p - t)), reduction)
+    return reduce(_per_example_mean(_abs(p - t)), reduction)
 
 
 def huber(
@@ -465,7 +472,7 @@ def l1_penalty(params: Any, *, filter: PathFilter | None = weights_only) -> Arra
     or ``filter(path, leaf) -> bool``; the default :func:`weights_only` skips biases and norm
     scales; ``None`` keeps every leaf. Multiply by your coefficient and add to the loss.
     """
-    return sum((jnp.sum(jnp.abs(x)) for x in _selected(params, filter)), jnp.float32(0.0))
+    return sum((jnp.sum(_abs(x)) for x in _selected(params, filter)), jnp.float32(0.0))
 
 
 def l2_penalty(params: Any, *, filter: PathFilter | None = weights_only) -> Array:

@@ -141,3 +141,9 @@ def test_get_and_layers():
     np.testing.assert_allclose(y, A.leaky_relu(x, alpha=0.3))
     y, _ = layers.Gelu(approximate=True).apply({}, {}, x)
     np.testing.assert_allclose(y, A.gelu(x, approximate=True))
+
+
+def test_leaky_relu_slope_at_zero_is_alpha_like_relus_zero():
+    assert float(jax.grad(lambda v: A.leaky_relu(v, 0.2))(0.0)) == pytest.approx(0.2)
+    assert float(jax.grad(A.relu)(0.0)) == 0.0
+    assert float(A.leaky_relu(jnp.float32(0.0), 0.2)) == 0.0

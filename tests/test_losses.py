@@ -471,3 +471,18 @@ def test_registry():
     with pytest.raises(ValueError, match=r"unknown loss 'cce'; known: \['bce_probs'"):
         L.get("cce")
     assert nnkit.losses is L
+
+
+def test_l1_loss_and_penalty_have_zero_slope_at_zero():
+    """The subgradient at 0 is 0 (PyTorch's): an exact prediction is not pushed, and a weight at
+    exactly 0 stays there under an L1 penalty; elsewhere the slope is sign(r) / n."""
+    g = jax.grad(lambda p: L.l1(p, jnp.zeros((1, 2))))(jnp.array([[0.0, 1.0]]))
+    np.testing.assert_array_equal(g, [[0.0, 0.5]])
+    g = jax.grad(lambda w: L.l1_penalty({"w": w}))(jnp.array([0.0, -2.0, 3.0]))
+    np.testing.assert_array_equal(g, [0.0, -1.0, 1.0])
+    w = jnp.array([0.0, 0.5])
+    for _ in range(3):  # plain gradient descent on the penalty alone
+        w = w - 0.1 * jax.grad(lambda v: L.l1_penalty({"w": v}))(w)
+    assert float(w[0]) == 0.0 and float(w[1]) == pytest.approx(0.2)
+    check_grads(lambda p: L.l1(p, jnp.zeros((2, 2))), (jnp.array([[0.3, -1.2], [2.0, -0.7]]),),
+                order=1, modes=["rev"])
