@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import math
 import re
 import types
 import typing
@@ -176,15 +177,44 @@ def load_yaml_text(text: str) -> Any:
 _EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
-def _fix_numbers(tree: Any) -> Any:
-    """YAML 1.1 reads ``1e-3`` (no dot) as a string: turn such strings into floats."""
-    if isinstance(tree, dict):
-        return {k: _fix_numbers(v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_fix_numbers(v) for v in tree]
+def _fix_numbers(tree: Any, memo: dict[int, Any] | None = None) -> Any:
+    """YAML 1.1 reads ``1e-3`` (no dot) as a string: turn such strings into floats.
+
+    A node that YAML aliases (``*a``) is converted once and stays shared, so a small file of
+    nested aliases cannot expand into billions of nodes here."""
+    memo = {} if memo is None else memo
+    if isinstance(tree, dict | list):
+        if id(tree) in memo:
+            return memo[id(tree)]
+        if isinstance(tree, dict):
+            out: Any = {}
+            memo[id(tree)] = out
+            out.update({k: _fix_numbers(v, memo) for k, v in tree.items()})
+        else:
+            out = []
+            memo[id(tree)] = out
+            out.extend(_fix_numbers(v, memo) for v in tree)
+        return out
     if isinstance(tree, str) and _EXP_FLOAT.match(tree.strip()):
         return float(tree)
     return tree
+
+
+def _check_finite(tree: Any, key: str = "", seen: set[int] | None = None) -> None:
+    """ConfigError naming the first NaN or infinite number in a config tree: no setting
+    takes one (a learning rate, penalty or noise of ``.inf``/``.nan`` only shows later, as
+    a non-finite loss)."""
+    seen = set() if seen is None else seen
+    if isinstance(tree, dict | list):
+        if id(tree) in seen:
+            return
+        seen.add(id(tree))
+        items = tree.items() if isinstance(tree, dict) else enumerate(tree)
+        for k, v in items:
+            sub = f"{key}[{k}]" if isinstance(tree, list) else (f"{key}.{k}" if key else str(k))
+            _check_finite(v, sub, seen)
+    elif isinstance(tree, float) and not math.isfinite(tree):
+        raise ConfigError(f"must be a finite number, got {tree!r}", key=key)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -665,7 +695,7 @@ class Config:
     training: TrainingConfig = _field(factory=TrainingConfig)
     loss: str = _field("cross_entropy", choices=_losses)
     metrics: tuple[str, ...] = _field(("accuracy",))
-    seed: int = _field(0, ge=0)
+    seed: int = _field(0, ge=0, le=2**32 - 1)
     logging: LoggingConfig = _field(factory=LoggingConfig)
     parallel: dict[str, Any] = _field(factory=dict)
     precision: str | dict[str, Any] | None = _field(None)
@@ -683,7 +713,15 @@ class Config:
                 raise ConfigError(rest, key=head) from None
             raise ConfigError(str(e), key="precision") from None
 
+        mb = self.training.microbatches
+        if self.data.batch_size % mb:
+            raise ConfigError(f"{mb} does not divide data.batch_size {self.data.batch_size} "
+                              "(each step splits its batch into equal microbatches)",
+                              key="training.microbatches")
         for i, m in enumerate(self.metrics):
+            if m in self.metrics[:i]:
+                raise ConfigError(f"{m!r} is listed twice (also metrics[{self.metrics.index(m)}])",
+                                  key=f"metrics[{i}]")
             try:
                 M.get(m)
             except (ValueError, KeyError, TypeError):
@@ -722,6 +760,7 @@ def parse_config(raw: Mapping[str, Any], *, file: str | None = None,
         raise ConfigError(f"expected a mapping, got {type(raw).__name__}", file=file)
     raw = apply_overrides(dict(raw), overrides) if overrides else dict(raw)
     try:
+        _check_finite(raw)
         return _from_dict(Config, raw, "")
     except ConfigError as e:
         raise e.with_source(file, overrides) from None

@@ -184,6 +184,9 @@ def _init_child(name: str, lyr: Layer, key, shape):
         return lyr.init(key, shape)
     except ShapeError as e:
         raise _relabelled(name, lyr, e) from None
+    except (TypeError, IndexError) as e:  # e.g. a (shape, state) pair where a shape belongs
+        raise ShapeError(f"{name}: cannot be initialised on input shape {shape}: "
+                         f"{type(e).__name__}: {e}") from e
 
 
 def _put(tree: dict, name: str, value: dict) -> None:

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nnkit._checks import check_int
+from nnkit._checks import check_int, check_seed
 from nnkit.core import Layer, ShapeError, normalize_shape
 
 __all__ = ["GANState", "init_gan", "make_gan_step", "discriminator_loss", "generator_loss",
@@ -60,7 +60,7 @@ class GANState(NamedTuple):
 def _key_data(key: int | Array) -> Array:
     """uint32 key data from an int seed, a ``jax.random.key`` or a legacy ``PRNGKey``."""
     if isinstance(key, int | np.integer):
-        key = jax.random.key(int(key))
+        key = jax.random.key(check_seed(key))
     key = jnp.asarray(key)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(key)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnkit._checks import check_int
+from nnkit._checks import check_int, check_seed
 from nnkit.core import Layer, Params, State
 
 __all__ = ["mc_predict"]
@@ -34,7 +34,7 @@ _NORM_KINDS = ("batchnorm", "batch_norm", "bn")
 def _as_key(key) -> jax.Array:
     """An int seed, a ``jax.random.key`` or a legacy ``PRNGKey`` as a usable key."""
     if isinstance(key, int | np.integer):
-        return jax.random.key(int(key))
+        return jax.random.key(check_seed(key))
     if key is None:
         raise ValueError("a key is required (an int seed or a jax.random.key)")
     return key

@@ -164,3 +164,75 @@ def test_cli_bad_augmentation_exit_2_and_no_run_dir(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and "internal error" not in err
     assert "--set: data.augmentation[0].max_shift" in err and not out.exists()
+
+
+# ------------------------------------------- mistakes that used to surface only after compiling
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("name, overrides, key, expect", [
+    ("moons_mlp.yaml", ["model={layers: [{type: embedding, vocab_size: 10, features: 4}, "
+                        "{type: flatten}, {type: dense, features: 2}]}"],
+     "model", "expected integer token ids, got dtype float32"),
+    ("digits_mlp.yaml", ["model={layers: [{type: flatten}, {type: dense, features: 8}, "
+                         "{type: leaky_relu, alpha: abc}, {type: dense, features: 10}]}"],
+     "model", "cannot be applied to inputs (8, 8, 1) float32"),
+    ("digits_mlp.yaml", ["model={layers: [{type: reshape, shape: [8, 8]}, "
+                         "{type: lstm, hidden: 4, return_state: true}, "
+                         "{type: dense, features: 10}]}"],
+     "model", "dense_0: cannot be initialised on input shape ((8, 4), ((4,), (4,)))"),
+    ("moons_mlp.yaml", ["data.dataset=poly", "data.options={coeffs: []}", "loss=mse",
+                        "metrics=[mae]"], "data.options", "coeffs must be a non-empty list"),
+    ("moons_mlp.yaml", ["data.dataset=poly", "data.options={coeffs: [0, 1e308, 1e308]}",
+                        "loss=mse", "metrics=[mae]"], "data", "NaN/inf value(s)"),
+])
+def test_model_and_data_mistakes_are_config_errors_before_training(name, overrides, key,
+                                                                   expect):
+    e = error_of(name, *overrides)
+    assert e.key == key and expect in e.message, (e.key, e.message)
+
+
+@pytest.mark.parametrize("overrides, key, expect", [
+    (["training.grad_mode=accumulate", "training.microbatches=3", "data.batch_size=8"],
+     "training.microbatches", "3 does not divide data.batch_size 8"),
+    (["metrics=[accuracy, accuracy]"], "metrics[1]", "listed twice (also metrics[0])"),
+    (["seed=4294967296"], "seed", "must be in [0, 4294967295]"),
+    (["optimizer.lr=.inf"], "optimizer.lr", "must be a finite number, got inf"),
+    (["training.l2=.nan"], "training.l2", "must be a finite number, got nan"),
+    (["data.options={noise: .nan}"], "data.options.noise", "must be a finite number"),
+])
+def test_config_values_checked_when_read(overrides, key, expect):
+    with pytest.raises(ConfigError) as e:
+        load_config(CONFIGS / "moons_mlp.yaml", overrides)
+    assert e.value.key == key and expect in e.value.message, (e.value.key, e.value.message)
+
+
+def test_yaml_aliases_stay_shared_instead_of_expanding(tmp_path):
+    """Nested aliases: 10**7 nodes if expanded; read in well under a second and refused for
+    its unknown top-level key."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)]
+    path = tmp_path / "aliases.yaml"
+    path.write_text("\n".join(lines) + "\nmodel: {arch: mlp}\ndata: {dataset: xor}\n")
+    with pytest.raises(ConfigError, match="a0: unknown key"):
+        load_config(path)
+
+
+def test_seeds_beyond_32_bits_are_refused_not_folded():
+    import jax
+    import optax
+
+    import nnkit
+    from nnkit._checks import check_seed
+
+    assert check_seed(2**32 - 1) == 2**32 - 1 and check_seed(-5) == -5
+    with pytest.raises(ValueError, match=r"same key as 0"):
+        check_seed(2**32)
+    sgd = optax.sgd(0.1)
+    with pytest.raises(ValueError, match="seed must be < 2\\*\\*32"):
+        nnkit.train.create_train_state(nnkit.layers.Dense(2), (3,), sgd, 2**32 + 7)
+    # the key for a seed in range is JAX's own
+    ts = nnkit.train.create_train_state(nnkit.layers.Dense(2), (3,), sgd, 2**32 - 1)
+    ref = nnkit.train.create_train_state(nnkit.layers.Dense(2), (3,), sgd,
+                                         jax.random.key(2**32 - 1))
+    assert (ts.params["w"] == ref.params["w"]).all()

@@ -470,3 +470,39 @@ def test_scanned_epoch_gathers_each_batch_inside_the_loop():
     shapes = _gather_shapes(jaxpr.jaxpr)
     assert (16, D) in shapes and (16,) in shapes  # one batch of x and of y per step
     assert not [s for s in shapes if s[:2] == (N // 16, 16)], shapes
+
+
+# ------------------------------------------------ checks that run before anything compiles
+
+
+def _tiny_data(n=16):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 3)).astype(np.float32), rng.integers(0, 2, n).astype(np.int32)
+
+
+def test_fit_names_nan_in_numpy_data_and_its_index():
+    x, y = _tiny_data()
+    x[5, 2] = np.inf
+    with pytest.raises(ValueError, match=r"train_data x has 1 NaN/inf value\(s\), the first at "
+                                         r"index \(5, 2\)"):
+        nnkit.fit(Dense(2), "sgd", (x, y), epochs=1, batch_size=8, progress=False)
+    xv, yv = _tiny_data(4)
+    xv[:] = np.nan
+    with pytest.raises(ValueError, match=r"val_data x has 12 NaN/inf"):
+        nnkit.fit(Dense(2), "sgd", _tiny_data(), val_data=(xv, yv), epochs=1, batch_size=8,
+                  progress=False)
+
+
+def test_fit_traces_apply_on_the_data_dtype_before_compiling():
+    """Float data into an Embedding fails at the abstract check, naming the inputs' shape and
+    dtype; a layer whose apply disagrees with the output shape its init declares is named."""
+    x, y = _tiny_data()
+    emb = nnkit.serial(nnkit.layers.Embedding(10, 4), nnkit.layers.Flatten(), Dense(2))
+    with pytest.raises(ValueError, match=r"cannot be applied to inputs \(3,\) float32: "
+                                         r"TypeError: embedding: expected integer token ids"):
+        nnkit.fit(emb, "sgd", (x, y), epochs=1, batch_size=8, progress=False)
+    liar = nnkit.core.layer("liar", lambda key, s: ((5,), {}, {}),
+                            lambda p, s, v, **kw: (v[:, :2], s))
+    with pytest.raises(nnkit.ShapeError, match=r"init declares per-example outputs \(5,\) but "
+                                               r"its apply gives \(2,\)"):
+        nnkit.fit(liar, "sgd", (x, y), epochs=1, batch_size=8, progress=False)

@@ -62,7 +62,13 @@ def poly(
     coeffs: Sequence[float] = DEFAULT_POLY,
 ) -> Dataset:
     """``y = Σ coeffs[i]·x^i`` for x in [-1, 1] (default ``2x³ - x``)."""
-    c = np.asarray(coeffs, np.float64)
+    try:
+        c = np.asarray(coeffs, np.float64)
+    except (TypeError, ValueError):
+        c = None
+    if c is None or c.ndim != 1 or c.size == 0 or not np.isfinite(c).all():
+        raise ValueError(f"poly: coeffs must be a non-empty list of finite numbers, got "
+                         f"{coeffs!r}")
     return function_1d(
         "poly", lambda x: np.polynomial.polynomial.polyval(x, c), -1, 1, n, noise, seed, grid
     )

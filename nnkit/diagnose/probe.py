@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nnkit._checks import check_seed
 from nnkit.core import Layer, Params, State, child_key
 
 __all__ = [
@@ -24,7 +25,7 @@ __all__ = [
 def to_key(key: Any) -> jax.Array:
     """An int seed as ``jax.random.key(seed)``; a typed key or legacy ``PRNGKey`` unchanged."""
     if isinstance(key, int | np.integer):
-        return jax.random.key(int(key))
+        return jax.random.key(check_seed(key))
     if key is None:
         raise ValueError("a key is required (an int seed or a jax.random.key)")
     return key

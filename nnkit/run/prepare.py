@@ -36,7 +36,7 @@ from nnkit.config import AUGMENTATIONS, Config, ConfigError
 from nnkit.core import Layer, ShapeError, abstract_init
 from nnkit.train import EarlyStopping, Plateau, TrainState, create_train_state
 from nnkit.train.gradients import resolve_loss
-from nnkit.train.inputs import check_data, check_targets
+from nnkit.train.inputs import check_data, check_finite, check_targets
 from nnkit.train.step import apply_policy
 
 __all__ = ["Prepared", "prepare", "prepare_named", "initial_state", "monitor_of",
@@ -353,6 +353,13 @@ def prepare(cfg: Config) -> Prepared:
     """
     ds = _load_data(cfg)
     train, val, test = _split(cfg, ds)
+    for part, d in (("train", train), ("val", val), ("test", test)):
+        for xy, a in zip("xy", d or (), strict=False):
+            try:
+                check_finite(a, f"its {part} {xy}")
+            except ValueError as e:
+                raise ConfigError(f"the data set {cfg.data.dataset!r} with these options: "
+                                  f"{e}", key="data") from None
     n = int(train[0].shape[0])
     if cfg.data.batch_size > n:
         raise ConfigError(

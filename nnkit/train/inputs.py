@@ -11,7 +11,8 @@ import numpy as np
 
 from nnkit.core import Layer, ShapeError, abstract_init, normalize_shape
 
-__all__ = ["as_xy", "check_data", "check_targets", "check_params", "data_nbytes"]
+__all__ = ["as_xy", "check_data", "check_finite", "check_targets", "check_params",
+           "data_nbytes"]
 
 
 def as_xy(data: Any, what: str) -> tuple[Any, Any] | None:
@@ -63,6 +64,42 @@ def _example_shape(x: Any) -> Any:
     return jax.tree_util.tree_map(lambda a: tuple(np.shape(a)[1:]), x)
 
 
+def check_finite(data: Any, what: str) -> None:
+    """``ValueError`` counting the NaN/inf values of host (NumPy) float arrays in ``data``
+    and naming the first one's index; device arrays are left alone (no transfer here)."""
+    for a in jax.tree_util.tree_leaves(data):
+        if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating):
+            bad = ~np.isfinite(a)
+            if bad.any():
+                first = tuple(int(i) for i in np.argwhere(bad)[0])
+                raise ValueError(f"{what} has {int(bad.sum())} NaN/inf value(s), the first at "
+                                 f"index {first}")
+
+
+def _check_apply(model: Layer, params: Any, state: Any, x: Any, out_shape: Any) -> None:
+    """Traces ``model.apply`` (``train=False``) on two examples shaped and typed like ``x``;
+    nothing runs. Errors that only applying shows -> ``ValueError`` naming the data's
+    per-example shape and dtype; an output unlike ``out_shape`` -> ``ShapeError``."""
+    def spec(a: Any) -> jax.ShapeDtypeStruct:
+        dtype = a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
+        return jax.ShapeDtypeStruct((2, *np.shape(a)[1:]), jax.dtypes.canonicalize_dtype(dtype))
+
+    xb = jax.tree_util.tree_map(spec, x)
+    what = jax.tree_util.tree_map(lambda s: f"{tuple(s.shape[1:])} {s.dtype}", xb)
+    try:
+        out = jax.eval_shape(lambda p, s, v: model.apply(p, s, v, train=False)[0],
+                             params, state, xb)
+    except ShapeError as e:
+        raise ShapeError(f"the model cannot be applied to inputs {what}: {e}") from None
+    except (TypeError, ValueError, IndexError, KeyError, NotImplementedError) as e:
+        raise ValueError(f"the model cannot be applied to inputs {what}: "
+                         f"{type(e).__name__}: {e}") from None
+    got = getattr(out, "shape", None)
+    if _is_shape(out_shape) and got is not None and tuple(got[1:]) != tuple(out_shape):
+        raise ShapeError(f"the model's init declares per-example outputs {tuple(out_shape)} "
+                         f"but its apply gives {tuple(got[1:])} (inputs {what})")
+
+
 def check_data(
     model: Layer,
     loss: Callable | None,
@@ -72,12 +109,20 @@ def check_data(
 ) -> tuple[Any, Any]:
     """Validates data against the model before compiling; returns ``(input_shape, out_shape)``.
 
-    Raises ``ValueError`` naming the shapes for: x not matching ``input_shape``, a model that
-    cannot take the data's shape, val/test x or y shapes differing from train, integer labels
-    outside ``[0, num_classes)``, and predictions the loss cannot compare with ``y``
-    (:func:`check_targets`; skipped when ``loss`` is ``None``).
+    Raises ``ValueError`` naming the shapes for: NaN/inf in NumPy data (with the first one's
+    index), x not matching ``input_shape``, a model that
+    cannot take the data's shape or dtype (``apply`` is traced abstractly on two examples
+    like x: float data into an ``Embedding``, an activation option that fails when applied),
+    a model whose ``apply`` output differs from the shape its ``init`` declared, val/test x
+    or y shapes differing from train, integer labels outside ``[0, num_classes)``, and
+    predictions the loss cannot compare with ``y`` (:func:`check_targets`; skipped when
+    ``loss`` is ``None``).
     """
     x, y = train
+    for name, d in {"train_data": train, **others}.items():
+        if d is not None:
+            check_finite(d[0], f"{name} x")
+            check_finite(d[1], f"{name} y")
     data_shape = _example_shape(x)
     if input_shape is None:
         input_shape = data_shape
@@ -99,11 +144,12 @@ def check_data(
             raise ValueError(f"{name} y has per-example shape {_example_shape(d[1])}, "
                              f"train_data y has {_example_shape(y)}")
     try:
-        out_shape, _, _ = abstract_init(model, input_shape)
+        out_shape, params, state = abstract_init(model, input_shape)
     except ShapeError as e:
         raise ShapeError(
             f"the model cannot take inputs of per-example shape {tuple(input_shape)}: {e}"
         ) from None
+    _check_apply(model, params, state, x, out_shape)
     if (isinstance(y, jax.Array | np.ndarray) and np.issubdtype(y.dtype, np.integer)
             and isinstance(out_shape, tuple) and len(out_shape) >= 1
             and y.shape[1:] == tuple(out_shape[:-1]) and out_shape[-1] > 1):

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from nnkit._checks import check_seed
 from nnkit.core import Layer, normalize_shape
 from nnkit.optim import PlateauState
 
@@ -50,7 +51,7 @@ def key_data(key: int | jax.Array) -> jax.Array:
     """uint32 key data from an int seed, a typed key (``jax.random.key``) or a legacy
     ``PRNGKey`` (already uint32 data)."""
     if isinstance(key, int | np.integer):
-        return jax.random.key_data(jax.random.key(int(key)))
+        return jax.random.key_data(jax.random.key(check_seed(key)))
     key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return jax.random.key_data(key)
@@ -107,7 +108,9 @@ def create_train_state(
     shape = normalize_shape(input_shape)
     top = not isinstance(jnp.zeros((), jnp.int32), jax.core.Tracer)  # not inside jit/eval_shape
     init = _memoised(_build_model_init, model, shape, top)
-    if isinstance(key, int | np.integer) and -(2**31) <= int(key) < 2**31:
+    if isinstance(key, int | np.integer):
+        key = check_seed(key)
+    if isinstance(key, int) and -(2**31) <= key < 2**31:
         params, state, k_train = init(np.int32(key), True)
     else:
         params, state, k_train = init(key_data(key), False)
