@@ -43,6 +43,7 @@ import dataclasses
 import difflib
 import inspect
 import math
+import os
 import re
 import types
 import typing
@@ -311,9 +312,11 @@ def _list_item(node: list, part: str, where: str) -> Any:
 
 def _field(default: Any = dataclasses.MISSING, *, factory: Any = None, doc: str = "",
            ge: float | None = None, gt: float | None = None, lt: float | None = None,
-           le: float | None = None, choices: Any = None) -> Any:
-    """A dataclass field with validation metadata (range bounds, choices)."""
-    meta = {"doc": doc, "ge": ge, "gt": gt, "lt": lt, "le": le, "choices": choices}
+           le: float | None = None, choices: Any = None, normalize: Any = None) -> Any:
+    """A dataclass field with validation metadata (range bounds, choices; ``normalize``
+    maps a value to its canonical spelling before it is checked against the choices)."""
+    meta = {"doc": doc, "ge": ge, "gt": gt, "lt": lt, "le": le, "choices": choices,
+            "normalize": normalize}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -436,6 +439,8 @@ def _from_dict(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
         ):
             if not _in_range(v, m):
                 raise ConfigError(f"must be {_range_text(m)}, got {v!r}", key=key)
+        if m and m.get("normalize") is not None and v is not None:
+            v = m["normalize"](v)
         if m and m.get("choices") is not None and v is not None:
             choices = m["choices"]() if callable(m["choices"]) else m["choices"]
             if v not in choices:
@@ -473,6 +478,12 @@ def _datasets() -> list[str]:
     return list(data.available())
 
 
+def _dataset_name(name: str) -> str:
+    from nnkit.data.registry import normalize_name
+
+    return normalize_name(name)
+
+
 def _grad_modes() -> tuple[str, ...]:
     from nnkit.train.step import GRAD_MODES
 
@@ -494,10 +505,12 @@ class DataConfig:
     ``split`` gives (train, val, test) fractions summing to 1 (1 to 3 entries; a missing or
     zero part is absent). A data set with an official test split uses it as the test part
     when the test fraction is missing or 0. ``standardize`` fits per-feature mean/std on
-    the training part only.
+    the training part only. ``dataset`` is case-insensitive. ``options.path`` (files read
+    from disk) is taken from the working directory (``~`` expanded) and kept absolute, so
+    the run's ``config.yaml`` names the files it read wherever it is used from.
     """
 
-    dataset: str = _field(choices=_datasets)
+    dataset: str = _field(choices=_datasets, normalize=_dataset_name)
     options: dict[str, Any] = _field(factory=dict)
     split: tuple[float, ...] = _field((0.8, 0.1, 0.1))
     stratify: bool = _field(True)
@@ -508,6 +521,15 @@ class DataConfig:
     augmentation: tuple[dict[str, Any], ...] = _field(())
 
     def _check(self, prefix: str) -> None:
+        path = self.options.get("path")
+        if path is not None:
+            if not isinstance(path, str) or not path.strip():
+                raise ConfigError(f"expected a directory or file path (a string), got "
+                                  f"{type(path).__name__} {path!r}", key=f"{prefix}.options.path")
+            # relative to the working directory, recorded absolute in the run's config.yaml:
+            # `nnkit eval` and `--resume` from elsewhere read the same files
+            full = os.path.abspath(os.path.expanduser(path))
+            object.__setattr__(self, "options", {**self.options, "path": full})
         if not 1 <= len(self.split) <= 3:
             raise ConfigError(
                 f"needs 1 to 3 fractions (train, val, test), got {len(self.split)}",

@@ -236,3 +236,27 @@ def test_seeds_beyond_32_bits_are_refused_not_folded():
     ref = nnkit.train.create_train_state(nnkit.layers.Dense(2), (3,), sgd,
                                          jax.random.key(2**32 - 1))
     assert (ts.params["w"] == ref.params["w"]).all()
+
+
+def test_relative_data_path_is_kept_absolute_and_dataset_names_ignore_case(tmp_path,
+                                                                          monkeypatch):
+    """A relative ``data.options.path`` is read from the working directory and kept absolute
+    (what the run's config.yaml records, so `nnkit eval`/`--resume` from elsewhere read the
+    same files); option types are checked against the loader's signature, naming the option."""
+    from nnkit.config import config_to_dict
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(CONFIGS / "digits_mlp.yaml",
+                      ["data.dataset=MNIST", "data.options={path: mnist_files}"])
+    assert cfg.data.dataset == "mnist"
+    assert cfg.data.options["path"] == str(tmp_path / "mnist_files")
+    assert config_to_dict(cfg)["data"]["options"]["path"] == str(tmp_path / "mnist_files")
+    monkeypatch.chdir(CONFIGS)  # a saved config read from another directory: unchanged
+    again = load_config(CONFIGS / "digits_mlp.yaml",
+                        ["data.dataset=mnist", f"data.options={{path: {tmp_path}/mnist_files}}"])
+    assert again.data.options["path"] == str(tmp_path / "mnist_files")
+    with pytest.raises(ConfigError) as e:
+        load_config(CONFIGS / "digits_mlp.yaml", ["data.dataset=mnist", "data.options={path: 5}"])
+    assert e.value.key == "data.options.path"
+    e = error_of("moons_mlp.yaml", "data.options={noise: abc}")
+    assert e.key == "data.options.noise" and "expected number, got str 'abc'" in e.message

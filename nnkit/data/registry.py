@@ -8,7 +8,7 @@ from typing import Any
 
 from nnkit.data.dataset import Dataset
 
-__all__ = ["register", "available", "load", "normalize_name"]
+__all__ = ["register", "available", "load", "loader", "normalize_name"]
 
 Loader = Callable[..., Dataset]
 
@@ -41,6 +41,15 @@ def available() -> dict[str, str]:
     return {k: _REGISTRY[k][1] for k in sorted(_REGISTRY)}
 
 
+def loader(name: str) -> Loader:
+    """The loader function registered as ``name`` (``ValueError`` naming the known ones)."""
+    key = normalize_name(name)
+    if key not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY))
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {known}")
+    return _REGISTRY[key][0]
+
+
 def load(name: str, **options: Any) -> Dataset:
     """Load the data set registered as ``name``, passing ``options`` to its loader.
 
@@ -48,10 +57,7 @@ def load(name: str, **options: Any) -> Dataset:
     option the loader does not take (listing the ones it does).
     """
     key = normalize_name(name)
-    if key not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {known}")
-    fn, _ = _REGISTRY[key]
+    fn = loader(name)
     try:
         inspect.signature(fn).bind(**options)
     except TypeError as e:

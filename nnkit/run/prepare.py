@@ -84,9 +84,11 @@ def _load_data(cfg: Config) -> Any:
     """The data set; a loader's argument errors (unknown option, value out of range) become
     ConfigErrors naming ``data.options``, corrupt files stay ``DataFormatError``."""
     from nnkit import data
+    from nnkit.data.registry import loader
 
+    options = _typed_args(loader(cfg.data.dataset), cfg.data.options, "data.options")
     try:
-        return data.load(cfg.data.dataset, **cfg.data.options)
+        return data.load(cfg.data.dataset, **options)
     except data.DataFormatError:
         raise
     except (TypeError, ValueError) as e:
@@ -132,8 +134,11 @@ def _scalar_type(annotation: Any) -> type | None:
     or ``| jax.Array`` (which no config value can be)."""
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     args = typing.get_args(annotation) if union else (annotation,)
-    if any(a in (bool, complex, str) for a in args):
-        return None
+    def unreachable(a: Any) -> bool:  # alternatives no config value can be
+        return a in (type(None), jax.Array) or a is Callable or typing.get_origin(a) is Callable
+
+    if any(a not in (int, float) and not unreachable(a) for a in args):
+        return None  # bool, str, a tuple or sequence also allowed: not checked here
     scalars = [a for a in args if a in (int, float)]
     return scalars[0] if len(scalars) == 1 else None
 
