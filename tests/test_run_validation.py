@@ -260,3 +260,10 @@ def test_relative_data_path_is_kept_absolute_and_dataset_names_ignore_case(tmp_p
     assert e.value.key == "data.options.path"
     e = error_of("moons_mlp.yaml", "data.options={noise: abc}")
     assert e.key == "data.options.noise" and "expected number, got str 'abc'" in e.message
+
+
+def test_output_units_must_match_the_classes_of_the_data():
+    e = error_of("moons_mlp.yaml", "model={arch: mlp, hidden: [4], out: 3}")
+    assert e.key == "model" and "3 output units but the data set 'moons' has 2 classes" in (
+        e.message)
+    assert prepare("moons_mlp.yaml", "model={arch: mlp, hidden: [4]}").num_classes == 2

@@ -318,12 +318,12 @@ def test_create_train_state_compiles_the_model_init_once_for_any_optimizer():
 
     model = base._replace(init=init)
     opt, es, pl = optim.make("adam", 1e-2), EarlyStopping(), Plateau()
-    for key in (3, 4, 2**40, jax.random.key(5), jax.random.PRNGKey(6)):
+    for key in (3, 4, 2**31 + 5, jax.random.key(5), jax.random.PRNGKey(6)):
         got = create_train_state(model, (D,), opt, key, early_stopping=es, plateau=pl)
         want = _create_op_by_op(base, (D,), opt, key, es)._replace(
             plateau=optim.plateau_init(pl))
         chex.assert_trees_all_equal(got, want)
-    # one trace for the int seeds in int32 range, one for key data (2**40 and keys)
+    # one trace for the int seeds in int32 range, one for key data (2**31 + 5 and keys)
     assert len(traces) == 2
     # another learning rate (a constant in the optimizer's program) reuses the model's
     # init program, the expensive one to compile (random-number kernels)
@@ -506,3 +506,29 @@ def test_fit_traces_apply_on_the_data_dtype_before_compiling():
     with pytest.raises(nnkit.ShapeError, match=r"init declares per-example outputs \(5,\) but "
                                                r"its apply gives \(2,\)"):
         nnkit.fit(liar, "sgd", (x, y), epochs=1, batch_size=8, progress=False)
+
+
+def test_token_ids_outside_the_embedding_vocabulary_are_named():
+    ids = np.tile(np.arange(6, dtype=np.int32), (4, 1))  # ids 0..5
+    y = np.zeros(4, np.int32)
+    model = nnkit.serial(nnkit.layers.Embedding(5, 3), nnkit.layers.Flatten(), Dense(2))
+    with pytest.raises(ValueError, match=r"embedding_0: vocab_size is 5, but train_data x holds "
+                                         r"token id 5 \(at index \(0, 5\)"):
+        nnkit.fit(model, "sgd", (ids, y), epochs=1, batch_size=2, progress=False)
+    ok = nnkit.serial(nnkit.layers.Embedding(6, 3), nnkit.layers.Flatten(), Dense(2))
+    assert nnkit.fit(ok, "sgd", (ids, y), epochs=1, batch_size=2, progress=False).epochs_run == 1
+
+
+def test_a_softmax_before_cross_entropy_warns_naming_it():
+    x, y = _tiny_data()
+    model = nnkit.serial(Dense(2), nnkit.layers.Softmax())
+    with pytest.warns(UserWarning, match=r"ends in a softmax \(softmax_0\) and the loss is "
+                                         r"cross_entropy"):
+        nnkit.fit(model, "sgd", (x, y), epochs=1, batch_size=8, progress=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # logits with cross-entropy, or softmax with nll: quiet
+        nnkit.fit(Dense(2), "sgd", (x, y), epochs=1, batch_size=8, progress=False)
+        nnkit.fit(model, "sgd", (x, y), loss=lambda p, t: jnp.mean(p), epochs=1,
+                  batch_size=8, progress=False)

@@ -140,6 +140,7 @@ def test_sweep_model_stops_at_its_first_non_finite_epoch_as_fit_does():
     used = [set(epoch_order(words, e, n, bs).ravel().tolist()) for e in (0, 1)]
     poison = sorted(used[0] - used[1])[0]
     y[poison] = np.nan
+    y = jax.device_put(y)  # NumPy data with a NaN is refused up front; a device array is not
     kw = dict(epochs=3, batch_size=bs, loss="mse", metrics=())
     s = sweep(Dense(1), "sgd", (x, y), learning_rates=[0.1, 0.2], **kw)
     init = create_train_state(Dense(1), (1,), optim.make("sgd", 0.1), 0)

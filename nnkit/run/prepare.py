@@ -322,6 +322,12 @@ def _check_loss(cfg: Config, out_shape: Any, y: np.ndarray, num_classes: int | N
         raise ConfigError(f"{cfg.loss!r} takes a softmax over the model's outputs, but the "
                           "model has 1 output unit (a constant softmax): give it one unit "
                           "per class, or use binary_cross_entropy", key="loss")
+    units = _units(out_shape)
+    if cfg.loss in SOFTMAX_LOSSES and units is not None and units != num_classes:
+        raise ConfigError(f"the model has {units} output units but {where} has "
+                          f"{num_classes} classes: give its last layer {num_classes} units "
+                          "(or leave an arch's `out` unset: it is sized from the data)",
+                          key="model")
     try:
         check_targets(resolve_loss(cfg.loss), out_shape, y, f"loss {cfg.loss!r}")
     except ValueError as e:

@@ -76,6 +76,48 @@ def check_finite(data: Any, what: str) -> None:
                                  f"index {first}")
 
 
+def _end_leaf(model: Layer, end: int) -> tuple[str, Layer]:
+    """The first (``end=0``) or last (``end=-1``) leaf of nested ``serial`` chains, and its
+    path (``"serial_0/embedding"``-style names as the containers give them)."""
+    path = []
+    while model.kind == "serial" and model.children:
+        name, model = model.children[end]
+        path.append(name)
+    return "/".join(path) or (model.name or model.kind), model
+
+
+def check_token_ids(model: Layer, x: Any, what: str) -> None:
+    """``ValueError`` if the model starts with an ``Embedding`` and the integer (NumPy) ids
+    in ``x`` fall outside ``[0, vocab_size)`` (they would give NaN rows, so a NaN loss at
+    the first step instead of this message)."""
+    path, first = _end_leaf(model, 0)
+    vocab = dict(first.meta).get("vocab_size") if first.kind == "embedding" else None
+    if (vocab is None or not isinstance(x, np.ndarray) or x.size == 0
+            or not np.issubdtype(x.dtype, np.integer)):
+        return
+    lo, hi = int(x.min()), int(x.max())
+    if lo < 0 or hi >= vocab:
+        bad = hi if hi >= vocab else lo
+        first_at = tuple(int(i) for i in np.argwhere(x == bad)[0])
+        raise ValueError(f"{path}: vocab_size is {vocab}, but {what} holds token id {bad} "
+                         f"(at index {first_at}; ids must be in [0, {vocab}))")
+
+
+def warn_softmax_before_cross_entropy(model: Layer, loss: Callable) -> None:
+    """``UserWarning`` when the model ends in a softmax and ``loss`` is the softmax
+    cross-entropy, which takes logits: the softmax would be applied twice (training still
+    runs, but the gradients shrink as the probabilities saturate)."""
+    from nnkit import losses
+
+    path, last = _end_leaf(model, -1)
+    if last.kind == "softmax" and loss is losses.softmax_cross_entropy:
+        import warnings
+
+        warnings.warn(f"the model ends in a softmax ({path}) and the loss is cross_entropy, "
+                      "which applies its own softmax to logits: drop the softmax layer, or "
+                      "use loss 'nll' on a log_softmax output", UserWarning, stacklevel=3)
+
+
 def _check_apply(model: Layer, params: Any, state: Any, x: Any, out_shape: Any) -> None:
     """Traces ``model.apply`` (``train=False``) on two examples shaped and typed like ``x``;
     nothing runs. Errors that only applying shows -> ``ValueError`` naming the data's
@@ -150,6 +192,11 @@ def check_data(
             f"the model cannot take inputs of per-example shape {tuple(input_shape)}: {e}"
         ) from None
     _check_apply(model, params, state, x, out_shape)
+    for name, d in {"train_data": train, **others}.items():
+        if d is not None:
+            check_token_ids(model, d[0], f"{name} x")
+    if loss is not None:
+        warn_softmax_before_cross_entropy(model, loss)
     if (isinstance(y, jax.Array | np.ndarray) and np.issubdtype(y.dtype, np.integer)
             and isinstance(out_shape, tuple) and len(out_shape) >= 1
             and y.shape[1:] == tuple(out_shape[:-1]) and out_shape[-1] > 1):
