@@ -47,7 +47,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -455,6 +455,49 @@ def _from_dict(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     if check is not None:
         check(prefix)
     return obj
+
+
+def _option_type(annotation: Any) -> type | None:
+    """``int``, ``float`` or ``bool`` for an annotation that is one of them, possibly with
+    ``| None`` or ``| jax.Array`` (which no config value can be)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    args = typing.get_args(annotation) if union else (annotation,)
+    if args == (bool,) or set(args) == {bool, type(None)}:
+        return bool
+
+    def unreachable(a: Any) -> bool:  # alternatives no config value can be (jax.Array, ...)
+        return (a is type(None) or a is Callable or typing.get_origin(a) is Callable
+                or getattr(a, "__module__", "").split(".")[0] in ("jax", "jaxlib"))
+
+    if any(a not in (int, float) and not unreachable(a) for a in args):
+        return None  # bool, str, a tuple or sequence also allowed: not checked here
+    scalars = [a for a in args if a in (int, float)]
+    return scalars[0] if len(scalars) == 1 else None
+
+
+def typed_options(fn: Callable, kwargs: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """``kwargs`` checked against ``fn``'s ``int`` / ``float`` / ``bool`` annotations: an
+    integral float for an int becomes an int (YAML reads ``1e3`` as a float); a value of
+    another type -> ConfigError naming ``<key>.<argument>``."""
+    params = inspect.signature(fn, eval_str=True).parameters
+    out = dict(kwargs)
+    for name, v in kwargs.items():
+        tp = _option_type(params[name].annotation) if name in params else None
+        if tp is None or v is None:
+            continue
+        if tp is bool:
+            if not isinstance(v, bool):
+                raise ConfigError(f"expected true or false, got {type(v).__name__} {v!r}",
+                                  key=f"{key}.{name}")
+            continue
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        if tp is int and number and float(v).is_integer():
+            out[name] = int(v)
+        elif tp is int or not number:
+            want = "int" if tp is int else "number"
+            raise ConfigError(f"expected {want}, got {type(v).__name__} {v!r}",
+                              key=f"{key}.{name}")
+    return out
 
 
 # ----------------------------------------------------------------------------- choices

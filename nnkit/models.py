@@ -19,7 +19,7 @@ from typing import Any
 from nnkit import activations as A
 from nnkit import layers as L
 from nnkit._checks import check_int
-from nnkit.config import ConfigError, suggest
+from nnkit.config import ConfigError, suggest, typed_options
 from nnkit.core import Lambda, Layer, ShapeError, residual, serial
 
 __all__ = [
@@ -219,6 +219,7 @@ def _call(fn: Callable[..., Layer], kwargs: Mapping[str, Any], key: str, what: s
         sig.bind(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{what}: {e}", key=key) from None
+    kwargs = typed_options(fn, kwargs, key)
     try:
         return fn(**kwargs)
     except (ValueError, TypeError, ShapeError, KeyError) as e:
@@ -247,8 +248,12 @@ def _build_layers(items: Any, key: str) -> list[Layer]:
             if extra:
                 raise ConfigError(f"{norm} takes only 'layers' and 'name', got {extra}",
                                   key=f"{k}.{extra[0]}")
-            block = serial(*inner, name=None if norm == "residual" else kwargs.get("name"))
-            out.append(residual(block, name=kwargs.get("name")) if norm == "residual" else block)
+            try:
+                block = serial(*inner, name=None if norm == "residual" else kwargs.get("name"))
+                out.append(residual(block, name=kwargs.get("name")) if norm == "residual"
+                           else block)
+            except ValueError as e:  # e.g. two layers of one name
+                raise ConfigError(str(e), key=f"{k}.layers") from None
             continue
         if norm not in LAYER_TYPES:
             valid = sorted(LAYER_TYPES) + list(_CONTAINERS)
@@ -307,7 +312,11 @@ def build(spec: Mapping[str, Any], *, key: str = "model") -> Layer:
             "model takes 'layers' and 'name'",
             key=f"{key}.{extra[0]}",
         )
-    return serial(*_build_layers(spec["layers"], f"{key}.layers"), name=spec.get("name"))
+    layers = _build_layers(spec["layers"], f"{key}.layers")
+    try:
+        return serial(*layers, name=spec.get("name"))
+    except ValueError as e:  # e.g. two layers of one name
+        raise ConfigError(str(e), key=f"{key}.layers") from None
 
 
 def validate(spec: Mapping[str, Any], *, key: str = "model") -> None:

@@ -176,7 +176,7 @@ def test_cli_bad_augmentation_exit_2_and_no_run_dir(tmp_path, capsys):
      "model", "expected integer token ids, got dtype float32"),
     ("digits_mlp.yaml", ["model={layers: [{type: flatten}, {type: dense, features: 8}, "
                          "{type: leaky_relu, alpha: abc}, {type: dense, features: 10}]}"],
-     "model", "cannot be applied to inputs (8, 8, 1) float32"),
+     "model.layers[2].alpha", "expected number, got str 'abc'"),
     ("digits_mlp.yaml", ["model={layers: [{type: reshape, shape: [8, 8]}, "
                          "{type: lstm, hidden: 4, return_state: true}, "
                          "{type: dense, features: 10}]}"],
@@ -267,3 +267,20 @@ def test_output_units_must_match_the_classes_of_the_data():
     assert e.key == "model" and "3 output units but the data set 'moons' has 2 classes" in (
         e.message)
     assert prepare("moons_mlp.yaml", "model={arch: mlp, hidden: [4]}").num_classes == 2
+
+
+@pytest.mark.parametrize("overrides, key, expect", [
+    (["model={layers: [{type: dense, features: 4, name: a}, {type: relu}, "
+      "{type: dense, features: 2, name: a}]}"], "model.layers", "duplicate layer names"),
+    (["model={layers: [{type: dense, features: 4}, {type: gelu, approximate: maybe}, "
+      "{type: dense, features: 2}]}"], "model.layers[1].approximate",
+     "expected true or false, got str 'maybe'"),
+    (["model={layers: [{type: dense, features: true}, {type: dense, features: 2}]}"],
+     "model.layers[0].features", "expected int, got bool True"),
+    (["optimizer.accumulate=1000"], "optimizer.accumulate", "the parameters would never change"),
+    (["data.augmentation=[{name: gaussian_noise, std: -1}]"], "data.augmentation[0].std",
+     "std must be >= 0"),
+])
+def test_layer_option_types_names_and_never_updating_runs(overrides, key, expect):
+    e = error_of("moons_mlp.yaml", *overrides)
+    assert e.key == key and expect in e.message, (e.key, e.message)

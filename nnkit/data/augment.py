@@ -103,7 +103,10 @@ def random_flip_lr(key: Array, img: Array) -> Array:
 
 
 def gaussian_noise(key: Array, x: Array, std: float | Array) -> Array:
-    """``x + std·ε`` with ``ε ~ N(0, 1)`` i.i.d., any shape, dtype kept (float)."""
+    """``x + std·ε`` with ``ε ~ N(0, 1)`` i.i.d., any shape, dtype kept (float). ``std``: a
+    number ``>= 0`` (or an array)."""
+    if isinstance(std, int | float) and not std >= 0:
+        raise ValueError(f"gaussian_noise: std must be >= 0, got {std!r}")
     return x + std * jax.random.normal(key, jnp.shape(x), jnp.result_type(x))
 
 

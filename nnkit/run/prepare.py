@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-import types
-import typing
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +30,7 @@ import optax
 
 from nnkit import models, optim
 from nnkit import precision as _precision
-from nnkit.config import AUGMENTATIONS, Config, ConfigError
+from nnkit.config import AUGMENTATIONS, Config, ConfigError, typed_options
 from nnkit.core import Layer, ShapeError, abstract_init
 from nnkit.train import EarlyStopping, Plateau, TrainState, create_train_state
 from nnkit.train.gradients import resolve_loss
@@ -86,7 +84,7 @@ def _load_data(cfg: Config) -> Any:
     from nnkit import data
     from nnkit.data.registry import loader
 
-    options = _typed_args(loader(cfg.data.dataset), cfg.data.options, "data.options")
+    options = typed_options(loader(cfg.data.dataset), cfg.data.options, "data.options")
     try:
         return data.load(cfg.data.dataset, **options)
     except data.DataFormatError:
@@ -127,40 +125,6 @@ def _split(cfg: Config, ds: Any) -> tuple[XY, XY | None, XY | None]:
 
 _TRACE_ERRORS = (TypeError, ValueError, NotImplementedError, IndexError, KeyError)
 """What a bad option value raises while its function is built or traced (JAX, Optax)."""
-
-
-def _scalar_type(annotation: Any) -> type | None:
-    """``int`` or ``float`` for an annotation that is one of them, possibly with ``| None``
-    or ``| jax.Array`` (which no config value can be)."""
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    args = typing.get_args(annotation) if union else (annotation,)
-    def unreachable(a: Any) -> bool:  # alternatives no config value can be
-        return a in (type(None), jax.Array) or a is Callable or typing.get_origin(a) is Callable
-
-    if any(a not in (int, float) and not unreachable(a) for a in args):
-        return None  # bool, str, a tuple or sequence also allowed: not checked here
-    scalars = [a for a in args if a in (int, float)]
-    return scalars[0] if len(scalars) == 1 else None
-
-
-def _typed_args(fn: Callable, kwargs: dict[str, Any], key: str) -> dict[str, Any]:
-    """``kwargs`` checked against ``fn``'s ``int`` / ``float`` annotations: an integral float
-    for an int becomes an int (YAML reads ``1e3`` as a float); a value of another type ->
-    ConfigError naming ``<key>.<argument>``."""
-    params = inspect.signature(fn, eval_str=True).parameters
-    out = dict(kwargs)
-    for name, v in kwargs.items():
-        tp = _scalar_type(params[name].annotation) if name in params else None
-        if tp is None or v is None:
-            continue
-        number = isinstance(v, int | float) and not isinstance(v, bool)
-        if tp is int and number and float(v).is_integer():
-            out[name] = int(v)
-        elif tp is int or not number:
-            want = "int" if tp is int else "number"
-            raise ConfigError(f"expected {want}, got {type(v).__name__} {v!r}",
-                              key=f"{key}.{name}")
-    return out
 
 
 def _fails(build: Callable[[dict[str, Any]], Any], kwargs: dict[str, Any]) -> Exception | None:
@@ -213,7 +177,7 @@ def _schedule(cfg: Config, total_steps: int) -> Any:
     for k, v in kwargs.items():
         if v == "auto":
             kwargs[k] = max(int(total_steps), 1)
-    kwargs = _typed_args(fn, kwargs, "optimizer.schedule")
+    kwargs = typed_options(fn, kwargs, "optimizer.schedule")
 
     def build(kw: dict[str, Any]) -> Any:
         sched = optim.schedule(name, **kw)
@@ -266,7 +230,7 @@ def _augment(cfg: Config, input_shape: tuple[int, ...], dtype: Any) -> Callable 
             raise ConfigError(
                 f"{name} needs (H, W, C) image inputs, the data have {input_shape}", key=key)
         fn = getattr(aug, name)
-        kwargs = _typed_args(fn, {k: v for k, v in spec.items() if k != "name"}, key)
+        kwargs = typed_options(fn, {k: v for k, v in spec.items() if k != "name"}, key)
         _check_sizes(fn, kwargs, key)
 
         def build(kw: dict[str, Any], fn: Callable = fn) -> Callable:
@@ -387,6 +351,11 @@ def prepare(cfg: Config) -> Prepared:
     _check_metrics(cfg, out_shape, train[1], ds.num_classes)
     steps = n // cfg.data.batch_size
     total = cfg.training.epochs * steps // cfg.optimizer.accumulate
+    if cfg.optimizer.accumulate > 1 and total == 0 and cfg.training.epochs > 0:
+        raise ConfigError(f"{cfg.optimizer.accumulate} steps per update, but the whole run has "
+                          f"{cfg.training.epochs * steps} steps ({cfg.training.epochs} epochs "
+                          f"of {steps}): the parameters would never change",
+                          key="optimizer.accumulate")
     optimizer = _optimizer(cfg, _schedule(cfg, total), model, input_shape)
     augment = _augment(cfg, input_shape, train[0].dtype)
     es = None
