@@ -284,3 +284,12 @@ def test_output_units_must_match_the_classes_of_the_data():
 def test_layer_option_types_names_and_never_updating_runs(overrides, key, expect):
     e = error_of("moons_mlp.yaml", *overrides)
     assert e.key == key and expect in e.message, (e.key, e.message)
+
+
+def test_float16_state_with_an_eps_that_rounds_to_zero_is_refused():
+    e = error_of("moons_mlp.yaml", "precision=float16", "optimizer.name=adam")
+    assert e.key == "precision" and "eps rounds to 0 in float16" in e.message
+    prepare("moons_mlp.yaml", "precision=float16", "optimizer.name=adam",
+            "optimizer.options={eps: 1e-4}")
+    prepare("moons_mlp.yaml", "precision=float16", "optimizer.name=sgd")
+    prepare("moons_mlp.yaml", "precision=mixed_float16", "optimizer.name=adam")
