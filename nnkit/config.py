@@ -227,6 +227,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         top level that is not a mapping.
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a directory, not a config file (a run directory "
+                                "is read with `nnkit eval` or `nnkit train --resume`)")
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:

@@ -293,3 +293,10 @@ def test_float16_state_with_an_eps_that_rounds_to_zero_is_refused():
             "optimizer.options={eps: 1e-4}")
     prepare("moons_mlp.yaml", "precision=float16", "optimizer.name=sgd")
     prepare("moons_mlp.yaml", "precision=mixed_float16", "optimizer.name=adam")
+
+
+def test_a_loader_error_names_the_option_at_fault_and_a_directory_is_no_config():
+    e = error_of("moons_mlp.yaml", "data.options={seed: -1, n: 64}")
+    assert e.key == "data.options.seed", (e.key, e.message)
+    with pytest.raises(FileNotFoundError, match="is a directory, not a config file"):
+        load_config(CONFIGS)

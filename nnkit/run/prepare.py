@@ -84,13 +84,17 @@ def _load_data(cfg: Config) -> Any:
     from nnkit import data
     from nnkit.data.registry import loader
 
-    options = typed_options(loader(cfg.data.dataset), cfg.data.options, "data.options")
+    fn = loader(cfg.data.dataset)
+    options = typed_options(fn, cfg.data.options, "data.options")
     try:
         return data.load(cfg.data.dataset, **options)
     except data.DataFormatError:
         raise
     except (TypeError, ValueError) as e:
-        raise ConfigError(str(e), key="data.options") from None
+        # which option: the first whose default loads (generated sets: milliseconds)
+        where = _culprit(fn, lambda kw: data.load(cfg.data.dataset, **kw), options,
+                         "data.options", options)
+        raise ConfigError(str(e), key=where) from None
 
 
 def _split(cfg: Config, ds: Any) -> tuple[XY, XY | None, XY | None]:
