@@ -27,15 +27,16 @@ def error_of(name: str, *overrides: str) -> ConfigError:
 # ----------------------------------------------------------------------------- data options
 
 
-@pytest.mark.parametrize("name, overrides, expect", [
-    ("digits_mlp.yaml", ["data.options.size=0"], "size must be >= 1"),
-    ("moons_mlp.yaml", ["data.options.n=1"], "need at least one point per class"),
-    ("moons_mlp.yaml", ["data.dataset=spirals", "data.options={arms: 0}"], "arms must be >= 1"),
-    ("fashion_mnist_mlp.yaml", ["data.options.limit=0"], "limit must be >= 1"),
+@pytest.mark.parametrize("name, overrides, option, expect", [
+    ("digits_mlp.yaml", ["data.options.size=0"], "size", "size must be >= 1"),
+    ("moons_mlp.yaml", ["data.options.n=1"], "n", "need at least one point per class"),
+    ("moons_mlp.yaml", ["data.dataset=spirals", "data.options={arms: 0}"], "arms",
+     "arms must be >= 1"),
+    ("fashion_mnist_mlp.yaml", ["data.options.limit=0"], "limit", "limit must be >= 1"),
 ])
-def test_loader_range_errors_name_data_options(name, overrides, expect):
+def test_loader_range_errors_name_the_option(name, overrides, option, expect):
     e = error_of(name, *overrides)
-    assert e.key == "data.options" and expect in e.message
+    assert e.key == f"data.options.{option}" and expect in e.message
 
 
 def test_data_format_errors_stay_data_format_errors(monkeypatch):
@@ -61,10 +62,10 @@ def test_prepare_errors_in_overridden_keys_name_set_else_the_file():
         prepare_named(load_config(path, sets), path, sets)
     assert str(e.value).startswith("--set: data.batch_size: must be <=")
     sets = ["data.options={size: 0}"]
-    with pytest.raises(ConfigError, match=r"^--set: data\.options: size must be >= 1"):
+    with pytest.raises(ConfigError, match=r"^--set: data\.options\.size: size must be >= 1"):
         prepare_named(load_config(path, sets), path, sets)
     sets = ["data.options.size=0"]
-    with pytest.raises(ConfigError, match=r"^--set: data\.options: size must be >= 1"):
+    with pytest.raises(ConfigError, match=r"^--set: data\.options\.size: size must be >= 1"):
         prepare_named(load_config(path, sets), path, sets)
     sets = ["seed=3", "data.batch_size=2000"]
     with pytest.raises(ConfigError, match="^--set: data.batch_size"):
@@ -182,7 +183,7 @@ def test_cli_bad_augmentation_exit_2_and_no_run_dir(tmp_path, capsys):
                          "{type: dense, features: 10}]}"],
      "model", "dense_0: cannot be initialised on input shape ((8, 4), ((4,), (4,)))"),
     ("moons_mlp.yaml", ["data.dataset=poly", "data.options={coeffs: []}", "loss=mse",
-                        "metrics=[mae]"], "data.options", "coeffs must be a non-empty list"),
+                        "metrics=[mae]"], "data.options.coeffs", "coeffs must be a non-empty list"),
     ("moons_mlp.yaml", ["data.dataset=poly", "data.options={coeffs: [0, 1e308, 1e308]}",
                         "loss=mse", "metrics=[mae]"], "data", "NaN/inf value(s)"),
 ])
