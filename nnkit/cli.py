@@ -19,7 +19,9 @@ are findings about the model/data, printed and saved in ``report.json``; read it
 ``severity``); it exits 2/1 only when it could not run.
 
 An ``--out`` directory (train, sweep, diagnose) must be new or empty: nnkit never writes over
-earlier results; the check comes before any training or diagnosis.
+earlier results; the check comes before any training or diagnosis, as does the check that
+it (or the default run root ``runs``) can be written. ``lr-find --out`` names the plot file
+(a suffix matplotlib writes) or a directory to put it in, checked before the range test.
 
 The commands that compile (train, eval, lr-find, sweep, diagnose) keep JAX's compiled programs
 on disk (:mod:`nnkit.compile_cache`: ``~/.cache/nnkit/jax``; ``NNKIT_COMPILE_CACHE=off``
@@ -80,12 +82,14 @@ def _result_line(s: dict[str, Any]) -> str:
 
 
 
-def _start_cpu_devices(args: argparse.Namespace, command: str) -> None:
+def _start_cpu_devices(args: argparse.Namespace) -> None:
     """``--cpu-devices N``: JAX's CPU platform with N devices, set before any device use."""
     if args.cpu_devices is None:
         return
     if args.cpu_devices < 1:
-        raise SystemExit(f"nnkit {command}: --cpu-devices must be >= 1, got {args.cpu_devices}")
+        from nnkit.config import ConfigError
+
+        raise ConfigError(f"--cpu-devices must be >= 1, got {args.cpu_devices}")
     import jax
 
     jax.config.update("jax_num_cpu_devices", args.cpu_devices)
@@ -99,7 +103,7 @@ def _compile_cache() -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    _start_cpu_devices(args, "train")
+    _start_cpu_devices(args)
     from nnkit import run
     from nnkit.config import load_config
 
@@ -161,8 +165,9 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 
 
 def _free_name(stem: str, suffix: str) -> Path:
-    """``stem + suffix`` in the working directory, or ``stem-2 + suffix``, ``stem-3``, ...:
-    the first that does not exist, so a default output never replaces an earlier one."""
+    """``stem + suffix`` (``stem`` may start with a directory), or ``stem-2 + suffix``,
+    ``stem-3``, ...: the first that does not exist, so a default output never replaces an
+    earlier one."""
     path, i = Path(stem + suffix), 1
     while path.exists():
         i += 1
@@ -173,10 +178,18 @@ def _free_name(stem: str, suffix: str) -> Path:
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from nnkit.config import load_config
     from nnkit.run import lr_find_run
+    from nnkit.run.tools import check_plot_path
 
     cfg = load_config(args.config, args.set)
+    name = f"lr_find-{Path(args.config).stem}"
+    if args.out is None:
+        out = _free_name(name, ".png")
+    elif Path(args.out).is_dir():  # the default name, inside it
+        out = _free_name(str(Path(args.out) / name), ".png")
+    else:
+        out = Path(args.out)
+    out = check_plot_path(out)  # before the range test
     _compile_cache()
-    out = args.out or _free_name(f"lr_find-{Path(args.config).stem}", ".png")
     res, png = lr_find_run(cfg, out, steps=args.steps, min_lr=args.min_lr, max_lr=args.max_lr,
                            file=args.config, overrides=args.set)
     div = "" if res.diverged_at is None else f", diverged at step {res.diverged_at}"
@@ -187,7 +200,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    _start_cpu_devices(args, "sweep")
+    _start_cpu_devices(args)
     from nnkit.config import read_yaml
     from nnkit.run import parse_grid, sweep_run
 
@@ -301,9 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "model, data and optimizer; print the suggested rate, save the plot.")
     lf.add_argument("config", help="YAML config file")
     _add_set(lf)
-    lf.add_argument("--out", help="PNG path, replaced if it exists (default "
-                    "lr_find-<config-stem>.png in the working directory, or -2, -3, ... "
-                    "appended to keep an earlier plot)")
+    lf.add_argument("--out", help="plot file (.png, .pdf, .svg, ...; .png added when "
+                    "there is no suffix), replaced if it exists, or a directory to write "
+                    "lr_find-<config-stem>.png in (default: the working directory; -2, -3, "
+                    "... appended to keep an earlier plot)")
     lf.add_argument("--steps", type=int, default=100, help="number of steps (default 100)")
     lf.add_argument("--min-lr", type=float, default=1e-7, help="first rate (default 1e-7)")
     lf.add_argument("--max-lr", type=float, default=10.0, help="last rate (default 10)")

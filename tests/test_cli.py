@@ -346,6 +346,29 @@ def test_nonfinite_loss_exit_1_and_last_good_checkpoint(tmp_path):
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(ts.params))
 
 
+def test_run_that_saved_no_checkpoint_says_delete_or_another_out(tmp_path):
+    """A run that fails in its first epoch leaves a directory without a checkpoint: the
+    failure, a rerun into it and --resume all say it cannot be resumed and what to do
+    instead (delete it or train into another --out), and nothing in it is deleted."""
+    cfg = tmp_path / "nan0.yaml"
+    cfg.write_text(NONFINITE.replace("values: [0.01, 1.0e+30]", "values: [1.0e+30, 1.0e+30]"))
+    d = tmp_path / "run"
+    rc, _, err = run_cli("train", str(cfg), "--out", str(d), "--no-progress")
+    assert rc == 1 and "non-finite loss at epoch 0" in err
+    assert "no checkpoint was saved" in err and "None" not in err
+    names = sorted(p.name for p in d.iterdir())
+    assert "config.yaml" in names and runs.rundir.checkpoint_steps(d) == []
+    before = (d / "config.yaml").read_text()
+    expect = (f"{d} holds a run that saved no checkpoint, so it cannot be resumed: delete {d} "
+              "or train into another --out")
+    for argv in (["train", str(cfg), "--out", str(d)], ["train", "--resume", str(d)],
+                 ["train", "--resume", str(d), "--set", "training.epochs=9"]):
+        rc, _, err = run_cli(*argv)
+        assert rc == 2 and err == f"nnkit train: error: {expect}\n", err
+    assert sorted(p.name for p in d.iterdir()) == names
+    assert (d / "config.yaml").read_text() == before
+
+
 @pytest.mark.slow
 def test_sigint_subprocess_then_resume(tiny, tmp_path):
     d = tmp_path / "run"
@@ -409,6 +432,44 @@ def test_lr_find_default_plot_name_keeps_an_earlier_plot(tiny, tmp_path, monkeyp
     assert (tmp_path / "lr_find-tiny.png").read_bytes() == b"earlier"
     assert (tmp_path / "lr_find-tiny-2.png").read_bytes()[:4] == b"\x89PNG"
     assert "plot: lr_find-tiny-2.png" in out
+
+
+def test_lr_find_checks_its_out_before_the_range_test(tiny, tmp_path, monkeypatch):
+    """An --out matplotlib cannot save as, or in a place that cannot be created, is refused
+    before the range test; a directory gets the default plot name inside it; the path
+    printed is the file written."""
+    import nnkit.train as train_mod
+    from nnkit.run.tools import check_plot_path
+
+    real = train_mod.lr_find
+
+    def expensive(*a, **k):
+        raise AssertionError("the range test ran before --out was checked")
+
+    monkeypatch.setattr(train_mod, "lr_find", expensive)
+    (tmp_path / "afile").write_text("x")
+    for out, expect in [(tmp_path / "p.yaml", "cannot save a plot as '.yaml'; use one of "),
+                        (tmp_path / "afile" / "lr.png",
+                         f"cannot create it: {tmp_path / 'afile'} is a file, not a directory")]:
+        rc, _, err = run_cli("lr-find", str(tiny), "--steps", "5", "--out", str(out))
+        assert rc == 2 and err.startswith(f"nnkit lr-find: error: --out {out}: "), err
+        assert expect in err and err.count("\n") == 1
+        if out.suffix == ".yaml":
+            assert all(f in err for f in (".png", ".pdf", ".svg"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert check_plot_path(tmp_path / "noext") == tmp_path / "noext.png"
+    assert check_plot_path(tmp_path / "a" / "b.SVG") == tmp_path / "a" / "b.SVG"
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(runs.RunError, match="is a directory"):
+        check_plot_path(tmp_path)
+    monkeypatch.setattr(train_mod, "lr_find", real)
+    d = tmp_path / "plots"
+    d.mkdir()
+    rc, out, err = run_cli("lr-find", str(tiny), "--steps", "5", "--out", str(d))
+    assert rc == 0, err
+    assert f"plot: {d / 'lr_find-tiny.png'}\n" in out
+    assert [p.name for p in d.iterdir()] == ["lr_find-tiny.png"]
+    assert (d / "lr_find-tiny.png").read_bytes()[:4] == b"\x89PNG"
 
 
 NO_EXTRAS = ["--set", "training.early_stopping=null", "--set", "optimizer.plateau=null",
@@ -624,7 +685,8 @@ def test_sweep_over_cpu_devices(tiny, tmp_path):
     for ra, rb in zip(a["rows"], b["rows"], strict=True):
         assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-5, abs=1e-6)
     bad = sweep_cli(tmp_path / "bad", "--cpu-devices", "0")
-    assert bad.returncode != 0 and "--cpu-devices must be >= 1, got 0" in bad.stderr
+    assert bad.returncode == 2
+    assert bad.stderr == "nnkit sweep: error: --cpu-devices must be >= 1, got 0\n"
 
 
 def test_train_data_parallel_over_cpu_devices(tiny, tmp_path):
@@ -648,7 +710,8 @@ def test_train_data_parallel_over_cpu_devices(tiny, tmp_path):
     for ra, rb in zip(a, b, strict=True):
         assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4, abs=1e-6)
     bad = train_cli(tmp_path / "bad", "--cpu-devices", "0")
-    assert bad.returncode != 0 and "--cpu-devices must be >= 1, got 0" in bad.stderr
+    assert bad.returncode == 2
+    assert bad.stderr == "nnkit train: error: --cpu-devices must be >= 1, got 0\n"
     assert not (tmp_path / "bad").exists()
 
 
@@ -691,6 +754,38 @@ def test_out_that_is_not_empty_is_refused_for_every_command(tiny, tmp_path, monk
     assert rc == 2 and "is not empty" in err
     assert sorted(p.name for p in d.iterdir()) == ["sweep.csv"]
     assert (d / "sweep.csv").read_text() == "earlier results\n"
+
+
+def test_run_root_or_out_that_cannot_be_created_is_refused_first(tiny, tmp_path, monkeypatch):
+    """A default run root ``runs`` that is a file, or an --out under a file, is named in a
+    one-line error (exit 2) before any data is loaded, training or diagnosis."""
+    from nnkit.run import tools, trainer
+
+    def expensive(*a, **k):
+        raise AssertionError("work started before the output location was checked")
+
+    monkeypatch.setattr(trainer, "prepare_named", expensive)
+    monkeypatch.setattr(tools, "prepare_named", expensive)
+    monkeypatch.chdir(tmp_path)
+    Path("runs").write_text("not a directory\n")
+    root = ("the run root runs (where runs go without --out) is a file, not a directory: "
+            "move it away or give --out")
+    for cmd in (["train", str(tiny)], ["sweep", str(tiny), "--grid", "seed=0,1"],
+                ["diagnose", str(tiny)]):
+        rc, _, err = run_cli(*cmd)
+        assert rc == 2 and err == f"nnkit {cmd[0]}: error: {root}\n", err
+        rc, _, err = run_cli(*cmd, "--out", "runs/x")
+        assert rc == 2 and err == (f"nnkit {cmd[0]}: error: --out runs/x: cannot create it: "
+                                   "runs is a file, not a directory\n"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    assert Path("runs").read_text() == "not a directory\n"
+
+
+def test_cpu_devices_below_1_is_a_user_error(tiny):
+    for cmd in (["train", str(tiny)], ["sweep", str(tiny), "--grid", "seed=0,1"]):
+        rc, out, err = run_cli(*cmd, "--cpu-devices", "0")
+        assert rc == 2 and out == ""
+        assert err == f"nnkit {cmd[0]}: error: --cpu-devices must be >= 1, got 0\n"
 
 
 # ----------------------------------------------------------------------------- resume --set
@@ -738,6 +833,36 @@ def test_resume_allows_epochs_and_logging_and_appends_resumed_with(tiny, tmp_pat
     assert meta["run"]["resumed_with"] == ["training.epochs=2", "logging.checkpoint_keep=1",
                                            "data.split_seed=0", "training.epochs=3"]
     assert [r["epoch"] for r in rows(d)] == [0, 1, 2]
+
+
+def test_resume_with_fewer_epochs_is_refused_and_nothing_to_do_writes_nothing(
+        tiny, tmp_path, monkeypatch):
+    """--resume --set training.epochs=N below the epochs trained is refused (exit 2) before
+    anything is built or written; N equal to them has nothing to do and changes nothing."""
+    d = tmp_path / "r"
+    quiet = ["logging.plots=false", "logging.tensorboard=false", "logging.histograms_every=0",
+             "training.epochs=2", "optimizer.schedule={name: cosine, decay_steps: 50}"]
+    r = runs.train(load_config(tiny, quiet), config_path=str(tiny), out=d)
+    assert r.status == "completed" and [row["epoch"] for row in rows(d)] == [0, 1]
+    before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+    rc, out, err = run_cli("train", "--resume", str(d), "--no-progress", "--set",
+                           "training.epochs=2", "--set", "logging.checkpoint_keep=1")
+    assert rc == 0 and "already finished (2 epochs); nothing to do" in out, err
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()} == before
+
+    def expensive(*a, **k):
+        raise AssertionError("work started before training.epochs was checked")
+
+    monkeypatch.setattr(runs, "make_parallel", expensive)
+    rc, out, err = run_cli("train", "--resume", str(d), "--no-progress", "--set",
+                           "training.epochs=1")
+    assert rc == 2 and out == "" and err == (
+        f"nnkit train: error: training.epochs 1 < the 2 epochs already trained in {d}: a "
+        "resumed run can only go on (give training.epochs >= 2, or start a new run)\n"), err
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()} == before
+    with pytest.raises(runs.RunError, match="training.epochs 1 < the 2 epochs"):
+        runs.resume(d, overrides=["training.epochs=1"])
+    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()} == before
 
 
 def test_sweep_says_why_it_cannot_train_in_one_program():

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,14 @@ __all__ = [
     "RUN_SECTION",
     "new_run_dir",
     "check_out_dir",
+    "check_run_root",
+    "check_writable",
+    "checkpoint_steps",
     "write_config",
     "read_run_config",
     "read_resume_config",
     "check_resume_changes",
+    "check_resume_epochs",
     "RESUME_KEYS",
     "MetricsLog",
     "write_json",
@@ -65,7 +70,8 @@ def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | 
                 create: bool = True) -> Path:
     """Creates the run directory: ``out`` if given (it must not exist or be an empty
     directory: :func:`check_out_dir`), else ``<base>/<config-stem><suffix>-<timestamp>``
-    (``-2``, ``-3``... appended on a clash, as for ``lr-find``'s plots).
+    (``-2``, ``-3``... appended on a clash, as for ``lr-find``'s plots; ``base``:
+    :func:`check_run_root`).
 
     ``create=False`` only returns the name (``out``, or the timestamped name without the
     clash suffix): what the processes other than process 0 of a multi-process run use."""
@@ -76,6 +82,7 @@ def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | 
         d = check_out_dir(out)
         d.mkdir(parents=True, exist_ok=True)
         return d
+    check_run_root(base)
     stem = Path(config_path).stem if config_path else "run"
     root = Path(base) / f"{stem}{suffix}-{_timestamp()}"
     d, i = root, 1
@@ -88,15 +95,65 @@ def new_run_dir(config_path: str | os.PathLike | None, out: str | os.PathLike | 
             d = root.with_name(f"{root.name}-{i}")
 
 
+def checkpoint_steps(run_dir: str | os.PathLike) -> list[int]:
+    """The epochs of the numbered checkpoints in ``run_dir/checkpoints``, ascending (from the
+    file names; empty when the run saved none)."""
+    from nnkit.checkpoint import CheckpointManager
+
+    return CheckpointManager(Path(run_dir) / "checkpoints").steps()
+
+
+def _no_checkpoint(d: Path) -> RunError:
+    return RunError(f"{d} holds a run that saved no checkpoint, so it cannot be resumed: "
+                    f"delete {d} or train into another --out")
+
+
+def check_writable(path: str | os.PathLike, what: str, *, file: bool = False) -> None:
+    """Raises RunError (naming ``what``, e.g. ``"--out runs/x"``) unless nnkit can write
+    ``path``: a directory (``file=False``) that is one or can be created, or a file
+    (``file=True``) that can be replaced or created. A directory to create needs its nearest
+    existing ancestor to be a directory nnkit can write in. Creates nothing that stays (one
+    unnamed temporary file is opened to try the directory)."""
+    path = Path(path)
+    if path.exists():
+        if file:
+            if path.is_dir():
+                raise RunError(f"{what} is a directory, not a file")
+            if not os.access(path, os.W_OK):
+                raise RunError(f"{what}: cannot write it (permission denied)")
+            return
+        if not path.is_dir():
+            raise RunError(f"{what} exists and is not a directory")
+        _try_write(path, what)
+        return
+    p = path.parent
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        raise RunError(f"{what}: cannot create it: {p} is a file, not a directory")
+    _try_write(p, what)
+
+
+def _try_write(d: Path, what: str) -> None:
+    try:
+        with tempfile.TemporaryFile(dir=d):
+            pass
+    except OSError as e:
+        raise RunError(f"{what}: cannot write in {d} ({e.strerror or e})") from None
+
+
 def check_out_dir(out: str | os.PathLike) -> Path:
-    """``Path(out)`` if nnkit may write results there: it does not exist, or is an empty
-    directory. Nothing already saved is overwritten.
+    """``Path(out)`` if nnkit may write results there: it does not exist (and can be
+    created), or is an empty directory it can write in. Nothing already saved is overwritten.
 
     Raises:
-      RunError: ``out`` holds a run (use ``--resume``), other files (named), or is a file.
+      RunError: ``out`` holds a run (use ``--resume``, or, when the run saved no checkpoint,
+        delete it), other files (named), is a file, or cannot be written.
     """
     d = Path(out)
     if (d / "config.yaml").exists():
+        if not checkpoint_steps(d):
+            raise _no_checkpoint(d)
         raise RunError(f"{d} already holds a run; use --resume {d} or another --out")
     if d.exists() and not d.is_dir():
         raise RunError(f"--out {d} exists and is not a directory")
@@ -107,6 +164,22 @@ def check_out_dir(out: str | os.PathLike) -> Path:
                                             else "")
             raise RunError(f"--out {d} is not empty (holds {shown}); nnkit does not overwrite "
                            "earlier results: give a new or empty directory")
+    check_writable(d, f"--out {d}")
+    return d
+
+
+def check_run_root(base: str | os.PathLike) -> Path:
+    """``Path(base)`` if default run directories can be made in it (it is a directory nnkit
+    can write in, or can be created).
+
+    Raises:
+      RunError: naming ``base`` (e.g. ``runs`` is a file) and ``--out`` as the way out.
+    """
+    d = Path(base)
+    if d.exists() and not d.is_dir():
+        raise RunError(f"the run root {d} (where runs go without --out) is a file, not a "
+                       "directory: move it away or give --out")
+    check_writable(d, f"the run root {d} (where runs go without --out)")
     return d
 
 
@@ -162,17 +235,35 @@ when a schedule step count is ``auto`` (computed from it)."""
 
 def read_resume_config(run_dir: str | os.PathLike,
                        overrides: Sequence[str] = ()) -> tuple[Config, dict]:
-    """:func:`read_run_config` for ``--resume``: ``overrides`` may change only
-    :data:`RESUME_KEYS` (an override that leaves a value as it was is fine).
+    """:func:`read_run_config` for ``--resume``: the run must have a checkpoint, its
+    ``training.epochs`` must not be below the epochs already trained, and ``overrides`` may
+    change only :data:`RESUME_KEYS` (an override that leaves a value as it was is fine).
 
     Raises:
       ConfigError: naming ``--set`` and the first key whose value an override changes.
+      RunError: no checkpoint (delete the directory or train elsewhere), or
+        ``training.epochs`` below the epochs trained.
     """
-    cfg, meta = read_run_config(run_dir, overrides)
+    d = Path(run_dir)
+    cfg, meta = read_run_config(d, overrides)
     if overrides:
-        before, _ = read_run_config(run_dir)
+        before, _ = read_run_config(d)
         check_resume_changes(before, cfg)
+    steps = checkpoint_steps(d)
+    if not steps:
+        raise _no_checkpoint(d)
+    check_resume_epochs(d, cfg, steps[-1] + 1)
     return cfg, meta
+
+
+def check_resume_epochs(run_dir: str | os.PathLike, cfg: Config, trained: int) -> None:
+    """Raises RunError when ``cfg.training.epochs`` is below ``trained``, the epochs the
+    run's latest checkpoint holds (a resumed run only goes on)."""
+    n = cfg.training.epochs
+    if n < trained:
+        raise RunError(f"training.epochs {n} < the {trained} epochs already trained in "
+                       f"{run_dir}: a resumed run can only go on (give training.epochs >= "
+                       f"{trained}, or start a new run)")
 
 
 def _changed(a: Any, b: Any, prefix: str = "") -> list[str]:

@@ -16,10 +16,18 @@ import yaml
 from nnkit.config import Config, ConfigError, config_to_dict, parse_config
 from nnkit.core import summary as layer_summary
 from nnkit.run.prepare import prepare_named
-from nnkit.run.rundir import check_out_dir, new_run_dir, write_json
+from nnkit.run.rundir import (
+    RunError,
+    check_out_dir,
+    check_run_root,
+    check_writable,
+    new_run_dir,
+    write_json,
+)
 
-__all__ = ["model_summary", "lr_find_run", "parse_grid", "sweep_run", "SweepRunResult",
-           "FAST_SWEEP_KEYS", "format_table", "diagnose_run", "DiagnoseResult"]
+__all__ = ["model_summary", "lr_find_run", "check_plot_path", "parse_grid", "sweep_run",
+           "SweepRunResult", "FAST_SWEEP_KEYS", "format_table", "diagnose_run",
+           "DiagnoseResult"]
 
 FAST_SWEEP_KEYS = {"optimizer.lr": "learning_rates", "optimizer.weight_decay": "weight_decays",
                    "seed": "seeds"}
@@ -37,14 +45,46 @@ def model_summary(cfg: Config, *, file: str | None = None,
     return head + "\n" + layer_summary(prep.model, prep.input_shape, print_fn=None)
 
 
+def plot_formats() -> list[str]:
+    """The file suffixes (without the dot) matplotlib can save a figure as."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(FigureCanvasBase.get_supported_filetypes())
+
+
+def check_plot_path(out: str | Path) -> Path:
+    """The file a plot for ``out`` is saved to, checked before any work: ``out``, with
+    ``.png`` added when it has no suffix (as matplotlib would); its suffix must be a format
+    matplotlib writes, and it must be a file nnkit can replace or create (its directory is
+    created if needed).
+
+    Raises:
+      RunError: ``out`` is a directory, has another suffix, or cannot be written.
+    """
+    path = Path(out)
+    if path.is_dir():
+        raise RunError(f"--out {path} is a directory; give a file name such as "
+                       f"{path / 'lr_find.png'}")
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
+    formats = plot_formats()
+    if path.suffix[1:].lower() not in formats:
+        raise RunError(f"--out {path}: cannot save a plot as {path.suffix!r}; use one of "
+                       + ", ".join("." + f for f in formats))
+    check_writable(path, f"--out {path}", file=True)
+    return path
+
+
 def lr_find_run(cfg: Config, out: str | Path, *, steps: int = 100, min_lr: float = 1e-7,
                 max_lr: float = 10.0, file: str | None = None,
                 overrides: Sequence[str] = ()) -> tuple[Any, Path]:
     """Runs :func:`nnkit.train.lr_find` with the config's model, data, loss and optimizer
-    (its ``lr`` and schedule are replaced by the range test) and saves the plot to ``out``.
-    Returns ``(LRFindResult, png_path)``."""
+    (its ``lr`` and schedule are replaced by the range test) and saves the plot to ``out``
+    (:func:`check_plot_path`, before the range test). Returns ``(LRFindResult, plot_path)``,
+    the path of the file written."""
     from nnkit.train import lr_find
 
+    out = check_plot_path(out)
     prep = prepare_named(cfg, file, overrides)
     kwargs: dict[str, Any] = dict(cfg.optimizer.options)
     if cfg.optimizer.weight_decay:
@@ -75,7 +115,8 @@ def diagnose_run(cfg: Config, out: str | Path | None = None, *, file: str | None
     would use (same split, standardisation, output width and precision policy), with the
     config's loss and seed; writes ``report.txt``, ``report.json`` and the figures
     (``report.plot``) to ``out`` (default ``<base>/<config-stem>-diagnose-<timestamp>``), which
-    must not exist or be empty (checked before the diagnosis runs).
+    must not exist or be empty (checked, with whether it can be written, before the diagnosis
+    runs).
 
     The checks run on the training split only (val/test stay unseen), with their own probe
     settings (Adam 1e-3 for the overfitting check: see :func:`nnkit.diagnose.diagnose`).
@@ -85,8 +126,10 @@ def diagnose_run(cfg: Config, out: str | Path | None = None, *, file: str | None
     from nnkit.data import Dataset
     from nnkit.diagnose import diagnose_dataset
 
-    if out is not None:
-        check_out_dir(out)  # before the (expensive) diagnosis
+    if out is not None:  # before the (expensive) diagnosis
+        check_out_dir(out)
+    else:
+        check_run_root(base)
     prep = prepare_named(cfg, file, overrides)
     x, y = prep.train
     num_targets = prep.num_classes if prep.num_classes is not None else int(
@@ -211,8 +254,10 @@ def sweep_run(
     Every point's config is validated before anything is created; ``out`` must not exist or
     be empty.
     """
-    if out is not None:
-        check_out_dir(out)  # before validating and training every point
+    if out is not None:  # before validating and training every point
+        check_out_dir(out)
+    else:
+        check_run_root(base)
     keys = list(grid)
     points = list(itertools.product(*(grid[k] for k in keys)))
     cfgs, point_sets = [], []

@@ -56,6 +56,9 @@ from nnkit.run.rundir import (
     MetricsLog,
     RunError,
     TensorBoard,
+    check_out_dir,
+    check_resume_epochs,
+    check_run_root,
     environment,
     new_run_dir,
     read_json,
@@ -311,7 +314,10 @@ def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: i
                f"resume with: nnkit train --resume {run_dir}")
     elif status == "nonfinite":
         code = 1
-        msg = f"{reason}; last good checkpoint: {summary['latest_checkpoint']}"
+        latest = summary["latest_checkpoint"]
+        msg = (f"{reason}; last good checkpoint: {latest}" if latest else
+               f"{reason}; no epoch finished, so no checkpoint was saved and the run cannot "
+               f"be resumed")
     else:
         code = 0
         msg = reason
@@ -341,6 +347,10 @@ def train(
     """
     if parallel is None:
         parallel = make_parallel(cfg, config_path, overrides)
+    if _is_main() and out is not None:  # where the run goes, before the data is loaded
+        check_out_dir(out)
+    elif _is_main():
+        check_run_root(base)
     prep = prepare_named(cfg, config_path, overrides)
     check_parallel(prep, parallel, config_path, overrides)
     run_dir = _new_dir(config_path, out, base)
@@ -368,13 +378,14 @@ def resume(
     """Continues the run in ``run_dir`` from its latest checkpoint to ``training.epochs``.
 
     ``overrides`` may change only :data:`nnkit.run.rundir.RESUME_KEYS` (``training.epochs``,
-    ``logging.*``); they are saved to ``config.yaml`` and appended to its
-    ``run.resumed_with`` list. ``parallel`` as for :func:`train` (``None``: from the run's
-    config).
+    ``logging.*``); when training goes on they are saved to ``config.yaml`` and appended to
+    its ``run.resumed_with`` list (a run with nothing left to do is left as it is).
+    ``parallel`` as for :func:`train` (``None``: from the run's config).
 
     Raises:
       ConfigError: an override of another key (nothing is written).
-      RunError: not a run directory, or no checkpoint to resume from.
+      RunError: not a run directory, no checkpoint to resume from, or ``training.epochs``
+        below the epochs already trained (nothing is written).
       CheckpointError: the latest checkpoint is corrupt or does not fit the config.
     """
     run_dir = Path(run_dir)
@@ -385,17 +396,15 @@ def resume(
     prep = prepare_named(cfg, file, overrides)
     check_parallel(prep, parallel, file, overrides)
     manager = CheckpointManager(run_dir / "checkpoints", keep=prep.cfg.logging.checkpoint_keep)
-    if manager.latest_path() is None:
+    if manager.latest_path() is None:  # read_resume_config checked; gone since
         raise RunError(f"{run_dir} has no checkpoint to resume from")
     ts, ck = manager.restore(jax.eval_shape(lambda: initial_state(prep)), "latest")
     start = int(ck["epoch"]) + 1
+    check_resume_epochs(run_dir, prep.cfg, start)
     extra = ck.get("extra") or {}
     best = (extra.get("best_epoch"), extra.get("best_value"))
     prior = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
-    if overrides and _is_main():
-        earlier = meta.get("resumed_with") or []
-        earlier = earlier if isinstance(earlier, list) else [earlier]
-        write_config(run_dir, prep.cfg, {**meta, "resumed_with": [*earlier, *overrides]})
+    # nothing to do: nothing is written (config.yaml keeps what the run trained with)
     if start >= prep.cfg.training.epochs and prior.get("status") in (
         "completed", "early_stopped", "stopped"
     ):
@@ -404,6 +413,10 @@ def resume(
     if prior.get("status") == "early_stopped":
         return RunResult(run_dir, "early_stopped", prior, 0,
                          "already finished (early stopping); nothing to do")
+    if overrides and _is_main():
+        earlier = meta.get("resumed_with") or []
+        earlier = earlier if isinstance(earlier, list) else [earlier]
+        write_config(run_dir, prep.cfg, {**meta, "resumed_with": [*earlier, *overrides]})
     if _is_main():
         MetricsLog(run_dir / "metrics.jsonl").truncate_from(start)
     return _run(run_dir, prep, ts=ts, start_epoch=start, best=best, prior=prior,
