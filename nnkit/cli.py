@@ -326,10 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="train a grid of configs; writes a table",
                         description="Train every combination of the --grid values. Varying "
                         "only optimizer.lr, optimizer.weight_decay and seed, of a config "
-                        "without a schedule, plateau, early stopping, accumulation, "
-                        "augmentation, l1/l2 or special grad_mode, trains all in one vmapped "
-                        "program; otherwise each point is a run directory of its own (the "
-                        "output says why).")
+                        "whose schedule (if any) is proportional to optimizer.lr and without "
+                        "a plateau, early stopping, accumulation, augmentation, l1/l2 or "
+                        "special grad_mode, trains all in one vmapped program; otherwise each "
+                        "point is a run directory of its own (the output says why).")
     sw.add_argument("config", help="YAML config file")
     sw.add_argument("--grid", action="append", default=[], required=True,
                     metavar="KEY=V1,V2,...", help="values of one key (repeatable: product)")

@@ -107,6 +107,7 @@ def make(
     weight_decay: float = 0.0,
     clip_norm: float | None = None,
     accumulate: int = 1,
+    lr_scale: float | None = None,
     **kwargs: Any,
 ) -> optax.GradientTransformation:
     """An Optax optimizer by name, with its hyper-parameters injected into its state.
@@ -129,6 +130,11 @@ def make(
         costs one extra copy of the parameters (the gradient accumulator) in the optimizer
         state; for a large effective batch *within* one step without that persistent copy,
         use ``make_train_step(grad_mode="accumulate")`` instead.
+      lr_scale: if given, an injected factor on the update after the optimizer (``optax.scale``
+        as the last transform): the effective learning rate is ``learning_rate * lr_scale``
+        (:func:`get_lr` returns the product). A sweep sets it per model to give models that
+        share one schedule shape their own peak rates. (For ``lars`` and ``adafactor`` it
+        scales the whole step, as the plateau scale does: see the module docstring.)
       **kwargs: passed to the Optax factory (``b1``, ``b2``, ``eps``, ``momentum``...);
         numeric ones given here are injected hyper-parameters too (settable per model).
 
@@ -153,9 +159,12 @@ def make(
         hyper["weight_decay"] = weight_decay
     if clip_norm is not None:
         hyper["clip_norm"] = clip_norm
+    if lr_scale is not None:
+        hyper["lr_scale"] = lr_scale
 
     def build(**hp: Any) -> optax.GradientTransformation:
         parts = []
+        scale = hp.pop("lr_scale", None)
         clip = hp.pop("clip_norm", None)
         if clip is not None:
             parts.append(optax.clip_by_global_norm(clip))
@@ -168,6 +177,8 @@ def make(
             parts.append(factory(**hp))
         except TypeError as e:
             raise ValueError(f"optimizer {name!r}: {e}") from None
+        if scale is not None:
+            parts.append(optax.scale(scale))
         return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
     def inner_factory(**hp: Any) -> optax.GradientTransformation:
@@ -212,8 +223,12 @@ def get_hyperparam(opt_state: Any, name: str) -> jax.Array:
 
 
 def get_lr(opt_state: Any) -> jax.Array:
-    """The current injected learning rate (scalar): ``get_hyperparam(s, "learning_rate")``."""
-    return get_hyperparam(opt_state, "learning_rate")
+    """The current injected learning rate (scalar): ``get_hyperparam(s, "learning_rate")``,
+    times the injected ``lr_scale`` when the optimizer has one (:func:`make`)."""
+    lr = get_hyperparam(opt_state, "learning_rate")
+    if any("lr_scale" in s.hyperparams for s in _inject_states(opt_state)):
+        lr = lr * get_hyperparam(opt_state, "lr_scale")
+    return lr
 
 
 def set_hyperparam(opt_state: Any, name: str, value: Any) -> Any:

@@ -866,8 +866,9 @@ def test_resume_with_fewer_epochs_is_refused_and_nothing_to_do_writes_nothing(
 
 
 def test_sweep_says_why_it_cannot_train_in_one_program():
-    """The shipped configs: xor_mlp's learning-rate sweep is one program; digits_mlp's is not,
-    and the reasons name its schedule and early stopping and any other grid key."""
+    """The shipped configs: xor_mlp's and digits_mlp's (a cosine schedule, proportional to the
+    rate) learning-rate sweeps are one program; moons_mlp's early stopping, a schedule with an
+    absolute end value, or another grid key are named as reasons for separate runs."""
     from nnkit.run.tools import separate_run_reasons
 
     root = Path(__file__).resolve().parents[1] / "configs"
@@ -875,8 +876,13 @@ def test_sweep_says_why_it_cannot_train_in_one_program():
     assert separate_run_reasons(xor, {"optimizer.lr": [0.1, 1.0], "seed": [0, 1]}) == []
     assert separate_run_reasons(xor, {"model.hidden": [[4]]}) == ["the grid varies model.hidden"]
     digits = load_config(root / "digits_mlp.yaml")
-    why = separate_run_reasons(digits, {"optimizer.lr": [1e-3]})
-    assert why and all(r.startswith("the config sets ") for r in why)
-    assert ("the config sets optimizer.schedule" in why) == (digits.optimizer.schedule is not None)
-    assert ("the config sets training.early_stopping" in why) == (
-        digits.training.early_stopping is not None)
+    assert digits.optimizer.schedule is not None
+    assert separate_run_reasons(digits, {"optimizer.lr": [1e-3, 1e-2]}) == []
+    linear = load_config(root / "digits_mlp.yaml", [
+        "optimizer.schedule={name: linear, end_value: 1e-5, transition_steps: auto}"])
+    assert separate_run_reasons(linear, {"optimizer.lr": [1e-3]}) == [
+        "optimizer.schedule: the schedule is not proportional to its peak learning rate (an "
+        "absolute end value or bounds of its own): train the points as separate runs"]
+    moons = load_config(root / "moons_mlp.yaml")
+    assert separate_run_reasons(moons, {"seed": [0]}) == [
+        "the config sets training.early_stopping"]

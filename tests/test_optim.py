@@ -211,3 +211,21 @@ def test_plateau_max_mode_min_delta_and_nan():
     assert float(ps.scale) == pytest.approx(0.01)
     with pytest.raises(ValueError, match="factor"):
         optim.Plateau(factor=1.5)
+
+
+def test_lr_scale_multiplies_the_rate_and_get_lr_reports_the_product():
+    p = {"w": jnp.array([1.0, -2.0, 0.5])}
+    g = {"w": jnp.array([0.3, -0.1, 0.2])}
+    sched = optim.schedule("cosine", learning_rate=1.0, decay_steps=5)
+    scaled = optim.make("adam", sched, lr_scale=1.0)
+    st = optim.set_hyperparam(scaled.init(p), "lr_scale", 0.2)
+    ref = optim.make("adam", optim.schedule("cosine", learning_rate=0.2, decay_steps=5))
+    sr = ref.init(p)
+    for _ in range(3):
+        u, st = scaled.update(g, st, p)
+        v, sr = ref.update(g, sr, p)
+        np.testing.assert_allclose(u["w"], v["w"], rtol=1e-6)
+        np.testing.assert_allclose(optim.get_lr(st), optim.get_lr(sr), rtol=1e-6)
+    assert float(optim.get_hyperparam(st, "lr_scale")) == pytest.approx(0.2)
+    with pytest.raises(KeyError):  # only when asked for
+        optim.get_hyperparam(optim.make("adam", 0.1).init(p), "lr_scale")

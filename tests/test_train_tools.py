@@ -94,6 +94,33 @@ def test_sweep_equals_separate_fit_runs():
     assert s.best("val_loss") == int(np.argmin([h["val_loss"][-1] for h in s.histories]))
 
 
+def test_sweep_with_a_schedule_equals_separate_fit_runs():
+    """A cosine schedule per peak rate: each swept model trains and logs as fit does with
+    schedule(lr_m), from one compiled schedule scaled per model; a schedule that is not
+    proportional to its peak (an absolute end value) is refused."""
+    def sched(lr):
+        return optim.schedule("cosine", learning_rate=lr, decay_steps=12, alpha=0.1)
+
+    kw = dict(epochs=3, batch_size=16, val_data=VAL)
+    s = sweep(mlp(), "adamw", TRAIN, learning_rates=[3e-3, 3e-2], weight_decays=[0.0, 0.1],
+              schedule=sched, **kw)
+    for i, c in enumerate(s.configs):
+        r = fit(mlp(), optim.make("adamw", sched(c["learning_rate"]),
+                                  weight_decay=c["weight_decay"]), TRAIN, key=0, **kw)
+        chex.assert_trees_all_close(s.train_state(i).params, r.train_state.params, rtol=1e-5,
+                                    atol=1e-6)
+        for k in ("train_loss", "val_loss", "lr"):
+            np.testing.assert_allclose(s.histories[i][k], r.history[k], rtol=1e-5, atol=1e-7)
+    assert s.histories[3]["lr"][0] > s.histories[3]["lr"][-1] > 0  # it decays
+    with pytest.raises(ValueError, match="not proportional to its peak learning rate"):
+        sweep(mlp(), "adam", TRAIN, learning_rates=[1e-2], epochs=1, batch_size=16,
+              schedule=lambda lr: optim.schedule("linear", learning_rate=lr, end_value=1e-4,
+                                                 transition_steps=10))
+    with pytest.raises(ValueError, match="'lars' cannot be shared as a scale"):
+        sweep(mlp(), "lars", TRAIN, learning_rates=[1e-2], epochs=1, batch_size=16,
+              schedule=sched)
+
+
 def test_sweep_over_weight_decay_matches_fit():
     kw = dict(epochs=1, batch_size=32)
     s = sweep(mlp(), "sgd", TRAIN, learning_rate=0.1, weight_decays=[0.0, 0.5], **kw)

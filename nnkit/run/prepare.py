@@ -192,6 +192,20 @@ def _schedule(cfg: Config, total_steps: int) -> Any:
     return build(kwargs)
 
 
+def schedule_of_lr(cfg: Config, total_steps: int) -> Callable[[float], Any] | None:
+    """The config's schedule as a function of the peak rate (``lr -> schedule`` with
+    ``optimizer.lr`` replaced), what :func:`nnkit.train.sweep` takes; ``None`` without one."""
+    if cfg.optimizer.schedule is None:
+        return None
+    import dataclasses
+
+    def of(lr: float) -> Any:
+        opt = dataclasses.replace(cfg.optimizer, lr=float(lr))
+        return _schedule(dataclasses.replace(cfg, optimizer=opt), total_steps)
+
+    return of
+
+
 def _optimizer(cfg: Config, lr: Any, model: Layer,
                input_shape: tuple[int, ...]) -> optax.GradientTransformation:
     """:func:`nnkit.optim.make` from the config, traced once (init + update on the model's

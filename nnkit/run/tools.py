@@ -15,7 +15,7 @@ import yaml
 
 from nnkit.config import Config, ConfigError, config_to_dict, parse_config
 from nnkit.core import summary as layer_summary
-from nnkit.run.prepare import prepare_named
+from nnkit.run.prepare import prepare_named, schedule_of_lr
 from nnkit.run.rundir import (
     RunError,
     check_out_dir,
@@ -197,8 +197,14 @@ def separate_run_reasons(cfg: Config, grid: dict[str, list[Any]]) -> list[str]:
     """Why a sweep of ``grid`` over ``cfg`` cannot train as one compiled program (empty when it
     can): the grid keys and config settings :func:`nnkit.train.sweep` does not vary or run."""
     reasons = [f"the grid varies {k}" for k in grid if k not in FAST_SWEEP_KEYS]
-    checks = [("optimizer.schedule", cfg.optimizer.schedule is not None),
-              ("optimizer.plateau", cfg.optimizer.plateau is not None),
+    if cfg.optimizer.schedule is not None:
+        from nnkit.train.sweep import proportional_schedule
+
+        try:  # one schedule shape for all points, each scaled by its rate
+            proportional_schedule(schedule_of_lr(cfg, 1000), cfg.optimizer.name)
+        except ValueError as e:
+            reasons.append(f"optimizer.schedule: {str(e).removeprefix('sweep: ')}")
+    checks = [("optimizer.plateau", cfg.optimizer.plateau is not None),
               ("training.early_stopping", cfg.training.early_stopping is not None),
               ("optimizer.accumulate", cfg.optimizer.accumulate != 1),
               ("data.augmentation", bool(cfg.data.augmentation)),
@@ -246,8 +252,9 @@ def sweep_run(
     """Trains every point of the ``grid`` product; returns a :class:`SweepRunResult`.
 
     When only ``optimizer.lr``, ``optimizer.weight_decay`` and ``seed`` vary (and the config
-    uses no schedule, plateau, early stopping, accumulation, augmentation, l1/l2 or special
-    grad mode) all points train together in ONE compiled program with
+    uses no plateau, early stopping, accumulation, augmentation, l1/l2 or special grad mode,
+    and its schedule, if any, is proportional to ``optimizer.lr``: cosine, step decay,
+    warm-up cosine to 0...) all points train together in ONE compiled program with
     :func:`nnkit.train.sweep` (``method == "vmap"``); otherwise each point is a full run in
     ``sweep_dir/run-<i>`` (``method == "runs"``; the reasons are returned and recorded in
     ``sweep.json``). Writes ``sweep.csv``, ``sweep.txt`` and ``sweep.json``.
@@ -294,6 +301,7 @@ def sweep_run(
             weight_decays=[float(v) for v in lists["weight_decays"]] if lists[
                 "weight_decays"] else [c.optimizer.weight_decay],
             seeds=[int(v) for v in lists["seeds"]] if lists["seeds"] else [c.seed],
+            schedule=schedule_of_lr(c, c.training.epochs * prep.steps_per_epoch),
             **opt_kwargs,
         )
         devices = len(res.devices)

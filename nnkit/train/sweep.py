@@ -80,6 +80,7 @@ def sweep(
     eval_batch_size: int = 1024,
     vectorize: str = "auto",
     devices: str | Sequence[jax.Device] = "auto",
+    schedule: Callable[[float], Callable] | None = None,
     **optimizer_kwargs: Any,
 ) -> SweepResult:
     """Trains one model per point of ``learning_rates x weight_decays x seeds`` together.
@@ -118,6 +119,15 @@ def sweep(
     ``jax.config.update("jax_num_cpu_devices", os.cpu_count())`` -- and then tiny models,
     which use one core each, train on all of them (8 of W3's 2-16-16-2 MLPs on 2 cores:
     ~1.7x faster than on one device).
+
+    ``schedule``: the learning-rate schedule as a function of the peak rate, ``lr ->
+    optax.Schedule`` (e.g. ``lambda lr: optim.schedule("cosine", learning_rate=lr,
+    decay_steps=1000)``): model ``m`` trains as ``fit`` would with
+    ``optim.make(optimizer_name, schedule(lr_m), ...)``. The schedule must be proportional
+    to its peak (``schedule(c * lr) = c * schedule(lr)``: checked, ``ValueError``
+    otherwise), so that one compiled schedule serves all models, each scaled by its own
+    rate (``lr_scale`` of :func:`nnkit.optim.make`; the logged ``lr`` is the product). Not
+    for ``lars`` or ``adafactor``.
     """
     epochs = check_int(epochs, "epochs", 0)
     prog = sweep_program(
@@ -125,7 +135,7 @@ def sweep(
         weight_decays=weight_decays, seeds=seeds, batch_size=batch_size, loss=loss,
         metrics=metrics, val_data=val_data, input_shape=input_shape,
         eval_batch_size=eval_batch_size, vectorize=vectorize, devices=devices,
-        **optimizer_kwargs)
+        schedule=schedule, **optimizer_kwargs)
     stacked, live = prog.train_states, prog.live
     x, y = prog.data
     xv, yv = prog.val_data
@@ -217,6 +227,31 @@ class SweepProgram(NamedTuple):
         return np.concatenate([idxs, np.zeros((k - count, *idxs.shape[1:]), idxs.dtype)])
 
 
+SCALED_STEP_OPTIMIZERS = ("lars", "adafactor")
+"""Optimizers whose learning rate is not the last factor of their update (see
+:mod:`nnkit.optim`): a scheduled sweep cannot give them their peak rates as a scale."""
+
+
+def proportional_schedule(schedule: Callable[[float], Callable], optimizer_name: str = "",
+                          steps: int = 10_000) -> Callable:
+    """``schedule(1.0)``, after checking that ``schedule(lr)`` is ``lr`` times it at 64 steps
+    in ``[0, steps]`` (cosine, step decay, exponential, warm-up cosine and SGDR to 0 are;
+    an absolute end value or ``cyclic``'s own bounds are not): then one compiled schedule
+    serves every model, each scaled by its peak rate. ``ValueError`` otherwise."""
+    if optimizer_name in SCALED_STEP_OPTIMIZERS:
+        raise ValueError(f"sweep: a schedule with {optimizer_name!r} cannot be shared as a "
+                         "scale (its learning rate is not the last factor of its update)")
+    unit, double = schedule(1.0), schedule(2.0)
+    t = np.unique(np.linspace(0, steps, 64).astype(np.int32))
+    a = np.asarray(jax.vmap(unit)(t), np.float64)
+    b = np.asarray(jax.vmap(double)(t), np.float64)
+    if not np.allclose(b, 2 * a, rtol=1e-5, atol=1e-12):
+        raise ValueError("sweep: the schedule is not proportional to its peak learning rate "
+                         "(an absolute end value or bounds of its own): train the points as "
+                         "separate runs")
+    return unit
+
+
 def sweep_program(
     model: Layer,
     optimizer_name: str,
@@ -233,6 +268,7 @@ def sweep_program(
     eval_batch_size: int = 1024,
     vectorize: str = "auto",
     devices: str | Sequence[jax.Device] = "auto",
+    schedule: Callable[[float], Callable] | None = None,
     **optimizer_kwargs: Any,
 ) -> SweepProgram:
     """Builds what :func:`sweep` runs, without running it: the stacked initial states and the
@@ -269,11 +305,18 @@ def sweep_program(
 
     # One optimizer structure for all; per-model values go into the injected hyperparams.
     wd_placeholder = max((abs(w) for w in wds), default=0.0)
-    opt = optim.make(optimizer_name, lrs[0], weight_decay=wd_placeholder, **optimizer_kwargs)
+    if schedule is None:
+        opt = optim.make(optimizer_name, lrs[0], weight_decay=wd_placeholder,
+                         **optimizer_kwargs)
+        lr_name = "learning_rate"
+    else:  # one schedule shape at peak 1, each model's peak as its lr_scale
+        opt = optim.make(optimizer_name, proportional_schedule(schedule, optimizer_name),
+                         weight_decay=wd_placeholder, lr_scale=1.0, **optimizer_kwargs)
+        lr_name = "lr_scale"
     states = []
     for c in configs:
         ts = create_train_state(model, input_shape, opt, c["seed"])
-        os_ = optim.set_hyperparam(ts.opt_state, "learning_rate", c["learning_rate"])
+        os_ = optim.set_hyperparam(ts.opt_state, lr_name, c["learning_rate"])
         if wd_placeholder or "weight_decay" in _hyper_names(os_):
             os_ = optim.set_hyperparam(os_, "weight_decay", c["weight_decay"])
         states.append(ts._replace(opt_state=os_))
