@@ -327,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train every combination of the --grid values. Varying "
                         "only optimizer.lr, optimizer.weight_decay and seed, of a config "
                         "whose schedule (if any) is proportional to optimizer.lr and without "
-                        "a plateau, early stopping, accumulation, augmentation, l1/l2 or "
-                        "special grad_mode, trains all in one vmapped program; otherwise each "
+                        "accumulation, augmentation, l1/l2 or special grad_mode, trains all "
+                        "in one vmapped program (early stopping per model); otherwise each "
                         "point is a run directory of its own (the output says why).")
     sw.add_argument("config", help="YAML config file")
     sw.add_argument("--grid", action="append", default=[], required=True,

@@ -492,6 +492,8 @@ def test_sweep_vmapped_equals_separate_run(tiny, tmp_path):
     single = runs.train(load_config(tiny, sets), out=tmp_path / "single")
     for k in ("train_loss", "val_loss", "val_accuracy"):
         assert row[k] == pytest.approx(single.summary["last_epoch"][k], rel=1e-4, abs=1e-6), k
+    if "test_loss" in single.summary:  # the separate run's test metrics, per model
+        assert row["test_loss"] == pytest.approx(single.summary["test_loss"], rel=1e-4)
     assert row["stop_reason"] == single.summary["stop_reason"] == "completed"
 
 
@@ -866,9 +868,9 @@ def test_resume_with_fewer_epochs_is_refused_and_nothing_to_do_writes_nothing(
 
 
 def test_sweep_says_why_it_cannot_train_in_one_program():
-    """The shipped configs: xor_mlp's and digits_mlp's (a cosine schedule, proportional to the
-    rate) learning-rate sweeps are one program; moons_mlp's early stopping, a schedule with an
-    absolute end value, or another grid key are named as reasons for separate runs."""
+    """The shipped configs: xor_mlp's, digits_mlp's (a cosine schedule, proportional to the
+    rate) and moons_mlp's (early stopping) sweeps are one program; augmentation, a schedule
+    with an absolute end value, or another grid key are named as reasons for separate runs."""
     from nnkit.run.tools import separate_run_reasons
 
     root = Path(__file__).resolve().parents[1] / "configs"
@@ -883,6 +885,9 @@ def test_sweep_says_why_it_cannot_train_in_one_program():
     assert separate_run_reasons(linear, {"optimizer.lr": [1e-3]}) == [
         "optimizer.schedule: the schedule is not proportional to its peak learning rate (an "
         "absolute end value or bounds of its own): train the points as separate runs"]
-    moons = load_config(root / "moons_mlp.yaml")
-    assert separate_run_reasons(moons, {"seed": [0]}) == [
-        "the config sets training.early_stopping"]
+    moons = load_config(root / "moons_mlp.yaml")  # early stopping: per model, one program
+    assert moons.training.early_stopping is not None
+    assert separate_run_reasons(moons, {"seed": [0, 1]}) == []
+    shifted = load_config(root / "digits_lenet5.yaml", [
+        "data.augmentation=[{name: random_translate, max_shift: 1}]"])
+    assert separate_run_reasons(shifted, {"seed": [0]}) == ["the config sets data.augmentation"]

@@ -121,6 +121,33 @@ def test_sweep_with_a_schedule_equals_separate_fit_runs():
               schedule=sched)
 
 
+def test_sweep_with_early_stopping_and_plateau_equals_separate_fit_runs():
+    """Per model, inside the compiled epochs: the large rate runs out of patience after a few
+    epochs while the small one trains on; each model's history ends where fit's does, with
+    fit's stop reason, plateau-scaled rates and (restore_best) its best epoch's params."""
+    from nnkit.optim import Plateau
+    from nnkit.train import EarlyStopping
+
+    es = EarlyStopping("val_loss", patience=2)
+    kw = dict(epochs=12, batch_size=16, val_data=VAL, early_stopping=es,
+              plateau=Plateau("val_loss", patience=1, factor=0.5))
+    s = sweep(mlp(), "adam", TRAIN, learning_rates=[3e-3, 1.0], **kw)
+    lengths = []
+    for i, c in enumerate(s.configs):
+        r = fit(mlp(), optim.make("adam", c["learning_rate"]), TRAIN, key=0, **kw)
+        assert s.stop_reasons[i] == r.stop_reason
+        assert s.histories[i]["epoch"] == r.history["epoch"]
+        for k in ("train_loss", "val_loss", "lr", "lr_scale"):
+            np.testing.assert_allclose(s.histories[i][k], r.history[k], rtol=1e-5, atol=1e-7)
+        chex.assert_trees_all_close(s.train_state(i).params, r.train_state.params, rtol=1e-5,
+                                    atol=1e-6)
+        lengths.append(len(r.history["epoch"]))
+    assert s.stop_reasons[1].startswith("early stopping") and lengths[1] < lengths[0]
+    with pytest.raises(ValueError, match="needs val_data"):
+        sweep(mlp(), "adam", TRAIN, learning_rates=[1e-2], epochs=1, batch_size=16,
+              early_stopping=es)
+
+
 def test_sweep_over_weight_decay_matches_fit():
     kw = dict(epochs=1, batch_size=32)
     s = sweep(mlp(), "sgd", TRAIN, learning_rate=0.1, weight_decays=[0.0, 0.5], **kw)

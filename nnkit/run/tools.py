@@ -204,9 +204,7 @@ def separate_run_reasons(cfg: Config, grid: dict[str, list[Any]]) -> list[str]:
             proportional_schedule(schedule_of_lr(cfg, 1000), cfg.optimizer.name)
         except ValueError as e:
             reasons.append(f"optimizer.schedule: {str(e).removeprefix('sweep: ')}")
-    checks = [("optimizer.plateau", cfg.optimizer.plateau is not None),
-              ("training.early_stopping", cfg.training.early_stopping is not None),
-              ("optimizer.accumulate", cfg.optimizer.accumulate != 1),
+    checks = [("optimizer.accumulate", cfg.optimizer.accumulate != 1),
               ("data.augmentation", bool(cfg.data.augmentation)),
               ("training.grad_mode", cfg.training.grad_mode != "batch"),
               ("training.l1", cfg.training.l1 != 0),
@@ -225,6 +223,27 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     line = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True))
     return "\n".join([line(columns), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _test_metrics(prep: Any, res: Any) -> list[dict[str, float]]:
+    """Each swept model's ``test_*`` metrics, as a separate run reports them (the returned
+    params: the best epoch's with ``restore_best``); one compiled evaluator for all."""
+    if prep.test is None:
+        return [{} for _ in res.configs]
+    import jax
+
+    from nnkit.train.step import make_evaluator
+
+    n = int(jax.tree_util.tree_leaves(prep.test[0])[0].shape[0])
+    ev = jax.jit(make_evaluator(prep.model, prep.cfg.loss, prep.cfg.metrics, n,
+                                prep.cfg.data.eval_batch_size))
+    x, y = jax.device_put(prep.test)
+    out = []
+    for i in range(len(res.configs)):
+        ts = res.train_state(i)
+        vals = jax.device_get(ev(ts.params, ts.state, x, y))
+        out.append({f"test_{k}": float(v) for k, v in vals.items()})
+    return out
 
 
 class SweepRunResult(NamedTuple):
@@ -252,9 +271,10 @@ def sweep_run(
     """Trains every point of the ``grid`` product; returns a :class:`SweepRunResult`.
 
     When only ``optimizer.lr``, ``optimizer.weight_decay`` and ``seed`` vary (and the config
-    uses no plateau, early stopping, accumulation, augmentation, l1/l2 or special grad mode,
-    and its schedule, if any, is proportional to ``optimizer.lr``: cosine, step decay,
-    warm-up cosine to 0...) all points train together in ONE compiled program with
+    uses no accumulation, augmentation, l1/l2 or special grad mode, and its schedule, if
+    any, is proportional to ``optimizer.lr``: cosine, step decay, warm-up cosine to 0...;
+    early stopping and reduce-on-plateau run per model) all points train together in ONE
+    compiled program with
     :func:`nnkit.train.sweep` (``method == "vmap"``); otherwise each point is a full run in
     ``sweep_dir/run-<i>`` (``method == "runs"``; the reasons are returned and recorded in
     ``sweep.json``). Writes ``sweep.csv``, ``sweep.txt`` and ``sweep.json``.
@@ -302,18 +322,20 @@ def sweep_run(
                 "weight_decays"] else [c.optimizer.weight_decay],
             seeds=[int(v) for v in lists["seeds"]] if lists["seeds"] else [c.seed],
             schedule=schedule_of_lr(c, c.training.epochs * prep.steps_per_epoch),
-            **opt_kwargs,
+            early_stopping=prep.early_stopping, plateau=prep.plateau, **opt_kwargs,
         )
         devices = len(res.devices)
         names = {"learning_rate": "optimizer.lr", "weight_decay": "optimizer.weight_decay",
                  "seed": "seed"}
-        for conf, hist, reason in zip(res.configs, res.histories, res.stop_reasons,
-                                      strict=True):
+        tests = _test_metrics(prep, res)
+        for conf, hist, reason, test in zip(res.configs, res.histories, res.stop_reasons,
+                                            tests, strict=True):
             row = {names[k]: v for k, v in conf.items() if names[k] in grid}
             row.update({k: v[-1] for k, v in hist.items() if k not in ("epoch",)})
             if "val_loss" in hist:
                 row["best_val_loss"] = float(np.nanmin(hist["val_loss"])) if np.isfinite(
                     hist["val_loss"]).any() else float("nan")
+            row.update(test)
             row["stop_reason"] = reason
             rows.append(row)
     else:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from nnkit.train.state import TrainState
 
-__all__ = ["EarlyStopping", "early_stopping_init", "early_stopping_update", "should_stop"]
+__all__ = ["EarlyStopping", "early_stopping_init", "early_stopping_update", "should_stop",
+           "stop_reason"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +86,9 @@ def early_stopping_update(
 def should_stop(cfg: EarlyStopping, bad_epochs: int) -> bool:
     """Host-side test after an epoch: ``bad_epochs >= patience``."""
     return int(bad_epochs) >= cfg.patience
+
+
+def stop_reason(cfg: EarlyStopping, best_epoch: Any) -> str:
+    """The stop reason :func:`nnkit.train.fit` and :func:`nnkit.train.sweep` report."""
+    return (f"early stopping: {cfg.monitor} did not improve for {cfg.patience} epochs "
+            f"(best epoch {int(best_epoch)})")

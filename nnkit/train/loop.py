@@ -52,7 +52,12 @@ from nnkit.core import Layer
 from nnkit.optim import Plateau, plateau_init
 from nnkit.train.callbacks import INTERRUPT, Callback
 from nnkit.train.compiled import compiled_fit_fns
-from nnkit.train.early_stopping import EarlyStopping, early_stopping_init, should_stop
+from nnkit.train.early_stopping import (
+    EarlyStopping,
+    early_stopping_init,
+    should_stop,
+)
+from nnkit.train.early_stopping import stop_reason as early_stop_reason
 from nnkit.train.gradients import resolve_loss, resolve_metrics
 from nnkit.train.inputs import as_xy, check_data, check_params, data_nbytes
 from nnkit.train.order import epoch_order, key_words
@@ -344,7 +349,7 @@ def fit(
     stop_reason = "completed"
     interrupted = False
     if already_stopped:
-        stop_reason = _early_stop_reason(early_stopping, ts.best_epoch)
+        stop_reason = early_stop_reason(early_stopping, ts.best_epoch)
     end = start_epoch if already_stopped else epochs
     epochs_run = 0
     if parallel is not None and not parallel.is_main_process():
@@ -406,7 +411,7 @@ def fit(
             if stop_reason != "completed":
                 break
             if early_stopping is not None and should_stop(early_stopping, logs["bad_epochs"]):
-                stop_reason = _early_stop_reason(early_stopping, logs["best_epoch"])
+                stop_reason = early_stop_reason(early_stopping, logs["best_epoch"])
                 break
     finally:
         bar.close()
@@ -429,11 +434,6 @@ def fit(
         test_metrics = {f"test_{k}": float(v) for k, v in out.items()}
     return FitResult(ts, history, best_epoch, epochs_run, stop_reason, test_metrics,
                      last_state)
-
-
-def _early_stop_reason(cfg: EarlyStopping, best_epoch: Any) -> str:
-    return (f"early stopping: {cfg.monitor} did not improve for {cfg.patience} epochs "
-            f"(best epoch {int(best_epoch)})")
 
 
 class _StopSteps(Exception):  # noqa: N818 - internal control flow

@@ -18,6 +18,8 @@ from nnkit import optim
 from nnkit import parallel as par
 from nnkit._checks import check_int
 from nnkit.core import Layer
+from nnkit.optim import Plateau
+from nnkit.train.early_stopping import EarlyStopping, stop_reason
 from nnkit.train.epoch import gather_rows, make_epoch_fns, make_val_evaluator
 from nnkit.train.gradients import resolve_loss, resolve_metrics
 from nnkit.train.inputs import as_xy, check_data
@@ -81,6 +83,8 @@ def sweep(
     vectorize: str = "auto",
     devices: str | Sequence[jax.Device] = "auto",
     schedule: Callable[[float], Callable] | None = None,
+    early_stopping: EarlyStopping | None = None,
+    plateau: Plateau | None = None,
     **optimizer_kwargs: Any,
 ) -> SweepResult:
     """Trains one model per point of ``learning_rates x weight_decays x seeds`` together.
@@ -128,6 +132,11 @@ def sweep(
     otherwise), so that one compiled schedule serves all models, each scaled by its own
     rate (``lr_scale`` of :func:`nnkit.optim.make`; the logged ``lr`` is the product). Not
     for ``lars`` or ``adafactor``.
+
+    ``early_stopping`` and ``plateau``: as in :func:`fit`, per model, inside the compiled
+    epochs (no host sync): a model whose patience runs out stops after that epoch (the
+    others go on; its history ends there, its ``stop_reasons`` entry says so as fit's does),
+    and with ``restore_best`` its returned params and state are its best epoch's.
     """
     epochs = check_int(epochs, "epochs", 0)
     prog = sweep_program(
@@ -135,7 +144,7 @@ def sweep(
         weight_decays=weight_decays, seeds=seeds, batch_size=batch_size, loss=loss,
         metrics=metrics, val_data=val_data, input_shape=input_shape,
         eval_batch_size=eval_batch_size, vectorize=vectorize, devices=devices,
-        schedule=schedule, **optimizer_kwargs)
+        schedule=schedule, early_stopping=early_stopping, plateau=plateau, **optimizer_kwargs)
     stacked, live = prog.train_states, prog.live
     x, y = prog.data
     xv, yv = prog.val_data
@@ -158,9 +167,15 @@ def sweep(
     steps_per_epoch = prog.steps_per_epoch
     for epoch, table in enumerate(tables):  # table: (models, keys)
         for m, (h, row) in enumerate(zip(histories, table, strict=True)):
+            if reasons[m].startswith("early stopping"):
+                continue  # its history ends at the epoch it stopped, as fit's does
             logs = dict(zip(prog.names, row.tolist(), strict=True))
             bad = logs.pop("nonfinite_step")
             params_bad = logs.pop("nonfinite_params")
+            bad_epochs, best_epoch = logs.pop("bad_epochs", 0), logs.pop("best_epoch", -1)
+            if (reasons[m] == "completed" and bad < 0 and early_stopping is not None
+                    and bad_epochs >= early_stopping.patience):
+                reasons[m] = stop_reason(early_stopping, best_epoch)
             if reasons[m] == "completed" and bad >= 0:
                 what = "parameters" if params_bad else "loss"
                 reasons[m] = (
@@ -170,7 +185,24 @@ def sweep(
             h.setdefault("epoch", []).append(epoch)
             for k, v in logs.items():
                 h.setdefault(k, []).append(v)
+    if early_stopping is not None and early_stopping.restore_best:
+        stacked = _restore_best(stacked)
     return SweepResult(prog.configs, histories, stacked, prog.devices, tuple(reasons))
+
+
+def _restore_best(stacked: TrainState) -> TrainState:
+    """Each model's params and state from its best epoch, where it had one (as :func:`fit`
+    returns with ``restore_best``)."""
+    has = np.asarray(stacked.best_epoch) >= 0
+
+    def pick(best: Any, now: Any) -> Any:
+        mask = has.reshape(-1, *([1] * (np.ndim(now) - 1)))
+        return jnp.where(mask, best, now)
+
+    return stacked._replace(params=jax.tree_util.tree_map(pick, stacked.best_params,
+                                                          stacked.params),
+                            state=jax.tree_util.tree_map(pick, stacked.best_state,
+                                                         stacked.state))
 
 
 class SweepProgram(NamedTuple):
@@ -269,6 +301,8 @@ def sweep_program(
     vectorize: str = "auto",
     devices: str | Sequence[jax.Device] = "auto",
     schedule: Callable[[float], Callable] | None = None,
+    early_stopping: EarlyStopping | None = None,
+    plateau: Plateau | None = None,
     **optimizer_kwargs: Any,
 ) -> SweepProgram:
     """Builds what :func:`sweep` runs, without running it: the stacked initial states and the
@@ -313,9 +347,14 @@ def sweep_program(
         opt = optim.make(optimizer_name, proportional_schedule(schedule, optimizer_name),
                          weight_decay=wd_placeholder, lr_scale=1.0, **optimizer_kwargs)
         lr_name = "lr_scale"
+    if early_stopping is not None or plateau is not None:
+        monitors = [m.monitor for m in (early_stopping, plateau) if m is not None]
+        if val is None and any(m.startswith("val_") for m in monitors):
+            raise ValueError(f"sweep: monitoring {monitors} needs val_data")
     states = []
     for c in configs:
-        ts = create_train_state(model, input_shape, opt, c["seed"])
+        ts = create_train_state(model, input_shape, opt, c["seed"],
+                                early_stopping=early_stopping, plateau=plateau)
         os_ = optim.set_hyperparam(ts.opt_state, lr_name, c["learning_rate"])
         if wd_placeholder or "weight_decay" in _hyper_names(os_):
             os_ = optim.set_hyperparam(os_, "weight_decay", c["weight_decay"])
@@ -328,7 +367,7 @@ def sweep_program(
     fns = make_epoch_fns(
         step, n=n, batch_size=batch_size,
         evaluator=make_val_evaluator(model, loss_fn, metric_fns, val_n, eval_batch_size),
-        grad_norm_last_step=True,
+        early_stopping=early_stopping, plateau=plateau, grad_norm_last_step=True,
     )
     names: list[str] = []
 
@@ -341,7 +380,10 @@ def sweep_program(
         ok = live & (logs["nonfinite_step"] < 0)
         # NaN from the failed epoch on; the failed epoch keeps the columns that say where
         shown = jnp.array([live if k in _WHERE_BAD else ok for k in names])
-        return ts, ok, jnp.where(shown, row, jnp.nan)
+        go_on = ok
+        if early_stopping is not None:  # the epoch that runs out of patience is its last
+            go_on = ok & (logs["bad_epochs"] < early_stopping.patience)
+        return ts, go_on, jnp.where(shown, row, jnp.nan)
 
     # Models that share a seed share their data order: shuffle and gather once for all of
     # them, else once per model.
