@@ -218,6 +218,12 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any
             arrays = {k: z[k] for k in z.files if k != _META}
     except CheckpointError:
         raise
+    except ValueError as e:
+        if "pickle" in str(e):  # not a zip: NumPy would read it as a pickle, which we never do
+            raise CheckpointError("not an nnkit checkpoint (not an .npz archive)",
+                                  file=path) from None
+        raise CheckpointError(f"corrupt or truncated checkpoint (ValueError: {e})",
+                              file=path) from None
     except Exception as e:  # noqa: BLE001 - zip/npy/json errors all mean "unreadable"
         raise CheckpointError(
             f"corrupt or truncated checkpoint ({type(e).__name__}: {e})", file=path
@@ -361,12 +367,18 @@ class CheckpointManager:
 
     def save(self, tree: Any, step: int, *, is_best: bool = False, **meta: Any) -> Path:
         """Saves ``tree`` as checkpoint ``step`` (``meta``: ``epoch``, ``config``,
-        ``metrics``, ``extra`` as :func:`save`), copies it to ``best.npz`` if ``is_best``,
-        then deletes all but the latest ``keep`` numbered checkpoints."""
-        path = save(self.path(step), tree, step=step, **meta)
+        ``metrics``, ``extra`` as :func:`save`), also as ``best.npz`` if ``is_best``, then
+        deletes all but the latest ``keep`` numbered checkpoints.
+
+        ``best.npz`` is written first: a process stopped between the two writes leaves the
+        previous numbered checkpoint as the latest, so a resumed run redoes this step and
+        writes both, instead of going on from a checkpoint whose ``best.npz`` is missing."""
         if is_best:
-            data = path.read_bytes()
-            atomic_write(self.best_path, lambda f: f.write(data))
+            data = save(self.best_path, tree, step=step, **meta).read_bytes()
+            path = self.path(step)
+            atomic_write(path, lambda f: f.write(data))
+        else:
+            path = save(self.path(step), tree, step=step, **meta)
         for s in self.steps()[: -self.keep]:
             with contextlib.suppress(FileNotFoundError):
                 self.path(s).unlink()

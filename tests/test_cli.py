@@ -800,7 +800,9 @@ def _interrupted_run(tiny, d, *sets):
              "training.epochs=3", *sets]
     r = runs.train(load_config(tiny, quiet), config_path=str(tiny), out=d,
                    callbacks=[lambda e, ts, logs: INTERRUPT if e == 0 else None])
-    assert r.status == "stopped" and [row["epoch"] for row in rows(d)] == [0]
+    # a callback's INTERRUPT, named as such (not as a signal); resume evaluates the test set
+    assert r.status == "interrupted" and [row["epoch"] for row in rows(d)] == [0]
+    assert r.summary["stop_reason"].startswith("interrupted: callback <lambda> asked to stop")
     return d
 
 
@@ -891,3 +893,40 @@ def test_sweep_says_why_it_cannot_train_in_one_program():
     shifted = load_config(root / "digits_lenet5.yaml", [
         "data.augmentation=[{name: random_translate, max_shift: 1}]"])
     assert separate_run_reasons(shifted, {"seed": [0]}) == ["the config sets data.augmentation"]
+
+
+def test_an_interrupting_callback_on_the_last_epoch_leaves_the_test_set_to_resume(tiny,
+                                                                                  tmp_path):
+    d = _interrupted_run(tiny, tmp_path / "r", "training.epochs=1")
+    assert json.loads((d / "summary.json").read_text())["test_loss"] is None
+    rc, out, err = run_cli("train", "--resume", str(d), "--no-progress")
+    assert rc == 0, err
+    s = json.loads((d / "summary.json").read_text())
+    assert s["status"] == "completed" and s["test_loss"] is not None
+    rc, out, err = run_cli("eval", str(d), "--split", "test", "--checkpoint", "latest",
+                           "--json")
+    assert rc == 0 and json.loads(out)["loss"] == pytest.approx(s["test_loss"], rel=1e-6)
+
+
+def test_resume_refuses_another_number_of_training_devices(tmp_path):
+    from nnkit.run.trainer import _check_same_devices
+
+    _check_same_devices(tmp_path, {"training_devices": 1}, None)
+    _check_same_devices(tmp_path, {}, None)  # runs from before the count was recorded
+    with pytest.raises(runs.RunError, match=r"trained on 2 device\(s\) and would go on on 1"
+                                            r".*--cpu-devices 2"):
+        _check_same_devices(tmp_path, {"training_devices": 2}, None)
+
+
+def test_a_corrupt_latest_checkpoint_names_the_earlier_one(tiny, tmp_path):
+    d = tmp_path / "r"
+    quiet = ["logging.plots=false", "logging.tensorboard=false", "logging.histograms_every=0",
+             "training.epochs=2", "optimizer.schedule={name: cosine, decay_steps: 50}"]
+    assert runs.train(load_config(tiny, quiet), config_path=str(tiny), out=d).status == (
+        "completed")
+    latest = d / "checkpoints" / "ckpt-000000001.npz"
+    latest.write_bytes(latest.read_bytes()[:500])
+    rc, _, err = run_cli("train", "--resume", str(d), "--no-progress", "--set",
+                         "training.epochs=3")
+    assert rc == 2 and "corrupt or truncated checkpoint" in err
+    assert f"checkpoint of epoch 0: move {latest} away to resume from it" in err

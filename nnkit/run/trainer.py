@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import numpy as np
 
-from nnkit.checkpoint import CheckpointManager
+from nnkit.checkpoint import CheckpointError, CheckpointManager
 from nnkit.config import Config, config_to_dict
 from nnkit.core import param_count
 from nnkit.run.prepare import (
@@ -85,7 +85,8 @@ class RunResult(NamedTuple):
     Attributes:
       run_dir: the run directory.
       status: ``completed``, ``early_stopped``, ``stopped`` (a callback), ``interrupted``
-        (SIGINT/SIGTERM) or ``nonfinite``.
+        (SIGINT/SIGTERM, or a callback's :data:`nnkit.train.INTERRUPT`: the test set is not
+        evaluated, and ``resume`` goes on and evaluates it) or ``nonfinite``.
       summary: the contents of ``summary.json``.
       exit_code: 0, 1 (non-finite loss) or 128 + signal number.
       message: one line for the user.
@@ -186,13 +187,17 @@ class _Recorder:
             self.parallel.sync(f"nnkit-checkpoint-{epoch}")
         self.last_epoch = epoch
         stop: bool | str = False
+        by = None
         for cb in self.extra:
             verdict = cb(epoch, ts, logs)
-            if verdict == INTERRUPT:
-                stop = INTERRUPT
-            elif verdict and stop != INTERRUPT:
-                stop = True
+            if verdict == INTERRUPT and stop != INTERRUPT:
+                stop, by = INTERRUPT, cb
+            elif verdict and not stop:
+                stop, by = True, cb
+        if by is not None:  # fit names the callback that stopped training by this name
+            self.__name__ = getattr(by, "__name__", type(by).__name__)
         if self.flag.signum is not None:
+            self.__name__ = "signal"
             return INTERRUPT  # stop now: fit skips the test set
         return stop or None
 
@@ -275,8 +280,8 @@ def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: i
     if parallel is not None:  # whole host arrays for the plots (a collective)
         final = final._replace(**dict(zip(("params", "state"), parallel.gather(
             (final.params, final.state)), strict=True)))
-    if flag.signum is not None:
-        status = "interrupted"
+    if flag.signum is not None or reason.startswith("interrupted"):
+        status = "interrupted"  # a signal, or a callback's INTERRUPT: test set not evaluated
     elif reason.startswith("non-finite"):
         status = "nonfinite"
     elif reason.startswith("early stopping"):
@@ -308,10 +313,13 @@ def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: i
         write_json(run_dir / "summary.json", summary)
         if cfg.logging.plots and history:
             _plots(run_dir, prep, history, final)
-    if status == "interrupted":
-        code = 128 + int(flag.signum or signal.SIGINT)
+    if status == "interrupted" and flag.signum is not None:
+        code = 128 + int(flag.signum)
         msg = (f"interrupted by {signal.Signals(flag.signum).name} after epoch {last}; "
                f"resume with: nnkit train --resume {run_dir}")
+    elif status == "interrupted":
+        code = 0
+        msg = f"{reason}; resume with: nnkit train --resume {run_dir}"
     elif status == "nonfinite":
         code = 1
         latest = summary["latest_checkpoint"]
@@ -355,10 +363,27 @@ def train(
     check_parallel(prep, parallel, config_path, overrides)
     run_dir = _new_dir(config_path, out, base)
     if _is_main():
-        write_config(run_dir, prep.cfg, {**environment(), "config_file": config_path})
+        write_config(run_dir, prep.cfg, {**environment(), "config_file": config_path,
+                                         "training_devices": _training_devices(parallel)})
     ts = initial_state(prep)  # the state fit would create from cfg.seed: one compiled call
     return _run(run_dir, prep, ts=ts, start_epoch=0, best=(None, None), prior={},
                 callbacks=callbacks, progress=progress, parallel=parallel)
+
+
+def _training_devices(parallel: Any) -> int:
+    """How many devices a step runs on: the data-parallel mesh's, else 1."""
+    return 1 if parallel is None else int(parallel.mesh.devices.size)
+
+
+def _check_same_devices(run_dir: Path, meta: dict, parallel: Any) -> None:
+    """A resumed run must split its steps over as many devices as it was trained on: the
+    batch split and the gradient all-reduce decide the rounding of every update."""
+    was = meta.get("training_devices")
+    now = _training_devices(parallel)
+    if was is not None and int(was) != now:
+        raise RunError(f"{run_dir} trained on {was} device(s) and would go on on {now}: the "
+                       "continuation would not be the same run; resume with the same devices "
+                       f"(e.g. --cpu-devices {was} on a CPU)")
 
 
 def _new_dir(config_path: str | None, out: str | Path | None, base: str | Path) -> Path:
@@ -393,12 +418,21 @@ def resume(
     file = str(run_dir / "config.yaml")
     if parallel is None:
         parallel = make_parallel(cfg, file, overrides)
+    _check_same_devices(run_dir, meta, parallel)
     prep = prepare_named(cfg, file, overrides)
     check_parallel(prep, parallel, file, overrides)
     manager = CheckpointManager(run_dir / "checkpoints", keep=prep.cfg.logging.checkpoint_keep)
     if manager.latest_path() is None:  # read_resume_config checked; gone since
         raise RunError(f"{run_dir} has no checkpoint to resume from")
-    ts, ck = manager.restore(jax.eval_shape(lambda: initial_state(prep)), "latest")
+    try:
+        ts, ck = manager.restore(jax.eval_shape(lambda: initial_state(prep)), "latest")
+    except CheckpointError as e:
+        earlier = manager.steps()[:-1]
+        if not earlier:
+            raise
+        raise CheckpointError(f"{e} -- the run also has the checkpoint of epoch "
+                              f"{earlier[-1]}: move {manager.latest_path()} away to resume "
+                              "from it") from None
     start = int(ck["epoch"]) + 1
     check_resume_epochs(run_dir, prep.cfg, start)
     extra = ck.get("extra") or {}
