@@ -121,3 +121,29 @@ def test_split_contiguous_blocks_with_gaps_hand_computed():
         split_contiguous(4, (0.5, 0.25, 0.25), gap=1)
     with pytest.raises(ValueError, match="gap"):
         split_contiguous(4, (1.0,), gap=-1)
+
+
+@pytest.mark.parametrize("per_class, classes, want", [
+    (3, 100, [240, 30, 30]), (5, 50, [200, 25, 25]), (15, 10, [120, 15, 15])])
+def test_stratified_part_sizes_follow_the_fractions_with_small_classes(per_class, classes,
+                                                                       want):
+    """Rounding each class alone gave every class's leftover to the first parts (100 classes
+    of 3 split 0.8/0.1/0.1: 300, 0, 0); the parts now have the unstratified sizes."""
+    y = np.repeat(np.arange(classes), per_class)
+    parts = split_indices(y, (0.8, 0.1, 0.1), seed=0, stratify=True)
+    assert [len(p) for p in parts] == want
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(y)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=25),
+       st.lists(st.floats(0.05, 1.0), min_size=1, max_size=3))
+def test_stratified_sizes_match_the_totals_and_each_class_its_share(sizes, weights):
+    fr = np.asarray(weights) / np.sum(weights)
+    y = np.repeat(np.arange(len(sizes)), sizes)
+    parts = split_indices(y, fr, seed=1, stratify=True)
+    unstratified = split_indices(len(y), fr, seed=1)
+    assert [len(p) for p in parts] == [len(p) for p in unstratified]
+    for c, size in enumerate(sizes):
+        got = np.array([np.sum(y[p] == c) for p in parts])
+        assert got.sum() == size and np.all(np.abs(got - size * fr) < 2)

@@ -21,6 +21,34 @@ def _counts(n: int, fractions: np.ndarray) -> np.ndarray:
     return counts
 
 
+def _stratified_counts(sizes: Sequence[int], fractions: np.ndarray) -> np.ndarray:
+    """``(classes, parts)`` integer sizes: each row sums to its class size, each column to the
+    part's overall size ``_counts(sum(sizes), fractions)``, and every entry close to ``size *
+    fraction`` (largest remainders first; within two). (Rounding each class on its own hands every class's leftover to the
+    first parts: 100 classes of 3 split 0.8/0.1/0.1 gave parts of 300, 0 and 0.)"""
+    sizes = np.asarray(sizes, np.int64)
+    exact = sizes[:, None] * fractions[None, :]
+    counts = np.floor(exact).astype(np.int64)
+    row_left = sizes - counts.sum(axis=1)
+    col_left = _counts(int(sizes.sum()), fractions) - counts.sum(axis=0)
+    # largest remainders first (ties: earlier class, then earlier part), within what each
+    # class and each part still needs
+    rem = (exact - counts).ravel()
+    for flat in np.lexsort((np.arange(rem.size), -rem)):
+        c, p = divmod(int(flat), fractions.size)
+        if row_left[c] > 0 and col_left[p] > 0 and rem[flat] > 0:
+            counts[c, p] += 1
+            row_left[c] -= 1
+            col_left[p] -= 1
+    for c in np.flatnonzero(row_left):  # rare: what the remainders could not place
+        for p in np.flatnonzero(col_left):
+            k = min(row_left[c], col_left[p])
+            counts[c, p] += k
+            row_left[c] -= k
+            col_left[p] -= k
+    return counts
+
+
 def split_indices(
     n_or_y: int | np.ndarray,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
@@ -31,7 +59,9 @@ def split_indices(
 
     ``n_or_y`` is the number of examples, or the label array (n,) — required for
     ``stratify=True``, which splits every class in the given proportions. Fractions must be
-    non-negative and sum to 1; sizes are rounded so that every example lands in exactly one part.
+    non-negative and sum to 1; sizes are rounded so that every example lands in exactly one
+    part, each part gets ``round(n * fraction)`` examples (largest remainders) and, when
+    stratified, each class within two examples (nearly always one) of its share of each part.
     """
     fr = np.asarray(fractions, np.float64)
     if fr.ndim != 1 or fr.size == 0 or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0):
@@ -51,9 +81,10 @@ def split_indices(
             _, inverse = np.unique(y, return_inverse=True)
             groups = [np.flatnonzero(inverse == c) for c in range(inverse.max(initial=-1) + 1)]
     parts: list[list[np.ndarray]] = [[] for _ in fr]
-    for g in groups:
+    sizes = _stratified_counts([len(g) for g in groups], fr)
+    for g, row in zip(groups, sizes, strict=True):
         g = rng.permutation(g)
-        bounds = np.cumsum(_counts(len(g), fr))[:-1]
+        bounds = np.cumsum(row)[:-1]
         for part, chunk in zip(parts, np.split(g, bounds), strict=True):
             part.append(chunk)
     return tuple(rng.permutation(np.concatenate(p)).astype(np.int64) for p in parts)
