@@ -64,7 +64,8 @@ def mc_predict(
     ``k_1..k_S = split(key, S)`` and ``t = transform`` (identity by default; pass
     ``jax.nn.softmax`` to average class *probabilities* instead of logits). Returns
     ``mean = (1/S) sum_s y_s`` and the population ``std = sqrt((1/S) sum_s (y_s - mean)^2)``,
-    both of the output's shape ``(batch, ...)``. A model without stochastic layers gives
+    both of the output's shape ``(batch, ...)`` (for a model with several outputs, trees of
+    them, leaf by leaf). A model without stochastic layers gives
     ``std == 0`` exactly and ``mean`` equal to the train-mode output.
 
     Jit-compatible (``num_samples`` and ``transform`` must be static). See the module
@@ -88,7 +89,12 @@ def mc_predict(
 
     ys = jax.vmap(one)(keys)  # (S, batch, ...)
     # Shift by the first sample: identical samples give exactly std 0 and mean == sample.
-    d = ys - ys[0]
-    mean_d = jnp.mean(d, axis=0)
-    std = jnp.sqrt(jnp.mean(jnp.square(d - mean_d), axis=0))
-    return ys[0] + mean_d, std
+    # Per output leaf (a tuple-output model: a tree of them).
+    def mean(y: jax.Array) -> jax.Array:
+        return y[0] + jnp.mean(y - y[0], axis=0)
+
+    def std(y: jax.Array) -> jax.Array:
+        d = y - y[0]
+        return jnp.sqrt(jnp.mean(jnp.square(d - jnp.mean(d, axis=0)), axis=0))
+
+    return jax.tree_util.tree_map(mean, ys), jax.tree_util.tree_map(std, ys)

@@ -38,6 +38,7 @@ __all__ = [
     "Policy",
     "POLICY_NAMES",
     "get_policy",
+    "check_optimizer",
     "cast_floating",
     "cast_to_compute",
     "cast_to_param",
@@ -136,6 +137,21 @@ class Policy:
     def cast_to_output(self, tree: Any) -> Any:
         """Floating leaves of ``tree`` cast to ``output_dtype``; others unchanged."""
         return cast_floating(tree, self.output_dtype)
+
+
+def check_optimizer(policy: Policy | str | None, optimizer: Any) -> None:
+    """``ValueError`` when ``optimizer`` cannot update float16 parameters: with a float16
+    ``param_dtype`` its state is float16 too, an ``eps`` below float16's smallest number
+    (Adam's 1e-8) rounds to 0, and the first update divides 0 by 0. One update of a zero
+    gradient, run op by op, shows it; other policies are not checked."""
+    if policy is None or get_policy(policy).param_dtype != jnp.float16:
+        return
+    p = {"w": jnp.zeros((1,), jnp.float16)}
+    upd, _ = optimizer.update(p, optimizer.init(p), p)
+    if not bool(jnp.isfinite(upd["w"]).all()):
+        raise ValueError("the optimizer gives a non-finite update with float16 parameters and "
+                         "state (its eps rounds to 0 in float16): use mixed_float16 (float32 "
+                         "params and state), or an eps of 1e-4 or more")
 
 
 def get_policy(policy: Policy | str | None) -> Policy:

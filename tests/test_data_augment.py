@@ -131,3 +131,16 @@ def test_augment_batch_per_example_keys_jit_and_shapes():
     assert augment_batch(jax.random.key(0), BATCH, []) is BATCH
     crop = augment_batch(jax.random.key(0), BATCH, partial(random_crop, padding=1))
     assert crop.shape == BATCH.shape
+
+
+def test_gaussian_noise_keeps_the_dtype_with_an_array_std():
+    import jax
+    import jax.numpy as jnp
+
+    from nnkit.data.augment import gaussian_noise
+
+    x = jnp.ones((2, 3), jnp.bfloat16)
+    for std in (0.1, jnp.float32(0.1)):
+        assert gaussian_noise(jax.random.key(0), x, std).dtype == jnp.bfloat16
+    with pytest.raises(ValueError, match="std must be >= 0"):
+        gaussian_noise(jax.random.key(0), x, -1.0)

@@ -382,3 +382,10 @@ def test_monitor_argument_errors(tmp_path):
         monitor(every=0, logdir=tmp_path)
     with pytest.raises(ValueError, match="model= and x_sample="):
         monitor(every=1, logdir=tmp_path, x_sample=X)
+
+
+def test_overfit_finding_counts_steps_not_losses():
+    from nnkit.diagnose.checks import check_overfit
+
+    # overfit_curve's shape: the loss before each of 100 steps and after the last
+    assert check_overfit(np.linspace(1.0, 0.01, 101)).message.startswith("one batch, 100 steps")

@@ -1,10 +1,12 @@
 """Monte-Carlo dropout: mean/std against per-key loops, closed forms and deterministic models."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import nnkit
+from nnkit import layers as L
 from nnkit import mc_predict
 from nnkit.layers import Dense, DropConnect, Relu, ScaledDropout
 
@@ -72,3 +74,18 @@ def test_batchnorm_warning_and_bad_arguments():
     with pytest.raises(ValueError, match="key"):
         mc_predict(Dense(4), p["dense_0"], {}, X, key=None)
 
+
+
+def test_a_model_with_two_outputs_gets_mean_and_std_per_output():
+    fo = nnkit.fanout(L.Dense(2), nnkit.serial(L.Dropout(0.5), L.Dense(3)))
+    _, p, s = fo.init(jax.random.key(0), (4,))
+    x = jnp.ones((5, 4))
+    mean, std = nnkit.mc_predict(fo, p, s, x, key=0, num_samples=16)
+    assert [m.shape for m in mean] == [(5, 2), (5, 3)] and [d.shape for d in std] == [(5, 2),
+                                                                                      (5, 3)]
+    np.testing.assert_array_equal(std[0], 0.0)  # the deterministic head
+    assert float(jnp.max(std[1])) > 0
+    ys = jax.vmap(lambda k: fo.apply(p, s, x, key=k, train=True)[0][1])(
+        jax.random.split(jax.random.key(0), 16))
+    np.testing.assert_allclose(mean[1], ys.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std[1], ys.std(0), rtol=1e-4, atol=1e-6)

@@ -380,3 +380,22 @@ def test_policy_wrapping_is_memoised_and_not_doubled():
     assert dict(a.meta)["dtype_policy"] == "mixed_bfloat16"
     with pytest.raises(ValueError, match="unknown precision policy 'half'"):
         apply_policy(model, "half")
+
+
+def test_fit_refuses_an_optimizer_whose_eps_vanishes_in_float16_state():
+    import nnkit
+    from nnkit import optim
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    model = nnkit.models.mlp(hidden=(8,), out=2)
+    with pytest.raises(ValueError, match="eps rounds to 0 in float16"):
+        nnkit.fit(model, "adam", (x, y), epochs=1, batch_size=32, policy="float16",
+                  progress=False)
+    for opt in ("sgd", optim.make("adam", 1e-3, eps=1e-3)):
+        r = nnkit.fit(model, opt, (x, y), epochs=1, batch_size=32, policy="float16",
+                      progress=False)
+        assert r.stop_reason == "completed"
+    nnkit.fit(model, "adam", (x, y), epochs=1, batch_size=32, policy="mixed_float16",
+              progress=False)

@@ -107,7 +107,8 @@ def gaussian_noise(key: Array, x: Array, std: float | Array) -> Array:
     number ``>= 0`` (or an array)."""
     if isinstance(std, int | float) and not std >= 0:
         raise ValueError(f"gaussian_noise: std must be >= 0, got {std!r}")
-    return x + std * jax.random.normal(key, jnp.shape(x), jnp.result_type(x))
+    noise = std * jax.random.normal(key, jnp.shape(x), jnp.result_type(x))
+    return (x + noise).astype(jnp.result_type(x))
 
 
 def mixup(key: Array, x: Array, y_onehot: Array, alpha: float) -> tuple[Array, Array]:

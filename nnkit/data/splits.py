@@ -24,8 +24,9 @@ def _counts(n: int, fractions: np.ndarray) -> np.ndarray:
 def _stratified_counts(sizes: Sequence[int], fractions: np.ndarray) -> np.ndarray:
     """``(classes, parts)`` integer sizes: each row sums to its class size, each column to the
     part's overall size ``_counts(sum(sizes), fractions)``, and every entry close to ``size *
-    fraction`` (largest remainders first; within two). (Rounding each class on its own hands every class's leftover to the
-    first parts: 100 classes of 3 split 0.8/0.1/0.1 gave parts of 300, 0 and 0.)"""
+    fraction`` (largest remainders first; within two). (Rounding each class on its own hands
+    every class's leftover to the first parts: 100 classes of 3 split 0.8/0.1/0.1 gave parts
+    of 300, 0 and 0.)"""
     sizes = np.asarray(sizes, np.int64)
     exact = sizes[:, None] * fractions[None, :]
     counts = np.floor(exact).astype(np.int64)

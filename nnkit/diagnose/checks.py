@@ -219,14 +219,16 @@ def check_overfit(
 ) -> Finding:
     """(4) Whether the loss on one repeated batch fell below ``overfit_ratio * reference``.
 
-    ``curve`` is the loss per step; ``reference`` the uninformative output's loss on the
-    batch (default: the first loss). 100 % ``accuracy`` on the batch also counts as fitted.
+    ``curve`` is the loss before each step and after the last (``steps + 1`` values, as
+    :func:`nnkit.diagnose.overfit_curve` returns); ``reference`` the uninformative output's
+    loss on the batch (default: the first loss). 100 % ``accuracy`` on the batch also counts
+    as fitted.
     """
     curve = np.asarray(curve, np.float64)
     l0, lf = float(curve[0]), float(curve[-1])
     ref = l0 if reference is None else float(reference)
     acc = f", batch accuracy {accuracy:.0%}" if accuracy is not None else ""
-    msg = f"one batch, {len(curve)} steps: loss {_fmt(l0)} -> {_fmt(lf)}{acc}"
+    msg = f"one batch, {len(curve) - 1} steps: loss {_fmt(l0)} -> {_fmt(lf)}{acc}"
     if not np.isfinite(curve).all():
         return Finding(
             "overfit", "error", msg + " (non-finite loss)",

@@ -339,15 +339,13 @@ def _check_half_precision_state(cfg: Config, optimizer: Any,
     """With float16 params the optimizer state is float16 too: an ``eps`` below float16's
     smallest number (Adam's 1e-8) rounds to 0, and the first update divides 0 by 0. One
     update of a zero gradient, run op by op, shows it -> ConfigError."""
-    if policy is None or policy.param_dtype != jnp.float16:
-        return
-    p = {"w": jnp.zeros((1,), jnp.float16)}
-    upd, _ = optimizer.update(p, optimizer.init(p), p)
-    if not bool(jnp.isfinite(upd["w"]).all()):
+    try:
+        _precision.check_optimizer(policy, optimizer)
+    except ValueError:
         raise ConfigError(f"optimizer {cfg.optimizer.name!r} gives a non-finite update with "
                           "float16 parameters and state (its eps rounds to 0 in float16): "
                           "use mixed_float16 (float32 params and state), or set "
-                          "optimizer.options.eps to 1e-4 or more", key="precision")
+                          "optimizer.options.eps to 1e-4 or more", key="precision") from None
 
 
 def prepare(cfg: Config) -> Prepared:

@@ -50,6 +50,7 @@ import optax
 from nnkit._checks import check_int
 from nnkit.core import Layer
 from nnkit.optim import Plateau, plateau_init
+from nnkit.precision import check_optimizer
 from nnkit.train.callbacks import INTERRUPT, Callback
 from nnkit.train.compiled import compiled_fit_fns
 from nnkit.train.early_stopping import (
@@ -208,6 +209,7 @@ def fit(
     loss_fn = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics, loss_fn)
     model = apply_policy(model, policy)  # init, steps and evaluation all under the policy
+    check_optimizer(policy, optimizer)  # float16 state: an eps that rounds to 0
     streaming = _streaming(train_data)
     val = as_xy(val_data, "val_data")
     test = as_xy(test_data, "test_data")
