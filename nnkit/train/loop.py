@@ -89,7 +89,9 @@ class FitResult(NamedTuple):
         ``train_<metric>``, ``val_loss``, ``val_<metric>``, ``lr`` (at the epoch's last
         step), ``grad_norm`` (the global gradient norm at the epoch's last step, unless
         ``log_grad_norm=False``), ``seconds`` (wall time; the first epoch includes
-        compilation), and ``lr_scale`` with a plateau.
+        compilation), and ``lr_scale`` with a plateau (the scale after the epoch's plateau
+        update, so the one the next epoch trains with: ``lr`` already includes the scale
+        the epoch used).
       best_epoch: epoch index with the best monitored value (early stopping), else the
         epoch of the lowest ``val_loss``, else ``None``.
       epochs_run: epochs whose updates were kept in this call.
