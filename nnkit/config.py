@@ -103,10 +103,12 @@ class ConfigError(ValueError):
     def with_source(self, file: str | None, overrides: Sequence[str] = ()) -> ConfigError:
         """This error, naming ``--set`` when its key is one that ``overrides``
         (``"a.b=value"``) set, lies inside one, or holds one; else naming ``file``."""
-        return self.with_file("--set" if _overridden(self.key, overrides) else file)
+        return self.with_file("--set" if overridden(self.key, overrides) else file)
 
 
-def _overridden(key: str | None, overrides: Sequence[str]) -> bool:
+def overridden(key: str | None, overrides: Sequence[str]) -> bool:
+    """Whether one of ``overrides`` (``"a.b=value"``) set ``key``, lies inside it, or holds
+    it (list items either as ``a.0`` or ``a[0]``)."""
     if key is None:
         return False
     set_keys = [_dotted(o.split("=", 1)[0].strip()) for o in overrides]
@@ -826,7 +828,10 @@ def parse_config(raw: Mapping[str, Any], *, file: str | None = None,
     """
     if not isinstance(raw, Mapping):
         raise ConfigError(f"expected a mapping, got {type(raw).__name__}", file=file)
-    raw = apply_overrides(dict(raw), overrides) if overrides else dict(raw)
+    try:  # an override that cannot be applied is the override's fault
+        raw = apply_overrides(dict(raw), overrides) if overrides else dict(raw)
+    except ConfigError as e:
+        raise e.with_file("--set") from None
     try:
         _check_finite(raw)
         return _from_dict(Config, raw, "")

@@ -930,3 +930,10 @@ def test_a_corrupt_latest_checkpoint_names_the_earlier_one(tiny, tmp_path):
                          "training.epochs=3")
     assert rc == 2 and "corrupt or truncated checkpoint" in err
     assert f"checkpoint of epoch 0: move {latest} away to resume from it" in err
+
+
+def test_errors_in_grid_values_name_grid_and_bad_overrides_name_set(tiny):
+    rc, _, err = run_cli("sweep", str(tiny), "--grid", "optimizer.lr=abc,0.1")
+    assert rc == 2 and err.startswith("nnkit sweep: error: --grid: optimizer.lr: expected number")
+    rc, _, err = run_cli("train", str(tiny), "--set", "model.hidden.5=3")
+    assert rc == 2 and err.startswith("nnkit train: error: --set: model.hidden.5: list index")

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import yaml
 
-from nnkit.config import Config, ConfigError, config_to_dict, parse_config
+from nnkit.config import Config, ConfigError, config_to_dict, overridden, parse_config
 from nnkit.core import summary as layer_summary
 from nnkit.run.prepare import prepare_named, schedule_of_lr
 from nnkit.run.rundir import (
@@ -291,7 +291,14 @@ def sweep_run(
     for values in points:
         sets = [*overrides, *(f"{k}={_dump_value(v)}" for k, v in zip(keys, values,
                                                                      strict=True))]
-        cfgs.append(parse_config(cfg_raw, file=config_path, overrides=sets))
+        try:
+            cfgs.append(parse_config(cfg_raw, file=config_path, overrides=sets))
+        except ConfigError as e:  # a value from --grid is named as such, not as --set
+            grid_sets = sets[len(overrides):]
+            if e.file == "--set" and not overridden(e.key, overrides) and overridden(
+                    e.key, grid_sets):
+                raise ConfigError(e.message, key=e.key, file="--grid") from None
+            raise
         point_sets.append(sets)
     base_cfg = cfgs[0]
     why_runs = separate_run_reasons(base_cfg, grid)
