@@ -150,6 +150,18 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def _host_array(value: Any) -> np.ndarray:
+    """A leaf as a NumPy array; a Python scalar with the dtype JAX gives it (``1.5`` ->
+    float32 unless ``jax_enable_x64``), so it restores into what ``jax.eval_shape`` of the
+    same tree describes, bit for bit."""
+    if isinstance(value, bool | int | float | complex) and not isinstance(value, np.generic):
+        try:
+            return np.asarray(jnp.asarray(value))
+        except OverflowError:  # an int beyond int32 without x64: keep NumPy's int64
+            return np.asarray(value)
+    return np.asarray(value)
+
+
 def save(
     path: str | os.PathLike,
     tree: Any,
@@ -175,7 +187,7 @@ def save(
         k = path_str(p)
         if k in arrays or k == _META:
             raise ValueError(f"checkpoint: two leaves map to the same key {k!r}")
-        arr = np.asarray(value)
+        arr = _host_array(value)
         if arr.dtype == object:
             raise TypeError(f"checkpoint: leaf {k!r} is not an array ({type(leaf).__name__})")
         info: dict[str, Any] = {"dtype": arr.dtype.name, "shape": list(arr.shape)}

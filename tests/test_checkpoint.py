@@ -263,3 +263,17 @@ def test_a_stop_between_best_and_numbered_checkpoint_leaves_the_earlier_latest(t
     mgr.save({"w": jnp.ones(2)}, 1, epoch=1, is_best=True)  # the resumed run's save
     assert mgr.steps() == [0, 1]
     assert mgr.path(1).read_bytes() == mgr.best_path.read_bytes()
+
+
+def test_python_scalars_restore_into_their_eval_shape(tmp_path):
+    """Python scalars are stored with the dtype JAX gives them (float32/int32 without x64),
+    so eval_shape of the same tree is a valid target and values come back exactly; NumPy
+    scalars keep their own dtype."""
+    tree = {"f": 1.5, "i": 3, "b": True, "n": np.float64(0.1)}
+    C.save(tmp_path / "s.npz", tree)
+    got, _ = C.restore(tmp_path / "s.npz", jax.eval_shape(lambda: {k: v for k, v in tree.items()
+                                                                   if k != "n"}), strict=False)
+    assert got["f"].dtype == jnp.float32 and float(got["f"]) == 1.5
+    assert got["i"].dtype == jnp.int32 and int(got["i"]) == 3 and bool(got["b"])
+    arrays, _ = C.load_arrays(tmp_path / "s.npz")
+    assert arrays["n"].dtype == np.float64 and arrays["n"] == np.float64(0.1)
