@@ -96,6 +96,11 @@ get coupled L2 decay (``optax.add_decayed_weights`` before the optimizer: ``g <-
 like ``torch.optim``'s ``weight_decay``)."""
 
 
+SCALED_STEP_OPTIMIZERS = ("lars", "adafactor")
+"""Optimizers whose learning rate is not the last factor of their update (see the module
+docstring): a scale on the update (plateau, ``lr_scale``) shrinks their whole step."""
+
+
 def _unknown(what: str, name: Any, known) -> ValueError:
     return ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(known))}")
 

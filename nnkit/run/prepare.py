@@ -334,20 +334,6 @@ def _check_metrics(cfg: Config, out_shape: Any, y: np.ndarray, num_classes: int 
                               key=key) from None
 
 
-def _check_half_precision_state(cfg: Config, optimizer: Any,
-                                policy: _precision.Policy | None) -> None:
-    """With float16 params the optimizer state is float16 too: an ``eps`` below float16's
-    smallest number (Adam's 1e-8) rounds to 0, and the first update divides 0 by 0. One
-    update of a zero gradient, run op by op, shows it -> ConfigError."""
-    try:
-        _precision.check_optimizer(policy, optimizer)
-    except ValueError:
-        raise ConfigError(f"optimizer {cfg.optimizer.name!r} gives a non-finite update with "
-                          "float16 parameters and state (its eps rounds to 0 in float16): "
-                          "use mixed_float16 (float32 params and state), or set "
-                          "optimizer.options.eps to 1e-4 or more", key="precision") from None
-
-
 def prepare(cfg: Config) -> Prepared:
     """Loads and splits the data, builds the model and optimizer, and checks they fit.
 
@@ -389,7 +375,11 @@ def prepare(cfg: Config) -> Prepared:
                           f"of {steps}): the parameters would never change",
                           key="optimizer.accumulate")
     optimizer = _optimizer(cfg, _schedule(cfg, total), model, input_shape)
-    _check_half_precision_state(cfg, optimizer, policy)
+    try:  # float16 state: an eps that rounds to 0 (nnkit.precision.check_optimizer)
+        _precision.check_optimizer(policy, optimizer)
+    except ValueError as e:
+        raise ConfigError(f"optimizer {cfg.optimizer.name!r}: {e} (optimizer.options.eps)",
+                          key="precision") from None
     augment = _augment(cfg, input_shape, train[0].dtype)
     es = None
     if (c := cfg.training.early_stopping) is not None:

@@ -53,11 +53,7 @@ from nnkit.optim import Plateau, plateau_init
 from nnkit.precision import check_optimizer
 from nnkit.train.callbacks import INTERRUPT, Callback
 from nnkit.train.compiled import compiled_fit_fns
-from nnkit.train.early_stopping import (
-    EarlyStopping,
-    early_stopping_init,
-    should_stop,
-)
+from nnkit.train.early_stopping import EarlyStopping, early_stopping_init, should_stop
 from nnkit.train.early_stopping import stop_reason as early_stop_reason
 from nnkit.train.gradients import resolve_loss, resolve_metrics
 from nnkit.train.inputs import as_xy, check_data, check_params, data_nbytes

@@ -259,18 +259,13 @@ class SweepProgram(NamedTuple):
         return np.concatenate([idxs, np.zeros((k - count, *idxs.shape[1:]), idxs.dtype)])
 
 
-SCALED_STEP_OPTIMIZERS = ("lars", "adafactor")
-"""Optimizers whose learning rate is not the last factor of their update (see
-:mod:`nnkit.optim`): a scheduled sweep cannot give them their peak rates as a scale."""
-
-
 def proportional_schedule(schedule: Callable[[float], Callable], optimizer_name: str = "",
                           steps: int = 10_000) -> Callable:
     """``schedule(1.0)``, after checking that ``schedule(lr)`` is ``lr`` times it at 64 steps
     in ``[0, steps]`` (cosine, step decay, exponential, warm-up cosine and SGDR to 0 are;
     an absolute end value or ``cyclic``'s own bounds are not): then one compiled schedule
     serves every model, each scaled by its peak rate. ``ValueError`` otherwise."""
-    if optimizer_name in SCALED_STEP_OPTIMIZERS:
+    if optimizer_name in optim.SCALED_STEP_OPTIMIZERS:
         raise ValueError(f"sweep: a schedule with {optimizer_name!r} cannot be shared as a "
                          "scale (its learning rate is not the last factor of its update)")
     unit, double = schedule(1.0), schedule(2.0)
