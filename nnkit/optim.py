@@ -6,6 +6,10 @@
   :func:`set_hyperparam` replaces it, which is how a vmapped sweep gives each model its own
   learning rate in ONE compiled program, and how the LR finder raises it every step.
 * :func:`schedule` builds an ``optax.Schedule`` (``step -> learning rate``) by name.
+* Both are memoised: equal arguments give the same object. ``fit`` and ``sweep`` key their
+  compiled programs on the optimizer object, so a second ``fit(model, make("adam", 1e-3),
+  ...)`` written inline (or ``optimizer="adam"``) reuses the first one's programs instead
+  of compiling them again. Arguments that cannot be hashed (arrays) skip the memo.
 * :class:`Plateau` / :class:`PlateauState` / :func:`plateau_update`: reduce-on-plateau as a
   pure pytree updated once per epoch from a validation metric. Its ``scale`` multiplies
   the optimizer's updates -- for the optimizers here whose learning rate is the last factor
@@ -24,6 +28,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -51,6 +56,54 @@ __all__ = [
 ]
 
 Schedule = Callable[[Any], Any]
+
+MEMO_SIZE = 256
+"""How many distinct optimizers (and, separately, schedules) :func:`make` and
+:func:`schedule` keep."""
+
+
+def _frozen(v: Any) -> Any:
+    """A hashable stand-in for an argument, typed (``1`` and ``1.0`` stay apart: an int
+    learning rate is injected as an int); ``TypeError`` for what cannot be hashed."""
+    if isinstance(v, (list, tuple)):
+        return type(v), tuple(_frozen(x) for x in v)
+    if isinstance(v, dict):
+        return dict, tuple(sorted((k, _frozen(x)) for k, x in v.items()))
+    hash(v)
+    return type(v), v
+
+
+class _Call:
+    """Positional and keyword arguments, compared by their :func:`_frozen` form."""
+
+    __slots__ = ("key", "args", "kwargs")
+
+    def __init__(self, args: tuple, kwargs: dict) -> None:
+        self.key = _frozen((args, kwargs))
+        self.args, self.kwargs = args, kwargs
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Call) and self.key == other.key
+
+
+def _memoised(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` returning one object per distinct (hashable) argument list; errors are not
+    cached. Only for factories of immutable values (optax transformations, schedules)."""
+    cached = functools.lru_cache(maxsize=MEMO_SIZE)(lambda c: fn(*c.args, **c.kwargs))
+
+    @functools.wraps(fn)
+    def memo(*args: Any, **kwargs: Any) -> Any:
+        try:
+            call = _Call(args, kwargs)
+        except TypeError:  # an array among the arguments
+            return fn(*args, **kwargs)
+        return cached(call)
+
+    memo.cache_info = cached.cache_info  # type: ignore[attr-defined]
+    return memo
 
 # ----------------------------------------------------------------------------- optimizers
 
@@ -105,6 +158,7 @@ def _unknown(what: str, name: Any, known) -> ValueError:
     return ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(known))}")
 
 
+@_memoised
 def make(
     name: str,
     learning_rate: float | Schedule,
@@ -145,6 +199,9 @@ def make(
 
     Raises:
       ValueError: unknown ``name`` (the message lists the known names) or bad arguments.
+
+    Equal arguments return the same (immutable) object, so programs compiled for it are
+    found again (see the module docstring).
     """
     if name not in OPTIMIZERS:
         raise _unknown("optimizer", name, OPTIMIZERS)
@@ -430,6 +487,7 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
 """Known schedule names; see :func:`schedule` for each one's arguments."""
 
 
+@_memoised
 def schedule(name: str, **kwargs: Any) -> Schedule:
     """A learning-rate schedule ``step -> lr`` by name (an ``optax.Schedule``, jittable).
 

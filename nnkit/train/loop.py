@@ -55,12 +55,13 @@ from nnkit.train.callbacks import INTERRUPT, Callback
 from nnkit.train.compiled import compiled_fit_fns
 from nnkit.train.early_stopping import EarlyStopping, early_stopping_init, should_stop
 from nnkit.train.early_stopping import stop_reason as early_stop_reason
+from nnkit.train.epoch import gather_rows
 from nnkit.train.gradients import resolve_loss, resolve_metrics
 from nnkit.train.inputs import as_xy, check_data, check_params, data_nbytes
 from nnkit.train.order import epoch_order, key_words
 from nnkit.train.progress import EpochProgress
 from nnkit.train.state import TrainState, create_train_state
-from nnkit.train.step import apply_policy, make_evaluator
+from nnkit.train.step import apply_policy, jitted_evaluator
 
 if TYPE_CHECKING:
     from nnkit.parallel import DataParallel
@@ -317,8 +318,7 @@ def fit(
                 p = jax.process_index()
                 idx = idx[:, p * local_bs:(p + 1) * local_bs]
             for row in idx:
-                b = (jax.tree_util.tree_map(lambda a, r=row: a[r], train[0]),
-                     jax.tree_util.tree_map(lambda a, r=row: a[r], train[1]))
+                b = _rows(train, row)
                 yield b if parallel is None else parallel.shard_batch(b)
 
         # The logged grad_norm is the epoch's last step's: compute it there only (a device
@@ -331,6 +331,8 @@ def fit(
         def run_epoch(ts: TrainState, epoch: int, go: Any):
             ts0 = _copy(ts)
             ms = []
+            # the step count, read once: one device read per epoch, not one per step
+            step0 = int(ts.step) if step_callbacks else 0
             for i, batch in enumerate(batches(ts, epoch)):
                 if lazy_norm:
                     ts, m = cf.step(ts, batch, grad_norm=flags[streaming or i == last])
@@ -338,7 +340,7 @@ def fit(
                     ts, m = cf.step(ts, batch)
                 ms.append(m)
                 for cb in step_callbacks:
-                    if cb(int(ts.step), ts, m):
+                    if cb(step0 + i + 1, ts, m):
                         raise _StopSteps(ts, ts0, ms)
             if not ms:
                 raise ValueError(f"train_data gave no batches in epoch {epoch}")
@@ -429,11 +431,27 @@ def fit(
     test_metrics: dict[str, float] = {}
     if test is not None and not interrupted:
         test_n = int(jax.tree_util.tree_leaves(test[0])[0].shape[0])
-        ev = jax.jit(make_evaluator(model, loss_fn, metric_fns, test_n, eval_batch_size))
+        ev = jitted_evaluator(model, loss_fn, metric_fns, test_n, eval_batch_size)
         out = jax.device_get(ev(ts.params, ts.state, *put(test)))
         test_metrics = {f"test_{k}": float(v) for k, v in out.items()}
     return FitResult(ts, history, best_epoch, epochs_run, stop_reason, test_metrics,
                      last_state)
+
+
+_take_rows = jax.jit(gather_rows)
+
+
+def _rows(data: Any, row: np.ndarray) -> Any:
+    """Rows ``row`` of every leaf: NumPy leaves indexed on the host, device arrays in ONE
+    compiled gather (indexing them one by one from Python costs several dispatches and
+    transfers per leaf and step)."""
+    leaves, tdef = jax.tree_util.tree_flatten(data)
+    on_device = [i for i, a in enumerate(leaves) if isinstance(a, jax.Array)]
+    out = [None if i in on_device else a[row] for i, a in enumerate(leaves)]
+    if on_device:
+        for i, a in zip(on_device, _take_rows([leaves[i] for i in on_device], row), strict=True):
+            out[i] = a
+    return tdef.unflatten(out)
 
 
 class _StopSteps(Exception):  # noqa: N818 - internal control flow

@@ -319,3 +319,24 @@ def make_evaluator(
         return {**out, **{k: pooled[k].from_stats(stats[k]) for k in pooled}}
 
     return evaluate
+
+
+_cached_evaluator = functools.lru_cache(maxsize=8)(
+    lambda *args: jax.jit(make_evaluator(*args)))
+
+
+def jitted_evaluator(
+    model: Layer,
+    loss_fn: str | Callable,
+    metrics: Sequence[str | Callable] | dict[str, Callable],
+    n: int,
+    batch_size: int,
+) -> Callable[[Any, Any, Any, Any], Metrics]:
+    """``jax.jit(make_evaluator(...))``, memoised when the arguments are hashable, so that
+    evaluating the same model on a set of the same size again compiles nothing."""
+    args = (model, loss_fn, metrics, n, batch_size)
+    try:
+        hash(args)
+    except TypeError:
+        return jax.jit(make_evaluator(*args))
+    return _cached_evaluator(*args)

@@ -4,6 +4,7 @@ leading model axis. Each model has its own params (its seed), learning rate and 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -279,6 +280,102 @@ def proportional_schedule(schedule: Callable[[float], Callable], optimizer_name:
     return unit
 
 
+def _build_sweep_fns(model, loss_fn, metric_fns, opt, n, batch_size, val_n, eval_batch_size,
+                     early_stopping, plateau, shared_order, vectorize, devs, sharded):
+    """The jitted ``epoch`` and ``epochs`` of a sweep and its (filled on first trace) log
+    names; memoised by :func:`_sweep_fns`, so an equal sweep compiles nothing again."""
+    step = make_train_step(model, loss_fn, opt, metrics=metric_fns, jit=False,
+                           log_grad_norm=True)  # logged at each epoch's last step only
+    fns = make_epoch_fns(
+        step, n=n, batch_size=batch_size,
+        evaluator=make_val_evaluator(model, loss_fn, metric_fns, val_n, eval_batch_size),
+        early_stopping=early_stopping, plateau=plateau, grad_norm_last_step=True,
+    )
+    names: list[str] = []
+
+    def packed(ts_live, e, xb, yb, xv, yv):
+        ts, live = ts_live
+        ts, logs = fns.train_on(ts, e, xb, yb, xv, yv, keep=live)
+        if not names:
+            names.extend(sorted(logs))
+        row = jnp.stack([jnp.asarray(logs[k], jnp.float32) for k in names])
+        ok = live & (logs["nonfinite_step"] < 0)
+        # NaN from the failed epoch on; the failed epoch keeps the columns that say where
+        shown = jnp.array([live if k in _WHERE_BAD else ok for k in names])
+        go_on = ok
+        if early_stopping is not None:  # the epoch that runs out of patience is its last
+            go_on = ok & (logs["bad_epochs"] < early_stopping.patience)
+        return ts, go_on, jnp.where(shown, row, jnp.nan)
+
+    groups = len(devs)
+
+    def over_models(fn, tree):
+        """``fn`` over the leading model axis of ``tree``: vmapped, or mapped one model
+        after another within each device's share (a ``vmap`` over the devices' groups, so
+        the sharded axis is never scanned across devices)."""
+        if vectorize == "vmap":
+            return jax.vmap(fn)(tree)
+        if groups == 1:
+            return lax.map(fn, tree)
+        split = jax.tree_util.tree_map(lambda a: a.reshape(groups, -1, *a.shape[1:]), tree)
+        out = jax.vmap(lambda g: lax.map(fn, g))(split)
+        return jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), out)
+
+    def epoch_all(stacked, live, e, idx, x, y, xv, yv):
+        if shared_order:
+            xb, yb = gather_rows(x, idx), gather_rows(y, idx)
+            return over_models(lambda tl: packed(tl, e, xb, yb, xv, yv), (stacked, live))
+
+        def one(tl_idx):
+            *tl, i = tl_idx
+            return packed(tl, e, gather_rows(x, i), gather_rows(y, i), xv, yv)
+
+        return over_models(one, (stacked, live, idx))
+
+    def epochs_all(stacked, live, e0, count, idxs, x, y, xv, yv):
+        """``len(idxs)`` epochs from epoch ``e0`` in one call (one dispatch, one set of
+        buffers to hand over: on CPU that is ~0.1-0.3 ms a call, a tenth of a tiny model's
+        epoch); epochs from ``count`` on (padding of a last, shorter chunk) are skipped."""
+
+        def one(carry, i_idx):
+            i, idx = i_idx
+
+            def run(c):
+                s, lv, logs = epoch_all(*c, e0 + i, idx, x, y, xv, yv)
+                return (s, lv), logs
+
+            shape = jax.eval_shape(run, carry)[1]
+            return lax.cond(i < count, run,
+                            lambda c: (c, jnp.full(shape.shape, jnp.nan, shape.dtype)), carry)
+
+        steps = jnp.arange(idxs.shape[0], dtype=jnp.int32)
+        (stacked, live), logs = lax.scan(one, (stacked, live), (steps, idxs))
+        return stacked, live, logs
+
+    if sharded:
+        mesh = Mesh(np.array(devs), ("models",))
+        by_model = par.data_sharding(mesh)
+        run = jax.jit(epoch_all, donate_argnums=(0,),
+                      out_shardings=(by_model, by_model, by_model))
+        run_many = jax.jit(epochs_all, donate_argnums=(0,),
+                           out_shardings=(by_model, by_model, par.data_sharding(mesh, 1)))
+    else:
+        run = jax.jit(epoch_all, donate_argnums=(0,))
+        run_many = jax.jit(epochs_all, donate_argnums=(0,))
+    return run, run_many, names
+
+
+_cached_sweep_fns = functools.lru_cache(maxsize=4)(_build_sweep_fns)
+
+
+def _sweep_fns(*args: Any) -> tuple[Callable, Callable, list[str]]:
+    try:
+        hash(args)
+    except TypeError:
+        return _build_sweep_fns(*args)
+    return _cached_sweep_fns(*args)
+
+
 def sweep_program(
     model: Layer,
     optimizer_name: str,
@@ -333,9 +430,11 @@ def sweep_program(
     input_shape, _ = check_data(model, loss_fn, train, {"val_data": val}, input_shape)
 
     # One optimizer structure for all; per-model values go into the injected hyperparams.
-    wd_placeholder = max((abs(w) for w in wds), default=0.0)
+    # The placeholders do not depend on the values swept, so the optimizer (memoised by
+    # optim.make) and the compiled program are found again by a sweep over other values.
+    wd_placeholder = 1.0 if any(wds) else 0.0
     if schedule is None:
-        opt = optim.make(optimizer_name, lrs[0], weight_decay=wd_placeholder,
+        opt = optim.make(optimizer_name, 1.0, weight_decay=wd_placeholder,
                          **optimizer_kwargs)
         lr_name = "learning_rate"
     else:  # one schedule shape at peak 1, each model's peak as its lr_scale
@@ -356,30 +455,7 @@ def sweep_program(
         states.append(ts._replace(opt_state=os_))
     stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *states)
 
-    step = make_train_step(model, loss_fn, opt, metrics=metric_fns, jit=False,
-                           log_grad_norm=True)  # logged at each epoch's last step only
     val_n = None if val is None else int(jax.tree_util.tree_leaves(val[0])[0].shape[0])
-    fns = make_epoch_fns(
-        step, n=n, batch_size=batch_size,
-        evaluator=make_val_evaluator(model, loss_fn, metric_fns, val_n, eval_batch_size),
-        early_stopping=early_stopping, plateau=plateau, grad_norm_last_step=True,
-    )
-    names: list[str] = []
-
-    def packed(ts_live, e, xb, yb, xv, yv):
-        ts, live = ts_live
-        ts, logs = fns.train_on(ts, e, xb, yb, xv, yv, keep=live)
-        if not names:
-            names.extend(sorted(logs))
-        row = jnp.stack([jnp.asarray(logs[k], jnp.float32) for k in names])
-        ok = live & (logs["nonfinite_step"] < 0)
-        # NaN from the failed epoch on; the failed epoch keeps the columns that say where
-        shown = jnp.array([live if k in _WHERE_BAD else ok for k in names])
-        go_on = ok
-        if early_stopping is not None:  # the epoch that runs out of patience is its last
-            go_on = ok & (logs["bad_epochs"] < early_stopping.patience)
-        return ts, go_on, jnp.where(shown, row, jnp.nan)
-
     # Models that share a seed share their data order: shuffle and gather once for all of
     # them, else once per model.
     shared_order = len(set(seed_list)) == 1
@@ -393,65 +469,18 @@ def sweep_program(
         idx = [epoch_order(w, e, n, batch_size) for w in words]
         return idx[0] if shared_order else np.stack(idx)
 
-    groups = len(devs)
-
-    def over_models(fn, tree):
-        """``fn`` over the leading model axis of ``tree``: vmapped, or mapped one model
-        after another within each device's share (a ``vmap`` over the devices' groups, so
-        the sharded axis is never scanned across devices)."""
-        if vectorize == "vmap":
-            return jax.vmap(fn)(tree)
-        if groups == 1:
-            return lax.map(fn, tree)
-        split = jax.tree_util.tree_map(lambda a: a.reshape(groups, -1, *a.shape[1:]), tree)
-        out = jax.vmap(lambda g: lax.map(fn, g))(split)
-        return jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), out)
-
-    def epoch_all(stacked, live, e, idx, x, y, xv, yv):
-        if shared_order:
-            xb, yb = gather_rows(x, idx), gather_rows(y, idx)
-            return over_models(lambda tl: packed(tl, e, xb, yb, xv, yv), (stacked, live))
-
-        def one(tl_idx):
-            *tl, i = tl_idx
-            return packed(tl, e, gather_rows(x, i), gather_rows(y, i), xv, yv)
-
-        return over_models(one, (stacked, live, idx))
-
-    def epochs_all(stacked, live, e0, count, idxs, x, y, xv, yv):
-        """``len(idxs)`` epochs from epoch ``e0`` in one call (one dispatch, one set of
-        buffers to hand over: on CPU that is ~0.1-0.3 ms a call, a tenth of a tiny model's
-        epoch); epochs from ``count`` on (padding of a last, shorter chunk) are skipped."""
-
-        def one(carry, i_idx):
-            i, idx = i_idx
-
-            def run(c):
-                s, lv, logs = epoch_all(*c, e0 + i, idx, x, y, xv, yv)
-                return (s, lv), logs
-
-            shape = jax.eval_shape(run, carry)[1]
-            return lax.cond(i < count, run,
-                            lambda c: (c, jnp.full(shape.shape, jnp.nan, shape.dtype)), carry)
-
-        steps = jnp.arange(idxs.shape[0], dtype=jnp.int32)
-        (stacked, live), logs = lax.scan(one, (stacked, live), (steps, idxs))
-        return stacked, live, logs
-
-    if groups > 1 or not isinstance(devices, str):
+    sharded = len(devs) > 1 or not isinstance(devices, str)
+    run, run_many, names = _sweep_fns(
+        model, loss_fn, metric_fns, opt, n, batch_size, val_n, eval_batch_size,
+        early_stopping, plateau, shared_order, vectorize, tuple(devs), sharded)
+    if sharded:
         mesh = Mesh(np.array(devs), ("models",))
         by_model, replicated = par.data_sharding(mesh), par.replicated(mesh)
         stacked = jax.device_put(stacked, by_model)
         live = jax.device_put(np.ones(len(configs), bool), by_model)
-        run = jax.jit(epoch_all, donate_argnums=(0,),
-                      out_shardings=(by_model, by_model, by_model))
-        run_many = jax.jit(epochs_all, donate_argnums=(0,),
-                           out_shardings=(by_model, by_model, par.data_sharding(mesh, 1)))
     else:
         replicated = None
         live = jnp.ones(len(configs), bool)
-        run = jax.jit(epoch_all, donate_argnums=(0,))
-        run_many = jax.jit(epochs_all, donate_argnums=(0,))
     data = tuple(jax.device_put(train, replicated))
     vdata = (None, None) if val is None else tuple(jax.device_put(val, replicated))
     return SweepProgram(configs, stacked, live, run, order, names, data, vdata, vectorize, devs,

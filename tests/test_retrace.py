@@ -1,0 +1,119 @@
+"""Repeated calls compile nothing new: fit, sweep and the optimizers they are keyed on.
+
+Each test checks first that the counter sees the first call's programs (a fresh model is a
+new cache key), so a test cannot pass by counting nothing."""
+
+import jax
+import numpy as np
+import pytest
+from _compiles import lowerings
+
+import nnkit
+from nnkit import optim
+from nnkit.layers import Dense, Relu
+from nnkit.train import fit, sweep
+
+N, D, C = 64, 2, 3
+
+
+def mlp():
+    return nnkit.serial(Dense(8), Relu(), Dense(C))
+
+
+def blobs(seed=0, n=N):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, size=n).astype(np.int32)
+    x = np.eye(C, D, dtype=np.float32)[y] * 2 + 0.5 * rng.normal(size=(n, D)).astype(np.float32)
+    return x, y
+
+
+def test_make_and_schedule_return_one_object_per_argument_list():
+    a = optim.make("adam", 1e-3, weight_decay=0.1, b1=0.8)
+    assert optim.make("adam", 1e-3, weight_decay=0.1, b1=0.8) is a
+    assert optim.make("adam", 2e-3, weight_decay=0.1, b1=0.8) is not a
+    assert optim.make("adam", 1e-3, weight_decay=0.1, b1=0.9) is not a
+    # an int rate is injected as an int: 1 and 1.0 are different optimizers
+    assert optim.make("sgd", 1) is not optim.make("sgd", 1.0)
+    s = optim.schedule("step", learning_rate=0.1, boundaries=[10, 20])
+    assert optim.schedule("step", learning_rate=0.1, boundaries=[10, 20]) is s
+    assert optim.schedule("step", learning_rate=0.1, boundaries=[10, 30]) is not s
+    assert optim.make("adam", s) is optim.make("adam", s)
+    # arrays cannot be hashed: no memo, but the same optimizer
+    lr = jax.numpy.asarray(1e-3)
+    assert optim.make("adam", lr) is not optim.make("adam", lr)
+    # errors are raised on every call, not cached
+    for _ in range(2):
+        with pytest.raises(ValueError, match="learning_rate must be >= 0"):
+            optim.make("adam", -1.0)
+
+
+@pytest.mark.parametrize("optimizer", [
+    "adam",
+    lambda: optim.make("adam", 1e-2),
+    lambda: optim.make("sgd", optim.schedule("cosine", learning_rate=0.1, decay_steps=40)),
+])
+def test_fit_again_with_an_optimizer_written_inline_compiles_nothing(optimizer):
+    model, data = mlp(), blobs()
+    build = optimizer if callable(optimizer) else (lambda: optimizer)
+    kw = dict(epochs=2, batch_size=16, val_data=blobs(1, 32), test_data=blobs(2, 32))
+    with lowerings() as first:
+        r1 = fit(model, build(), data, **kw)
+    with lowerings() as again:
+        r2 = fit(model, build(), data, **kw)
+    assert len(first) > 0
+    assert len(again) == 0, f"{len(again)} programs lowered again"
+    np.testing.assert_array_equal(r1.history["train_loss"], r2.history["train_loss"])
+    assert r1.test_metrics == r2.test_metrics
+
+
+@pytest.mark.parametrize("mode", ["scan", "step"])
+def test_fit_compiles_do_not_grow_with_epochs(mode):
+    model, data = mlp(), blobs()
+    opt = optim.make("adam", 1e-2)
+    with lowerings() as first:
+        fit(model, opt, data, epochs=1, batch_size=16, mode=mode)
+    with lowerings() as more:
+        fit(model, opt, data, epochs=4, batch_size=16, mode=mode)
+    assert len(first) > 0 and len(more) == 0
+
+
+def test_step_mode_on_device_data_equals_numpy_data_and_gathers_in_one_program():
+    model, data = mlp(), blobs()
+    opt = optim.make("adam", 1e-2)
+    host = fit(model, opt, data, epochs=2, batch_size=16, mode="step")
+    on_device = jax.device_put(data)
+    fit(model, opt, on_device, epochs=1, batch_size=16, mode="step")
+    with lowerings() as again:
+        dev = fit(model, opt, on_device, epochs=2, batch_size=16, mode="step")
+    assert len(again) == 0
+    np.testing.assert_allclose(dev.history["train_loss"], host.history["train_loss"],
+                               rtol=1e-6)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, dev.train_state.params,
+                           host.train_state.params)
+
+
+def test_step_callbacks_see_the_step_count_without_reading_it_each_step():
+    model, data = mlp(), blobs()
+    seen = []
+
+    def cb(step, ts, metrics):
+        seen.append((step, int(ts.step)))
+
+    fit(model, optim.make("adam", 1e-2), data, epochs=2, batch_size=16, mode="step",
+        step_callbacks=[cb])
+    assert [s for s, _ in seen] == list(range(1, 2 * N // 16 + 1))
+    assert all(s == t for s, t in seen)
+
+
+def test_sweep_again_over_other_values_compiles_nothing():
+    model, data = mlp(), blobs()
+    kw = dict(epochs=2, batch_size=16, val_data=blobs(1, 32), devices="auto")
+    with lowerings() as first:
+        r1 = sweep(model, "adam", data, learning_rates=[1e-3, 1e-2], **kw)
+    with lowerings() as again:
+        r2 = sweep(model, "adam", data, learning_rates=[3e-3, 3e-2], **kw)
+    assert len(first) > 0
+    assert len(again) == 0, f"{len(again)} programs lowered again"
+    assert [c["learning_rate"] for c in r2.configs] == [3e-3, 3e-2]
+    # the values are the new ones: the second sweep's runs differ from the first's
+    assert not np.allclose(r1.histories[0]["train_loss"], r2.histories[0]["train_loss"])
