@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from nnkit._checks import check_int, check_seed
+from nnkit._memo import memoised
 from nnkit.core import Layer, ShapeError, normalize_shape
 
 __all__ = ["GANState", "init_gan", "make_gan_step", "discriminator_loss", "generator_loss",
@@ -212,6 +213,17 @@ def generate(generator: Layer, gan_state: GANState, key: int | Array, n: int, *,
              latent_dim: int) -> Array:
     """``n`` samples ``G(z)``, ``z ~ N(0, I)``, in eval mode: ``(n, *data_shape)``."""
     k = jax.random.wrap_key_data(_key_data(key))
-    z = jax.random.normal(k, (n, latent_dim), jnp.float32)
-    x, _ = generator.apply(gan_state.g_params, gan_state.g_state, z)
-    return x
+    return _generate_program(generator, n, latent_dim)(gan_state.g_params, gan_state.g_state,
+                                                       k)
+
+
+@memoised(16)
+def _generate_program(generator: Layer, n: int, latent_dim: int) -> Callable:
+    """:func:`generate` as one jitted program per generator and sample shape."""
+
+    @jax.jit
+    def run(g_params, g_state, k):
+        z = jax.random.normal(k, (n, latent_dim), jnp.float32)
+        return generator.apply(g_params, g_state, z)[0]
+
+    return run

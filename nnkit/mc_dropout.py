@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nnkit._checks import check_int, check_seed
+from nnkit._memo import memoised
 from nnkit.core import Layer, Params, State
 
 __all__ = ["mc_predict"]
@@ -68,7 +69,9 @@ def mc_predict(
     them, leaf by leaf). A model without stochastic layers gives
     ``std == 0`` exactly and ``mean`` equal to the train-mode output.
 
-    Jit-compatible (``num_samples`` and ``transform`` must be static). See the module
+    Compiled once per ``(model, num_samples, transform)`` (pass the same ``transform``
+    function each call, not a new lambda); also callable inside ``jit`` (``num_samples``
+    and ``transform`` static). See the module
     docstring for the BatchNorm limitation (a ``UserWarning`` is raised for such models).
     """
     num_samples = check_int(num_samples, "mc_predict: num_samples")
@@ -80,21 +83,33 @@ def mc_predict(
             UserWarning,
             stacklevel=2,
         )
-    keys = jax.random.split(_as_key(key), num_samples)
+    return _mc_program(model, num_samples, transform)(params, state, x, _as_key(key))
+
+
+@memoised(16)
+def _mc_program(model: Layer, num_samples: int,
+                transform: Callable[[jax.Array], jax.Array] | None) -> Callable:
+    """:func:`mc_predict`'s passes and statistics as one jitted program per configuration."""
     t = transform if transform is not None else (lambda y: y)
 
-    def one(k):
-        y, _ = model.apply(params, state, x, key=k, train=True)
-        return t(y)
+    @jax.jit
+    def run(params, state, x, key):
+        def one(k):
+            y, _ = model.apply(params, state, x, key=k, train=True)
+            return t(y)
 
-    ys = jax.vmap(one)(keys)  # (S, batch, ...)
-    # Shift by the first sample: identical samples give exactly std 0 and mean == sample.
-    # Per output leaf (a tuple-output model: a tree of them).
-    def mean(y: jax.Array) -> jax.Array:
-        return y[0] + jnp.mean(y - y[0], axis=0)
+        ys = jax.vmap(one)(jax.random.split(key, num_samples))  # (S, batch, ...)
+        return jax.tree_util.tree_map(_mean, ys), jax.tree_util.tree_map(_std, ys)
 
-    def std(y: jax.Array) -> jax.Array:
-        d = y - y[0]
-        return jnp.sqrt(jnp.mean(jnp.square(d - jnp.mean(d, axis=0)), axis=0))
+    return run
 
-    return jax.tree_util.tree_map(mean, ys), jax.tree_util.tree_map(std, ys)
+
+# Shift by the first sample: identical samples give exactly std 0 and mean == sample.
+# Per output leaf (a tuple-output model: a tree of them).
+def _mean(y: jax.Array) -> jax.Array:
+    return y[0] + jnp.mean(y - y[0], axis=0)
+
+
+def _std(y: jax.Array) -> jax.Array:
+    d = y - y[0]
+    return jnp.sqrt(jnp.mean(jnp.square(d - jnp.mean(d, axis=0)), axis=0))

@@ -28,7 +28,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 from collections.abc import Callable
@@ -40,6 +39,7 @@ import jax.numpy as jnp
 import optax
 
 from nnkit._checks import check_int
+from nnkit._memo import memoised
 
 __all__ = [
     "OPTIMIZERS",
@@ -61,49 +61,6 @@ MEMO_SIZE = 256
 """How many distinct optimizers (and, separately, schedules) :func:`make` and
 :func:`schedule` keep."""
 
-
-def _frozen(v: Any) -> Any:
-    """A hashable stand-in for an argument, typed (``1`` and ``1.0`` stay apart: an int
-    learning rate is injected as an int); ``TypeError`` for what cannot be hashed."""
-    if isinstance(v, (list, tuple)):
-        return type(v), tuple(_frozen(x) for x in v)
-    if isinstance(v, dict):
-        return dict, tuple(sorted((k, _frozen(x)) for k, x in v.items()))
-    hash(v)
-    return type(v), v
-
-
-class _Call:
-    """Positional and keyword arguments, compared by their :func:`_frozen` form."""
-
-    __slots__ = ("key", "args", "kwargs")
-
-    def __init__(self, args: tuple, kwargs: dict) -> None:
-        self.key = _frozen((args, kwargs))
-        self.args, self.kwargs = args, kwargs
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Call) and self.key == other.key
-
-
-def _memoised(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` returning one object per distinct (hashable) argument list; errors are not
-    cached. Only for factories of immutable values (optax transformations, schedules)."""
-    cached = functools.lru_cache(maxsize=MEMO_SIZE)(lambda c: fn(*c.args, **c.kwargs))
-
-    @functools.wraps(fn)
-    def memo(*args: Any, **kwargs: Any) -> Any:
-        try:
-            call = _Call(args, kwargs)
-        except TypeError:  # an array among the arguments
-            return fn(*args, **kwargs)
-        return cached(call)
-
-    memo.cache_info = cached.cache_info  # type: ignore[attr-defined]
-    return memo
 
 # ----------------------------------------------------------------------------- optimizers
 
@@ -158,7 +115,7 @@ def _unknown(what: str, name: Any, known) -> ValueError:
     return ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(known))}")
 
 
-@_memoised
+@memoised(MEMO_SIZE)
 def make(
     name: str,
     learning_rate: float | Schedule,
@@ -487,7 +444,7 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
 """Known schedule names; see :func:`schedule` for each one's arguments."""
 
 
-@_memoised
+@memoised(MEMO_SIZE)
 def schedule(name: str, **kwargs: Any) -> Schedule:
     """A learning-rate schedule ``step -> lr`` by name (an ``optax.Schedule``, jittable).
 

@@ -117,3 +117,35 @@ def test_sweep_again_over_other_values_compiles_nothing():
     assert [c["learning_rate"] for c in r2.configs] == [3e-3, 3e-2]
     # the values are the new ones: the second sweep's runs differ from the first's
     assert not np.allclose(r1.histories[0]["train_loss"], r2.histories[0]["train_loss"])
+
+
+def test_helpers_called_again_compile_nothing_and_equal_the_op_by_op_values():
+    from nnkit import gan
+    from nnkit.layers import Dropout
+    from nnkit.mc_dropout import mc_predict
+    from nnkit.train.gradients import make_objective, per_example_grads, per_example_value_and_grads
+
+    model = nnkit.serial(Dense(8), Relu(), Dropout(0.3), Dense(C))
+    x, y = blobs(n=8)
+    _, p, s = model.init(jax.random.key(0), (D,))
+    key = jax.random.key(1)
+    calls = [
+        lambda: per_example_grads(model, "cross_entropy", p, s, (x, y), key),
+        lambda: mc_predict(model, p, s, x, key=key, num_samples=5),
+    ]
+    gen = nnkit.serial(Dense(D))
+    gs = gan.init_gan(0, gen, nnkit.serial(Dense(1)), optim.make("adam", 1e-3),
+                      optim.make("adam", 1e-3), latent_dim=3, data_shape=(D,))
+    calls.append(lambda: gan.generate(gen, gs, 4, 6, latent_dim=3))
+    for call in calls:
+        with lowerings() as first:
+            a = call()
+        with lowerings() as again:
+            b = call()
+        assert len(first) > 0 and len(again) == 0
+        jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+    # the compiled per-example gradients are those of the unjitted definition
+    obj = make_objective(model, nnkit.losses.cross_entropy, train=True)
+    want, _ = per_example_value_and_grads(obj, p, s, x, y, key)
+    jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7),
+                           calls[0](), want)

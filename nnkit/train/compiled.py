@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from nnkit._memo import memoised
 from nnkit.core import Layer
 from nnkit.optim import Plateau
 from nnkit.train.early_stopping import EarlyStopping
@@ -132,14 +133,6 @@ def _pinned(step: Callable[..., Any], parallel: Any) -> Callable[..., Any]:
     return pinned
 
 
-_cached_build = functools.lru_cache(maxsize=8)(_build)
-
-
-def compiled_fit_fns(*args: Any) -> Compiled:
-    """:class:`Compiled` for a configuration (see ``_build``'s arguments), memoised when every
-    argument is hashable (Layers, optax transformations and plain functions are)."""
-    try:
-        hash(args)
-    except TypeError:
-        return _build(*args)
-    return _cached_build(*args)
+compiled_fit_fns = memoised(8)(_build)
+""":class:`Compiled` for a configuration (see ``_build``'s arguments), memoised
+(:mod:`nnkit._memo`)."""

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from nnkit._memo import memoised
 from nnkit.core import Layer
 
 __all__ = [
@@ -230,12 +231,25 @@ def per_example_grads(
 
     ``grads[i] = d L(model(x[i:i+1]), y[i:i+1]) / d params``; their mean over ``i`` is the
     batch gradient of a mean-reduced loss. Clip them with :func:`clip_per_example` for
-    DP-SGD-style training. Memory: ``B`` times the parameters.
+    DP-SGD-style training. Memory: ``B`` times the parameters. Compiled once per ``(model,
+    loss_fn, l1, l2, train)``: pass the same loss function (not a new lambda) each call.
     """
-    obj = make_objective(model, resolve_loss(loss_fn), l1=l1, l2=l2, train=train)
     x, y = batch
-    grads, _ = per_example_value_and_grads(obj, params, state, x, y, key)
-    return grads
+    return _per_example_program(model, resolve_loss(loss_fn), l1, l2, train)(
+        params, state, x, y, key)
+
+
+@memoised(16)
+def _per_example_program(model: Layer, loss: LossFn, l1: float, l2: float,
+                         train: bool) -> Callable:
+    """:func:`per_example_grads` as one jitted program per configuration (run op by op from
+    Python it costs ~50x more dispatch than compute on a small model)."""
+    obj = make_objective(model, loss, l1=l1, l2=l2, train=train)
+
+    def run(params, state, x, y, key):
+        return per_example_value_and_grads(obj, params, state, x, y, key)[0]
+
+    return jax.jit(run)
 
 
 def clip_per_example(grads: Any, max_norm: float) -> Any:

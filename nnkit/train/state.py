@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -11,6 +10,7 @@ import numpy as np
 import optax
 
 from nnkit._checks import check_seed
+from nnkit._memo import memoised
 from nnkit.core import Layer, normalize_shape
 from nnkit.optim import PlateauState
 
@@ -107,14 +107,14 @@ def create_train_state(
     """
     shape = normalize_shape(input_shape)
     top = not isinstance(jnp.zeros((), jnp.int32), jax.core.Tracer)  # not inside jit/eval_shape
-    init = _memoised(_build_model_init, model, shape, top)
+    init = _model_init(model, shape, top)
     if isinstance(key, int | np.integer):
         key = check_seed(key)
     if isinstance(key, int) and -(2**31) <= key < 2**31:
         params, state, k_train = init(np.int32(key), True)
     else:
         params, state, k_train = init(key_data(key), False)
-    finish = _memoised(_build_state_init, optimizer, early_stopping, plateau, top)
+    finish = _state_init(optimizer, early_stopping, plateau, top)
     return finish(params, state, k_train)
 
 
@@ -164,15 +164,5 @@ def _run_once_options(top: bool) -> dict[str, Any] | None:
     return {"xla_backend_optimization_level": 1}
 
 
-@functools.lru_cache(maxsize=32)
-def _cached(build: Any, *args: Any) -> Any:
-    return build(*args)
-
-
-def _memoised(build: Any, *args: Any) -> Any:
-    """``build(*args)`` (a jitted function), memoised when every argument is hashable."""
-    try:
-        hash(args)
-    except TypeError:
-        return build(*args)
-    return _cached(build, *args)
+_model_init = memoised(16)(lambda *args: _build_model_init(*args))
+_state_init = memoised(16)(lambda *args: _build_state_init(*args))

@@ -23,6 +23,7 @@ from jax import lax
 
 from nnkit import precision
 from nnkit._checks import check_int
+from nnkit._memo import memoised
 from nnkit.core import Layer
 from nnkit.optim import get_lr
 from nnkit.train.gradients import (
@@ -321,10 +322,7 @@ def make_evaluator(
     return evaluate
 
 
-_cached_evaluator = functools.lru_cache(maxsize=8)(
-    lambda *args: jax.jit(make_evaluator(*args)))
-
-
+@memoised(8)
 def jitted_evaluator(
     model: Layer,
     loss_fn: str | Callable,
@@ -332,11 +330,6 @@ def jitted_evaluator(
     n: int,
     batch_size: int,
 ) -> Callable[[Any, Any, Any, Any], Metrics]:
-    """``jax.jit(make_evaluator(...))``, memoised when the arguments are hashable, so that
-    evaluating the same model on a set of the same size again compiles nothing."""
-    args = (model, loss_fn, metrics, n, batch_size)
-    try:
-        hash(args)
-    except TypeError:
-        return jax.jit(make_evaluator(*args))
-    return _cached_evaluator(*args)
+    """``jax.jit(make_evaluator(...))``, memoised (:mod:`nnkit._memo`), so that evaluating
+    the same model on a set of the same size again compiles nothing."""
+    return jax.jit(make_evaluator(model, loss_fn, metrics, n, batch_size))

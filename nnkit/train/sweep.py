@@ -4,7 +4,6 @@ leading model axis. Each model has its own params (its seed), learning rate and 
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -18,6 +17,7 @@ from jax.sharding import Mesh
 from nnkit import optim
 from nnkit import parallel as par
 from nnkit._checks import check_int
+from nnkit._memo import memoised
 from nnkit.core import Layer
 from nnkit.optim import Plateau
 from nnkit.train.early_stopping import EarlyStopping, stop_reason
@@ -365,15 +365,7 @@ def _build_sweep_fns(model, loss_fn, metric_fns, opt, n, batch_size, val_n, eval
     return run, run_many, names
 
 
-_cached_sweep_fns = functools.lru_cache(maxsize=4)(_build_sweep_fns)
-
-
-def _sweep_fns(*args: Any) -> tuple[Callable, Callable, list[str]]:
-    try:
-        hash(args)
-    except TypeError:
-        return _build_sweep_fns(*args)
-    return _cached_sweep_fns(*args)
+_sweep_fns = memoised(4)(_build_sweep_fns)
 
 
 def sweep_program(
