@@ -34,6 +34,7 @@ from nnkit.core import (
     Layer,
     Sequential,
     ShapeError,
+    TreeError,
     concat,
     fanout,
     named,
@@ -61,7 +62,8 @@ from nnkit.train import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "Lambda", "Layer", "Sequential", "ShapeError", "concat", "fanout", "named", "param_count",
+    "Lambda", "Layer", "Sequential", "ShapeError", "TreeError", "concat", "fanout", "named",
+    "param_count",
     "Parallel", "residual", "serial", "summary", "activations", "initializers", "layers",
     "losses", "metrics",
     "optim", "train", "fit", "FitResult", "TrainState", "create_train_state", "make_train_step",

@@ -9,10 +9,10 @@ Format: ONE ``.npz`` file (a zip of ``.npy`` arrays, read back with ``allow_pick
   dtype, shape and CRC-32.
 
 Restoring needs a *target* with the same structure (e.g. the state built by
-``create_train_state``, or its ``jax.eval_shape``), so NamedTuple optimizer states come back
-as their own types; the file only supplies arrays. Typed PRNG keys are stored as raw
-``uint32`` key data and re-wrapped; ``bfloat16`` and other ml_dtypes leaves are stored as
-same-width unsigned ints and viewed back.
+``create_train_state``, or ``jax.eval_shape(lambda: create_train_state(...))``), so
+NamedTuple optimizer states come back as their own types; the file only supplies arrays.
+Typed PRNG keys are stored as raw ``uint32`` key data and re-wrapped; ``bfloat16`` and
+other ml_dtypes leaves are stored as same-width unsigned ints and viewed back.
 
 Writes are atomic: a temporary file in the same directory is written, ``fsync``-ed and
 ``os.replace``-d over the target, so a crash mid-write leaves the previous file intact.
@@ -280,9 +280,13 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
 def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tuple[Any, dict]:
     """Reads checkpoint ``path`` into the structure of ``target``; returns ``(tree, meta)``.
 
-    ``target`` may hold arrays or ``jax.ShapeDtypeStruct`` leaves (``jax.eval_shape`` of the
-    init function): only its structure, shapes and dtypes are used. Leaves come back as jax
-    arrays, bit-identical to the saved ones; typed-key leaves come back as typed keys.
+    ``target`` may hold arrays or ``jax.ShapeDtypeStruct`` leaves: only its structure,
+    shapes and dtypes are used. Build one without allocating with
+    ``nnkit.core.abstract_init(model, input_shape)`` (params and state) or
+    ``jax.eval_shape(lambda: create_train_state(model, shape, opt, 0))`` (a train state);
+    the input shape is static, so close over it rather than passing it to ``eval_shape``.
+    Leaves come back as jax arrays, bit-identical to the saved ones; typed-key leaves come
+    back as typed keys.
 
     Raises:
       FileNotFoundError: no such file.

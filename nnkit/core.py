@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -36,6 +36,7 @@ State = dict[str, Any]
 __all__ = [
     "Layer",
     "ShapeError",
+    "TreeError",
     "layer",
     "named",
     "serial",
@@ -57,6 +58,14 @@ class ShapeError(ValueError):
     """A layer was initialised with an input shape (or arguments) it cannot accept.
 
     The message names the layer path, the expected and the received shapes.
+    """
+
+
+class TreeError(ValueError):
+    """``apply`` was given a params or state tree that does not match the model (one built
+    from another model, entries missing or extra, params and state swapped, ``None``).
+
+    The message names the layer path and the keys the tree has.
     """
 
 
@@ -117,7 +126,15 @@ def layer(
     name: str | None = None,
     meta: dict[str, Any] | None = None,
 ) -> Layer:
-    """Builds a leaf :class:`Layer` whose ``init`` normalises shapes and names its errors."""
+    """Builds a leaf :class:`Layer` from its two functions (the way to write your own layer).
+
+    ``init(key, input_shape) -> (output_shape, params, state)`` receives ``input_shape`` as
+    a tuple of ints without the batch dimension (a leading ``-1`` dropped); a
+    :class:`ShapeError` it raises is prefixed with the layer's name. ``apply(params, state,
+    x, *, key=None, train=False) -> (y, new_state)`` receives ``x`` with its batch axis and
+    must return the pair, ``{}`` for a stateless layer. ``kind`` names the layer in its
+    container (``{kind}_{i}``) unless ``name`` is given; ``meta`` is shown by summaries.
+    """
 
     def checked_init(key, input_shape):
         shape = normalize_shape(input_shape)
@@ -194,6 +211,47 @@ def _put(tree: dict, name: str, value: dict) -> None:
         tree[name] = value
 
 
+def _check_trees(who: str, params: Any, state: Any, names: Sequence[str]) -> None:
+    """A container's ``params``/``state``: dicts whose keys are among its children's names."""
+    for what, tree in (("params", params), ("state", state)):
+        if not isinstance(tree, Mapping):
+            raise TreeError(f"{who}: {what} must be a dict ({{}} when empty), got "
+                            f"{type(tree).__name__}")
+        extra = sorted(set(tree) - set(names), key=str)
+        if extra:
+            raise TreeError(f"{who}: {what} has entries {extra} for no layer of this model "
+                            f"(its layers: {list(names)}): a tree of another model, or "
+                            "params and state swapped?")
+
+
+def _apply_child(n: str, lyr: Layer, params: Mapping, state: Mapping, x: Any,
+                 key: Array | None, train: bool) -> tuple[Any, Any]:
+    """``lyr.apply`` on the child's entries; errors name the child's path, and the child
+    must return the pair ``(y, new_state)``."""
+    p, st = params.get(n, {}), state.get(n, {})
+    try:
+        out = lyr.apply(p, st, x, key=child_key(key, n), train=train)
+    except ShapeError as e:  # a shape error while tracing names the path, as at init
+        raise _relabelled(n, lyr, e) from None
+    except TreeError as e:
+        raise TreeError(f"{n}/{e}") from None
+    except KeyError as e:
+        if lyr.children:
+            raise
+        raise TreeError(
+            f"{n}: {lyr.kind} looks up {e} in a tree without it (its params have keys "
+            f"{sorted(p, key=str)}, its state {sorted(st, key=str)}): params or state of "
+            "another model, or the two swapped?") from None
+    if not (isinstance(out, tuple) and len(out) == 2
+            and (out[1] is None or isinstance(out[1], Mapping))):
+        got = (f"a tuple of {len(out)}" if isinstance(out, tuple) and len(out) != 2 else
+               f"({type(out[0]).__name__}, {type(out[1]).__name__})"
+               if isinstance(out, tuple) else f"one {type(out).__name__}")
+        raise TypeError(f"{n}: {lyr.kind}.apply must return the pair (y, new_state) with "
+                        f"new_state a dict ({{}} when stateless), got {got}")
+    return out
+
+
 def serial(*layers: Layer, name: str | None = None) -> Layer:
     """Composes layers in sequence: ``y = f_n(... f_2(f_1(x)))``.
 
@@ -217,14 +275,10 @@ def serial(*layers: Layer, name: str | None = None) -> Layer:
         return shape, params, state
 
     def apply(params, state, x, *, key=None, train=False):
+        _check_trees(name or "serial", params, state, names)
         new_state = {}
         for n, lyr in children:
-            try:  # a shape error while tracing names the child's path, as at init
-                x, s = lyr.apply(
-                    params.get(n, {}), state.get(n, {}), x, key=child_key(key, n), train=train
-                )
-            except ShapeError as e:
-                raise _relabelled(n, lyr, e) from None
+            x, s = _apply_child(n, lyr, params, state, x, key, train)
             _put(new_state, n, s)
         return x, new_state
 
@@ -259,11 +313,10 @@ def parallel(*layers: Layer, name: str | None = None) -> Layer:
         return tuple(shapes), params, state
 
     def apply(params, state, xs, *, key=None, train=False):
+        _check_trees(name or "parallel", params, state, names)
         ys, new_state = [], {}
         for (n, lyr), x in zip(children, xs, strict=True):
-            y, s = lyr.apply(
-                params.get(n, {}), state.get(n, {}), x, key=child_key(key, n), train=train
-            )
+            y, s = _apply_child(n, lyr, params, state, x, key, train)
             ys.append(y)
             _put(new_state, n, s)
         return tuple(ys), new_state
@@ -271,13 +324,17 @@ def parallel(*layers: Layer, name: str | None = None) -> Layer:
     return Layer(init, apply, "parallel", name, children)
 
 
-def fanout(*layers: Layer, name: str | None = None) -> Layer:
+def fanout(*layers: Layer, name: str | None = None, as_dict: bool = False) -> Layer:
     """Applies every layer to the same input: ``x -> (f_1(x), ..., f_n(x))``.
 
     Follow it with :func:`concat` to join the branches, or use it for multi-head models.
+    With ``as_dict=True`` the outputs (and output shapes) are ``{child_name: f_i(x)}``:
+    :func:`nnkit.losses.multi_task` then pairs each head with its task by name, not by
+    position.
     """
     names = _child_names(layers)
     children = tuple(zip(names, layers, strict=True))
+    pack = (lambda ys: dict(zip(names, ys, strict=True))) if as_dict else tuple
 
     def init(key, input_shape):
         shape = normalize_shape(input_shape)
@@ -287,19 +344,18 @@ def fanout(*layers: Layer, name: str | None = None) -> Layer:
             shapes.append(out)
             _put(params, n, p)
             _put(state, n, s)
-        return tuple(shapes), params, state
+        return pack(shapes), params, state
 
     def apply(params, state, x, *, key=None, train=False):
+        _check_trees(name or "fanout", params, state, names)
         ys, new_state = [], {}
         for n, lyr in children:
-            y, s = lyr.apply(
-                params.get(n, {}), state.get(n, {}), x, key=child_key(key, n), train=train
-            )
+            y, s = _apply_child(n, lyr, params, state, x, key, train)
             ys.append(y)
             _put(new_state, n, s)
-        return tuple(ys), new_state
+        return pack(ys), new_state
 
-    return Layer(init, apply, "fanout", name, children)
+    return Layer(init, apply, "fanout", name, children, (("as_dict", as_dict),))
 
 
 def concat(axis: int = -1, *, name: str | None = None) -> Layer:
@@ -359,23 +415,12 @@ def residual(block: Layer, shortcut: Layer | None = None, *, name: str | None = 
         return tuple(out), params, state
 
     def apply(params, state, x, *, key=None, train=False):
+        _check_trees(name or "residual", params, state, [n for n, _ in children])
         new_state = {}
-        y, s = block.apply(
-            params.get("block", {}),
-            state.get("block", {}),
-            x,
-            key=child_key(key, "block"),
-            train=train,
-        )
+        y, s = _apply_child("block", block, params, state, x, key, train)
         _put(new_state, "block", s)
         if shortcut is not None:
-            x, s2 = shortcut.apply(
-                params.get("shortcut", {}),
-                state.get("shortcut", {}),
-                x,
-                key=child_key(key, "shortcut"),
-                train=train,
-            )
+            x, s2 = _apply_child("shortcut", shortcut, params, state, x, key, train)
             _put(new_state, "shortcut", s2)
         return y + x, new_state
 
@@ -410,6 +455,20 @@ def Lambda(
 
 
 # ----------------------------------------------------------------------------- summary
+
+
+BATCH_NORM_KINDS = ("batchnorm", "batch_norm", "bn")
+"""Layer kinds that normalise with the statistics of the batch in train mode."""
+
+
+def batchnorm_paths(model: Layer, prefix: str = "") -> list[str]:
+    """Paths (``serial_0/batch_norm_0``) of the layers in ``model`` whose kind is one of
+    :data:`BATCH_NORM_KINDS`: layers whose train-mode output depends on the whole batch."""
+    path = prefix.rstrip("/") or model.name or model.kind
+    found = [path] if model.kind.lower().replace("-", "_") in BATCH_NORM_KINDS else []
+    for n, child in model.children:
+        found += batchnorm_paths(child, f"{prefix}{n}/")
+    return found
 
 
 def param_count(tree: Any) -> int:

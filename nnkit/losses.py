@@ -361,8 +361,11 @@ def multi_task(
     *unweighted* per-task losses (for logging; under ``jax.value_and_grad(..., has_aux=True)``
     they come out as the aux). A task given as a bare loss (or name) has weight 1.
     ``predictions`` / ``targets`` may also be sequences in task order (a
-    :func:`nnkit.fanout` model's outputs). ``nnkit.fit`` / ``make_train_step`` accept it as
-    ``loss=``: they train on ``total`` and log each part as the metric ``loss_<task>``.
+    :func:`nnkit.fanout` model's outputs; ``fanout(..., as_dict=True)`` gives a dict keyed by
+    the heads' names, which pairs heads and tasks by name instead; ``fit`` refuses a tuple
+    fanout whose head names are the task names in another order). ``nnkit.fit`` /
+    ``make_train_step`` accept it as ``loss=``: they train on ``total`` and log each part as
+    the metric ``loss_<task>``.
     """
     if not tasks:
         raise ValueError("multi_task: give at least one task, e.g. label=('cross_entropy', 1.0)")
@@ -391,7 +394,12 @@ def multi_task(
     def loss(predictions: Any, targets: Any, *,
              reduction: str = "mean") -> tuple[Array, dict[str, Array]]:
         p, t = by_task(predictions, "predictions"), by_task(targets, "targets")
-        parts = {n: f(p[n], t[n], reduction=reduction) for n, f in fns.items()}
+        parts = {}
+        for n, f in fns.items():
+            try:
+                parts[n] = f(p[n], t[n], reduction=reduction)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"multi_task: task {n!r}: {e}") from None
         return weighted_sum(parts, weights), parts
 
     def part(task: str) -> Callable[[Any, Any], Array]:

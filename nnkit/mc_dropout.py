@@ -25,12 +25,9 @@ import numpy as np
 
 from nnkit._checks import check_int, check_seed
 from nnkit._memo import memoised
-from nnkit.core import Layer, Params, State
+from nnkit.core import Layer, Params, State, batchnorm_paths
 
 __all__ = ["mc_predict"]
-
-_NORM_KINDS = ("batchnorm", "batch_norm", "bn")
-
 
 def _as_key(key) -> jax.Array:
     """An int seed, a ``jax.random.key`` or a legacy ``PRNGKey`` as a usable key."""
@@ -39,14 +36,6 @@ def _as_key(key) -> jax.Array:
     if key is None:
         raise ValueError("a key is required (an int seed or a jax.random.key)")
     return key
-
-
-def _batchnorm_paths(model: Layer, prefix: str = "") -> list[str]:
-    path = prefix.rstrip("/") or model.name or model.kind
-    found = [path] if model.kind.lower().replace("-", "_") in _NORM_KINDS else []
-    for n, child in model.children:
-        found += _batchnorm_paths(child, f"{prefix}{n}/")
-    return found
 
 
 def mc_predict(
@@ -75,7 +64,7 @@ def mc_predict(
     docstring for the BatchNorm limitation (a ``UserWarning`` is raised for such models).
     """
     num_samples = check_int(num_samples, "mc_predict: num_samples")
-    norms = _batchnorm_paths(model)
+    norms = batchnorm_paths(model)
     if norms:
         warnings.warn(
             f"mc_predict: {', '.join(norms)} will normalise with the statistics of this batch "

@@ -273,3 +273,56 @@ def test_abstract_init_allocates_nothing_and_matches():
         lambda a: (a.shape, a.dtype), p
     )
     assert all(isinstance(a, jax.ShapeDtypeStruct) for a in jax.tree_util.tree_leaves(p_abs))
+
+
+def _bn_model():
+    return nnkit.serial(Dense(4), BatchNorm(), Relu(), nnkit.serial(Dense(3), name="head"))
+
+
+@pytest.mark.parametrize("case,match", [
+    ("swapped", r"dense_0: dense looks up 'w' .*its state \['b', 'w'\].*swapped"),
+    ("state None", r"serial: state must be a dict .*NoneType"),
+    ("state empty", r"batch_norm_0: batch_norm looks up 'mean' .*its state \[\]"),
+    ("head missing", r"head/dense_0: dense looks up 'w'"),
+    ("extra entry", r"params has entries \['zzz'\] for no layer .*'head'\]"),
+])
+def test_apply_with_a_tree_of_another_model_names_the_path_and_keys(case, match):
+    model = _bn_model()
+    _, p, s = model.init(jax.random.key(0), (2,))
+    args = {"swapped": (s, p), "state None": (p, None), "state empty": (p, {}),
+            "head missing": ({k: v for k, v in p.items() if k != "head"}, s),
+            "extra entry": ({**p, "zzz": {}}, s)}[case]
+    with pytest.raises(nnkit.TreeError, match=match):
+        model.apply(*args, jnp.ones((5, 2)))
+    y, _ = model.apply(p, s, jnp.ones((5, 2)))  # the matching trees still apply
+    assert y.shape == (5, 3)
+
+
+@pytest.mark.parametrize("combine", [nnkit.serial, nnkit.fanout,
+                                     lambda *ls: nnkit.residual(nnkit.serial(*ls))])
+def test_a_child_apply_that_does_not_return_a_pair_is_named(combine):
+    bad = nnkit.Layer(lambda k, sh: (sh, {}, {}), lambda p, s, x, **k: 2 * x, "mine")
+    model = combine(Dense(3), bad)
+    _, p, s = model.init(jax.random.key(0), (3,))
+    for batch in (1, 2, 3):  # a batch of 2 once unpacked silently into (row, row)
+        with pytest.raises(TypeError, match=r"mine_0: mine.apply must return the pair "
+                                            r"\(y, new_state\).*got one ArrayImpl"):
+            model.apply(p, s, jnp.ones((batch, 3)))
+
+
+def test_batchnorm_paths_finds_nested_layers():
+    model = nnkit.serial(Dense(2), nnkit.serial(BatchNorm(), name="block"), BatchNorm())
+    assert nnkit.core.batchnorm_paths(model) == ["block/batch_norm_0", "batch_norm_0"]
+    assert nnkit.core.batchnorm_paths(nnkit.serial(Dense(2))) == []
+
+
+def test_one_example_without_its_batch_axis_gets_the_x_none_hint():
+    model = nnkit.serial(Flatten(), Dense(16), Relu(), Dense(2))
+    _, p, s = model.init(jax.random.key(0), (8, 8, 1))
+    with pytest.raises(nnkit.ShapeError, match=r"dense_0: x of shape \(8, 8\) has 8 features.*"
+                                               r"add the batch axis with x\[None\]"):
+        model.apply(p, s, jnp.ones((8, 8, 1)))
+    with pytest.raises(nnkit.ShapeError) as e:  # a wrong width is not one example: no hint
+        model.apply(p, s, jnp.ones((2, 8, 9, 1)))
+    assert "x[None]" not in str(e.value)
+    assert model.apply(p, s, jnp.ones((1, 8, 8, 1)))[0].shape == (1, 2)

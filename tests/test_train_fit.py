@@ -532,3 +532,67 @@ def test_a_softmax_before_cross_entropy_warns_naming_it():
         nnkit.fit(Dense(2), "sgd", (x, y), epochs=1, batch_size=8, progress=False)
         nnkit.fit(model, "sgd", (x, y), loss=lambda p, t: jnp.mean(p), epochs=1,
                   batch_size=8, progress=False)
+
+
+def test_default_metrics_follow_the_loss_and_metrics_are_checked_before_compiling():
+    from nnkit.train.gradients import default_metrics
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3)).astype(np.float32)
+    y = x.sum(1, keepdims=True)
+    assert default_metrics("cross_entropy") == ("accuracy",)
+    assert default_metrics(nnkit.losses.mse) == default_metrics("huber") == ()
+    # regression: no meaningless accuracy logged by default
+    r = fit(nnkit.serial(Dense(1)), "adam", (x, y), loss="mse", epochs=1, batch_size=8)
+    assert not any("accuracy" in k for k in r.history)
+    # classification keeps accuracy by default
+    r = fit(mlp(), "adam", blobs(), epochs=1, batch_size=16)
+    assert "train_accuracy" in r.history
+    # two heads: each task's loss, no accuracy; an accuracy asked for fails early, named
+    two = nnkit.fanout(Dense(2, name="a"), Dense(1, name="b"))
+    ys = (np.zeros(32, np.int32), y)
+    loss = nnkit.losses.multi_task(a=("cross_entropy", 1.0), b=("mse", 1.0))
+    r = fit(two, "adam", (x, ys), loss=loss, epochs=1, batch_size=8)
+    assert {"train_loss_a", "train_loss_b"} <= set(r.history)
+    assert not any("accuracy" in k for k in r.history)
+    with pytest.raises(ValueError, match=r"metric 'accuracy' cannot compare model outputs"):
+        fit(two, "adam", (x, ys), loss=loss, metrics=["accuracy"], epochs=1, batch_size=8)
+
+
+def test_multi_task_heads_pair_with_tasks_by_name_or_the_order_is_refused():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3)).astype(np.float32)
+    ys = {"price": 10 * x[:, :1], "volume": x[:, 1:2]}
+    heads = (Dense(1, name="price"), Dense(1, name="volume"))
+    by_name = nnkit.fanout(*heads, as_dict=True)
+    out, p, s = by_name.init(jax.random.key(0), (3,))
+    assert out == {"price": (1,), "volume": (1,)}
+    y, _ = by_name.apply(p, s, x)
+    np.testing.assert_array_equal(y["price"], x @ p["price"]["w"] + p["price"]["b"])
+    # weight 0 on volume: only the price head may change, whatever the tasks' order
+    model, opt = nnkit.serial(by_name), optim.make("sgd", 1e-2)
+    start = create_train_state(model, (3,), opt, 0).params["fanout_0"]
+    for order in (("price", "volume"), ("volume", "price")):
+        loss = nnkit.losses.multi_task(**{k: ("mse", float(k == "price")) for k in order})
+        r = fit(model, opt, (x, ys), loss=loss, epochs=2, batch_size=8)
+        got = r.train_state.params["fanout_0"]
+        np.testing.assert_array_equal(got["volume"]["w"], start["volume"]["w"])
+        assert not np.array_equal(got["price"]["w"], start["price"]["w"])
+    loss = nnkit.losses.multi_task(volume="mse", price="mse")
+    with pytest.raises(ValueError, match=r"heads \['price', 'volume'\] and the loss's tasks "
+                                         r"\['volume', 'price'\].*as_dict=True"):
+        fit(nnkit.fanout(*heads), "adam", (x, ys), loss=loss, epochs=1, batch_size=8)
+    # a task whose prediction does not fit its target is named
+    with pytest.raises(ValueError, match="multi_task: task 'volume'"):
+        nnkit.losses.multi_task(price="mse", volume="cross_entropy")(
+            (x[:, :1], x[:, :1]), {"price": x[:, :1], "volume": x[:, :2]})
+
+
+def test_unnamed_metric_callables_are_named_by_position():
+    from nnkit.train.gradients import resolve_metrics
+
+    def top(pred, y):
+        return jnp.mean(pred[:, 0])
+
+    names = [n for n, _ in resolve_metrics(["accuracy", lambda p, y: 0.0, top])]
+    assert names == ["accuracy", "metric_1", "top"]

@@ -265,3 +265,20 @@ def test_bad_step_arguments():
         s(ts, data())
     with pytest.raises(ValueError, match="unknown loss"):
         make_train_step(mlp(), "cross_entropyy", opt)
+
+
+def test_per_example_gradients_refuse_batchnorm_in_train_mode():
+    from nnkit.layers import BatchNorm
+
+    model = nnkit.serial(Dense(4), BatchNorm(), Tanh(), Dense(2))
+    _, p, s = model.init(jax.random.key(0), (3,))
+    x, y = jnp.ones((4, 3)), jnp.zeros((4,), jnp.int32)
+    with pytest.raises(ValueError, match="batch_norm_0: each example runs as a batch of one"):
+        make_train_step(model, "cross_entropy", optax.sgd(0.1), grad_mode="per_example")
+    with pytest.raises(ValueError, match="batch_norm_0"):
+        per_example_grads(model, "cross_entropy", p, s, (x, y))
+    # eval mode uses the running statistics: per-example gradients are well defined there
+    g = per_example_grads(model, "cross_entropy", p, s, (x, y), train=False)
+    assert jax.tree_util.tree_leaves(g)[0].shape[0] == 4
+    make_train_step(model, "cross_entropy", optax.sgd(0.1), grad_mode="accumulate",
+                    microbatches=2)  # accepted

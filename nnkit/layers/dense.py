@@ -49,9 +49,11 @@ def Dense(
     def apply(params, state, x, *, key=None, train=False):
         n_in = params["w"].shape[0]
         if x.ndim < 1 or x.shape[-1] != n_in:
+            hint = ("; it holds exactly one example's inputs: add the batch axis with x[None]"
+                    if x.size == n_in and x.ndim != 1 else "")
             raise ShapeError(f"{name or 'dense'}: x of shape {tuple(x.shape)} has "
                              f"{x.shape[-1] if x.ndim else 0} features on its last axis, the "
-                             f"weights w {tuple(params['w'].shape)} expect {n_in}")
+                             f"weights w {tuple(params['w'].shape)} expect {n_in}{hint}")
         y = matmul(x, params["w"])
         if use_bias:
             y = y + params["b"]

@@ -17,15 +17,18 @@ import jax.numpy as jnp
 from jax import lax
 
 from nnkit._memo import memoised
-from nnkit.core import Layer
+from nnkit.core import Layer, batchnorm_paths
 
 __all__ = [
     "resolve_loss",
     "resolve_metrics",
+    "default_metrics",
+    "REGRESSION_LOSSES",
     "make_objective",
     "batch_grads",
     "accumulated_grads",
     "per_example_value_and_grads",
+    "check_per_example",
     "per_example_grads",
     "clip_per_example",
 ]
@@ -55,12 +58,30 @@ def resolve_loss(loss: str | LossFn) -> LossFn:
     return total
 
 
+REGRESSION_LOSSES = ("mse", "l1", "huber")
+"""Losses (by name, or their functions) whose targets are not classes: no default metric."""
+
+
+def default_metrics(loss: Any) -> tuple[str, ...]:
+    """The metrics logged when none are given: ``("accuracy",)``, except for the regression
+    losses of :data:`REGRESSION_LOSSES` and multi-task losses (which log each task's loss),
+    where accuracy means nothing: ``()``."""
+    from nnkit import losses as L
+
+    regression = {L.LOSSES[n] for n in REGRESSION_LOSSES}
+    if getattr(loss, "tasks", None) or loss in REGRESSION_LOSSES or loss in regression:
+        return ()
+    return ("accuracy",)
+
+
 def resolve_metrics(
     metrics: Sequence[str | Callable] | dict[str, Callable] | None,
     loss: Any = None,
 ) -> tuple[tuple[str, Callable], ...]:
     """``((name, fn(pred, y) -> scalar), ...)`` from names (:func:`nnkit.metrics.get`),
-    callables (named by ``__name__``), ``(name, fn)`` pairs or a ``{name: fn}`` dict.
+    callables (named by ``__name__``; a lambda as ``metric_<i>``, its position),
+    ``(name, fn)`` pairs or a ``{name: fn}`` dict; ``None`` gives :func:`default_metrics` of
+    ``loss``.
 
     With a multi-task ``loss`` (:func:`nnkit.losses.multi_task`) each task's unweighted loss
     is added as metric ``loss_<task>`` (logged as ``train_loss_<task>``, ``val_loss_<task>``),
@@ -69,6 +90,8 @@ def resolve_metrics(
     threshold the ``(B, 1)`` output at 0.5 instead of 0."""
     from nnkit import losses as L
 
+    if metrics is None:
+        metrics = default_metrics(loss)
     items = list(_metric_items(metrics, 0.5 if loss is L.binary_cross_entropy else None))
     have = {n for n, _ in items}
     for task in getattr(loss, "tasks", None) or ():
@@ -90,11 +113,12 @@ def _metric_items(metrics: Any, threshold: float | None = None) -> list[tuple[st
         items = list(metrics.items())
     else:
         items = []
-        for m in metrics:
+        for i, m in enumerate(metrics):
             if isinstance(m, tuple) and len(m) == 2 and callable(m[1]):
                 items.append((str(m[0]), m[1]))
-            elif callable(m):
-                items.append((getattr(m, "__name__", "metric"), m))
+            elif callable(m):  # a lambda or partial has no usable name: metric_<i>
+                name = getattr(m, "__name__", "")
+                items.append((name if name.isidentifier() else f"metric_{i}", m))
             else:
                 from nnkit import metrics as M
 
@@ -194,6 +218,19 @@ def accumulated_grads(
     return g, loss * inv, pen * inv, st, ms
 
 
+def check_per_example(model: Layer) -> None:
+    """``ValueError`` for a model with BatchNorm: per-example gradients run each example as
+    a batch of one, whose train-mode BatchNorm output is its bias (zero variance), so every
+    layer before it would get a zero gradient and the running variance would decay to 0."""
+    norms = batchnorm_paths(model)
+    if norms:
+        raise ValueError(
+            f"per-example gradients with {', '.join(norms)}: each example runs as a batch of "
+            "one, and BatchNorm over one example outputs its bias (the layers before it get no "
+            "gradient). Use grad_mode='batch' or 'accumulate', or a per-example normalisation "
+            "(LayerNorm)")
+
+
 def per_example_value_and_grads(objective: Objective, params, state, x, y, key):
     """``vmap`` of the gradient over examples, each run as a batch of one (``x[i][None]``).
 
@@ -234,6 +271,8 @@ def per_example_grads(
     DP-SGD-style training. Memory: ``B`` times the parameters. Compiled once per ``(model,
     loss_fn, l1, l2, train)``: pass the same loss function (not a new lambda) each call.
     """
+    if train:
+        check_per_example(model)
     x, y = batch
     return _per_example_program(model, resolve_loss(loss_fn), l1, l2, train)(
         params, state, x, y, key)

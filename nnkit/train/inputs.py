@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -148,6 +148,8 @@ def check_data(
     train: tuple[Any, Any],
     others: dict[str, tuple[Any, Any] | None],
     input_shape: Any,
+    *,
+    metrics: Sequence[tuple[str, Callable]] = (),
 ) -> tuple[Any, Any]:
     """Validates data against the model before compiling; returns ``(input_shape, out_shape)``.
 
@@ -158,7 +160,7 @@ def check_data(
     a model whose ``apply`` output differs from the shape its ``init`` declared, val/test x
     or y shapes differing from train, integer labels outside ``[0, num_classes)``, and
     predictions the loss cannot compare with ``y`` (:func:`check_targets`; skipped when
-    ``loss`` is ``None``).
+    ``loss`` is ``None``), and the same for each ``(name, fn)`` of ``metrics``.
     """
     x, y = train
     for name, d in {"train_data": train, **others}.items():
@@ -211,8 +213,30 @@ def check_data(
                         f"{name} y: {e} (the model has {out_shape[-1]} outputs)"
                     ) from None
     if loss is not None:
+        check_task_order(model, loss)
         check_targets(loss, out_shape, y)
+    for name, fn in metrics:
+        check_targets(fn, out_shape, y, f"metric {name!r}")
     return input_shape, out_shape
+
+
+def check_task_order(model: Layer, loss: Callable) -> None:
+    """``ValueError`` when a multi-task loss meets a model ending in a tuple
+    :func:`nnkit.fanout` whose heads are named as the tasks but in another order: tuple
+    outputs are paired with tasks by position, so each head would train on another task."""
+    tasks = getattr(loss, "tasks", None)
+    head = model
+    while head.kind == "serial" and head.children:
+        head = head.children[-1][1]
+    if not tasks or head.kind != "fanout" or dict(head.meta).get("as_dict"):
+        return
+    heads = [n for n, _ in head.children]
+    if set(heads) == set(tasks) and list(heads) != list(tasks):
+        raise ValueError(
+            f"the model's heads {heads} and the loss's tasks {list(tasks)} have the same names "
+            "in another order, but a tuple fanout's outputs are paired with the tasks by "
+            "position: build the heads with fanout(..., as_dict=True) to pair them by name, "
+            "or list the tasks in the heads' order")
 
 
 def _is_shape(s: Any) -> bool:

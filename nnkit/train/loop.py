@@ -126,7 +126,7 @@ def fit(
     val_data: Any = None,
     test_data: Any = None,
     loss: str | Callable = "cross_entropy",
-    metrics: Sequence[str | Callable] | dict[str, Callable] = ("accuracy",),
+    metrics: Sequence[str | Callable] | dict[str, Callable] | None = None,
     epochs: int = 10,
     batch_size: int = 32,
     key: int | jax.Array = 0,
@@ -161,7 +161,9 @@ def fit(
       val_data, test_data: ``(x, y)`` or ``.x``/``.y``; evaluated in batches of
         ``eval_batch_size`` with ``train=False``.
       loss: ``fn(pred, y) -> scalar`` or a :func:`nnkit.losses.get` name.
-      metrics: :func:`nnkit.metrics.get` names or callables, logged as ``train_*``/``val_*``.
+      metrics: :func:`nnkit.metrics.get` names or callables, logged as ``train_*``/``val_*``;
+        ``None``: accuracy, except for regression (``mse``, ``l1``, ``huber``) and
+        multi-task losses (:func:`nnkit.train.gradients.default_metrics`).
       epochs: the index to stop before (total epochs, as Keras), so a resumed run with the
         same ``epochs`` finishes where the uninterrupted one would.
       batch_size: examples per step; each epoch drops the ``n % batch_size`` remainder.
@@ -230,7 +232,8 @@ def fit(
                 f"batch_size {batch_size} is larger than the training set ({n} examples)"
             )
         input_shape, _ = check_data(
-            model, loss_fn, train, {"val_data": val, "test_data": test}, input_shape
+            model, loss_fn, train, {"val_data": val, "test_data": test}, input_shape,
+            metrics=metric_fns,
         )
     if mode == "auto":
         small = data_nbytes(train, val) < SCAN_LIMIT_BYTES

@@ -29,6 +29,7 @@ from nnkit.optim import get_lr
 from nnkit.train.gradients import (
     accumulated_grads,
     batch_grads,
+    check_per_example,
     clip_per_example,
     make_objective,
     per_example_value_and_grads,
@@ -99,7 +100,7 @@ def make_train_step(
     loss_fn: str | Callable,
     optimizer: optax.GradientTransformation,
     *,
-    metrics: Sequence[str | Callable] | dict[str, Callable] = ("accuracy",),
+    metrics: Sequence[str | Callable] | dict[str, Callable] | None = None,
     grad_mode: str = "batch",
     microbatches: int = 1,
     l1: float = 0.0,
@@ -118,7 +119,8 @@ def make_train_step(
       loss_fn: ``fn(pred, y) -> scalar`` (mean over the batch) or a name for
         :func:`nnkit.losses.get`.
       optimizer: an Optax transformation (:func:`nnkit.optim.make` makes the LR observable).
-      metrics: names for :func:`nnkit.metrics.get`, callables ``fn(pred, y)``, or a dict.
+      metrics: names for :func:`nnkit.metrics.get`, callables ``fn(pred, y)``, or a dict;
+        ``None``: :func:`nnkit.train.gradients.default_metrics` of the loss.
       grad_mode: ``"batch"`` (one ``value_and_grad``), ``"accumulate"`` (``lax.scan`` over
         ``microbatches`` slices, summing gradients: activation memory / microbatches), or
         ``"per_example"`` (``vmap`` of the gradient over examples, then the mean; with
@@ -160,6 +162,8 @@ def make_train_step(
         raise ValueError("microbatches > 1 needs grad_mode='accumulate'")
     if per_example_clip is not None and grad_mode != "per_example":
         raise ValueError("per_example_clip needs grad_mode='per_example'")
+    if grad_mode == "per_example":
+        check_per_example(model)
     loss = resolve_loss(loss_fn)
     metric_fns = resolve_metrics(metrics, loss)
     pol = None if policy is None else precision.get_policy(policy)
@@ -253,7 +257,7 @@ def _eval_batch(model, loss, metric_fns, params, state, x, y) -> Metrics:
 def make_eval_step(
     model: Layer,
     loss_fn: str | Callable,
-    metrics: Sequence[str | Callable] | dict[str, Callable] = ("accuracy",),
+    metrics: Sequence[str | Callable] | dict[str, Callable] | None = None,
     *,
     jit: bool = True,
 ) -> Callable[[Any, Any, Batch], Metrics]:

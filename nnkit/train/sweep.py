@@ -77,7 +77,7 @@ def sweep(
     epochs: int,
     batch_size: int,
     loss: str | Callable = "cross_entropy",
-    metrics: Sequence[str | Callable] | dict[str, Callable] = ("accuracy",),
+    metrics: Sequence[str | Callable] | dict[str, Callable] | None = None,
     val_data: Any = None,
     input_shape: Any = None,
     eval_batch_size: int = 1024,
@@ -378,7 +378,7 @@ def sweep_program(
     seeds: Sequence[int] | None = None,
     batch_size: int,
     loss: str | Callable = "cross_entropy",
-    metrics: Sequence[str | Callable] | dict[str, Callable] = ("accuracy",),
+    metrics: Sequence[str | Callable] | dict[str, Callable] | None = None,
     val_data: Any = None,
     input_shape: Any = None,
     eval_batch_size: int = 1024,
@@ -419,7 +419,8 @@ def sweep_program(
     n = int(jax.tree_util.tree_leaves(train[0])[0].shape[0])
     if batch_size > n:
         raise ValueError(f"batch_size {batch_size} is larger than the training set ({n})")
-    input_shape, _ = check_data(model, loss_fn, train, {"val_data": val}, input_shape)
+    input_shape, _ = check_data(model, loss_fn, train, {"val_data": val}, input_shape,
+                                metrics=metric_fns)
 
     # One optimizer structure for all; per-model values go into the injected hyperparams.
     # The placeholders do not depend on the values swept, so the optimizer (memoised by
