@@ -9,6 +9,10 @@ The first hidden layer's view of the plane: unit ``j`` computes ``act(w_j . x + 
 the identity every unit is a tilted plane (a ramp); with ReLU it is a hinge, flat on one side
 of the line ``w_j . x + b_j = 0``, and the next layers combine these creases.
 
+Then the nonlinearities against each other on the spirals, the same MLP, optimizer and
+budget for each (three seeds, trained together by ``nnkit.sweep``): sigmoid, tanh, ReLU and
+leaky ReLU (slope 0.01 below 0). The held-out quarter is only scored, never used to choose.
+
     python -m experiments.e03_activations [--quick] [--out DIR]
 """
 
@@ -33,6 +37,8 @@ NAME = "e03_activations"
 DATASETS = {"circles": {"n": 600, "noise": 0.08}, "spirals": {"n": 600, "noise": 0.03}}
 ACTS = ("linear", "relu")
 N_UNITS = 4  # hidden units shown per model
+COMPARED = ("sigmoid", "tanh", "relu", "leaky_relu")
+SEEDS = (0, 1, 2)
 
 
 def first_layer(model: nnkit.Layer) -> nnkit.Layer:
@@ -107,6 +113,44 @@ def _figure(runs: dict, path: str) -> str:
     return savefig(fig, path)
 
 
+def compare(epochs: int, hidden: tuple[int, ...], seeds=SEEDS) -> dict[str, Any]:
+    """Each activation of :data:`COMPARED` on the spirals, one sweep over ``seeds`` each:
+    ``{act: {"train_loss": (seeds, epochs), "test_accuracy": (seeds, epochs), ...}}``."""
+    ds = nnkit.data.load("spirals", **DATASETS["spirals"], seed=0)
+    (xtr, ytr), (xte, yte) = nnkit.data.split(ds.x, ds.y, (0.75, 0.25), seed=0, stratify=True)
+    out = {}
+    for act in COMPARED:
+        res = nnkit.sweep(nnkit.models.mlp(hidden, 2, activation=act), "adam", (xtr, ytr),
+                          learning_rates=[1e-2], seeds=list(seeds), val_data=(xte, yte),
+                          epochs=epochs, batch_size=32)
+        loss = np.array([h["train_loss"] for h in res.histories])
+        acc = np.array([h["val_accuracy"] for h in res.histories])
+        reached = [int(np.argmax(a >= 0.95)) + 1 if np.any(a >= 0.95) else None for a in acc]
+        out[act] = {"train_loss": loss, "test_accuracy": acc, "epochs_to_95": reached}
+    return out
+
+
+def _compare_figure(cmp: dict, path: str) -> str:
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for act, r in cmp.items():
+        ep = np.arange(1, r["train_loss"].shape[1] + 1)
+        line, = ax0.semilogy(ep, np.median(r["train_loss"], axis=0), label=act)
+        ax0.fill_between(ep, r["train_loss"].min(0), r["train_loss"].max(0), alpha=0.2,
+                         color=line.get_color())
+        ax1.plot(ep, np.median(r["test_accuracy"], axis=0), color=line.get_color(), label=act)
+    ax0.set_xlabel("epoch")
+    ax0.set_ylabel("training cross entropy (log)")
+    ax0.set_title("spirals: median over 3 seeds (band: min-max)", fontsize=9)
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("held-out accuracy")
+    ax1.set_ylim(0.4, 1.01)
+    ax1.set_title("held-out accuracy (median over 3 seeds)", fontsize=9)
+    for ax in (ax0, ax1):
+        ax.grid(alpha=0.3, which="both")
+    ax1.legend(loc="lower right", fontsize=8)
+    return savefig(fig, path)
+
+
 def main(out: str | os.PathLike | None = None, quick: bool = False) -> dict[str, Any]:
     """Trains the linear and ReLU MLPs on both data sets; draws regions and hidden units."""
     out = out_dir(NAME, out)
@@ -122,6 +166,8 @@ def main(out: str | os.PathLike | None = None, quick: bool = False) -> dict[str,
         direct = np.asarray(run["predict"](run["xte"]), np.float64)
         collapse_err[d] = float(np.max(np.abs(direct - (run["xte"] @ w + b))))
     fig = _figure(runs, str(out / "activations.png"))
+    cmp = compare(epochs, hidden, SEEDS[:1] if quick else SEEDS)
+    fig_cmp = _compare_figure(cmp, str(out / "compare.png"))
 
     summary = [
         f"MLP 2-{hidden[0]}-{hidden[1]}-2, Adam 1e-2, {epochs} epochs, batch 32, "
@@ -136,14 +182,30 @@ def main(out: str | os.PathLike | None = None, quick: bool = False) -> dict[str,
         "",
         "The trained linear MLPs equal one affine map x @ (W1 W2 W3) + b: largest difference "
         + ", ".join(f"{d} {e:.1e}" for d, e in collapse_err.items()) + ".",
+        "",
+        f"Nonlinearities on the spirals, the same MLP, Adam 1e-2 and {epochs} epochs for each, "
+        f"seeds {list(SEEDS[:len(cmp['relu']['epochs_to_95'])])}:",
+        "",
+        "| activation | final train loss (median) | held-out accuracy (mean +- std) "
+        "| epochs to 95% held-out (per seed) |",
+        "|---|---|---|---|",
     ]
+    for act, r in cmp.items():
+        final = r["test_accuracy"][:, -1]
+        summary.append(
+            f"| {act} | {np.median(r['train_loss'][:, -1]):.2e} | {final.mean():.1%} +- "
+            f"{final.std():.1%} | "
+            f"{', '.join('-' if e is None else str(e) for e in r['epochs_to_95'])} |")
     results = {
         "summary": summary,
-        "figures": [fig],
+        "figures": [fig, fig_cmp],
         "metrics": {
             "test_accuracy": {f"{d}_{a}": r["test_accuracy"] for (d, a), r in runs.items()},
             "train_accuracy": {f"{d}_{a}": r["train_accuracy"] for (d, a), r in runs.items()},
             "linear_collapse_max_abs_diff": collapse_err,
+            "compared": {a: {"final_train_loss": r["train_loss"][:, -1].tolist(),
+                             "final_test_accuracy": r["test_accuracy"][:, -1].tolist(),
+                             "epochs_to_95": r["epochs_to_95"]} for a, r in cmp.items()},
             "epochs": epochs,
         },
     }

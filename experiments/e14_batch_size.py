@@ -24,7 +24,7 @@ import nnkit.models
 from experiments.common import out_dir, plt, run_cli, save_results, savefig
 from nnkit import optim
 
-TITLE = "Batch size: accuracy per epoch and measured time per epoch for B = 8 ... 512"
+TITLE = "Batch size: validation loss per epoch and measured time per epoch for B = 8 ... 512"
 NAME = "e14_batch_size"
 BATCHES = (8, 32, 128, 512)
 HIDDEN = (256, 128)

@@ -6,11 +6,15 @@ Ten Dense layers (64 -> 9 x 128 -> 10) with sigmoid or ReLU, the weights drawn f
 on one batch of 512 standardised digits, we measure per layer the standard deviation of the
 activations and the norm of the gradient of the loss with respect to the layer's weights:
 
-* ``N(0, 1)``: pre-activations have variance ``fan_in`` -- sigmoids saturate (gradients
-  vanish), ReLU activations grow ~``sqrt(fan_in / 2) = 8x`` per layer (explode);
+* ``N(0, 1)``: pre-activations have variance ``fan_in`` -- sigmoids saturate (outputs
+  pinned near 0 or 1), ReLU activations grow ~``sqrt(fan_in / 2) = 8x`` per layer
+  (explode). Measured, the saturated sigmoids' first-layer gradients do not vanish: the
+  large weights make up for the small slopes, and that network trains part of the way;
 * ``N(0, 0.01^2)``: the signal shrinks layer after layer (ReLU: ~``0.08x`` per layer) and so
   do the gradients of the first layers;
 * He: ReLU keeps the activation variance constant through depth (``Var w = 2 / fan_in``).
+  It is derived for ReLU: with sigmoids the first layer's gradient is ~3e-5 of the last
+  layer's and the network does not learn in this budget.
 
 Then each network is trained with SGD + momentum (same learning rate, 20 epochs).
 

@@ -6,7 +6,8 @@ computed
 * **batch**: one ``jax.value_and_grad`` over the whole batch (activations of all ``B``
   examples alive at once);
 * **accumulate**: a ``lax.scan`` over ``m`` micro-batches of ``B/m`` examples, summing their
-  gradients (activation memory / ``m``; the same FLOPs in smaller, less efficient pieces);
+  gradients (activation memory / ``m``; the same FLOPs in smaller pieces, which may run
+  faster or slower than the whole batch depending on the device: measured below);
 * **per-example**: ``jax.vmap`` of the gradient over the examples, then the mean (needed for
   per-example clipping / DP-SGD; up to ``B`` copies of the gradient in memory: when only
   the mean is kept, XLA folds it into a Dense layer's weight-gradient matmul).

@@ -186,7 +186,9 @@ def main(out: str | os.PathLike | None = None, quick: bool = False) -> dict[str,
         "",
         "Modes covered at the end: **"
         + ", ".join(f"{final[s]['modes_covered']}/{MODES}" for s in seeds)
-        + f"** (seeds {', '.join(map(str, seeds))}). Seed {seeds[0]} (loss figure): "
+        + f"** (seeds {', '.join(map(str, seeds))}); generated points within 3 sigma of a "
+        "mode: " + ", ".join(f"{final[s]['high_quality_fraction']:.1%}" for s in seeds)
+        + f". Seed {seeds[0]} (loss figure): "
         f"{f0['high_quality_fraction']:.1%} of generated points within 3 sigma of a mode "
         f"(real samples: {real_cov['modes_covered']}/{MODES}, "
         f"{real_cov['high_quality_fraction']:.1%}); least-populated mode gets "

@@ -6,11 +6,14 @@ into a 4-layer sigmoid stack whose weights are drawn from N(0, 3^2).
 
 ``nnkit.diagnose`` runs its six checks on both (``report.txt`` holds the two reports); both
 are then trained briefly with the same optimizer while ``nnkit.diagnose.monitor`` records
-per-layer statistics, to show that the warnings predict the training outcome.
+per-layer statistics, to see whether the warnings match the training outcome. The broken
+network differs from the healthy one in four ways at once (input scale, sigmoid, init and
+depth), so this pair shows what the checks report, not which fault causes what; e15 varies
+the initialisation alone.
 
-    python -m experiments.diagnostics [--quick] [--out DIR]
+    python -m experiments.e23_diagnostics [--quick] [--out DIR]
 
-Writes to ``experiments/out/diagnostics/``: ``report.txt``, ``compare_checks.png``,
+Writes to ``experiments/out/e23_diagnostics/``: ``report.txt``, ``compare_checks.png``,
 ``compare_activations.png``, ``compare_training.png``, the per-model report figures under
 ``healthy/`` and ``broken/`` and the monitor's TensorBoard runs under ``monitor_*``.
 """
@@ -32,7 +35,7 @@ from nnkit.diagnose import plots as dplots
 from nnkit.layers import Dense, Relu, Sigmoid
 
 TITLE = "Diagnostics: what nnkit.diagnose says about a healthy and a broken network"
-NAME = "diagnostics"
+NAME = "e23_diagnostics"
 COLORS = {"healthy": "tab:blue", "broken": "tab:red"}
 
 
@@ -67,11 +70,14 @@ def _compare_checks(reports: dict, path: Path) -> str:
         axes[0].semilogy(np.maximum(s, 1e-3), color=COLORS[name], label=name)
         dplots.draw_gradients(axes[1], r.numbers["gradients"], label=name, color=COLORS[name])
         dplots.draw_overfit(axes[2], r.numbers["overfit"], label=name, color=COLORS[name])
-    axes[0].axhline(1.0, color="k", lw=0.5, ls="--")
+    axes[0].axhline(1.0, color="k", lw=0.5, ls="--", label="target std 1")
     axes[0].set_title("input feature stds, sorted (target 1)")
     axes[0].set_xlabel("feature (sorted)")
+    axes[0].set_ylabel("standard deviation (log; 0 shown as 1e-3)")
     axes[0].legend(fontsize=7)
-    axes[2].axhline(np.log(10), color="k", lw=0.5, ls="--")
+    axes[2].axhline(np.log(10), color="k", lw=0.5, ls="--", label="ln 10: chance, 10 classes")
+    axes[2].legend(fontsize=7)
+    axes[1].set_title(axes[1].get_title() + "\n(healthy: 3 Dense layers, broken: 5)", fontsize=9)
     return savefig(fig, path)
 
 
@@ -108,12 +114,17 @@ def _compare_training(runs: dict, path: Path) -> str:
                              label=f"{name} {layer}")
     axes[0].set_yscale("log")
     axes[0].set_title("loss")
+    axes[0].set_ylabel("cross entropy (log)")
     axes[1].set_title("validation accuracy")
-    axes[2].axhline(1e-3, color="k", lw=0.5, ls=":")
+    axes[1].set_ylabel("accuracy")
+    axes[2].axhline(1e-3, color="k", lw=0.5, ls=":", label="1e-3: a common rule of thumb")
     axes[2].set_title("|update| / |param| per step (monitor)")
-    for ax in axes:
+    axes[2].set_ylabel("ratio (log)")
+    for ax in axes[:2]:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=6)
+    axes[2].set_xlabel("epoch")
+    axes[2].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return savefig(fig, path)
 
 

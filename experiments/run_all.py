@@ -54,6 +54,11 @@ def run(names: list[str], quick: bool = False) -> dict:
 
 
 def write_readme(done: dict) -> None:
+    (ROOT / "README.md").write_text(readme_text(done))
+
+
+def readme_text(done: dict) -> str:
+    """The gallery page for the results ``done`` (``results.json``'s content)."""
     lines = [
         "# Experiments: the course, reproduced with nnkit",
         "",
@@ -70,7 +75,7 @@ def write_readme(done: dict) -> None:
         lines += [f"## {r['title']}", "", f"`python -m experiments.{name}` ({r['seconds']} s)", ""]
         lines += list(r.get("summary", [])) + [""]
         lines += [f"![{name}]({f})" for f in r.get("figures", [])] + [""]
-    (ROOT / "README.md").write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -211,17 +211,14 @@ def _put(tree: dict, name: str, value: dict) -> None:
         tree[name] = value
 
 
-def _check_trees(who: str, params: Any, state: Any, names: Sequence[str]) -> None:
-    """A container's ``params``/``state``: dicts whose keys are among its children's names."""
+def _check_trees(who: str, params: Any, state: Any) -> None:
+    """A container's ``params``/``state`` must be dicts. Entries for no child are allowed:
+    a prefix of a model (``serial(*model.children[:3])``) applies to the whole model's
+    params; entries a child needs and lacks are named by :func:`_apply_child`."""
     for what, tree in (("params", params), ("state", state)):
         if not isinstance(tree, Mapping):
             raise TreeError(f"{who}: {what} must be a dict ({{}} when empty), got "
                             f"{type(tree).__name__}")
-        extra = sorted(set(tree) - set(names), key=str)
-        if extra:
-            raise TreeError(f"{who}: {what} has entries {extra} for no layer of this model "
-                            f"(its layers: {list(names)}): a tree of another model, or "
-                            "params and state swapped?")
 
 
 def _apply_child(n: str, lyr: Layer, params: Mapping, state: Mapping, x: Any,
@@ -275,7 +272,7 @@ def serial(*layers: Layer, name: str | None = None) -> Layer:
         return shape, params, state
 
     def apply(params, state, x, *, key=None, train=False):
-        _check_trees(name or "serial", params, state, names)
+        _check_trees(name or "serial", params, state)
         new_state = {}
         for n, lyr in children:
             x, s = _apply_child(n, lyr, params, state, x, key, train)
@@ -313,7 +310,7 @@ def parallel(*layers: Layer, name: str | None = None) -> Layer:
         return tuple(shapes), params, state
 
     def apply(params, state, xs, *, key=None, train=False):
-        _check_trees(name or "parallel", params, state, names)
+        _check_trees(name or "parallel", params, state)
         ys, new_state = [], {}
         for (n, lyr), x in zip(children, xs, strict=True):
             y, s = _apply_child(n, lyr, params, state, x, key, train)
@@ -347,7 +344,7 @@ def fanout(*layers: Layer, name: str | None = None, as_dict: bool = False) -> La
         return pack(shapes), params, state
 
     def apply(params, state, x, *, key=None, train=False):
-        _check_trees(name or "fanout", params, state, names)
+        _check_trees(name or "fanout", params, state)
         ys, new_state = [], {}
         for n, lyr in children:
             y, s = _apply_child(n, lyr, params, state, x, key, train)
@@ -415,7 +412,7 @@ def residual(block: Layer, shortcut: Layer | None = None, *, name: str | None = 
         return tuple(out), params, state
 
     def apply(params, state, x, *, key=None, train=False):
-        _check_trees(name or "residual", params, state, [n for n, _ in children])
+        _check_trees(name or "residual", params, state)
         new_state = {}
         y, s = _apply_child("block", block, params, state, x, key, train)
         _put(new_state, "block", s)

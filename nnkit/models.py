@@ -76,21 +76,26 @@ def mlp(
     return serial(*parts)
 
 
-def lenet5(num_classes: int = 10) -> Layer:
+def lenet5(num_classes: int = 10, pool: str = "max") -> Layer:
     """LeNet-5 convolutional network (ReLU, max-pool) for (28, 28, 1) images.
 
     ``conv1 6@5x5 SAME -> relu -> pool 2 -> conv2 16@5x5 VALID -> relu -> pool 2 -> flatten
     -> fc1 120 -> relu -> fc2 84 -> relu -> out``. On 28x28x1: 28->28->14->10->5, so
-    flatten gives 400 and the model has 61,706 parameters with 10 classes.
+    flatten gives 400 and the model has 61,706 parameters with 10 classes. ``pool``:
+    ``"max"`` (2x2 max pooling) or ``"mean"`` (2x2 average pooling, the subsampling of the
+    original LeNet-5, without its trainable scale and bias).
     """
     check_int(num_classes, "lenet5: num_classes")
+    pools = {"max": L.MaxPool2D, "mean": L.AvgPool2D}
+    if pool not in pools:
+        raise ValueError(f"lenet5: pool must be one of {sorted(pools)}, got {pool!r}")
     return serial(
         L.Conv2D(6, 5, padding="SAME", name="conv1"),
         L.Relu(name="relu1"),
-        L.MaxPool2D(2, name="pool1"),
+        pools[pool](2, name="pool1"),
         L.Conv2D(16, 5, padding="VALID", name="conv2"),
         L.Relu(name="relu2"),
-        L.MaxPool2D(2, name="pool2"),
+        pools[pool](2, name="pool2"),
         L.Flatten(name="flatten"),
         L.Dense(120, name="fc1"),
         L.Relu(name="relu3"),

@@ -111,3 +111,21 @@ def test_lr_picks():
     assert diverged({"train_loss": [1.0, float("nan")]})
     assert diverged({"train_loss": [1.0, 2.0]})
     assert not diverged({"train_loss": [1.0, 0.5]})
+
+
+def test_gallery_page_is_generated_from_the_results_and_its_figures_exist():
+    """experiments/README.md is exactly what run_all writes from results.json (a hand edit
+    or a stale page fails), every figure it shows is in the gallery, and every experiment
+    module has results."""
+    from pathlib import Path
+
+    from experiments import run_all
+
+    done = json.loads(run_all.RESULTS.read_text())
+    assert (run_all.ROOT / "README.md").read_text() == run_all.readme_text(done)
+    for name, r in done.items():
+        for f in r.get("figures", []):
+            assert (run_all.ROOT / f).is_file(), f"{name}: {f} missing"
+    assert set(run_all.experiment_modules()) <= set(done)
+    assert all(Path(run_all.ROOT / f).suffix == ".png" for r in done.values()
+               for f in r.get("figures", []))

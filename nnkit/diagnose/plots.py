@@ -90,7 +90,8 @@ def draw_histogram(ax, counts: Any, edges: Any, title: str, color: str = "tab:bl
     ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=color)
     ax.set_title(title, fontsize=8)
     ax.tick_params(labelsize=6)
-    ax.set_yticks([])
+    ax.set_xlabel("activation value", fontsize=7)
+    ax.set_ylabel("count", fontsize=7)
 
 
 def _stat_note(s: Mapping[str, Any]) -> str:
