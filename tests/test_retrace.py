@@ -149,3 +149,18 @@ def test_helpers_called_again_compile_nothing_and_equal_the_op_by_op_values():
     want, _ = per_example_value_and_grads(obj, p, s, x, y, key)
     jax.tree_util.tree_map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-7),
                            calls[0](), want)
+
+
+def test_lr_find_and_overfit_batch_again_compile_nothing():
+    from nnkit.train import lr_find, overfit_batch
+
+    model, data = mlp(), blobs()
+    calls = [lambda: lr_find(model, "sgd", data, batch_size=16, steps=20).losses,
+             lambda: overfit_batch(model, "adam", (data[0][:16], data[1][:16]), steps=10).losses]
+    for call in calls:
+        with lowerings() as first:
+            a = call()
+        with lowerings() as again:
+            b = call()
+        assert len(first) > 0 and len(again) == 0
+        np.testing.assert_array_equal(a, b)

@@ -13,6 +13,7 @@ import optax
 from jax import lax
 
 from nnkit._checks import check_int
+from nnkit._memo import memoised
 from nnkit.core import Layer
 from nnkit.optim import get_lr, set_hyperparam
 from nnkit.train.gradients import resolve_loss
@@ -83,6 +84,28 @@ def smooth_losses(losses: np.ndarray, smoothing: float) -> np.ndarray:
     return out
 
 
+@memoised(8)
+def _range_test_program(model: Layer, loss_fn: Callable, opt: Any) -> Callable:
+    """The jitted range test ``run(ts, x, y, lrs, idx) -> losses`` for a configuration,
+    memoised so that a second :func:`lr_find` with equal arguments compiles nothing."""
+    step = make_train_step(model, loss_fn, opt, metrics=(), jit=False)
+
+    @jax.jit
+    def run(ts, x, y, lrs, idx):
+        def body(ts, inp):
+            lr, i = inp
+            ts = ts._replace(opt_state=set_hyperparam(ts.opt_state, "learning_rate", lr))
+            xb = jax.tree_util.tree_map(lambda a: jnp.take(a, i, axis=0), x)
+            yb = jax.tree_util.tree_map(lambda a: jnp.take(a, i, axis=0), y)
+            ts, m = step(ts, (xb, yb))
+            return ts, m["loss"]
+
+        _, losses = lax.scan(body, ts, (lrs, idx))
+        return losses
+
+    return run
+
+
 def lr_find(
     model: Layer,
     optimizer: str | Callable[[float], optax.GradientTransformation],
@@ -131,27 +154,13 @@ def lr_find(
             "lr_find needs an optimizer with an injected learning_rate (nnkit.optim.make "
             "or optax.inject_hyperparams)"
         ) from None
-    step = make_train_step(model, loss_fn, opt, metrics=(), jit=False)
     nb = n // batch_size
     n_epochs = math.ceil(steps / nb)
     lrs = min_lr * (max_lr / min_lr) ** (np.arange(steps) / (steps - 1))
 
     words = key_words(ts.key)  # fit's data order for the same key
     order = np.concatenate([epoch_order(words, e, n, batch_size) for e in range(n_epochs)])
-
-    @jax.jit
-    def run(ts, x, y, lrs, idx):
-        def body(ts, inp):
-            lr, i = inp
-            ts = ts._replace(opt_state=set_hyperparam(ts.opt_state, "learning_rate", lr))
-            xb = jax.tree_util.tree_map(lambda a: jnp.take(a, i, axis=0), x)
-            yb = jax.tree_util.tree_map(lambda a: jnp.take(a, i, axis=0), y)
-            ts, m = step(ts, (xb, yb))
-            return ts, m["loss"]
-
-        _, losses = lax.scan(body, ts, (lrs, idx))
-        return losses
-
+    run = _range_test_program(model, loss_fn, opt)
     x, y = jax.device_put(train)
     raw = np.asarray(jax.device_get(run(ts, x, y, jnp.asarray(lrs, jnp.float32),
                                                 order[:steps])), np.float64)

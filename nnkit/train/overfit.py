@@ -11,6 +11,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from nnkit._memo import memoised
 from nnkit.core import Layer
 from nnkit.train.gradients import resolve_loss
 from nnkit.train.inputs import as_xy, check_data
@@ -28,6 +29,24 @@ class OverfitResult(NamedTuple):
     passed: bool
     final_loss: float
     losses: np.ndarray
+
+
+@memoised(8)
+def _overfit_program(model: Layer, loss_fn: Callable, opt: Any, steps: int) -> Callable:
+    """The jitted ``run(ts, x, y) -> (losses, final loss)``, memoised per configuration."""
+    step = make_train_step(model, loss_fn, opt, metrics=(), jit=False)
+
+    @jax.jit
+    def run(ts, x, y):
+        def body(ts, _):
+            ts, m = step(ts, (x, y))
+            return ts, m["loss"]
+
+        ts, losses = lax.scan(body, ts, None, length=steps)
+        pred, _ = model.apply(ts.params, ts.state, x, key=None, train=False)
+        return losses, loss_fn(pred, y)
+
+    return run
 
 
 def overfit_batch(
@@ -54,18 +73,7 @@ def overfit_batch(
     input_shape, _ = check_data(model, loss_fn, (x, y), {}, None)
     opt = resolve_optimizer(optimizer, learning_rate)
     ts = create_train_state(model, input_shape, opt, key)
-    step = make_train_step(model, loss_fn, opt, metrics=(), jit=False)
-
-    @jax.jit
-    def run(ts, x, y):
-        def body(ts, _):
-            ts, m = step(ts, (x, y))
-            return ts, m["loss"]
-
-        ts, losses = lax.scan(body, ts, None, length=steps)
-        pred, _ = model.apply(ts.params, ts.state, x, key=None, train=False)
-        return losses, loss_fn(pred, y)
-
+    run = _overfit_program(model, loss_fn, opt, steps)
     losses, final = jax.device_get(run(ts, *jax.device_put((x, y))))
     final = float(final)
     return OverfitResult(bool(np.isfinite(final) and final <= target), final,
