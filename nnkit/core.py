@@ -27,6 +27,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from nnkit._checks import check_seed
 
 Array = jax.Array
 Shape = tuple[int, ...]
@@ -139,7 +142,7 @@ def layer(
     def checked_init(key, input_shape):
         shape = normalize_shape(input_shape)
         try:
-            return init(key, shape)
+            return init(as_key(key), shape)
         except ShapeError as e:
             raise ShapeError(f"{name or kind}: {e}") from None
 
@@ -155,15 +158,23 @@ def _stable_hash(name: str) -> int:
     return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
 
 
-def child_key(key: Array | None, name: str) -> Array | None:
-    """The child's RNG key: ``fold_in(key, crc32(name))``; ``None`` stays ``None``.
+def as_key(key: Any) -> Any:
+    """An int seed as ``jax.random.key(seed)``; keys, tracers and ``None`` unchanged."""
+    if isinstance(key, int | np.integer) and not isinstance(key, bool):
+        return jax.random.key(check_seed(key))
+    return key
+
+
+def child_key(key: Array | int | None, name: str) -> Array | None:
+    """The child's RNG key: ``fold_in(key, crc32(name))``; ``None`` stays ``None``; an int
+    seed is first made a key (so ``model.init(0, shape)`` works as ``fit(key=0)`` does).
 
     Deriving from the name (not the position) means inserting a layer leaves the other
     layers' randomness unchanged.
     """
     if key is None:
         return None
-    return jax.random.fold_in(key, _stable_hash(name))
+    return jax.random.fold_in(as_key(key), _stable_hash(name))
 
 
 def _child_names(layers: Sequence[Layer]) -> list[str]:

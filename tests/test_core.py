@@ -328,3 +328,17 @@ def test_one_example_without_its_batch_axis_gets_the_x_none_hint():
         model.apply(p, s, jnp.ones((2, 8, 9, 1)))
     assert "x[None]" not in str(e.value)
     assert model.apply(p, s, jnp.ones((1, 8, 8, 1)))[0].shape == (1, 2)
+
+
+def test_an_int_seed_is_a_key_for_init_and_apply():
+    model = nnkit.serial(Dense(3), Dropout(0.5))
+    _, p_int, s = model.init(0, (2,))
+    _, p_key, _ = model.init(jax.random.key(0), (2,))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, p_int, p_key)
+    x = jnp.ones((4, 2))
+    y_int, _ = model.apply(p_int, s, x, key=3, train=True)
+    y_key, _ = model.apply(p_int, s, x, key=jax.random.key(3), train=True)
+    np.testing.assert_array_equal(y_int, y_key)
+    assert Dense(2).init(1, (3,))[0] == (2,)
+    with pytest.raises(ValueError, match="2\\*\\*32"):
+        model.init(2**40, (2,))
