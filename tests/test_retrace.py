@@ -27,6 +27,17 @@ def blobs(seed=0, n=N):
     return x, y
 
 
+def compiles_once(call):
+    """``call()`` twice: the first lowers programs, the second none and gives equal values."""
+    with lowerings() as first:
+        a = call()
+    with lowerings() as again:
+        b = call()
+    assert len(first) > 0, "the first call compiled nothing: the counter sees nothing"
+    assert len(again) == 0, f"{len(again)} programs lowered again"
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+
+
 def test_make_and_schedule_return_one_object_per_argument_list():
     a = optim.make("adam", 1e-3, weight_decay=0.1, b1=0.8)
     assert optim.make("adam", 1e-3, weight_decay=0.1, b1=0.8) is a
@@ -138,12 +149,7 @@ def test_helpers_called_again_compile_nothing_and_equal_the_op_by_op_values():
                       optim.make("adam", 1e-3), latent_dim=3, data_shape=(D,))
     calls.append(lambda: gan.generate(gen, gs, 4, 6, latent_dim=3))
     for call in calls:
-        with lowerings() as first:
-            a = call()
-        with lowerings() as again:
-            b = call()
-        assert len(first) > 0 and len(again) == 0
-        jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+        compiles_once(call)
     # the compiled per-example gradients are those of the unjitted definition
     obj = make_objective(model, nnkit.losses.cross_entropy, train=True)
     want, _ = per_example_value_and_grads(obj, p, s, x, y, key)
@@ -158,9 +164,4 @@ def test_lr_find_and_overfit_batch_again_compile_nothing():
     calls = [lambda: lr_find(model, "sgd", data, batch_size=16, steps=20).losses,
              lambda: overfit_batch(model, "adam", (data[0][:16], data[1][:16]), steps=10).losses]
     for call in calls:
-        with lowerings() as first:
-            a = call()
-        with lowerings() as again:
-            b = call()
-        assert len(first) > 0 and len(again) == 0
-        np.testing.assert_array_equal(a, b)
+        compiles_once(call)
