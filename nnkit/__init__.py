@@ -51,11 +51,13 @@ from nnkit.train import (
     Plateau,
     TrainState,
     create_train_state,
+    evaluate,
     fit,
     lr_find,
     make_eval_step,
     make_train_step,
     overfit_batch,
+    predict,
     sweep,
 )
 
@@ -68,6 +70,7 @@ __all__ = [
     "losses", "metrics",
     "optim", "train", "fit", "FitResult", "TrainState", "create_train_state", "make_train_step",
     "make_eval_step", "lr_find", "overfit_batch", "sweep", "EarlyStopping", "Plateau",
+    "predict", "evaluate",
     "__version__",
     "diagnose", "mc_predict", "checkpoint", "config", "data", "models", "parallel", "plots",
     "precision", "gan", "autoencoder", "enable_compile_cache",

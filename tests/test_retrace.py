@@ -165,3 +165,40 @@ def test_lr_find_and_overfit_batch_again_compile_nothing():
              lambda: overfit_batch(model, "adam", (data[0][:16], data[1][:16]), steps=10).losses]
     for call in calls:
         compiles_once(call)
+
+
+@pytest.mark.parametrize("batch_size", [1, 5, 64, 1000])
+def test_predict_and_evaluate_equal_the_whole_set_at_once(batch_size):
+    from nnkit.layers import BatchNorm, Dropout
+    from nnkit.metrics import accuracy
+
+    model = nnkit.serial(Dense(8), BatchNorm(), Relu(), Dropout(0.5), Dense(C))
+    x, y = blobs(n=23)
+    _, p, s = model.init(jax.random.key(0), (D,))
+    whole, _ = model.apply(p, s, x)  # eval mode: no dropout, running statistics
+    with lowerings() as first:
+        got = nnkit.predict(model, p, s, x, batch_size=batch_size)
+        ev = nnkit.evaluate(model, p, s, (x, y), batch_size=batch_size)
+    np.testing.assert_allclose(got, whole, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ev["loss"], nnkit.losses.cross_entropy(whole, y), rtol=1e-5)
+    np.testing.assert_allclose(ev["accuracy"], accuracy(whole, y), rtol=1e-6)
+    with lowerings() as again:
+        nnkit.predict(model, p, s, x, batch_size=batch_size)
+        nnkit.evaluate(model, p, s, (x, y), batch_size=batch_size)
+    assert len(first) > 0 and len(again) == 0
+
+
+def test_predict_on_two_heads_and_evaluate_like_fit():
+    model, (x, y) = mlp(), blobs()
+    r = fit(model, optim.make("adam", 1e-2), (x, y), epochs=2, batch_size=16,
+            test_data=blobs(3, 40))
+    ts = r.train_state
+    ev = nnkit.evaluate(model, ts.params, ts.state, blobs(3, 40), batch_size=7)
+    assert ev == pytest.approx({k[len("test_"):]: v for k, v in r.test_metrics.items()},
+                               rel=1e-6)
+    two = nnkit.fanout(Dense(2, name="a"), Dense(1, name="b"), as_dict=True)
+    _, p, s = two.init(0, (D,))
+    out = nnkit.predict(two, p, s, x, batch_size=10)
+    assert out["a"].shape == (N, 2) and out["b"].shape == (N, 1)
+    with pytest.raises(ValueError, match="leading example axis"):
+        nnkit.predict(model, ts.params, ts.state, np.float32(1.0))

@@ -4,7 +4,7 @@ Modules (one concept each): ``state`` (TrainState), ``gradients`` (batch / accum
 per-example gradients), ``step`` (train and eval steps), ``order`` (each epoch's data
 order), ``epoch`` (one compiled epoch),
 ``early_stopping``, ``callbacks``, ``progress``, ``inputs`` (data checks), ``loop`` (fit),
-``lr_find``, ``overfit``, ``sweep``.
+``lr_find``, ``overfit``, ``sweep``, ``predict`` (outputs and metrics of a trained model).
 """
 
 from nnkit.optim import Plateau, PlateauState
@@ -15,6 +15,7 @@ from nnkit.train.loop import FitResult, fit
 from nnkit.train.lr_find import LRFindResult, lr_find
 from nnkit.train.order import epoch_order
 from nnkit.train.overfit import OverfitResult, overfit_batch
+from nnkit.train.predict import evaluate, predict
 from nnkit.train.state import TrainState, as_key, create_train_state, key_data
 from nnkit.train.step import make_eval_step, make_evaluator, make_train_step
 from nnkit.train.sweep import SweepResult, sweep
@@ -25,5 +26,5 @@ __all__ = [
     "per_example_grads", "clip_per_example",
     "fit", "FitResult", "EarlyStopping", "Plateau", "PlateauState",
     "lr_find", "LRFindResult", "overfit_batch", "OverfitResult", "sweep", "SweepResult",
-    "epoch_order", "stop_when", "print_logs", "record", "INTERRUPT",
+    "epoch_order", "stop_when", "print_logs", "record", "INTERRUPT", "predict", "evaluate",
 ]
