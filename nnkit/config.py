@@ -636,7 +636,7 @@ class PlateauConfig:
     """``optimizer.plateau``: reduce-on-plateau (see :class:`nnkit.optim.Plateau`)."""
 
     monitor: str = _field("val_loss")
-    mode: str = _field("min", choices=("min", "max"))
+    mode: str = _field("auto", choices=("min", "max", "auto"))
     patience: int = _field(3, ge=1)
     factor: float = _field(0.1, gt=0.0, lt=1.0)
     min_delta: float = _field(0.0, ge=0.0)
@@ -714,11 +714,9 @@ class EarlyStoppingConfig:
         """``mode``, or ``"min"`` for losses/errors and ``"max"`` otherwise."""
         if self.mode is not None:
             return self.mode
-        return "min" if _lower_is_better(self.monitor) else "max"
+        from nnkit import metrics as M
 
-
-def _lower_is_better(monitor: str) -> bool:
-    return any(s in monitor for s in ("loss", "mse", "mae", "rmse", "error"))
+        return M.monitor_mode(self.monitor, "auto")
 
 
 @dataclass(frozen=True)

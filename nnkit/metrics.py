@@ -30,6 +30,8 @@ Array = jax.Array
 MetricFn = Callable[..., Array]
 
 __all__ = [
+    "lower_is_better",
+    "monitor_mode",
     "accuracy",
     "top_k_accuracy",
     "confusion_matrix",
@@ -43,6 +45,25 @@ __all__ = [
     "METRICS",
     "get",
 ]
+
+
+LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error", "perplexity")
+"""Parts of a logged name (``val_loss``, ``train_mae``...) that mean lower is better."""
+
+
+def lower_is_better(name: str) -> bool:
+    """Whether a logged metric ``name`` improves downwards (losses, errors) or upwards
+    (accuracy, R², F1)."""
+    return any(s in name for s in LOWER_IS_BETTER)
+
+
+def monitor_mode(monitor: str, mode: str) -> str:
+    """``mode`` (``"min"``/``"max"``), or for ``"auto"`` the direction of ``monitor``."""
+    if mode == "auto":
+        return "min" if lower_is_better(monitor) else "max"
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+    return mode
 
 
 def _class_ids(labels: Any, batch_shape: tuple[int, ...] | None = None) -> Array:

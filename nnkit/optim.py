@@ -40,6 +40,7 @@ import optax
 
 from nnkit._checks import check_int
 from nnkit._memo import memoised
+from nnkit.metrics import monitor_mode
 
 __all__ = [
     "OPTIMIZERS",
@@ -481,14 +482,15 @@ class Plateau:
     """Reduce-on-plateau settings (applied once per epoch by the training loop).
 
     After ``patience`` consecutive epochs in which ``monitor`` did not improve by more than
-    ``min_delta`` (in direction ``mode``), the scale is multiplied by ``factor`` (not below
+    ``min_delta`` (in direction ``mode``; ``"auto"``, the default: ``min`` for losses and
+    errors, ``max`` for accuracy and the like), the scale is multiplied by ``factor`` (not below
     ``min_scale``), then ``cooldown`` epochs pass before counting again. Effective learning
     rate = injected (scheduled) learning rate * scale (for ``lars`` and ``adafactor``: the
     whole step is scaled, see the module docstring).
     """
 
     monitor: str = "val_loss"
-    mode: str = "min"
+    mode: str = "auto"
     patience: int = 3
     factor: float = 0.1
     min_delta: float = 0.0
@@ -496,8 +498,10 @@ class Plateau:
     min_scale: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"Plateau: mode must be 'min' or 'max', got {self.mode!r}")
+        try:
+            object.__setattr__(self, "mode", monitor_mode(self.monitor, self.mode))
+        except ValueError as e:
+            raise ValueError(f"Plateau: {e}") from None
         if not 0.0 < self.factor < 1.0:
             raise ValueError(f"Plateau: factor must be in (0, 1), got {self.factor}")
         if self.patience < 1 or self.cooldown < 0 or self.min_delta < 0:

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from nnkit.metrics import monitor_mode
 from nnkit.train.state import TrainState
 
 __all__ = ["EarlyStopping", "early_stopping_init", "early_stopping_update", "should_stop",
@@ -17,7 +18,9 @@ __all__ = ["EarlyStopping", "early_stopping_init", "early_stopping_update", "sho
 @dataclass(frozen=True)
 class EarlyStopping:
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
-    consecutive epochs (``mode="min"``: lower is better; ``"max"``: higher is better).
+    consecutive epochs (``mode="min"``: lower is better; ``"max"``: higher is better;
+    ``"auto"``, the default: ``min`` for losses and errors, ``max`` for accuracy, R², F1 --
+    :func:`nnkit.metrics.lower_is_better`).
 
     ``monitor`` is a history key: ``val_loss``, ``val_accuracy``, ``train_loss``, ...
     With ``restore_best`` the returned params/state are those of the best epoch, whether or
@@ -26,14 +29,16 @@ class EarlyStopping:
     """
 
     monitor: str = "val_loss"
-    mode: str = "min"
+    mode: str = "auto"
     patience: int = 5
     min_delta: float = 0.0
     restore_best: bool = True
 
     def __post_init__(self) -> None:
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"EarlyStopping: mode must be 'min' or 'max', got {self.mode!r}")
+        try:
+            object.__setattr__(self, "mode", monitor_mode(self.monitor, self.mode))
+        except ValueError as e:
+            raise ValueError(f"EarlyStopping: {e}") from None
         if self.patience < 1 or self.min_delta < 0:
             raise ValueError(
                 f"EarlyStopping: need patience >= 1 and min_delta >= 0, got {self.patience}, "
