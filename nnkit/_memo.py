@@ -58,8 +58,8 @@ def memoised(maxsize: int) -> Callable[[F], F]:
             try:
                 call = _Call(args, kwargs)
             except TypeError:  # an array among the arguments
-                return fn(*args, **kwargs)
-            return cached(call)
+                call = None
+            return fn(*args, **kwargs) if call is None else cached(call)
 
         memo.cache_info = cached.cache_info  # type: ignore[attr-defined]
         memo.uncached = fn  # type: ignore[attr-defined]

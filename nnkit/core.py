@@ -64,12 +64,16 @@ class ShapeError(ValueError):
     """
 
 
-class TreeError(ValueError):
+class TreeError(ValueError, KeyError):
     """``apply`` was given a params or state tree that does not match the model (one built
     from another model, entries missing or extra, params and state swapped, ``None``).
 
-    The message names the layer path and the keys the tree has.
+    The message names the layer path and the keys the tree has. It is also a ``KeyError``
+    (the error it replaces), so code that caught that still does.
     """
+
+    def __str__(self) -> str:  # a KeyError would show the message quoted
+        return str(self.args[0]) if self.args else ""
 
 
 class Layer(NamedTuple):
@@ -146,7 +150,10 @@ def layer(
         except ShapeError as e:
             raise ShapeError(f"{name or kind}: {e}") from None
 
-    return Layer(checked_init, apply, kind, name, (), tuple((meta or {}).items()))
+    def keyed_apply(params, state, x, *, key=None, train=False):
+        return apply(params, state, x, key=as_key(key), train=train)
+
+    return Layer(checked_init, keyed_apply, kind, name, (), tuple((meta or {}).items()))
 
 
 def named(model: Layer, name: str) -> Layer:
@@ -232,6 +239,20 @@ def _check_trees(who: str, params: Any, state: Any) -> None:
                             f"{type(tree).__name__}")
 
 
+def _trees_differ(lyr: Layer, p: Mapping, st: Mapping, x: Any) -> bool:
+    """Whether ``p``/``st`` lack entries that ``lyr.init`` gives on ``x``'s per-example shape
+    (traced abstractly; only on the error path). ``True`` when that cannot be told."""
+    leaves = jax.tree_util.tree_leaves(x)
+    if len(leaves) != 1 or getattr(leaves[0], "ndim", 0) < 1:
+        return True
+    try:
+        _, want_p, want_s = jax.eval_shape(
+            lambda: lyr.init(jax.random.key(0), tuple(leaves[0].shape[1:])))
+    except Exception:  # noqa: BLE001 - cannot tell: report the trees
+        return True
+    return not (set(want_p) <= set(p) and set(want_s) <= set(st))
+
+
 def _apply_child(n: str, lyr: Layer, params: Mapping, state: Mapping, x: Any,
                  key: Array | None, train: bool) -> tuple[Any, Any]:
     """``lyr.apply`` on the child's entries; errors name the child's path, and the child
@@ -244,19 +265,21 @@ def _apply_child(n: str, lyr: Layer, params: Mapping, state: Mapping, x: Any,
     except TreeError as e:
         raise TreeError(f"{n}/{e}") from None
     except KeyError as e:
-        if lyr.children:
-            raise
+        if lyr.children or not _trees_differ(lyr, p, st, x):
+            raise  # a lookup of the layer's own, not an entry its trees lack
         raise TreeError(
             f"{n}: {lyr.kind} looks up {e} in a tree without it (its params have keys "
             f"{sorted(p, key=str)}, its state {sorted(st, key=str)}): params or state of "
             "another model, or the two swapped?") from None
-    if not (isinstance(out, tuple) and len(out) == 2
-            and (out[1] is None or isinstance(out[1], Mapping))):
-        got = (f"a tuple of {len(out)}" if isinstance(out, tuple) and len(out) != 2 else
-               f"({type(out[0]).__name__}, {type(out[1]).__name__})"
-               if isinstance(out, tuple) else f"one {type(out).__name__}")
+    if not (isinstance(out, tuple | list) and len(out) == 2
+            and not isinstance(out[1], jax.Array | np.ndarray)):
+        got = (f"a sequence of {len(out)}" if isinstance(out, tuple | list) and len(out) != 2
+               else f"({type(out[0]).__name__}, {type(out[1]).__name__})"
+               if isinstance(out, tuple | list) else f"one {type(out).__name__}")
         raise TypeError(f"{n}: {lyr.kind}.apply must return the pair (y, new_state) with "
                         f"new_state a dict ({{}} when stateless), got {got}")
+    if isinstance(out, list):
+        out = tuple(out)
     return out
 
 
@@ -522,8 +545,9 @@ def summary(model: Layer, input_shape: Sequence[int], *, print_fn=print) -> str:
     rows: list = []
     out = _rows(model, key, shape, "", 0, rows)
     header = ("layer", "kind", "output shape", "params", "state")
-    body = [(p, k, str(tuple(s)) if not isinstance(s, tuple) or all(
-        isinstance(d, int) for d in s) else str(s), f"{n:,}", f"{m:,}") for p, k, s, n, m in rows]
+    body = [(p, k, str(s) if isinstance(s, Mapping) else str(tuple(s))
+             if not isinstance(s, tuple) or all(isinstance(d, int) for d in s) else str(s),
+             f"{n:,}", f"{m:,}") for p, k, s, n, m in rows]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(5)]
 
     def fmt(r):

@@ -24,6 +24,7 @@ training loop calls it once on the dataset).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -31,6 +32,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from nnkit._memo import memoised
 
 Array = jax.Array
 LossFn = Callable[..., Array]
@@ -350,6 +353,7 @@ def weighted_sum(values: Mapping[str, Array], weights: Mapping[str, float]) -> A
     return sum(weights[k] * values[k] for k in weights)
 
 
+@memoised(32)  # equal task lists give the same loss: programs keyed on it are found again
 def multi_task(
     **tasks: LossFn | str | tuple[LossFn | str, float],
 ) -> Callable[..., tuple[Array, dict[str, Array]]]:
@@ -399,9 +403,13 @@ def multi_task(
             try:
                 parts[n] = f(p[n], t[n], reduction=reduction)
             except (TypeError, ValueError) as e:
+                if type(e) not in (TypeError, ValueError):  # e.g. JAX's tracer errors
+                    e.add_note(f"multi_task: in task {n!r}")
+                    raise
                 raise type(e)(f"multi_task: task {n!r}: {e}") from None
         return weighted_sum(parts, weights), parts
 
+    @functools.cache  # one function per task: programs keyed on it reuse
     def part(task: str) -> Callable[[Any, Any], Array]:
         """``fn(predictions, targets) -> L_task`` (unweighted, mean): one task's loss."""
         def task_loss(predictions: Any, targets: Any) -> Array:

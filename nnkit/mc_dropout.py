@@ -58,8 +58,9 @@ def mc_predict(
     them, leaf by leaf). A model without stochastic layers gives
     ``std == 0`` exactly and ``mean`` equal to the train-mode output.
 
-    Compiled once per ``(model, num_samples, transform)`` (pass the same ``transform``
-    function each call, not a new lambda); also callable inside ``jit`` (``num_samples``
+    Compiled once per ``(model, num_samples, transform)``, as ``jax.jit`` would be: the
+    ``transform`` is taken to be pure (a new lambda each call compiles again; one whose
+    behaviour changes must be a new object). Also callable inside ``jit`` (``num_samples``
     and ``transform`` static). See the module
     docstring for the BatchNorm limitation (a ``UserWarning`` is raised for such models).
     """

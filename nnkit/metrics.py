@@ -26,6 +26,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from nnkit._memo import memoised
+
 Array = jax.Array
 MetricFn = Callable[..., Array]
 
@@ -324,6 +326,7 @@ THRESHOLD_METRICS = frozenset({"accuracy", "macro_f1"})
 """Named metrics that read a binary ``(B, 1)`` output through a ``threshold``."""
 
 
+@memoised(64)  # the same function for the same name: programs keyed on it are found again
 def get(name_or_fn: str | MetricFn, *, threshold: float | None = None) -> MetricFn:
     """A metric ``fn(predictions, targets) -> scalar`` by config name; callables pass through.
 

@@ -419,9 +419,12 @@ def _sgdr(
             i = jnp.floor(t / period)
         else:
             i = jnp.floor(jnp.log1p(t * (t_mult - 1.0) / period) / math.log(t_mult))
-        # correct float rounding of the log at exact restart steps
-        i = jnp.where(start(i + 1.0) <= t, i + 1.0, i)
-        i = jnp.where(start(i) > t, i - 1.0, i)
+        # correct float rounding of the log at exact restart steps; start() itself is float32
+        # under jit (t_mult=10: start(2) = 10 * 99 / 9 = 110.0000076), so compare with a few
+        # ulps of slack, else the restart at step 110 would be missed
+        slack = 8 * jnp.finfo(jnp.float32).eps * jnp.maximum(t, 1.0)
+        i = jnp.where(start(i + 1.0) <= t + slack, i + 1.0, i)
+        i = jnp.where(start(i) > t + slack, i - 1.0, i)
         t_cur = t - start(i)
         t_i = period * t_mult**i
         cos = 0.5 * (1.0 + jnp.cos(jnp.pi * t_cur / t_i))
@@ -499,13 +502,18 @@ class Plateau:
 
     def __post_init__(self) -> None:
         try:
-            object.__setattr__(self, "mode", monitor_mode(self.monitor, self.mode))
+            monitor_mode(self.monitor, self.mode)
         except ValueError as e:
             raise ValueError(f"Plateau: {e}") from None
         if not 0.0 < self.factor < 1.0:
             raise ValueError(f"Plateau: factor must be in (0, 1), got {self.factor}")
         if self.patience < 1 or self.cooldown < 0 or self.min_delta < 0:
             raise ValueError("Plateau: need patience >= 1, cooldown >= 0, min_delta >= 0")
+
+    @property
+    def direction(self) -> str:
+        """``"min"`` or ``"max"``: ``mode``, with ``"auto"`` resolved from ``monitor``."""
+        return monitor_mode(self.monitor, self.mode)
 
 
 class PlateauState(NamedTuple):
@@ -520,7 +528,7 @@ class PlateauState(NamedTuple):
 
 def plateau_init(cfg: Plateau | None = None) -> PlateauState:
     """Initial state: scale 1, best = +inf (``mode="min"``) or -inf (``"max"``)."""
-    worst = jnp.inf if cfg is None or cfg.mode == "min" else -jnp.inf
+    worst = jnp.inf if cfg is None or cfg.direction == "min" else -jnp.inf
     return PlateauState(
         jnp.float32(1.0), jnp.float32(worst), jnp.int32(0), jnp.int32(0)
     )
@@ -534,7 +542,7 @@ def plateau_update(cfg: Plateau, ps: PlateauState, value: jax.Array) -> PlateauS
     min_scale)``, ``bad_epochs <- 0``, ``cooldown <- cfg.cooldown``.
     """
     value = jnp.asarray(value, jnp.float32)
-    if cfg.mode == "min":
+    if cfg.direction == "min":
         improved = value < ps.best - cfg.min_delta
     else:
         improved = value > ps.best + cfg.min_delta

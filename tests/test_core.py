@@ -342,3 +342,36 @@ def test_an_int_seed_is_a_key_for_init_and_apply():
     assert Dense(2).init(1, (3,))[0] == (2,)
     with pytest.raises(ValueError, match="2\\*\\*32"):
         model.init(2**40, (2,))
+
+
+def test_leaf_contract_accepts_lists_and_pytree_states_and_keeps_own_key_errors():
+    import typing
+
+    class St(typing.NamedTuple):
+        n: jax.Array
+
+    as_list = nnkit.Layer(lambda k, sh: (sh, {}, {}), lambda p, s, x, **k: [x + 1, {}], "lst")
+    nt = nnkit.Layer(lambda k, sh: (sh, {}, St(jnp.zeros(()))),
+                     lambda p, s, x, **k: (x, St(s.n + 1)), "nt")
+    model = nnkit.serial(Dense(2), as_list, nt)
+    _, p, s = model.init(jax.random.key(0), (3,))
+    y, s2 = model.apply(p, s, jnp.ones((4, 3)))
+    assert y.shape == (4, 2) and int(s2["nt_0"].n) == 1
+    table = {"relu": jax.nn.relu}
+    own = nnkit.core.layer("act", lambda k, sh: (sh, {"a": jnp.ones(())}, {}),
+                           lambda p, s, x, **k: (table["gelu"](x), {}))
+    _, p, s = nnkit.serial(own).init(0, (2,))
+    with pytest.raises(KeyError) as e:  # the layer's own lookup, not a tree mismatch
+        nnkit.serial(own).apply(p, s, jnp.ones((1, 2)))
+    assert not isinstance(e.value, nnkit.TreeError)
+    with pytest.raises(KeyError):  # a TreeError is still caught as the KeyError it was
+        _bn_model().apply({}, {}, jnp.ones((2, 2)))
+
+
+def test_summary_of_a_dict_fanout_and_int_keys_in_leaf_apply():
+    two = nnkit.fanout(Dense(2, name="label"), Dense(1, name="reg"), as_dict=True)
+    text = nnkit.summary(two, (3,), print_fn=lambda s: None)
+    assert "{'label': (2,), 'reg': (1,)}" in text
+    y_int, _ = Dropout(0.5).apply({}, {}, jnp.ones((2, 8)), key=7, train=True)
+    y_key, _ = Dropout(0.5).apply({}, {}, jnp.ones((2, 8)), key=jax.random.key(7), train=True)
+    np.testing.assert_array_equal(y_int, y_key)

@@ -93,9 +93,9 @@ def test_batch_iterator_options():
     assert not np.array_equal(keyed.order(3), keyed.order(4))
     xo = BatchIterator(X, None, 20, key_or_seed=0)
     assert all(yb is None for _, yb in xo)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"make no batch of 100 \(drop_last=True\)"):
         BatchIterator(X, Y, 100, key_or_seed=0, drop_last=True)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="seed must be non-negative, got -1"):
         BatchIterator(X, Y, 10, key_or_seed=-1)
 
 

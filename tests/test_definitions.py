@@ -142,7 +142,12 @@ def test_early_stopping_counts_only_improvements_beyond_min_delta(mode, values, 
         else:
             bad += 1
         assert float(ts.best_metric) == pytest.approx(best) and int(ts.bad_epochs) == bad
-    assert cfg.mode == mode
+    assert cfg.mode == "auto" and cfg.direction == mode
+    # replace() with another monitor re-resolves the direction
+    import dataclasses
+
+    flipped = dataclasses.replace(cfg, monitor="val_loss" if mode == "max" else "val_accuracy")
+    assert flipped.direction == ("min" if mode == "max" else "max")
 
 
 # ----------------------------------------------------------------------------- steps
@@ -202,3 +207,78 @@ def test_transformer_block_is_the_written_pre_layernorm_composition():
     y_eval, _ = drop.apply(zero, {}, x)
     np.testing.assert_allclose(y_eval, x1, rtol=1e-6, atol=1e-6)
     assert not np.allclose(y_train, y_eval)
+
+
+@pytest.mark.parametrize("period,t_mult", [(10, 10.0), (10, 2.0), (7, 3.0), (5, 1.5), (10, 1.0)])
+def test_sgdr_under_jit_equals_a_float64_walk_through_the_cycles(period, t_mult):
+    """Training evaluates the schedule jitted, in float32: every restart must still land on
+    its step (t_mult=10 once skipped the one at step 110)."""
+    s = jax.jit(optim.schedule("sgdr", learning_rate=1.0, period=period, t_mult=t_mult))
+    t = np.arange(20000)
+    got = np.asarray(jax.vmap(s)(jnp.asarray(t)))
+    want, start, length = np.empty(t.size), 0.0, float(period)
+    for k in t:
+        while k >= start + length - 1e-9:
+            start, length = start + length, length * t_mult
+        want[k] = 0.5 * (1 + np.cos(np.pi * (k - start) / length))
+    np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_leaky_relu_default_slope_and_lr_find_smoothing():
+    from nnkit.layers import LeakyRelu
+    from nnkit.train.lr_find import smooth_losses
+
+    y, _ = LeakyRelu().apply({}, {}, jnp.array([-10.0, 3.0]))
+    np.testing.assert_allclose(y, [-0.1, 3.0], rtol=1e-6)
+    raw = np.array([1.0, 2.0, 3.0, 0.5])
+    for beta in (0.5, 0.9):  # bias-corrected EMA, written out
+        ema, want = 0.0, []
+        for i, v in enumerate(raw):
+            ema = beta * ema + (1 - beta) * v
+            want.append(ema / (1 - beta ** (i + 1)))
+        np.testing.assert_allclose(smooth_losses(raw, beta), want, rtol=1e-12)
+
+
+def test_the_first_non_finite_step_is_named():
+    """4 steps per epoch; the rate jumps to 3e38 for the update of step 9 (epoch 2, step 1),
+    so step 10's loss (epoch 2, step 2) is the first non-finite one."""
+    from nnkit import initializers
+    from nnkit.train import fit
+
+    x = np.linspace(-1, 1, 32, dtype=np.float32)[:, None]
+    model = Dense(1, use_bias=False, w_init=initializers.zeros)
+    lr = optim.schedule("step", learning_rate=0.02, boundaries=[9], values=[0.02, 3e38])
+    r = fit(model, optim.make("sgd", lr), (x, 100 * x), loss="mse", epochs=6, batch_size=8,
+            progress=False)
+    assert r.stop_reason.startswith("non-finite loss at epoch 2, step 2 "), r.stop_reason
+
+
+def test_directions_default_from_the_monitor_everywhere():
+    from nnkit.train import stop_when
+    from nnkit.train.sweep import SweepResult
+
+    res = SweepResult(configs=[{}, {}], histories=[{"val_accuracy": [0.9], "val_loss": [0.3]},
+                                                   {"val_accuracy": [0.7], "val_loss": [0.2]}],
+                      train_states=None)
+    assert res.best("val_accuracy") == 0 and res.best("val_loss") == 1
+    assert stop_when("val_accuracy", 0.8)(0, None, {"val_accuracy": 0.85})
+    assert not stop_when("val_loss", 0.1)(0, None, {"val_loss": 0.2})
+
+
+def test_an_unhashable_loss_object_trains():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Scaled:  # eq=True makes it unhashable
+        w: float = 1.0
+
+        def __call__(self, pred, y, reduction="mean"):
+            return self.w * nnkit.losses.cross_entropy(pred, y, reduction=reduction)
+
+    from nnkit.train import fit
+
+    x = np.random.default_rng(0).normal(size=(32, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int32)
+    r = fit(nnkit.serial(Dense(2)), "sgd", (x, y), loss=Scaled(), epochs=1, batch_size=8,
+            progress=False)
+    assert np.isfinite(r.history["train_loss"][-1]) and "train_accuracy" in r.history

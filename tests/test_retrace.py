@@ -202,3 +202,15 @@ def test_predict_on_two_heads_and_evaluate_like_fit():
     assert out["a"].shape == (N, 2) and out["b"].shape == (N, 1)
     with pytest.raises(ValueError, match="leading example axis"):
         nnkit.predict(model, ts.params, ts.state, np.float32(1.0))
+
+
+def test_fit_again_with_derived_metrics_and_a_multi_task_loss_compiles_nothing():
+    model, data = mlp(), blobs()
+    compiles_once(lambda: fit(model, "adam", data, epochs=1, batch_size=16,
+                              metrics=["top_2_accuracy", "macro_f1"]).history["train_loss"])
+    x, y = data
+    two = nnkit.fanout(Dense(C, name="a"), Dense(1, name="b"), as_dict=True)
+    ys = {"a": y, "b": x[:, :1]}
+    compiles_once(lambda: fit(two, "adam", (x, ys), epochs=1, batch_size=16,
+                              loss=nnkit.losses.multi_task(a="cross_entropy", b="mse"))
+                  .history["train_loss"])

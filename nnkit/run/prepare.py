@@ -486,5 +486,5 @@ def monitor_of(prep: Prepared) -> tuple[str, str]:
     """``(key, mode)`` deciding the *best* checkpoint: the early-stopping monitor, else
     ``val_loss`` (``train_loss`` without a validation split), lower is better."""
     if prep.early_stopping is not None:
-        return prep.early_stopping.monitor, prep.early_stopping.mode
+        return prep.early_stopping.monitor, prep.early_stopping.direction
     return ("val_loss" if prep.val is not None else "train_loss"), "min"

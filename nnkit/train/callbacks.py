@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from nnkit.metrics import monitor_mode
+
 __all__ = ["Callback", "INTERRUPT", "stop_when", "print_logs", "record"]
 
 INTERRUPT = "interrupt"
@@ -27,10 +29,13 @@ INTERRUPT = "interrupt"
 Callback = Callable[[int, Any, Mapping[str, float]], bool | str | None]
 
 
-def stop_when(monitor: str, threshold: float, mode: str = "min") -> Callback:
-    """Stops once ``logs[monitor] <= threshold`` (``mode="min"``) or ``>=`` (``"max"``)."""
-    if mode not in ("min", "max"):
-        raise ValueError(f"stop_when: mode must be 'min' or 'max', got {mode!r}")
+def stop_when(monitor: str, threshold: float, mode: str = "auto") -> Callback:
+    """Stops once ``logs[monitor] <= threshold`` (``mode="min"``) or ``>=`` (``"max"``);
+    ``"auto"``: ``min`` for losses and errors, ``max`` for accuracy and the like."""
+    try:
+        mode = monitor_mode(monitor, mode)
+    except ValueError as e:
+        raise ValueError(f"stop_when: {e}") from None
 
     def cb(epoch: int, train_state: Any, logs: Mapping[str, float]) -> bool:
         if monitor not in logs:

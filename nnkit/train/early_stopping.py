@@ -36,7 +36,7 @@ class EarlyStopping:
 
     def __post_init__(self) -> None:
         try:
-            object.__setattr__(self, "mode", monitor_mode(self.monitor, self.mode))
+            monitor_mode(self.monitor, self.mode)
         except ValueError as e:
             raise ValueError(f"EarlyStopping: {e}") from None
         if self.patience < 1 or self.min_delta < 0:
@@ -44,6 +44,12 @@ class EarlyStopping:
                 f"EarlyStopping: need patience >= 1 and min_delta >= 0, got {self.patience}, "
                 f"{self.min_delta}"
             )
+
+    @property
+    def direction(self) -> str:
+        """``"min"`` or ``"max"``: ``mode``, with ``"auto"`` resolved from ``monitor`` (kept
+        unresolved in the field, so ``dataclasses.replace(..., monitor=...)`` re-resolves)."""
+        return monitor_mode(self.monitor, self.mode)
 
 
 def early_stopping_init(cfg: EarlyStopping, ts: TrainState) -> TrainState:
@@ -53,7 +59,7 @@ def early_stopping_init(cfg: EarlyStopping, ts: TrainState) -> TrainState:
         if cfg.restore_best and ts.best_params is None:
             ts = ts._replace(best_params=ts.params, best_state=ts.state)
         return ts
-    worst = jnp.inf if cfg.mode == "min" else -jnp.inf
+    worst = jnp.inf if cfg.direction == "min" else -jnp.inf
     ts = ts._replace(
         best_metric=jnp.float32(worst), best_epoch=jnp.int32(-1), bad_epochs=jnp.int32(0)
     )
@@ -69,7 +75,7 @@ def early_stopping_update(
     """One epoch's update (pure, jittable): on improvement record value/epoch (and params),
     else count a bad epoch. A non-finite value never counts as an improvement."""
     value = jnp.asarray(value, jnp.float32)
-    if cfg.mode == "min":
+    if cfg.direction == "min":
         improved = value < ts.best_metric - cfg.min_delta
     else:
         improved = value > ts.best_metric + cfg.min_delta

@@ -37,6 +37,7 @@ LossFn = Callable[[Any, Any], jax.Array]
 Objective = Callable[..., tuple[jax.Array, tuple[Any, ...]]]
 
 
+@memoised(64)  # one `total` wrapper per multi-task loss: programs keyed on it are found again
 def resolve_loss(loss: str | LossFn) -> LossFn:
     """A loss ``fn(pred, y) -> scalar``: callables pass through, names go to
     :func:`nnkit.losses.get` (``"cross_entropy"``, ``"mse"``, ...). A combined loss from
@@ -68,8 +69,9 @@ def default_metrics(loss: Any) -> tuple[str, ...]:
     where accuracy means nothing: ``()``."""
     from nnkit import losses as L
 
-    regression = {L.LOSSES[n] for n in REGRESSION_LOSSES}
-    if getattr(loss, "tasks", None) or loss in REGRESSION_LOSSES or loss in regression:
+    regression = [L.LOSSES[n] for n in REGRESSION_LOSSES]
+    named = isinstance(loss, str) and loss in REGRESSION_LOSSES
+    if getattr(loss, "tasks", None) or named or any(loss is f for f in regression):
         return ()
     return ("accuracy",)
 
@@ -269,7 +271,9 @@ def per_example_grads(
     ``grads[i] = d L(model(x[i:i+1]), y[i:i+1]) / d params``; their mean over ``i`` is the
     batch gradient of a mean-reduced loss. Clip them with :func:`clip_per_example` for
     DP-SGD-style training. Memory: ``B`` times the parameters. Compiled once per ``(model,
-    loss_fn, l1, l2, train)``: pass the same loss function (not a new lambda) each call.
+    loss_fn, l1, l2, train)``, as ``jax.jit`` would be: the loss is taken to be pure, so a
+    new lambda each call compiles again, and a loss object whose behaviour changes must be
+    a new object.
     """
     if train:
         check_per_example(model)

@@ -19,6 +19,7 @@ from nnkit import parallel as par
 from nnkit._checks import check_int
 from nnkit._memo import memoised
 from nnkit.core import Layer
+from nnkit.metrics import monitor_mode
 from nnkit.optim import Plateau
 from nnkit.train.early_stopping import EarlyStopping, stop_reason
 from nnkit.train.epoch import gather_rows, make_epoch_fns, make_val_evaluator
@@ -55,8 +56,10 @@ class SweepResult(NamedTuple):
     devices: tuple[jax.Device, ...] = ()
     stop_reasons: tuple[str, ...] = ()
 
-    def best(self, monitor: str = "val_loss", mode: str = "min") -> int:
-        """Index of the model with the best final ``monitor`` (NaN counts as worst)."""
+    def best(self, monitor: str = "val_loss", mode: str = "auto") -> int:
+        """Index of the model with the best final ``monitor`` (NaN counts as worst);
+        ``mode="auto"``: lowest for losses and errors, highest for accuracy and the like."""
+        mode = monitor_mode(monitor, mode)
         vals = np.array([h[monitor][-1] for h in self.histories], np.float64)
         vals = np.where(np.isfinite(vals), vals, np.inf if mode == "min" else -np.inf)
         return int(np.argmin(vals) if mode == "min" else np.argmax(vals))
