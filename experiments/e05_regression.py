@@ -3,11 +3,12 @@
 Part 1. ``f(x) = w2 . tanh(W1 x + b1) + b2`` with ``H`` hidden units fits ``sin`` (on
 ``[-pi, pi]``), ``|x|`` and a step (on ``[-1, 1]``) from 200 noise-free samples, for growing
 ``H``; the error is the mean squared error against the true function on a dense grid. More
-units, smaller error, by orders of magnitude up to ``H = 8`` (the universal approximation
-theorem says any continuous function on a compact set can be approximated this way; the
-step is not continuous, so its error shrinks only as the tanh units get steeper). Beyond
-that the measured error is no longer monotone in ``H``: with a fixed optimisation budget,
-the optimiser, not the number of units, sets the last digits.
+units, smaller error: for ``sin`` and ``|x|`` by orders of magnitude up to ``H = 8`` (the
+universal approximation theorem says any continuous function on a compact set can be
+approximated this way; the step is not continuous, so its error shrinks only slowly, as
+the tanh units get steeper). Beyond ``H = 8`` the measured error is no longer monotone in
+``H``: with a fixed optimisation budget, the optimiser, not the number of units, sets the
+last digits.
 
 Part 2. A line ``y = a x + c`` fitted to data with a few gross outliers: the MSE fit
 (``argmin sum r_i^2``, checked against the closed-form least squares solution) is pulled
