@@ -62,7 +62,6 @@ def memoised(maxsize: int) -> Callable[[F], F]:
             return fn(*args, **kwargs) if call is None else cached(call)
 
         memo.cache_info = cached.cache_info  # type: ignore[attr-defined]
-        memo.uncached = fn  # type: ignore[attr-defined]
         return memo  # type: ignore[return-value]
 
     return wrap

@@ -66,7 +66,7 @@ class ShapeError(ValueError):
 
 class TreeError(ValueError, KeyError):
     """``apply`` was given a params or state tree that does not match the model (one built
-    from another model, entries missing or extra, params and state swapped, ``None``).
+    from another model, entries missing, params and state swapped, ``None``).
 
     The message names the layer path and the keys the tree has. It is also a ``KeyError``
     (the error it replaces), so code that caught that still does.
@@ -146,12 +146,12 @@ def layer(
     def checked_init(key, input_shape):
         shape = normalize_shape(input_shape)
         try:
-            return init(as_key(key), shape)
+            return init(as_prng_key(key), shape)
         except ShapeError as e:
             raise ShapeError(f"{name or kind}: {e}") from None
 
     def keyed_apply(params, state, x, *, key=None, train=False):
-        return apply(params, state, x, key=as_key(key), train=train)
+        return apply(params, state, x, key=as_prng_key(key), train=train)
 
     return Layer(checked_init, keyed_apply, kind, name, (), tuple((meta or {}).items()))
 
@@ -165,7 +165,7 @@ def _stable_hash(name: str) -> int:
     return zlib.crc32(name.encode("utf-8")) & 0x7FFFFFFF
 
 
-def as_key(key: Any) -> Any:
+def as_prng_key(key: Any) -> Any:
     """An int seed as ``jax.random.key(seed)``; keys, tracers and ``None`` unchanged."""
     if isinstance(key, int | np.integer) and not isinstance(key, bool):
         return jax.random.key(check_seed(key))
@@ -181,7 +181,7 @@ def child_key(key: Array | int | None, name: str) -> Array | None:
     """
     if key is None:
         return None
-    return jax.random.fold_in(as_key(key), _stable_hash(name))
+    return jax.random.fold_in(as_prng_key(key), _stable_hash(name))
 
 
 def _child_names(layers: Sequence[Layer]) -> list[str]:
@@ -271,16 +271,17 @@ def _apply_child(n: str, lyr: Layer, params: Mapping, state: Mapping, x: Any,
             f"{n}: {lyr.kind} looks up {e} in a tree without it (its params have keys "
             f"{sorted(p, key=str)}, its state {sorted(st, key=str)}): params or state of "
             "another model, or the two swapped?") from None
-    if not (isinstance(out, tuple | list) and len(out) == 2
-            and not isinstance(out[1], jax.Array | np.ndarray)):
-        got = (f"a sequence of {len(out)}" if isinstance(out, tuple | list) and len(out) != 2
-               else f"({type(out[0]).__name__}, {type(out[1]).__name__})"
-               if isinstance(out, tuple | list) else f"one {type(out).__name__}")
+    pair = isinstance(out, tuple | list) and len(out) == 2
+    if not pair or isinstance(out[1], jax.Array | np.ndarray):
+        if not isinstance(out, tuple | list):
+            got = f"one {type(out).__name__}"
+        elif not pair:
+            got = f"a sequence of {len(out)}"
+        else:
+            got = f"({type(out[0]).__name__}, {type(out[1]).__name__})"
         raise TypeError(f"{n}: {lyr.kind}.apply must return the pair (y, new_state) with "
                         f"new_state a dict ({{}} when stateless), got {got}")
-    if isinstance(out, list):
-        out = tuple(out)
-    return out
+    return tuple(out)
 
 
 def serial(*layers: Layer, name: str | None = None) -> Layer:
@@ -534,6 +535,13 @@ def _rows(model: Layer, key, shape, prefix: str, depth: int, out: list):
     return out_shape
 
 
+def _shape_text(s: Any) -> str:
+    """An output shape for :func:`summary`: a shape as a tuple, a tree of shapes as is."""
+    flat = not isinstance(s, Mapping) and (
+        not isinstance(s, tuple) or all(isinstance(d, int) for d in s))
+    return str(tuple(s)) if flat else str(s)
+
+
 def summary(model: Layer, input_shape: Sequence[int], *, print_fn=print) -> str:
     """A table of layer paths, kinds, output shapes and parameter counts, plus the total.
 
@@ -545,9 +553,7 @@ def summary(model: Layer, input_shape: Sequence[int], *, print_fn=print) -> str:
     rows: list = []
     out = _rows(model, key, shape, "", 0, rows)
     header = ("layer", "kind", "output shape", "params", "state")
-    body = [(p, k, str(s) if isinstance(s, Mapping) else str(tuple(s))
-             if not isinstance(s, tuple) or all(isinstance(d, int) for d in s) else str(s),
-             f"{n:,}", f"{m:,}") for p, k, s, n, m in rows]
+    body = [(p, k, _shape_text(s), f"{n:,}", f"{m:,}") for p, k, s, n, m in rows]
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(5)]
 
     def fmt(r):

@@ -21,21 +21,18 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from nnkit._checks import check_int, check_seed
+from nnkit._checks import check_int
 from nnkit._memo import memoised
-from nnkit.core import Layer, Params, State, batchnorm_paths
+from nnkit.core import Layer, Params, State, as_prng_key, batchnorm_paths
 
 __all__ = ["mc_predict"]
 
 def _as_key(key) -> jax.Array:
     """An int seed, a ``jax.random.key`` or a legacy ``PRNGKey`` as a usable key."""
-    if isinstance(key, int | np.integer):
-        return jax.random.key(check_seed(key))
     if key is None:
         raise ValueError("a key is required (an int seed or a jax.random.key)")
-    return key
+    return as_prng_key(key)
 
 
 def mc_predict(

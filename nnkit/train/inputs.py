@@ -26,7 +26,7 @@ def as_xy(data: Any, what: str) -> tuple[Any, Any] | None:
     else:
         raise TypeError(f"{what} must be an (x, y) tuple or have .x and .y, got {type(data)}")
     x, y = _array(x), _array(y)
-    nx, ny = _leading(x, what + " x"), _leading(y, what + " y")
+    nx, ny = count_examples(x, what + " x"), count_examples(y, what + " y")
     if nx != ny:
         raise ValueError(f"{what}: x has {nx} examples but y has {ny}")
     if nx == 0:
@@ -42,7 +42,9 @@ def _array(a: Any) -> Any:
     return np.asarray(a)
 
 
-def _leading(tree: Any, what: str) -> int:
+def count_examples(tree: Any, what: str) -> int:
+    """The common leading (example) axis length of every leaf; ``ValueError`` naming ``what``
+    if a leaf has none or the lengths differ."""
     leaves = jax.tree_util.tree_leaves(tree)
     if not leaves or any(np.ndim(a) == 0 for a in leaves):
         raise ValueError(f"{what} needs a leading example axis")

@@ -11,23 +11,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax import lax
 
 from nnkit._checks import check_int
 from nnkit._memo import memoised
 from nnkit.core import Layer
 from nnkit.train.gradients import resolve_loss, resolve_metrics
-from nnkit.train.inputs import as_xy
+from nnkit.train.inputs import as_xy, count_examples
 from nnkit.train.step import jitted_evaluator
 
 __all__ = ["predict", "evaluate"]
-
-
-def _count(x: Any, what: str) -> int:
-    leaves = jax.tree_util.tree_leaves(x)
-    if not leaves or not all(getattr(a, "ndim", 0) >= 1 for a in leaves):
-        raise ValueError(f"{what} needs a leading example axis on every array")
-    return int(leaves[0].shape[0])
 
 
 def predict(model: Layer, params: Any, state: Any, x: Any, *,
@@ -38,7 +32,7 @@ def predict(model: Layer, params: Any, state: Any, x: Any, *,
     (a tree for a model with several outputs), computed ``batch_size`` examples at a time.
     """
     batch_size = check_int(batch_size, "batch_size")
-    return _predict_program(model, _count(x, "x"), batch_size)(params, state, x)
+    return _predict_program(model, count_examples(x, "x"), batch_size)(params, state, x)
 
 
 @memoised(8)
@@ -57,7 +51,7 @@ def _predict_program(model: Layer, n: int, batch_size: int) -> Callable:
         ys = jax.tree_util.tree_map(lambda a: a.reshape(full * bs, *a.shape[2:]), ys)
         if rem:
             last = one(params, state, jax.tree_util.tree_map(lambda a: a[full * bs:], x))
-            ys = jax.tree_util.tree_map(lambda a, b: jax.numpy.concatenate([a, b]), ys, last)
+            ys = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), ys, last)
         return ys
 
     return run
@@ -78,5 +72,5 @@ def evaluate(model: Layer, params: Any, state: Any, data: Any, *,
     x, y = as_xy(data, "data")
     loss_fn = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics, loss_fn)
-    ev = jitted_evaluator(model, loss_fn, metric_fns, _count(x, "data x"), batch_size)
+    ev = jitted_evaluator(model, loss_fn, metric_fns, count_examples(x, "data x"), batch_size)
     return {k: float(v) for k, v in jax.device_get(ev(params, state, x, y)).items()}
