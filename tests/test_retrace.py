@@ -167,6 +167,25 @@ def test_lr_find_and_overfit_batch_again_compile_nothing():
         compiles_once(call)
 
 
+def test_diagnose_again_compiles_nothing_and_reports_the_same_numbers():
+    from nnkit.diagnose import diagnose
+
+    model, (x, y) = mlp(), blobs()
+
+    def call():
+        report = diagnose(model, x, y, batch_size=16, overfit_steps=5, key=3)
+        return {check: {k: v for k, v in nums.items() if not isinstance(v, dict)}
+                for check, nums in report.numbers.items()}
+
+    compiles_once(call)
+    # another key and other data of the same shapes: other numbers, no new program
+    with lowerings() as again:
+        other = diagnose(model, x[::-1].copy(), y[::-1].copy(), batch_size=16,
+                         overfit_steps=5, key=4)
+    assert len(again) == 0, f"{len(again)} programs lowered again"
+    assert other.numbers["initial_loss"]["loss"] != call()["initial_loss"]["loss"]
+
+
 @pytest.mark.parametrize("batch_size", [1, 5, 64, 1000])
 def test_predict_and_evaluate_equal_the_whole_set_at_once(batch_size):
     from nnkit.layers import BatchNorm, Dropout

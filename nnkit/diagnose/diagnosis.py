@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -15,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nnkit import losses
+from nnkit import losses, metrics
+from nnkit._memo import memoised
 from nnkit.core import Layer, Params, State
 from nnkit.diagnose import checks as C
 from nnkit.diagnose.probe import group_norms, make_layer_outputs, param_groups, to_key
@@ -82,26 +84,77 @@ def overfit_curve(
     """Trains on one batch for ``steps`` steps (one ``lax.scan``, compiled once).
 
     Returns the loss before each step and after the last, shape ``(steps + 1,)``, and the
-    final params and state. Step ``t`` uses key ``fold_in(key, t)`` in training mode.
+    final params and state. Step ``t`` uses key ``fold_in(key, t)`` in training mode. The
+    program is compiled once per model, loss, optimizer, step count and shapes.
     """
+    return _overfit_run(model, loss_fn, optimizer, steps)(params, state, x, y, key)
 
-    def loss_of(p, s, k):
+
+@memoised(8)
+def _overfit_run(model: Layer, loss_fn: Callable, optimizer: Any, steps: int) -> Callable:
+    """The jitted ``run(params, state, x, y, key)`` of :func:`overfit_curve`."""
+
+    def loss_of(p, s, x, y, k):
         pred, s2 = model.apply(p, s, x, key=k, train=True)
         return loss_fn(pred, y), s2
 
-    def step(carry, t):
-        p, s, o = carry
-        (loss, s2), g = jax.value_and_grad(loss_of, has_aux=True)(p, s, jax.random.fold_in(key, t))
-        upd, o = optimizer.update(g, o, p)
-        return (optax.apply_updates(p, upd), s2, o), loss
-
     @jax.jit
-    def run(p, s):
+    def run(p, s, x, y, key):
+        def step(carry, t):
+            p, s, o = carry
+            (loss, s2), g = jax.value_and_grad(loss_of, has_aux=True)(
+                p, s, x, y, jax.random.fold_in(key, t))
+            upd, o = optimizer.update(g, o, p)
+            return (optax.apply_updates(p, upd), s2, o), loss
+
         (p, s, _), curve = jax.lax.scan(step, (p, s, optimizer.init(p)), jnp.arange(steps))
-        last, _ = loss_of(p, s, jax.random.fold_in(key, steps))
+        last, _ = loss_of(p, s, x, y, jax.random.fold_in(key, steps))
         return jnp.append(curve, last), p, s
 
-    return run(params, state)
+    return run
+
+
+@jax.jit
+def _split4(key: jax.Array) -> tuple[jax.Array, ...]:
+    return tuple(jax.random.split(key, 4))
+
+
+_permutation = jax.jit(jax.random.permutation, static_argnums=1)
+
+
+@memoised(8)
+def _programs(model: Layer, loss_fn: Callable, shape: tuple, with_acc: bool,
+              threshold: float) -> SimpleNamespace:
+    """:func:`diagnose`'s jitted programs for one model, loss and input shape, memoised
+    so that diagnosing the same model again compiles nothing."""
+
+    def apply_train(p, s, xx, k):
+        return model.apply(p, s, xx, key=k, train=True)[0]
+
+    @jax.jit
+    def initial(p, s, xx, yy, k):
+        pred = apply_train(p, s, xx, k)
+        return loss_fn(pred, yy), jnp.std(pred), reference_loss(loss_fn, pred, yy)[0]
+
+    @jax.jit
+    def finish(p, s, xx, yy):
+        pred = model.apply(p, s, xx, train=False)[0]
+        acc = metrics.accuracy(pred, yy, threshold=threshold) if with_acc else jnp.nan
+        return acc, reference_loss(loss_fn, jnp.zeros(pred.shape, jnp.float32), yy)[0]
+
+    @jax.jit
+    def grad_norms(p, s, xx, yy, k):
+        g = jax.grad(lambda q: loss_fn(apply_train(q, s, xx, k), yy))(p)
+        return group_norms(g), group_norms(p)
+
+    return SimpleNamespace(
+        init=jax.jit(lambda k: model.init(k, shape)[1:]),
+        initial=initial, finish=finish, grad_norms=grad_norms,
+        layer_outputs=make_layer_outputs(model, train=True),
+    )
+
+
+_DEFAULT_OPTIMIZER = optax.adam(1e-3)
 
 
 def _classification(loss_fn: Callable, y: np.ndarray, num_classes: int | None) -> bool:
@@ -181,27 +234,24 @@ def diagnose(
     # would compile each primitive separately (dozens of tiny compilations).
     # Data-only checks (inputs, labels) allocate nothing: params stay abstract.
     uses_model = bool(set(wanted) - {"inputs", "labels"})
-    keys = jax.jit(lambda k: tuple(jax.random.split(k, 4)))(to_key(key))
-    k_init, k_perm, k_apply, k_fit = keys
+    k_init, k_perm, k_apply, k_fit = _split4(to_key(key))
+    shape = tuple(x.shape[1:])
+    with_acc = loss_fn in _CLASS_LOSSES  # accuracy on the overfitted batch
+    # binary outputs: class 1 where a logit is > 0, a probability > 0.5
+    threshold = 0.5 if _CLASS_LOSSES.get(loss_fn) == "binary_probs" else 0.0
+    progs = _programs(model, loss_fn, shape, with_acc, threshold)
     if params is None:
-        shape = tuple(x.shape[1:])
-        init = jax.jit(lambda k: model.init(k, shape)[1:])
-        params, state = init(k_init) if uses_model else jax.eval_shape(init, k_init)
+        params, state = (progs.init(k_init) if uses_model
+                         else jax.eval_shape(progs.init, k_init))
     state = {} if state is None else state
-    order = (np.asarray(jax.jit(jax.random.permutation, static_argnums=1)(k_perm, n))
-             if uses_model else np.arange(n))
+    order = np.asarray(_permutation(k_perm, n)) if uses_model else np.arange(n)
     xb, yb = x[order[:batch_size]], y[order[:batch_size]]
     xe, ye = x[order[:eval_size]], y[order[:eval_size]]
-
-    @jax.jit
-    def initial(p, s, xx, yy):
-        pred, _ = model.apply(p, s, xx, key=k_apply, train=True)
-        return loss_fn(pred, yy), jnp.std(pred), reference_loss(loss_fn, pred, yy)[0]
 
     pred_shape = jax.eval_shape(
         lambda p, s, xx: model.apply(p, s, xx, key=k_apply, train=True)[0],
         params, state, xe[:1]).shape
-    if num_classes is None and loss_fn in _CLASS_LOSSES:
+    if num_classes is None and with_acc:
         binary = _CLASS_LOSSES[loss_fn].startswith("binary")
         num_classes = 2 if binary else int(pred_shape[-1])
     classification = _classification(loss_fn, y, num_classes)
@@ -218,30 +268,15 @@ def diagnose(
     if "labels" in wanted:
         add(*C.check_labels(y, num_classes if classification else None, th))
     if "initial_loss" in wanted:
-        l0, out_std, ref = (float(v) for v in initial(params, state, xe, ye))
+        l0, out_std, ref = (float(v) for v in progs.initial(params, state, xe, ye, k_apply))
         what = uninformative_output(loss_fn, pred_shape[-1])[1]
         add(C.check_initial_loss(l0, ref, what=what, output_std=out_std, th=th),
             {"loss": l0, "expected": ref, "output_std": out_std})
     if "overfit" in wanted:
-        opt = optimizer if optimizer is not None else optax.adam(1e-3)
+        opt = optimizer if optimizer is not None else _DEFAULT_OPTIMIZER
         curve, p_fit, s_fit = overfit_curve(model, params, state, xb, yb, loss_fn=loss_fn,
                                             optimizer=opt, steps=overfit_steps, key=k_fit)
-        with_acc = classification and loss_fn in _CLASS_LOSSES
-        # binary outputs: class 1 where a logit is > 0, a probability > 0.5
-        threshold = 0.5 if _CLASS_LOSSES.get(loss_fn) == "binary_probs" else 0.0
-        shape_b = (xb.shape[0], *pred_shape[1:])
-
-        @jax.jit
-        def finish(p, s, xx, yy):
-            acc = jnp.nan
-            if with_acc:
-                from nnkit import metrics
-
-                acc = metrics.accuracy(model.apply(p, s, xx, train=False)[0], yy,
-                                       threshold=threshold)
-            return acc, reference_loss(loss_fn, jnp.zeros(shape_b, jnp.float32), yy)[0]
-
-        acc, ref_b = (float(v) for v in finish(p_fit, s_fit, xb, yb))
+        acc, ref_b = (float(v) for v in progs.finish(p_fit, s_fit, xb, yb))
         acc = acc if with_acc else None
         curve = np.asarray(curve)
         add(C.check_overfit(curve, reference=ref_b, accuracy=acc, th=th),
@@ -249,19 +284,13 @@ def diagnose(
              "accuracy": acc, "steps": overfit_steps, "batch_size": int(xb.shape[0]),
              "reference": ref_b, "target": th.overfit_ratio * ref_b})
     if "activations" in wanted:
-        names, outputs = make_layer_outputs(model, train=True)
+        names, outputs = progs.layer_outputs
         ys = outputs(params, state, xb, k_apply)
         stats = {p: C.activation_stats(kind, np.asarray(v))
                  for (p, kind), v in zip(names, ys, strict=True)}
         add(C.check_activations(stats, th), stats)
     if "gradients" in wanted:
-        @jax.jit
-        def grad_norms(p, s):
-            g = jax.grad(lambda q: loss_fn(model.apply(q, s, xb, key=k_apply, train=True)[0],
-                                           yb))(p)
-            return group_norms(g), group_norms(p)
-
-        g, w = jax.device_get(grad_norms(params, state))
+        g, w = jax.device_get(progs.grad_norms(params, state, xb, yb, k_apply))
         order = list(param_groups(params, model))  # application order (jit sorts dict keys)
         g = {k: float(g[k]) for k in order}
         w = {k: w[k] for k in order}
