@@ -95,6 +95,35 @@ def run_lstm(dp: par.DataParallel) -> dict:
     }
 
 
+def run_accumulate(dp: par.DataParallel) -> dict:
+    """One ``grad_mode="accumulate"`` step (batch 32 in 2 microbatches of 16, split over the
+    mesh): the rows of the first layer's products in the compiled step, its collectives and
+    its parameters against the same step on one device."""
+    import re
+
+    model = core.serial(Dense(16), Relu(), Dense(CLASSES))
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2 * BATCH, IN)).astype(np.float32)
+    y = rng.integers(0, CLASSES, 2 * BATCH).astype(np.int32)
+    opt = optim.make("sgd", 0.5)
+    step = nnkit.make_train_step(model, "cross_entropy", opt, grad_mode="accumulate",
+                                 microbatches=2, jit=False)
+    ts = nnkit.create_train_state(model, (IN,), opt, 0)
+    ref = jax.jit(step)(ts, (x, y))[0]
+    placed = dp.place_state(ts)
+    split = dp.jit_step(step, placed)
+    batch = dp.shard_batch((x, y))
+    hlo = split.lower(placed, batch).compile().as_text()
+    got = split(placed, batch)[0]
+    return {
+        "dot_rows": sorted({int(m) for m in re.findall(r"f32\[(\d+),16\]\S* dot\(", hlo)}),
+        "all_gathers": hlo.count("all-gather("), "all_reduces": hlo.count("all-reduce("),
+        "param_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                          for a, b in zip(jax.tree.leaves(got.params),
+                                          jax.tree.leaves(ref.params), strict=True)),
+    }
+
+
 def run_recurrent_shard_map(dp: par.DataParallel) -> dict:
     """Each recurrent layer applied per device inside ``jax.shard_map`` (its zero initial
     carry must be typed to vary like the per-device rows): the largest differences of the
@@ -140,7 +169,8 @@ def run_recurrent_shard_map(dp: par.DataParallel) -> dict:
 def run_devices() -> dict:
     dp = par.DataParallel(par.make_mesh())
     res: dict = {"device_count": jax.device_count(), "mesh_devices": dp.num_devices,
-                 "lstm": run_lstm(dp), "shard_map": run_recurrent_shard_map(dp)}
+                 "lstm": run_lstm(dp), "accumulate": run_accumulate(dp),
+                 "shard_map": run_recurrent_shard_map(dp)}
     for mode in MODES:
         res[mode] = {"ref": run_fit(mode, None), "dp": run_fit(mode, dp)}
     # FSDP on 2 devices with every leaf eligible by size: the 2-word train key would split

@@ -263,6 +263,20 @@ def test_lstm_step_on_a_split_batch_keeps_the_batch_split(fit8):
 
 
 @pytest.mark.slow
+def test_accumulated_microbatches_stay_split_over_the_devices(fit8):
+    """grad_mode='accumulate' on 8 devices: each microbatch (16 of the batch's 32 rows) is
+    spread over the devices, 2 rows each, not gathered whole onto every device (contiguous
+    microbatches would each sit on one device and every device would compute them all)."""
+    r = fit8["accumulate"]
+    # products with 16 columns: the hidden layer's, forward and backward, over the rows a
+    # device holds (and the (3, 16) weight gradient of the 3-class head, which has no rows)
+    assert set(r["dot_rows"]) - {fit_worker.CLASSES} == {2}, r["dot_rows"]
+    assert r["all_gathers"] == 0
+    assert r["all_reduces"] >= 1
+    assert r["param_diff"] < 1e-5
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", ["lstm", "lstm_last", "gru", "rnn", "bi_lstm"])
 def test_recurrent_layers_run_inside_shard_map(fit8, layer):
     """Per-device code: a recurrent layer inside ``jax.shard_map`` over a split batch gives

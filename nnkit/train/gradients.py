@@ -167,6 +167,11 @@ def batch_grads(objective: Objective, params, state, x, y, key):
 
 
 def _split(tree: Any, m: int, what: str) -> Any:
+    """``(m, B / m, ...)``: microbatch ``i`` holds rows ``i, i + m, i + 2m, ...``. Strided,
+    not contiguous, so that a batch split over devices stays split: each device holds
+    ``B / (m D)`` rows of every microbatch (contiguous microbatches would each sit on one
+    device, and every device would compute all of them)."""
+
     def cut(a):
         a = jnp.asarray(a)
         if a.shape[0] % m:
@@ -174,7 +179,7 @@ def _split(tree: Any, m: int, what: str) -> Any:
                 f"grad_mode='accumulate': {what} batch of {a.shape[0]} is not divisible by "
                 f"microbatches={m}"
             )
-        return a.reshape(m, a.shape[0] // m, *a.shape[1:])
+        return a.reshape(a.shape[0] // m, m, *a.shape[1:]).swapaxes(0, 1)
 
     return jax.tree_util.tree_map(cut, tree)
 
@@ -190,6 +195,9 @@ def accumulated_grads(
     metric_fns: tuple[tuple[str, Callable], ...] = (),
 ):
     """Mean gradient over ``microbatches`` equal slices of the batch, one slice at a time.
+
+    Slice ``i`` holds rows ``i, i + m, i + 2m, ...`` (strided: under data parallelism every
+    device computes its share of every slice).
 
     A ``lax.scan`` keeps only one micro-batch's activations alive (memory ~ batch / m) and
     sums the gradients: ``g = (1/m) sum_i grad L(x_i)``. Model state is threaded through

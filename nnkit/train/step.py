@@ -122,7 +122,8 @@ def make_train_step(
       metrics: names for :func:`nnkit.metrics.get`, callables ``fn(pred, y)``, or a dict;
         ``None``: :func:`nnkit.train.gradients.default_metrics` of the loss.
       grad_mode: ``"batch"`` (one ``value_and_grad``), ``"accumulate"`` (``lax.scan`` over
-        ``microbatches`` slices, summing gradients: activation memory / microbatches), or
+        ``microbatches`` strided slices, rows ``i::microbatches``, summing gradients:
+        activation memory / microbatches), or
         ``"per_example"`` (``vmap`` of the gradient over examples, then the mean; with
         ``per_example_clip`` each example's gradient is clipped first, DP-SGD style).
       microbatches: number of slices for ``"accumulate"`` (must divide the batch size).
