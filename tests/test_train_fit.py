@@ -596,3 +596,35 @@ def test_unnamed_metric_callables_are_named_by_position():
 
     names = [n for n, _ in resolve_metrics(["accuracy", lambda p, y: 0.0, top])]
     assert names == ["accuracy", "metric_1", "top"]
+
+
+def test_long_step_mode_epochs_stack_their_metrics_in_chunks(monkeypatch):
+    """150 steps per epoch (chunks of 64, 64 and 22): the logged loss is the mean of the 150
+    step losses, no stacking program takes more than STACK_CHUNK steps, and the first
+    non-finite step (epoch 1, step 100: in the second chunk) is named."""
+    from nnkit.train import compiled
+
+    sizes = []
+    real = compiled.compiled_fit_fns
+
+    def spy(*args, **kw):
+        cf = real(*args, **kw)
+
+        def stack(ms):
+            sizes.append(len(ms))
+            return cf.stack(ms)
+
+        return compiled.Compiled(cf.epoch, cf.step, cf.finish, stack, cf.names)
+
+    monkeypatch.setattr("nnkit.train.loop.compiled_fit_fns", spy)
+    x = np.linspace(-1, 1, 1200, dtype=np.float32)[:, None]
+    model = Dense(1, use_bias=False, w_init=initializers.zeros)
+    lr = optim.schedule("step", learning_rate=0.02, boundaries=[249], values=[0.02, 3e38])
+    losses = []
+    r = fit(model, optim.make("sgd", lr), (x, 100 * x), loss="mse", epochs=3, batch_size=8,
+            mode="step", progress=False,
+            step_callbacks=[lambda t, ts, m: losses.append(float(m["loss"]))])
+    assert r.stop_reason.startswith("non-finite loss at epoch 1, step 100 "), r.stop_reason
+    assert sizes[:3] == [compiled.STACK_CHUNK, compiled.STACK_CHUNK, 150 - 2 * 64]
+    assert max(sizes) <= compiled.STACK_CHUNK
+    np.testing.assert_allclose(r.history["train_loss"], [np.mean(losses[:150])], rtol=1e-5)

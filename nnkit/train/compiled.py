@@ -33,9 +33,11 @@ __all__ = ["Compiled", "compiled_fit_fns"]
 class Compiled:
     """Jitted pieces: ``epoch(ts, e, idx, x, y, xv, yv, go) -> (ts, logs, go_next)`` (the
     scanned epoch over the order ``idx``, donates the train state), ``step`` (one train
-    step, donates), ``finish`` (end of a step-mode epoch), ``stack`` (per-step metrics ->
-    stacked). ``epoch``/``finish`` return the logs packed in one float32 vector whose keys
-    are ``names`` (filled at the first trace).
+    step, donates), ``finish(ts, ts0, chunks, xv, yv, e)`` (end of a step-mode epoch, over
+    the per-step metrics stacked in ``chunks``), ``stack`` (at most :data:`STACK_CHUNK`
+    steps' metrics -> stacked: a bounded number of arguments, so the programs compile in
+    the same time whatever the epoch's length). ``epoch``/``finish`` return the logs packed
+    in one float32 vector whose keys are ``names`` (filled at the first trace).
 
     ``go`` (a bool scalar on the device) lets the host queue epoch ``e + 1`` before it has
     read epoch ``e``'s logs: ``epoch`` trains only if ``go`` is true, else it returns the
@@ -49,6 +51,10 @@ class Compiled:
     finish: Callable[..., Any]
     stack: Callable[..., Any]
     names: list[str] = field(default_factory=list)
+
+
+STACK_CHUNK = 64
+"""Step mode stacks the per-step metrics on the device this many steps at a time."""
 
 
 def _pack(logs: dict[str, jax.Array], names: list[str]) -> jax.Array:
@@ -108,7 +114,8 @@ def _build(
 
         return lax.cond(go, train, skip, ts)
 
-    def finish(ts, ts0, ms, xv, yv, e):
+    def finish(ts, ts0, chunks, xv, yv, e):
+        ms = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *chunks)
         ts, logs = fns.finish(ts, ts0, ms, xv, yv, e)
         return ts, _pack(logs, names)
 

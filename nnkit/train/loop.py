@@ -52,7 +52,7 @@ from nnkit.core import Layer
 from nnkit.optim import Plateau, plateau_init
 from nnkit.precision import check_optimizer
 from nnkit.train.callbacks import INTERRUPT, Callback
-from nnkit.train.compiled import compiled_fit_fns
+from nnkit.train.compiled import STACK_CHUNK, compiled_fit_fns
 from nnkit.train.early_stopping import EarlyStopping, early_stopping_init, should_stop
 from nnkit.train.early_stopping import stop_reason as early_stop_reason
 from nnkit.train.epoch import gather_rows
@@ -333,7 +333,7 @@ def fit(
 
         def run_epoch(ts: TrainState, epoch: int, go: Any):
             ts0 = _copy(ts)
-            ms = []
+            ms = _StepLogs(cf.stack)
             # the step count, read once: one device read per epoch, not one per step
             step0 = int(ts.step) if step_callbacks else 0
             for i, batch in enumerate(batches(ts, epoch)):
@@ -341,13 +341,13 @@ def fit(
                     ts, m = cf.step(ts, batch, grad_norm=flags[streaming or i == last])
                 else:
                     ts, m = cf.step(ts, batch)
-                ms.append(m)
+                ms.add(m)
                 for cb in step_callbacks:
                     if cb(step0 + i + 1, ts, m):
                         raise _StopSteps(ts, ts0, ms)
-            if not ms:
+            if not ms.count:
                 raise ValueError(f"train_data gave no batches in epoch {epoch}")
-            return (*cf.finish(ts, ts0, cf.stack(ms), xv, yv, np.int32(epoch)), go)
+            return (*cf.finish(ts, ts0, ms.chunks(), xv, yv, np.int32(epoch)), go)
 
     # ------------------------------------------------------------------ the loop
     history: dict[str, list[float]] = {}
@@ -371,7 +371,7 @@ def fit(
                 else:
                     (ts, packed, go), pending = pending, None
             except _StopSteps as s:
-                ts, packed = cf.finish(s.ts, s.ts0, cf.stack(s.ms), xv, yv, np.int32(epoch))
+                ts, packed = cf.finish(s.ts, s.ts0, s.ms.chunks(), xv, yv, np.int32(epoch))
                 stop_reason = f"step callback stopped training at step {int(ts.step)}"
             if queue and epoch + 1 < epochs:
                 pending = run_epoch(ts, epoch + 1, go)  # consumes ts (donated)
@@ -457,9 +457,32 @@ def _rows(data: Any, row: np.ndarray) -> Any:
     return tdef.unflatten(out)
 
 
+class _StepLogs:
+    """A step-mode epoch's per-step metrics, stacked on the device every
+    :data:`~nnkit.train.compiled.STACK_CHUNK` steps: one jitted stack of a bounded number of
+    arguments (stacking a whole epoch's steps at once compiled a program with one argument
+    per step and metric, seconds for a few thousand steps, again for every epoch length)."""
+
+    def __init__(self, stack: Callable[..., Any]) -> None:
+        self.stack, self.count = stack, 0
+        self._done: list[Any] = []
+        self._open: list[Any] = []
+
+    def add(self, m: Any) -> None:
+        self._open.append(m)
+        self.count += 1
+        if len(self._open) == STACK_CHUNK:
+            self._done.append(self.stack(self._open))
+            self._open = []
+
+    def chunks(self) -> list[Any]:
+        """The stacked chunks, the last one partial; ``finish`` concatenates them."""
+        return self._done + ([self.stack(self._open)] if self._open else [])
+
+
 class _StopSteps(Exception):  # noqa: N818 - internal control flow
     """A per-step callback asked to stop: carries the partial epoch."""
 
-    def __init__(self, ts: TrainState, ts0: TrainState, ms: list) -> None:
+    def __init__(self, ts: TrainState, ts0: TrainState, ms: _StepLogs) -> None:
         super().__init__("step callback stop")
         self.ts, self.ts0, self.ms = ts, ts0, ms
