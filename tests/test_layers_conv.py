@@ -138,9 +138,28 @@ def test_impls_equal_xla_outputs_and_grads(kw):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=impl)
 
 
+@pytest.mark.parametrize("platform", ["cpu", "cuda", "rocm", "tpu"])
+def test_auto_impl_follows_the_platform_lowered_for(platform):
+    """'auto' is decided when lowering, for the platform compiled for: a CPU gets the
+    matmul forms (no convolution op), a GPU or TPU XLA's convolution (cuDNN's there), even
+    from a CPU process; the compiled CPU program keeps no conditional."""
+    from nnkit.models import lenet5
+
+    m = lenet5()
+    _, p, s = m.init(jax.random.key(0), (28, 28, 1))
+    x = jnp.ones((128, 28, 28, 1))
+    f = jax.jit(jax.grad(lambda p: jnp.sum(m.apply(p, s, x)[0] ** 2)))
+    text = f.trace(p).lower(lowering_platforms=(platform,)).as_text()
+    convs = text.count("stablehlo.convolution")
+    if platform == "cpu":
+        assert convs == 0
+        assert "conditional" not in f.lower(p).compile().as_text()
+    else:  # both convolutions' forward and kernel gradient, the second's input gradient
+        assert convs == 5, convs
+
+
 def test_auto_impl_choice():
-    pick = conv_mod._pick_impl
-    assert jax.default_backend() == "cpu"  # the test machine
+    pick = conv_mod._pick_impl  # the choice when lowered for a CPU
     assert pick("auto", (5, 5), 1) == "im2col"  # no shapes given: by the window alone
     assert pick("auto", (3, 3), 8) == "im2col"  # grouped too (XLA's collapses inside scan)
     assert pick("auto", (7, 7), 1) == "im2col"

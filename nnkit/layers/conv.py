@@ -21,7 +21,9 @@ Three implementations give the same numbers (up to float rounding):
   tiny (im2col's patch matrix at least :data:`TOEPLITZ_MIN_PATCHES` elements; this also
   keeps ``vmap``'s per-example batches of one on im2col), else ``"im2col"`` for kernels of
   at most :data:`IM2COL_MAX_WINDOW` taps, else ``"xla"``; GPUs/TPUs always use ``"xla"``.
-  Decided at trace time from :func:`jax.default_backend` and the shapes.
+  Decided from the shapes at trace time and from the platform when lowered
+  (:func:`jax.lax.platform_dependent`): the platform the program is compiled for, not the
+  process's default backend.
 
 Measured on CPU (2 cores), whole networks trained in a compiled ``lax.scan`` (the epoch of
 ``nnkit.fit``): LeNet-5 at batch 128 ran ~1.5x faster with ``"toeplitz"`` than with
@@ -321,16 +323,30 @@ def _pick_impl(
     pads: sp.Pads | None = None,
     dilation: Sequence[int] | None = None,
 ) -> str:
+    """The implementation ``impl`` runs when lowered for a CPU ("auto": from the shapes)."""
     if impl != "auto":
         return impl
-    if jax.default_backend() != "cpu":
-        return "xla"
     if sp.prod(kernel) > 1 and x_shape is not None:
         size, _ = toeplitz_size(x_shape, w_shape, stride, pads, dilation, groups)
         if (size <= TOEPLITZ_MAX_ELEMENTS
                 and im2col_size(x_shape, w_shape, stride, pads, dilation) >= TOEPLITZ_MIN_PATCHES):
             return "toeplitz"
     return "im2col" if sp.prod(kernel) <= IM2COL_MAX_WINDOW else "xla"
+
+
+def _run(impl: str, x: Array, w: Array, stride, pads, dilation, groups: int) -> Array:
+    """The convolution by ``impl``; ``"auto"`` picks when the program is lowered: the CPU
+    choice of :func:`_pick_impl` for a CPU, XLA's convolution for any other platform (so a
+    program traced in a CPU process and lowered for a GPU or TPU, or the reverse, gets the
+    convolution of the platform it runs on)."""
+    which = _pick_impl(impl, w.shape[:-2], groups, x.shape, w.shape, stride, pads, dilation)
+    if impl != "auto" or which == "xla":
+        return _FNS[which](x, w, stride, pads, dilation, groups)
+    return lax.platform_dependent(
+        x, w,
+        cpu=lambda x, w: _FNS[which](x, w, stride, pads, dilation, groups),
+        default=lambda x, w: conv_xla(x, w, stride, pads, dilation, groups),
+    )
 
 
 _FNS = {"xla": conv_xla, "im2col": conv_im2col, "toeplitz": conv_toeplitz}
@@ -357,8 +373,7 @@ def conv(
     dilation = sp.int_tuple(dilation, nd, "dilation", "conv")
     pad_spec = sp.check_padding(padding, nd, "conv")
     pads = sp.resolve_pads(pad_spec, x.shape[1:-1], w.shape[:nd], stride, dilation)
-    which = _pick_impl(impl, w.shape[:nd], groups, x.shape, w.shape, stride, pads, dilation)
-    return _FNS[which](x, w, stride, pads, dilation, groups)
+    return _run(impl, x, w, stride, pads, dilation, groups)
 
 
 def _conv_layer(
@@ -420,8 +435,7 @@ def _conv_layer(
                 f"{tuple(w.shape)} expects {w.shape[-2] * groups}"
             )
         pads = sp.resolve_pads(pad_spec, x.shape[1:-1], kernel, strides, dil)
-        which = _pick_impl(impl, kernel, groups, x.shape, w.shape, strides, pads, dil)
-        y = _FNS[which](x, w, strides, pads, dil, groups)
+        y = _run(impl, x, w, strides, pads, dil, groups)
         if use_bias:
             y = y + params["b"]
         return y, {}
