@@ -53,6 +53,27 @@ def test_lr_find_increasing_rates_suggestion_and_divergence():
     assert np.all(np.isfinite(r.losses))
 
 
+def test_lr_suggestion_is_the_steepest_decade_not_the_start_noise():
+    """A flat, noisy start (a bump of 0.4 between neighbours at 1e-6) then a steady fall
+    of 1 per decade from 1e-3 to the minimum at 1e-1: the slope between neighbours would
+    pick the bump; across a decade the fall wins, and the pick lies inside it."""
+    from nnkit.train.lr_find import suggest_lr
+
+    lrs = np.logspace(-7, 0, 141)
+    logs = np.log10(lrs)
+    loss = 3.0 - np.clip(logs + 3, 0, 2)  # 3 until 1e-3, 1 at 1e-1
+    loss = np.where(logs > -1, 1 + 4 * (logs + 1), loss)  # then up: diverging
+    loss[20], loss[21] = 3.4, 3.0  # the bump at 1e-6
+    np.testing.assert_allclose(np.gradient(loss, logs)[19:22].min(),
+                               np.gradient(loss, logs).min())  # neighbours: the bump
+    got = suggest_lr(lrs, loss)
+    assert 10 ** -2.6 <= got <= 10 ** -1.4, got
+    # a minimum less than a window above the first rate: a tenth of its rate, not below
+    # the first rate (0.7 decades; 1.2 decades against a window of 2)
+    assert suggest_lr(lrs[:15], -logs[:15]) == lrs[0]
+    assert suggest_lr(lrs[:25], -logs[:25], decades=2) == pytest.approx(lrs[24] / 10)
+
+
 def test_lr_find_without_divergence_and_with_a_factory():
     r = lr_find(mlp(), lambda lr: optim.make("adam", lr), TRAIN, batch_size=16,
                 min_lr=1e-5, max_lr=1e-3, steps=20)

@@ -22,7 +22,7 @@ from nnkit.train.order import epoch_order, key_words
 from nnkit.train.state import create_train_state
 from nnkit.train.step import make_train_step
 
-__all__ = ["lr_find", "LRFindResult", "smooth_losses", "resolve_optimizer"]
+__all__ = ["lr_find", "LRFindResult", "smooth_losses", "suggest_lr", "resolve_optimizer"]
 
 
 class LRFindResult(NamedTuple):
@@ -31,10 +31,11 @@ class LRFindResult(NamedTuple):
     Attributes:
       lrs: learning rates tried, increasing, before the first divergent step.
       losses: the bias-corrected exponentially smoothed training losses at those rates.
-      suggestion: the rate where the smoothed loss falls fastest (steepest negative slope
-        of loss vs ``log lr``), searched between the first 10% of the points (skipped as
-        noise) and the minimum; if that range has under 3 points, ``lr_at_min / 10``
-        (not below ``min_lr``).
+      suggestion: the rate where the smoothed loss falls fastest: the steepest negative
+        slope of loss vs ``log10 lr`` measured across one decade of rates centred on it
+        (:func:`suggest_lr`; a slope between neighbouring points follows the noise of the
+        flat start), searched up to the minimum; if the rates below the minimum span under
+        a decade, ``lr_at_min / 10`` (not below ``min_lr``).
       lr_at_min: the rate of the lowest smoothed loss (``lr_at_min / 10`` is the other
         common rule of thumb).
       diverged_at: index (into the full ``steps`` schedule) of the first step whose smoothed
@@ -82,6 +83,32 @@ def smooth_losses(losses: np.ndarray, smoothing: float) -> np.ndarray:
         avg = smoothing * avg + (1.0 - smoothing) * v
         out[i] = avg / (1.0 - smoothing ** (i + 1))
     return out
+
+
+def suggest_lr(lrs: np.ndarray, losses: np.ndarray, decades: float = 1.0) -> float:
+    """The rate of steepest descent of ``losses`` (increasing ``lrs``, the losses smoothed).
+
+    For each rate ``r`` up to the loss minimum, the slope is the secant
+    ``(L(hi) - L(lo)) / (log10 hi - log10 lo)`` over the rates within ``decades / 2``
+    decades of ``r`` (clipped at the minimum; windows narrower than ``decades / 2`` are
+    skipped); the suggestion is the rate with the most negative slope. With under
+    ``decades`` decades below the minimum: ``lr_at_min / 10``, not below ``lrs[0]``.
+    """
+    lrs, losses = np.asarray(lrs, np.float64), np.asarray(losses, np.float64)
+    logs = np.log10(lrs)
+    i_min = int(np.argmin(losses))
+    best, pick = 0.0, None
+    for i in range(i_min + 1):
+        lo = int(np.searchsorted(logs, logs[i] - decades / 2))
+        hi = min(int(np.searchsorted(logs, logs[i] + decades / 2, side="right")) - 1, i_min)
+        if hi <= lo or logs[hi] - logs[lo] < decades / 2:
+            continue
+        slope = (losses[hi] - losses[lo]) / (logs[hi] - logs[lo])
+        if slope < best:
+            best, pick = slope, i
+    if pick is None or logs[i_min] - logs[0] < decades:
+        return max(float(lrs[i_min]) / 10.0, float(lrs[0]))
+    return float(lrs[pick])
 
 
 @memoised(8)
@@ -172,12 +199,5 @@ def lr_find(
     lrs_k, sm_k, raw_k = lrs[:keep], smooth[:keep], raw[:keep]
     if keep == 0:
         raise ValueError("lr_find: the loss was non-finite from the first step; lower min_lr")
-    i_min = int(np.argmin(sm_k))
-    lr_at_min = float(lrs_k[i_min])
-    start = max(1, keep // 10)  # the first smoothed values are mostly noise
-    if i_min - start >= 2:
-        slope = np.gradient(sm_k[start : i_min + 1], np.log(lrs_k[start : i_min + 1]))
-        suggestion = float(lrs_k[start + int(np.argmin(slope))])
-    else:
-        suggestion = max(lr_at_min / 10.0, float(lrs_k[0]))
-    return LRFindResult(lrs_k, sm_k, suggestion, lr_at_min, diverged_at, raw_k)
+    lr_at_min = float(lrs_k[int(np.argmin(sm_k))])
+    return LRFindResult(lrs_k, sm_k, suggest_lr(lrs_k, sm_k), lr_at_min, diverged_at, raw_k)
