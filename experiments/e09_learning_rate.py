@@ -8,7 +8,8 @@ Plain SGD ``theta -= lr * g`` trains an MLP ``64 -> 64 -> ReLU -> 10`` on the 8x
 * Three of those runs are shown as training curves: a rate ~100x below the best (slow), the
   best one (lowest final validation loss), and the smallest rate that diverged.
 * ``nnkit.lr_find`` (Smith's range test): one short run whose rate grows exponentially every
-  step, recording the smoothed loss; its suggestion is the rate of steepest descent.
+  step, recording the smoothed loss; its suggestion is the rate of steepest descent (the
+  slope measured across a decade of rates).
 
     python -m experiments.e09_learning_rate [--quick] [--out DIR]
 """
