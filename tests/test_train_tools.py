@@ -74,6 +74,18 @@ def test_lr_suggestion_is_the_steepest_decade_not_the_start_noise():
     assert suggest_lr(lrs[:25], -logs[:25], decades=2) == pytest.approx(lrs[24] / 10)
 
 
+@pytest.mark.parametrize("kw,match", [
+    ({"max_lr": float("inf")}, "finite rates .*max_lr=inf"),
+    ({"min_lr": 1.0, "max_lr": 0.1}, "min_lr=1.0, max_lr=0.1"),
+    ({"steps": 0}, "steps must be an int >= 2, got 0"),
+    ({"smoothing": 1.0}, r"smoothing must be in \[0, 1\), got 1.0"),
+    ({"diverge_factor": 1.0}, "diverge_factor must be > 1, got 1.0"),
+])
+def test_lr_find_names_the_bad_argument(kw, match):
+    with pytest.raises(ValueError, match=match):
+        lr_find(mlp(), "sgd", TRAIN, **kw)
+
+
 def test_lr_find_without_divergence_and_with_a_factory():
     r = lr_find(mlp(), lambda lr: optim.make("adam", lr), TRAIN, batch_size=16,
                 min_lr=1e-5, max_lr=1e-3, steps=20)

@@ -161,10 +161,16 @@ def lr_find(
       optimizer: a :func:`nnkit.optim.make` name (``optimizer_kwargs`` go to it) or a
         factory ``lr -> optimizer`` whose learning rate is injected.
     """
-    if not 0 < min_lr < max_lr:
-        raise ValueError(f"need 0 < min_lr < max_lr, got {min_lr}, {max_lr}")
-    if steps < 2 or not 0.0 <= smoothing < 1.0 or diverge_factor <= 1.0:
-        raise ValueError("need steps >= 2, 0 <= smoothing < 1 and diverge_factor > 1")
+    if not (math.isfinite(min_lr) and math.isfinite(max_lr) and 0 < min_lr < max_lr):
+        raise ValueError(f"lr_find: need finite rates 0 < min_lr < max_lr, got min_lr={min_lr}, "
+                         f"max_lr={max_lr}")
+    steps = check_int(steps, "lr_find: steps", minimum=2)
+    for bad, what in (
+                      (not 0.0 <= smoothing < 1.0, f"smoothing must be in [0, 1), got {smoothing}"),
+                      (not diverge_factor > 1.0,
+                       f"diverge_factor must be > 1, got {diverge_factor}")):
+        if bad:
+            raise ValueError(f"lr_find: {what}")
     batch_size = check_int(batch_size, "batch_size")
     loss_fn = resolve_loss(loss)
     train = as_xy(train_data, "train_data")
