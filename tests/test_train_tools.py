@@ -348,10 +348,36 @@ def test_bad_arguments_name_the_argument_and_value():
             sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=bs)
     with pytest.raises(ValueError, match=r"epochs must be an int >= 0, got -1"):
         sweep(mlp(), "sgd", TRAIN, epochs=-1, batch_size=16)
-    with pytest.raises(ValueError, match=r"weight_decays must be >= 0, got -0.1"):
+    with pytest.raises(ValueError, match=r"weight_decays must be finite numbers >= 0, got -0.1"):
         sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=16, weight_decays=[0.0, -0.1])
+    for lr in (-1e-3, float("nan"), float("inf"), "0.1"):
+        with pytest.raises(ValueError, match=rf"learning_rates must be finite numbers >= 0, "
+                                             rf"got {lr!r}"):
+            sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=16, learning_rates=[1e-2, lr])
+    with pytest.raises(ValueError, match=r"seeds must be an int >= 0, got 1.5"):
+        sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=16, seeds=[0, 1.5])
+    for one, many in (("learning_rate", "learning_rates"), ("weight_decay", "weight_decays")):
+        with pytest.raises(ValueError, match=f"give {one}= .* or {many}= .*not both"):
+            sweep(mlp(), "adamw", TRAIN, epochs=1, batch_size=16, **{one: 0.1, many: [0.1]})
     with pytest.raises(ValueError, match=r"eval_batch_size must be a positive int, got 0"):
         sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=16, eval_batch_size=0)
+
+
+@pytest.mark.parametrize("n_models,used", [(8, 4), (6, 3), (3, 3), (2, 2), (5, 1), (7, 1)])
+def test_sweep_auto_devices_take_the_most_that_divide_the_models(monkeypatch, n_models, used):
+    from nnkit.train.sweep import _model_devices
+
+    class Dev:
+        def __init__(self, i, platform):
+            self.id, self.platform = i, platform
+
+    for platform in ("gpu", "cpu"):
+        four = [Dev(i, platform) for i in range(4)]
+        monkeypatch.setattr(jax, "local_devices", lambda four=four: four)
+        assert _model_devices("auto", n_models, small=True) == tuple(four[:used])
+        # a large model keeps a CPU's cores busy alone: one device; not so on accelerators
+        big = _model_devices("auto", n_models, small=False)
+        assert big == ((four[0],) if platform == "cpu" else tuple(four[:used]))
 
 
 def test_sweep_devices_argument_is_checked_before_any_work():

@@ -5,6 +5,7 @@ leading model axis. Each model has its own params (its seed), learning rate and 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -118,8 +119,9 @@ def sweep(
 
     ``devices``: the devices the models are spread over, an equal share on each (the model
     axis of the stacked state is sharded; the data is replicated; no device waits for
-    another, as the models never communicate). ``"auto"``: every local device when there are
-    several and they divide the number of models, else the default device; on a CPU, only
+    another, as the models never communicate). ``"auto"``: as many local devices as divide
+    the number of models evenly, the most there can be (6 models on 4 devices: 3 devices,
+    2 models each; 5 models: the default device alone); on a CPU, only
     for models of at most :data:`VMAP_MAX_PARAMS` parameters (CPU devices share the cores,
     and one large model already keeps them all busy: 8 W1 MLPs, 669k parameters each, took
     1.4x longer spread over 2 CPU devices than on one). On a CPU, JAX
@@ -398,18 +400,24 @@ def sweep_program(
         raise ValueError(f"unknown vectorize {vectorize!r}; known: auto, vmap, map")
     batch_size = check_int(batch_size, "batch_size")
     eval_batch_size = check_int(eval_batch_size, "eval_batch_size")
+    for one, many, given in (("learning_rate", "learning_rates", learning_rates),
+                             ("weight_decay", "weight_decays", weight_decays)):
+        if given is not None and one in optimizer_kwargs:
+            raise ValueError(f"sweep: give {one}= (one value) or {many}= (the values swept), "
+                             "not both")
     lrs = list(learning_rates) if learning_rates is not None else [
         optimizer_kwargs.pop("learning_rate", 1e-3)]
-    optimizer_kwargs.pop("learning_rate", None)
     wds = list(weight_decays) if weight_decays is not None else [
         optimizer_kwargs.pop("weight_decay", 0.0)]
-    optimizer_kwargs.pop("weight_decay", None)
     seed_list = list(seeds) if seeds is not None else [0]
     if not lrs or not wds or not seed_list:
         raise ValueError("sweep: learning_rates, weight_decays and seeds must be non-empty")
-    bad_wd = [w for w in wds if not float(w) >= 0]
-    if bad_wd:
-        raise ValueError(f"sweep: weight_decays must be >= 0, got {bad_wd[0]!r}")
+    for name, values in (("learning_rates", lrs), ("weight_decays", wds)):
+        bad = [v for v in values if not (isinstance(v, int | float | np.number)
+                                         and math.isfinite(v) and v >= 0)]
+        if bad:
+            raise ValueError(f"sweep: {name} must be finite numbers >= 0, got {bad[0]!r}")
+    seed_list = [check_int(s, "sweep: seeds", minimum=0) for s in seed_list]
     configs = [
         {"learning_rate": float(lr), "weight_decay": float(wd), "seed": int(s)}
         for lr, wd, s in itertools.product(lrs, wds, seed_list)
@@ -503,9 +511,11 @@ def _model_devices(
         if devices != "auto":
             raise ValueError(f"unknown devices {devices!r}; give 'auto' or a list of devices")
         local = jax.local_devices()
-        spread = len(local) > 1 and n_models % len(local) == 0
         # CPU devices share the cores: a large model already uses all of them.
-        return tuple(local) if spread and (small or local[0].platform != "cpu") else (local[0],)
+        if not small and local[0].platform == "cpu":
+            return (local[0],)
+        used = max(d for d in range(1, len(local) + 1) if n_models % d == 0)
+        return tuple(local[:used])
     devs = tuple(devices)
     if not devs or n_models % len(devs):
         raise ValueError(
