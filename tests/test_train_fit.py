@@ -5,6 +5,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from _jaxpr import all_eqns
 
@@ -628,3 +629,31 @@ def test_long_step_mode_epochs_stack_their_metrics_in_chunks(monkeypatch):
     assert sizes[:3] == [compiled.STACK_CHUNK, compiled.STACK_CHUNK, 150 - 2 * 64]
     assert max(sizes) <= compiled.STACK_CHUNK
     np.testing.assert_allclose(r.history["train_loss"], [np.mean(losses[:150])], rtol=1e-5)
+
+
+def test_a_resumed_state_trains_with_the_optimizer_given():
+    """fit(train_state=...) with the same optimizer at another rate: the new rate trains
+    (the injected rate lives in the optimizer state, which used to win silently) and the
+    moments carry on; the state of another optimizer is refused, naming the difference."""
+    from nnkit.optim import get_lr
+
+    first = fit(mlp(), optim.make("adam", 1e-2), TRAIN, epochs=1, batch_size=16,
+                progress=False)
+    ts = first.train_state
+    again = fit(mlp(), optim.make("adam", 0.5), TRAIN, epochs=1, batch_size=16,
+                progress=False, train_state=ts)
+    assert again.history["lr"] == [pytest.approx(0.5)]
+    assert float(get_lr(again.train_state.opt_state)) == pytest.approx(0.5)
+    # the step and Adam's count went on from the first run's
+    n_steps = int(ts.step)
+    assert int(again.train_state.step) == 2 * n_steps
+    count = [a for p, a in jax.tree_util.tree_flatten_with_path(again.train_state.opt_state)[0]
+             if "count" in jax.tree_util.keystr(p)]
+    assert count and all(int(c) == 2 * n_steps for c in count)
+    with pytest.raises(ValueError, match=r"opt_state does not fit the optimizer given: it "
+                                         r"(lacks|has) opt_state"):
+        fit(mlp(), optim.make("sgd", 0.1, momentum=0.9), TRAIN, epochs=1, batch_size=16,
+            progress=False, train_state=ts)
+    with pytest.raises(ValueError, match="opt_state does not fit"):
+        fit(mlp(), optax.adam(1e-3), TRAIN, epochs=1, batch_size=16, progress=False,
+            train_state=ts)

@@ -60,7 +60,7 @@ from nnkit.train.gradients import resolve_loss, resolve_metrics
 from nnkit.train.inputs import as_xy, check_data, check_params, data_nbytes
 from nnkit.train.order import epoch_order, key_words
 from nnkit.train.progress import EpochProgress
-from nnkit.train.state import TrainState, create_train_state
+from nnkit.train.state import TrainState, adopt_optimizer, create_train_state
 from nnkit.train.step import apply_policy, jitted_evaluator
 
 if TYPE_CHECKING:
@@ -176,10 +176,13 @@ def fit(
       progress: tqdm epoch bar; ``None`` = only if stderr is a terminal.
       mode: ``"auto"`` | ``"scan"`` | ``"step"`` (see the module docstring).
       grad_mode, microbatches, l1, l2, augment: see :func:`make_train_step`.
-      train_state: resume from this state (it is copied, not consumed). If its
-        ``bad_epochs`` already reached ``early_stopping.patience`` (a run interrupted in the
-        epoch where early stopping fired), no epoch runs: fit finishes as early-stopped
-        (best params restored, test set evaluated).
+      train_state: resume from this state (it is copied, not consumed). Its optimizer
+        state must be one ``optimizer`` makes (else ``ValueError``); its moments and counts
+        carry on, while ``optimizer``'s injected hyper-parameters (a new learning rate)
+        replace the state's. If its ``bad_epochs`` already reached
+        ``early_stopping.patience`` (a run interrupted in the epoch where early stopping
+        fired), no epoch runs: fit finishes as early-stopped (best params restored, test
+        set evaluated).
       start_epoch: the first epoch index to run (its data order is
         ``epoch_order(key, epoch, ...)``, so resuming reproduces an uninterrupted run exactly).
       eval_batch_size: batch size for validation/test evaluation.
@@ -247,6 +250,7 @@ def fit(
     else:
         check_params(model, input_shape, train_state.params)
         ts = _copy(train_state)
+        ts = ts._replace(opt_state=adopt_optimizer(optimizer, ts.params, ts.opt_state))
         if early_stopping is not None:
             ts = early_stopping_init(early_stopping, ts)
         if plateau is not None and ts.plateau is None:

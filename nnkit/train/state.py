@@ -12,9 +12,11 @@ import optax
 from nnkit._checks import check_seed
 from nnkit._memo import memoised
 from nnkit.core import Layer, normalize_shape
-from nnkit.optim import PlateauState
+from nnkit.optim import PlateauState, _inject_states, _is_inject
 
-__all__ = ["TrainState", "create_train_state", "key_data", "as_key", "split_train_key"]
+__all__ = [
+    "TrainState", "create_train_state", "key_data", "as_key", "split_train_key", "adopt_optimizer",
+]
 
 
 class TrainState(NamedTuple):
@@ -166,3 +168,52 @@ def _run_once_options(top: bool) -> dict[str, Any] | None:
 
 _model_init = memoised(16)(lambda *args: _build_model_init(*args))
 _state_init = memoised(16)(lambda *args: _build_state_init(*args))
+
+
+def adopt_optimizer(optimizer: optax.GradientTransformation, params: Any, opt_state: Any) -> Any:
+    """``opt_state`` (of a train state given back to ``fit``) checked against the state
+    ``optimizer.init(params)`` would make, with the optimizer's own injected
+    hyper-parameters: moments and counts carry on, the optimizer given sets the rates.
+
+    Raises:
+      ValueError: ``opt_state`` has other entries or shapes than that state (the state of
+        another optimizer), naming the first difference.
+    """
+    want = jax.eval_shape(optimizer.init, params)
+    got_leaves = jax.tree_util.tree_flatten_with_path(opt_state)[0]
+    want_leaves = jax.tree_util.tree_flatten_with_path(want)[0]
+    got = {jax.tree_util.keystr(p): tuple(np.shape(a)) for p, a in got_leaves}
+    exp = {jax.tree_util.keystr(p): tuple(a.shape) for p, a in want_leaves}
+    if got != exp or (jax.tree_util.tree_structure(opt_state)
+                      != jax.tree_util.tree_structure(want)):
+        missing = [k for k in exp if k not in got]
+        extra = [k for k in got if k not in exp]
+        shapes = [f"{k}: {got[k]} instead of {exp[k]}" for k in exp
+                  if k in got and got[k] != exp[k]]
+        what = (f"lacks opt_state{missing[0]}" if missing
+                else f"has opt_state{extra[0]}, which the optimizer does not make" if extra
+                else f"has opt_state{shapes[0]}" if shapes
+                else "has another structure")
+        raise ValueError(
+            f"fit: train_state.opt_state does not fit the optimizer given: it {what} "
+            f"({len(got)} arrays, the optimizer's state {len(exp)}); resume with the "
+            "optimizer the state was made with (its name, options and wrappers)")
+    if not _inject_states(want):
+        return opt_state
+    fresh = list(_init_hyperparams(optimizer)(params))
+
+    def renew(s: Any) -> Any:
+        if not _is_inject(s):
+            return s
+        hp = fresh.pop(0)
+        return s._replace(hyperparams={k: jnp.asarray(hp[k], jnp.asarray(v).dtype)
+                                       for k, v in s.hyperparams.items()})
+
+    return jax.tree_util.tree_map(renew, opt_state, is_leaf=_is_inject)
+
+
+@memoised(8)
+def _init_hyperparams(optimizer: Any):
+    """A jitted ``params -> optimizer.init(params)`` (only its hyper-parameters are read;
+    XLA drops the rest of the state)."""
+    return jax.jit(lambda p: [s.hyperparams for s in _inject_states(optimizer.init(p))])
