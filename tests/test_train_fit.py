@@ -657,3 +657,23 @@ def test_a_resumed_state_trains_with_the_optimizer_given():
     with pytest.raises(ValueError, match="opt_state does not fit"):
         fit(mlp(), optax.adam(1e-3), TRAIN, epochs=1, batch_size=16, progress=False,
             train_state=ts)
+
+
+def test_predict_and_evaluate_check_their_data_before_compiling():
+    from nnkit.core import ShapeError
+
+    model = mlp()
+    _, params, state = model.init(jax.random.key(0), TRAIN[0].shape[1:])
+    x, y = TRAIN
+    with pytest.raises(ValueError, match=r"x of shape \(2,\) is one example without its batch "
+                                         r"axis: pass x\[None\]"):
+        nnkit.predict(model, params, state, x[0])
+    with pytest.raises(ShapeError, match="has 1 features on its last axis"):
+        nnkit.predict(model, params, state, x[:, :1])
+    with pytest.raises(ValueError, match=r"label 7 at index 0 is outside \[0, 3\)"):
+        nnkit.evaluate(model, params, state, (x, np.full(len(x), 7, np.int32)))
+    bad = x.copy()
+    bad[5, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        nnkit.evaluate(model, params, state, (bad, y))
+    assert nnkit.predict(model, params, state, x[:1]).shape == (1, 3)

@@ -12,13 +12,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from nnkit._checks import check_int
 from nnkit._memo import memoised
 from nnkit.core import Layer
 from nnkit.train.gradients import resolve_loss, resolve_metrics
-from nnkit.train.inputs import as_xy, count_examples
+from nnkit.train.inputs import as_xy, check_data, count_examples
 from nnkit.train.step import jitted_evaluator
 
 __all__ = ["predict", "evaluate"]
@@ -32,7 +33,42 @@ def predict(model: Layer, params: Any, state: Any, x: Any, *,
     (a tree for a model with several outputs), computed ``batch_size`` examples at a time.
     """
     batch_size = check_int(batch_size, "batch_size")
-    return _predict_program(model, count_examples(x, "x"), batch_size)(params, state, x)
+    n = count_examples(x, "x")
+    _check_apply(model, params, state, x)
+    return _predict_program(model, n, batch_size)(params, state, x)
+
+
+def _check_apply(model: Layer, params: Any, state: Any, x: Any) -> None:
+    """The model applied abstractly to ``x``'s first examples must give one output per
+    example: a shape error (a single example without its batch axis, data of another
+    model) before anything compiles."""
+
+    def outputs(lead: Callable[[Any], tuple]) -> tuple[Any, BaseException | None]:
+        xs = jax.tree_util.tree_map(
+            lambda a: jax.ShapeDtypeStruct((*lead(a), *np.shape(a)[1:]), jnp.result_type(a)), x)
+        try:
+            return jax.eval_shape(lambda p, s, xb: model.apply(p, s, xb, key=None,
+                                                               train=False)[0],
+                                  params, state, xs), None
+        except (ValueError, TypeError) as e:
+            return None, e
+
+    def per_example(out: Any, k: int) -> bool:
+        return out is not None and all(
+            len(o.shape) > 0 and o.shape[0] == k for o in jax.tree_util.tree_leaves(out))
+
+    k = min(2, count_examples(x, "x"))
+    out, err = outputs(lambda a: (k,))
+    if per_example(out, k):
+        return
+    one, _ = outputs(lambda a: (1, a.shape[0]))  # x as one example
+    if per_example(one, 1):
+        raise ValueError(f"x of shape {jax.tree_util.tree_map(np.shape, x)} is one example "
+                         "without its batch axis: pass x[None]")
+    if err is not None:
+        raise err
+    raise ValueError(f"the model maps {k} examples of x to outputs of shape "
+                     f"{jax.tree_util.tree_map(lambda o: o.shape, out)}: not one per example")
 
 
 @memoised(8)
@@ -66,11 +102,16 @@ def evaluate(model: Layer, params: Any, state: Any, data: Any, *,
     The loss and per-example-mean metrics are exact means over all examples; ``rmse``,
     ``r2``, ``macro_f1`` are the metric of the whole set (as ``fit``'s ``test_metrics``,
     which uses the same evaluator). ``metrics=None``: as ``fit`` (accuracy, except for
-    regression and multi-task losses).
+    regression and multi-task losses). The data is checked as ``fit`` checks its own
+    (``ValueError`` for labels out of range, NaN in NumPy data, shapes the model or loss
+    cannot take) before anything compiles.
     """
     batch_size = check_int(batch_size, "batch_size")
     x, y = as_xy(data, "data")
     loss_fn = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics, loss_fn)
+    # as fit checks its data: shapes, NaN, labels in range, targets the loss can compare
+    check_data(model, loss_fn, (x, y), {}, None, metrics=metric_fns)
+    _check_apply(model, params, state, x)
     ev = jitted_evaluator(model, loss_fn, metric_fns, count_examples(x, "data x"), batch_size)
     return {k: float(v) for k, v in jax.device_get(ev(params, state, x, y)).items()}
