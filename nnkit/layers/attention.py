@@ -15,8 +15,8 @@ the output at any other position (its own output row is computed but meaningless
 * :func:`TransformerEncoderBlock` -- pre-LayerNorm block; ``x -> x`` or
   ``(x, mask) -> (x, mask)`` (the mask is passed through).
 * :func:`TransformerEncoder` -- positional encoding, a stack of blocks and a final LayerNorm;
-  takes ``x`` or ``(x, mask)``. (``nnkit.serial`` stacks unmasked blocks too, but its ``init``
-  accepts a single input shape only, not the ``((T, D), (T,))`` of a masked input.)
+  takes ``x`` or ``(x, mask)``. (``nnkit.serial`` stacks blocks too, masked ones included:
+  ``serial(pos, block, block).init(key, ((T, D), (T,)))``.)
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ __all__ = ["overfit_batch", "OverfitResult"]
 
 class OverfitResult(NamedTuple):
     """``passed`` = ``final_loss <= target``; ``losses`` has one value per step (before the
-    step's update), ``final_loss`` is the loss after the last update."""
+    step's update, training mode), ``final_loss`` is the loss after the last update in eval
+    mode (dropout off: it can be well below ``losses[-1]``)."""
 
     passed: bool
     final_loss: float

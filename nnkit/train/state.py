@@ -73,8 +73,9 @@ def as_key(data: jax.Array) -> jax.Array:
 def split_train_key(data: jax.Array) -> tuple[jax.Array, jax.Array]:
     """``(data_key, step_key)`` typed keys derived from a train state's key data.
 
-    Epoch ``e``'s data order comes from ``fold_in(data_key, e)`` and step ``t``'s
-    randomness (dropout, augmentation) from ``fold_in(step_key, t)``.
+    Step ``t``'s randomness (dropout, augmentation) comes from ``fold_in(step_key, t)``.
+    Epoch ``e``'s data order does not use ``data_key``: it is drawn on the host by
+    :func:`nnkit.train.order.epoch_order` from the key data's words and ``e``.
     """
     k_data, k_step = jax.random.split(as_key(data))
     return k_data, k_step

@@ -45,7 +45,8 @@ class SweepResult(NamedTuple):
     Attributes:
       configs: one dict per model: ``learning_rate``, ``weight_decay``, ``seed``.
       histories: one :func:`fit`-style history per model (``epoch``, ``train_loss``, ...),
-        one entry per epoch of the sweep: NaN from the epoch where the model stopped.
+        one entry per epoch the model trained: a model stopped early has a shorter
+        history, one whose loss or parameters went non-finite has NaN from that epoch on.
       train_states: the models' :class:`TrainState` stacked on a leading axis.
       devices: the devices the models were spread over (see :func:`sweep`'s ``devices``).
       stop_reasons: per model, ``"completed"`` or why it stopped (:func:`fit`'s wording).
