@@ -24,3 +24,25 @@ def test_digits_resized_for_lenet():
     np.testing.assert_array_equal(big.y, small.y)
     # bilinear resize keeps the mean intensity close
     np.testing.assert_allclose(big.x.mean((1, 2, 3)), small.x.mean((1, 2, 3)), atol=0.03)
+
+
+def test_resize_runs_without_a_cpu_backend_and_refuses_huge_outputs(monkeypatch):
+    import jax
+    import pytest
+
+    from nnkit.data.digits import resize_images
+
+    x = data.load("digits").x[:3]
+    want = resize_images(x, 12)
+    real = jax.devices
+
+    def no_cpu(backend=None):  # as under JAX_PLATFORMS=cuda: no CPU backend loaded
+        if backend == "cpu":
+            raise RuntimeError("Unknown backend cpu")
+        return real()
+
+    monkeypatch.setattr(jax, "devices", no_cpu)
+    np.testing.assert_array_equal(resize_images(x, 12), want)
+    with pytest.raises(ValueError, match=r"resizing 1797 images to 100000x100000x1 would take "
+                                         r"[0-9.]+ GiB \(at most 4 GiB\)"):
+        data.load("digits", size=100000)

@@ -34,13 +34,28 @@ def _read_csv() -> tuple[np.ndarray, np.ndarray]:
     return table[:, :64], table[:, 64]
 
 
+RESIZE_MAX_BYTES = 4 << 30
+"""The largest output :func:`resize_images` makes (4 GiB)."""
+
+
 def resize_images(x: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of NHWC images ``x`` (n, h, w, c) to (n, size, size, c), float32."""
+    """Bilinear resize of NHWC images ``x`` (n, h, w, c) to (n, size, size, c), float32.
+
+    Runs on the CPU when JAX has one (data preparation stays off the accelerator), else on
+    the default device (``JAX_PLATFORMS=cuda`` loads no CPU backend)."""
     import jax
     import jax.numpy as jnp
 
     n, _, _, c = x.shape
-    with jax.default_device(jax.devices("cpu")[0]):
+    nbytes = 4 * n * size * size * c
+    if nbytes > RESIZE_MAX_BYTES:
+        raise ValueError(f"resizing {n} images to {size}x{size}x{c} would take "
+                         f"{nbytes / 2**30:.1f} GiB (at most {RESIZE_MAX_BYTES >> 30} GiB)")
+    try:
+        device = jax.devices("cpu")[0]
+    except RuntimeError:  # no CPU backend loaded
+        device = jax.devices()[0]
+    with jax.default_device(device):
         out = jax.image.resize(jnp.asarray(x), (n, size, size, c), method="bilinear")
     return np.asarray(out, dtype=np.float32)
 
