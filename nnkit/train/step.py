@@ -147,9 +147,10 @@ def make_train_step(
 
     The returned ``step`` takes an optional keyword ``grad_norm``: ``None`` (default) follows
     ``log_grad_norm``; a boolean scalar array (traced, e.g. ``i == last`` in a ``lax.scan``)
-    computes the norm under ``lax.cond`` only where it is true and reports ``0.0`` elsewhere,
-    so a scanned epoch pays for one reduction instead of one per step. Ignored when
-    ``log_grad_norm=False``.
+    computes the norm only where it is true (on a CPU under ``lax.cond``; on accelerators
+    on every step, masked, as a conditional there waits for the host) and reports ``0.0``
+    elsewhere, so on a CPU a scanned epoch pays for one reduction instead of one per step.
+    Ignored when ``log_grad_norm=False``.
 
     Returns metrics (scalars): ``loss`` (the data loss, without penalties), each metric,
     ``penalty`` (if ``l1``/``l2``), ``grad_norm`` (global norm of the mean gradient of the
@@ -235,10 +236,7 @@ def make_train_step(
             elif grad_norm is False:
                 out["grad_norm"] = jnp.zeros((), jnp.float32)
             else:
-                out["grad_norm"] = lax.cond(
-                    grad_norm, lambda: global_grad_norm(unclipped()),
-                    lambda: jnp.zeros((), jnp.float32),
-                )
+                out["grad_norm"] = _norm_where(grad_norm, unclipped)
         out["lr"] = lr
         new_ts = ts._replace(
             step=ts.step + 1, params=params, state=new_state, opt_state=opt_state
@@ -248,6 +246,22 @@ def make_train_step(
     if not jit:
         return step
     return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def _norm_where(flag: jax.Array, grads: Callable[[], Any]) -> jax.Array:
+    """``global_grad_norm(grads())`` where the traced ``flag`` is true, else ``0.0``. On a
+    CPU under ``lax.cond``, so steps without the flag skip the norm; elsewhere computed on
+    every step and masked: XLA:GPU runs a conditional's branch choice on the host, a
+    device-to-host copy and a wait on every step of a scanned epoch, which costs more than
+    one read of the gradients."""
+
+    def on_cpu(f):
+        return lax.cond(f, lambda: global_grad_norm(grads()), lambda: jnp.zeros((), jnp.float32))
+
+    def masked(f):
+        return jnp.where(f, global_grad_norm(grads()), jnp.zeros((), jnp.float32))
+
+    return lax.platform_dependent(flag, cpu=on_cpu, default=masked)
 
 
 def _eval_batch(model, loss, metric_fns, params, state, x, y) -> Metrics:
