@@ -61,7 +61,7 @@ class EpochFns:
       the logs are the epoch's own).
     * ``train_on(ts, epoch, xb, yb, xv, yv, keep=None) -> (ts, logs)``: scans the step over
       batches already cut (``xb``: ``(num_batches, batch_size, ...)``), then ``finish``.
-    * ``epoch(ts, epoch, idx, x, y, xv, yv) -> (ts, logs)``: the same as ``train_on`` with
+    * ``epoch(ts, epoch, idx, x, y, xv, yv, keep=None) -> (ts, logs)``: as ``train_on`` with
       the batches ``x[idx[i]]``, ``y[idx[i]]`` (``idx``: ``(num_batches, batch_size)`` int32,
       the epoch's order from :func:`nnkit.train.order.epoch_order`; ``x``/``y`` on the
       device). Each step gathers its own batch inside the loop: gathering the whole epoch
@@ -145,13 +145,13 @@ def make_epoch_fns(
         ts1, ms = lax.scan(body, ts, (jnp.arange(nb, dtype=jnp.int32), (xb, yb)))
         return finish(ts1, ts, ms, xv, yv, epoch, keep)
 
-    def epoch_fn(ts, epoch, idx, x, y, xv, yv):
+    def epoch_fn(ts, epoch, idx, x, y, xv, yv, keep=None):
         def gather_then_step(ts, inp):
             i, rows = inp
             return body(ts, (i, (gather_rows(x, rows), gather_rows(y, rows))))
 
         ts1, ms = lax.scan(gather_then_step, ts, (jnp.arange(nb, dtype=jnp.int32), idx))
-        return finish(ts1, ts, ms, xv, yv, epoch)
+        return finish(ts1, ts, ms, xv, yv, epoch, keep)
 
     return EpochFns(step, finish, train_on, epoch_fn)
 

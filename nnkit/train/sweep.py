@@ -299,9 +299,10 @@ def _build_sweep_fns(model, loss_fn, metric_fns, opt, n, batch_size, val_n, eval
     )
     names: list[str] = []
 
-    def packed(ts_live, e, xb, yb, xv, yv):
+    def packed(ts_live, e, train, xv, yv):
+        """One model's epoch, ``train(ts, keep) -> (ts, logs)``, and its packed log row."""
         ts, live = ts_live
-        ts, logs = fns.train_on(ts, e, xb, yb, xv, yv, keep=live)
+        ts, logs = train(ts, live)
         if not names:
             names.extend(sorted(logs))
         row = jnp.stack([jnp.asarray(logs[k], jnp.float32) for k in names])
@@ -328,13 +329,23 @@ def _build_sweep_fns(model, loss_fn, metric_fns, opt, n, batch_size, val_n, eval
         return jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), out)
 
     def epoch_all(stacked, live, e, idx, x, y, xv, yv):
-        if shared_order:
+        if shared_order:  # one gather of the epoch's batches for all models
             xb, yb = gather_rows(x, idx), gather_rows(y, idx)
-            return over_models(lambda tl: packed(tl, e, xb, yb, xv, yv), (stacked, live))
+
+            def train_shared(ts, keep):
+                return fns.train_on(ts, e, xb, yb, xv, yv, keep=keep)
+
+            return over_models(lambda tl: packed(tl, e, train_shared, xv, yv), (stacked, live))
 
         def one(tl_idx):
+            # each model its own order: gather each batch in the step, as fit does (a whole
+            # epoch gathered per model would hold a copy of the data set per model)
             *tl, i = tl_idx
-            return packed(tl, e, gather_rows(x, i), gather_rows(y, i), xv, yv)
+
+            def train_own(ts, keep):
+                return fns.epoch(ts, e, i, x, y, xv, yv, keep=keep)
+
+            return packed(tl, e, train_own, xv, yv)
 
         return over_models(one, (stacked, live, idx))
 
