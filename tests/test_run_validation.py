@@ -102,6 +102,11 @@ def test_loss_target_mismatch_is_reported_under_loss():
     ("sine_lstm.yaml", ["loss=cross_entropy"], "loss", "needs a classification"),
     ("sine_lstm.yaml", ["loss=nll"], "loss", "needs a classification"),
     ("moons_mlp.yaml", ["model.out=1", "metrics=[]"], "loss", "1 output unit"),
+    ("moons_mlp.yaml", ["data.dataset=blobs", "data.options={centers: 3}", "model.out=1",
+                        "loss=binary_cross_entropy"], "loss",
+     "loss 'binary_cross_entropy' takes targets in [0, 1], but its train y holds 2 "),
+    ("moons_mlp.yaml", ["data.dataset=blobs", "data.options={centers: 3}", "model.out=1",
+                        "loss=bce_probs"], "loss", "3 classes found (0, 1, 2)"),
 ])
 def test_loss_and_metrics_must_fit_the_task(name, overrides, key, expect):
     e = error_of(name, *overrides)

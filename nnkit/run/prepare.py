@@ -34,7 +34,7 @@ from nnkit.config import AUGMENTATIONS, Config, ConfigError, typed_options
 from nnkit.core import Layer, ShapeError, abstract_init
 from nnkit.train import EarlyStopping, Plateau, TrainState, create_train_state
 from nnkit.train.gradients import resolve_loss
-from nnkit.train.inputs import check_data, check_finite, check_targets
+from nnkit.train.inputs import check_binary_targets, check_data, check_finite, check_targets
 from nnkit.train.step import apply_policy
 
 __all__ = ["Prepared", "prepare", "prepare_named", "initial_state", "monitor_of",
@@ -293,9 +293,11 @@ def _units(out_shape: Any) -> int | None:
     return out_shape[-1] if ok else None
 
 
-def _check_loss(cfg: Config, out_shape: Any, y: np.ndarray, num_classes: int | None) -> None:
-    """A classification loss on data without classes, a softmax over one output unit, or
-    model outputs the loss cannot compare with the targets -> ConfigError naming ``loss``."""
+def _check_loss(cfg: Config, out_shape: Any, y: np.ndarray, num_classes: int | None,
+                splits: dict[str, XY | None]) -> None:
+    """A classification loss on data without classes, a softmax over one output unit,
+    model outputs the loss cannot compare with the targets, or binary cross-entropy
+    targets (of any of ``splits``) outside [0, 1] -> ConfigError naming ``loss``."""
     where = f"the data set {cfg.data.dataset!r}"
     if cfg.loss in SOFTMAX_LOSSES and num_classes is None:
         raise ConfigError(f"{cfg.loss!r} needs a classification data set; {where} has no "
@@ -312,6 +314,10 @@ def _check_loss(cfg: Config, out_shape: Any, y: np.ndarray, num_classes: int | N
                           key="model")
     try:
         check_targets(resolve_loss(cfg.loss), out_shape, y, f"loss {cfg.loss!r}")
+        for part, d in splits.items():
+            if d is not None:
+                check_binary_targets(resolve_loss(cfg.loss), d[1], f"its {part} y",
+                                     f"loss {cfg.loss!r}")
     except ValueError as e:
         raise ConfigError(f"does not fit {where}: {e}", key="loss") from None
 
@@ -365,7 +371,8 @@ def prepare(cfg: Config) -> Prepared:
     model = apply_policy(models.build(spec), policy)
     input_shape = tuple(int(d) for d in train[0].shape[1:])
     out_shape = _check_model(cfg, model, train, {"val": val, "test": test}, input_shape)
-    _check_loss(cfg, out_shape, train[1], ds.num_classes)
+    _check_loss(cfg, out_shape, train[1], ds.num_classes,
+                {"train": train, "val": val, "test": test})
     _check_metrics(cfg, out_shape, train[1], ds.num_classes)
     steps = n // cfg.data.batch_size
     total = cfg.training.epochs * steps // cfg.optimizer.accumulate
