@@ -534,6 +534,24 @@ def test_a_softmax_before_cross_entropy_warns_naming_it():
                   batch_size=8, progress=False)
 
 
+def test_nll_on_a_model_without_log_softmax_warns_naming_its_last_layer():
+    x, y = _tiny_data()
+    for model, last in [(nnkit.models.build({"arch": "mlp", "hidden": [4], "out": 2}),
+                         r"dense \(out\)"),
+                        (nnkit.serial(Dense(2), nnkit.layers.Softmax()),
+                         r"softmax \(softmax_0\)")]:
+        with pytest.warns(UserWarning, match=rf"the loss is nll, which takes log-probabilities, "
+                                             rf"but the model ends in {last}, not a log_softmax"):
+            nnkit.fit(model, "sgd", (x, y), loss="nll", epochs=1, batch_size=8,
+                      progress=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # log_softmax with nll: quiet
+        nnkit.fit(nnkit.serial(Dense(2), nnkit.layers.LogSoftmax()), "sgd", (x, y),
+                  loss=nnkit.losses.nll, epochs=1, batch_size=8, progress=False)
+
+
 def test_binary_cross_entropy_targets_outside_0_1_are_refused_before_training():
     x, _ = _tiny_data(18)
     y = np.arange(18, dtype=np.int32) % 3  # class ids of 3 classes into a 1-output model

@@ -120,6 +120,24 @@ def warn_softmax_before_cross_entropy(model: Layer, loss: Callable) -> None:
                       "use loss 'nll' on a log_softmax output", UserWarning, stacklevel=3)
 
 
+def warn_nll_without_log_softmax(model: Layer, loss: Callable) -> None:
+    """``UserWarning`` when ``loss`` is :func:`nnkit.losses.nll`, which takes
+    log-probabilities, and the model does not end in a log_softmax: on raw logits the loss
+    has no lower bound (training drives it negative without end), on a softmax's
+    probabilities it is not the log-likelihood."""
+    from nnkit import losses
+
+    path, last = _end_leaf(model, -1)
+    if loss is losses.nll and last.kind != "log_softmax":
+        import warnings
+
+        ends = f"ends in {last.kind} ({path})"
+        warnings.warn(f"the loss is nll, which takes log-probabilities, but the model {ends}, "
+                      "not a log_softmax: on logits the loss falls without bound; add a "
+                      "log_softmax layer, or use loss 'cross_entropy' on logits", UserWarning,
+                      stacklevel=3)
+
+
 BINARY_LOSSES = ("binary_cross_entropy_with_logits", "binary_cross_entropy")
 """Functions of :mod:`nnkit.losses` (any config name of theirs) whose targets must lie in
 ``[0, 1]``."""
@@ -238,6 +256,7 @@ def check_data(
             check_token_ids(model, d[0], f"{name} x")
     if loss is not None:
         warn_softmax_before_cross_entropy(model, loss)
+        warn_nll_without_log_softmax(model, loss)
     if (isinstance(y, jax.Array | np.ndarray) and np.issubdtype(y.dtype, np.integer)
             and isinstance(out_shape, tuple) and len(out_shape) >= 1
             and y.shape[1:] == tuple(out_shape[:-1]) and out_shape[-1] > 1):
