@@ -448,6 +448,35 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
 """Known schedule names; see :func:`schedule` for each one's arguments."""
 
 
+RATE_ARGS = ("learning_rate", "max_lr", "base_lr", "init_value", "end_value", "min_lr")
+"""Schedule arguments that are learning rates (so are ``values`` entries): ``>= 0``."""
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _check_schedule_args(name: str, kwargs: dict[str, Any]) -> None:
+    """``ValueError`` for schedule arguments (Python numbers; arrays are left alone) whose
+    value the schedule's maths cannot take: a negative or non-finite rate, cosine's ``alpha``
+    outside [0, 1], a decay factor that is not positive (a negative one alternates the sign
+    of the rate or gives NaN; optax turns a zero ``decay_rate`` into a constant rate)."""
+    rates = [(k, kwargs[k]) for k in RATE_ARGS if k in kwargs]
+    rates += [(f"values[{i}]", v) for i, v in enumerate(kwargs.get("values") or ())]
+    for k, v in rates:
+        if _number(v) and not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} schedule: {k} must be a finite learning rate >= 0, "
+                             f"got {v!r}")
+    alpha = kwargs.get("alpha")
+    if name == "cosine" and _number(alpha) and not 0 <= alpha <= 1:
+        raise ValueError(f"cosine schedule: alpha (the final fraction of the rate) must be in "
+                         f"[0, 1], got {alpha!r}")
+    for k in ("decay_rate", "factor"):
+        v = kwargs.get(k)
+        if k in kwargs and _number(v) and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} schedule: {k} must be > 0, got {v!r}")
+
+
 @memoised(MEMO_SIZE)
 def schedule(name: str, **kwargs: Any) -> Schedule:
     """A learning-rate schedule ``step -> lr`` by name (an ``optax.Schedule``, jittable).
@@ -467,10 +496,14 @@ def schedule(name: str, **kwargs: Any) -> Schedule:
     * ``sgdr(learning_rate, period, t_mult=1, min_lr=0)``: cosine with warm restarts.
 
     Raises:
-      ValueError: unknown name (lists the known ones) or missing/unexpected arguments.
+      ValueError: unknown name (lists the known ones), missing/unexpected arguments, or
+        values the schedule cannot take: a negative or non-finite rate (``learning_rate``,
+        ``max_lr``, ``base_lr``, ``init_value``, ``end_value``, ``min_lr``, ``values``),
+        ``alpha`` outside [0, 1], ``decay_rate`` or ``factor`` not > 0.
     """
     if name not in SCHEDULES:
         raise _unknown("schedule", name, SCHEDULES)
+    _check_schedule_args(name, kwargs)
     try:
         return SCHEDULES[name](**kwargs)
     except TypeError as e:

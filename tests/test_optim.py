@@ -177,6 +177,27 @@ def test_sgdr_restarts_at_each_period():
     assert g(29) < 0.12
 
 
+@pytest.mark.parametrize("name, kw, match", [
+    ("cosine", dict(decay_steps=10, alpha=-1.0), r"cosine schedule: alpha .* must be in "
+                                                 r"\[0, 1\], got -1.0"),
+    ("cosine", dict(decay_steps=10, alpha=1.5), r"alpha .* must be in \[0, 1\], got 1.5"),
+    ("exponential", dict(decay_rate=-0.5), "exponential schedule: decay_rate must be > 0, "
+                                           "got -0.5"),
+    ("exponential", dict(decay_rate=0), "decay_rate must be > 0, got 0"),
+    ("step", dict(boundaries=[3], factor=-0.1), "step schedule: factor must be > 0"),
+    ("step", dict(boundaries=[3], values=[0.1, -0.01]),
+     r"values\[1\] must be a finite learning rate >= 0, got -0.01"),
+    ("linear", dict(end_value=-0.1, transition_steps=10), "end_value must be a finite "
+                                                          "learning rate >= 0, got -0.1"),
+    ("constant", dict(learning_rate=float("inf")), "learning_rate must be a finite"),
+    ("cyclic", dict(base_lr=-0.1, max_lr=1.0, step_size=4), "base_lr must be a finite"),
+])
+def test_schedule_values_that_would_make_the_rate_negative_are_refused(name, kw, match):
+    kw = {"learning_rate": 0.1, **kw} if name != "cyclic" else kw
+    with pytest.raises(ValueError, match=match):
+        optim.schedule(name, **kw)
+
+
 def test_unknown_schedule_and_bad_arguments():
     with pytest.raises(ValueError, match="unknown schedule 'cosin'.*cosine.*sgdr"):
         optim.schedule("cosin", learning_rate=1.0)

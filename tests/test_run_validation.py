@@ -149,10 +149,34 @@ def aug(spec: str) -> str:
      "optimizer.schedule.decay_steps", "expected int"),
     (["optimizer.schedule={name: cyclic, base_lr: 0.001, step_size: 10, mode: bogus}"],
      "optimizer.schedule.mode", ""),
+    (["optimizer.schedule={name: cosine, decay_steps: auto, alpha: -1}"],
+     "optimizer.schedule.alpha", "alpha (the final fraction of the rate) must be in [0, 1], "
+                                 "got -1"),
+    (["optimizer.schedule={name: exponential, decay_rate: -0.5}"],
+     "optimizer.schedule.decay_rate", "decay_rate must be > 0, got -0.5"),
+    (["optimizer.schedule={name: exponential, decay_rate: 1e6}"],
+     "optimizer.schedule", "the learning rate is not finite (inf) at step 7 of the run's"),
 ])
 def test_option_values_are_checked_before_training(overrides, key, expect):
     e = error_of("digits_lenet5.yaml", *overrides)
     assert e.key == key and expect in e.message, str(e)
+
+
+def test_schedules_are_evaluated_over_the_run_for_negative_rates():
+    import jax.numpy as jnp
+
+    from nnkit.run.prepare import _check_rates
+
+    def falls(t):  # 0 at step 150 (float rounding around 0 is no error), then negative
+        return 1e-3 * (1.0 - jnp.asarray(t, jnp.float32) / 150)
+
+    _check_rates(falls, 150)
+    with pytest.raises(ConfigError, match=r"the learning rate is negative \(-6\.\d+e-06\) at "
+                                          r"step 151 of the run's 200 optimizer steps") as e:
+        _check_rates(falls, 200)
+    assert e.value.key == "optimizer.schedule"
+    with pytest.raises(ConfigError, match=r"negative .* of the run's 10000000 optimizer steps"):
+        _check_rates(falls, 10_000_000)  # sampled, not all 10 million steps
 
 
 def test_integral_floats_are_accepted_for_ints():

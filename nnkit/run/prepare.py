@@ -6,7 +6,8 @@ size, the values of schedule, optimizer and augmentation options) BEFORE a run d
 exists, turning them into :class:`nnkit.config.ConfigError` where a config key is at fault.
 Option values are checked against their functions' ``int`` / ``float`` annotations, then
 each schedule, the optimizer (init + one update) and each augmentation is traced once
-abstractly (``jax.eval_shape``); an error names the option at fault.
+abstractly (``jax.eval_shape``); an error names the option at fault. A schedule is also
+evaluated over the run's steps: a negative or non-finite learning rate is an error.
 
 :func:`make_parallel` turns the config's ``parallel:`` section into a
 :class:`nnkit.parallel.DataParallel` (it may start JAX's multi-process runtime, so the
@@ -164,9 +165,40 @@ def _checked(fn: Callable, build: Callable[[dict[str, Any]], Any], kwargs: dict[
         raise ConfigError(f"{msg} ({type(err).__name__})", key=where) from None
 
 
+SCHEDULE_SAMPLES = 10_001
+"""How many of a run's steps :func:`_check_rates` evaluates the schedule at, at most (all
+of them when the run has fewer)."""
+
+
+def _check_rates(sched: Callable, total_steps: int) -> None:
+    """The schedule evaluated on the host at the run's steps ``0..total_steps`` (evenly
+    spaced ones when there are more than :data:`SCHEDULE_SAMPLES`): a negative rate (gradient
+    ascent; not float rounding around 0) or a non-finite one -> ConfigError naming
+    ``optimizer.schedule``."""
+    total = max(int(total_steps), 1)
+    steps = np.unique(np.linspace(0, total, min(total + 1, SCHEDULE_SAMPLES)).astype(np.int64))
+    try:
+        host = jax.devices("cpu")[0]
+    except RuntimeError:  # no CPU backend in this process: the default device will do
+        host = None
+    with jax.default_device(host):
+        rates = np.asarray(jax.jit(jax.vmap(sched))(jnp.asarray(steps, jnp.int32)),
+                           np.float64)
+    finite = np.isfinite(rates)
+    peak = float(np.max(np.abs(rates[finite]), initial=0.0))
+    bad = ~finite | (rates < -1e-6 * peak)  # float rounding below 0 (cosine, linear): zero
+    if bad.any():
+        i = int(np.argmax(bad))
+        what = "negative" if np.isfinite(rates[i]) else "not finite"
+        raise ConfigError(f"the learning rate is {what} ({rates[i]:g}) at step {steps[i]} of "
+                          f"the run's {total} optimizer steps: check the schedule's arguments",
+                          key="optimizer.schedule")
+
+
 def _schedule(cfg: Config, total_steps: int) -> Any:
     """The learning rate: ``optimizer.lr``, or the schedule built and traced once on a step
-    count (``auto`` step counts resolved; errors name ``optimizer.schedule.<argument>``)."""
+    count (``auto`` step counts resolved; errors name ``optimizer.schedule.<argument>``)
+    and evaluated over the run's steps (:func:`_check_rates`)."""
     spec = cfg.optimizer.schedule
     if spec is None:
         return cfg.optimizer.lr
@@ -189,7 +221,9 @@ def _schedule(cfg: Config, total_steps: int) -> Any:
         return sched
 
     _checked(fn, build, kwargs, "optimizer.schedule", given=spec)
-    return build(kwargs)
+    sched = build(kwargs)
+    _check_rates(sched, total_steps)
+    return sched
 
 
 def schedule_of_lr(cfg: Config, total_steps: int) -> Callable[[float], Any] | None:
