@@ -198,6 +198,28 @@ def test_schedule_values_that_would_make_the_rate_negative_are_refused(name, kw,
         optim.schedule(name, **kw)
 
 
+@pytest.mark.parametrize("name, kw, match", [
+    ("adam", dict(b1=2.0), r"optimizer 'adam': b1 must be in \[0, 1\), got 2.0"),
+    ("adam", dict(b2=1.0), r"b2 must be in \[0, 1\), got 1.0"),
+    ("lion", dict(b1=-0.1), r"b1 must be in \[0, 1\), got -0.1"),
+    ("momentum", dict(momentum=1.5), r"optimizer 'momentum': momentum must be in \[0, 1\)"),
+    ("rmsprop", dict(decay=1.0), r"decay must be in \[0, 1\), got 1.0"),
+    ("adadelta", dict(rho=float("nan")), r"rho must be in \[0, 1\), got nan"),
+    ("adam", dict(eps=-1.0), "optimizer 'adam': eps must be > 0, got -1.0"),
+    ("rmsprop", dict(eps=0.0), "eps must be > 0, got 0.0"),
+    ("sgd", dict(momentum=0.9, nesterov=1), "nesterov must be true or false, got int 1"),
+])
+def test_optimizer_options_out_of_range_are_refused(name, kw, match):
+    with pytest.raises(ValueError, match=match):
+        optim.make(name, 1e-3, **kw)
+
+
+def test_optimizer_options_in_range_pass():
+    optim.make("adam", 1e-3, b1=0.0, b2=0.999, eps=1e-8)
+    optim.make("sgd", 1e-3, momentum=0.9, nesterov=True)
+    optim.make("rmsprop", 1e-3, decay=0.9, momentum=None)
+
+
 def test_unknown_schedule_and_bad_arguments():
     with pytest.raises(ValueError, match="unknown schedule 'cosin'.*cosine.*sgdr"):
         optim.schedule("cosin", learning_rate=1.0)
