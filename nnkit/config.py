@@ -27,6 +27,9 @@ JAX's multi-process runtime), not here. ``precision`` is a policy name
 for :func:`nnkit.precision.from_config` (``{name: mixed_float16, loss_scale: 1024}``),
 checked here.
 
+A schedule's peak rate is ``optimizer.lr``: ``optimizer.schedule`` may not give its own
+``learning_rate`` (``max_lr``), which would silently override it.
+
 Errors are :class:`ConfigError` naming the file, the dotted key, and either the closest
 valid key (``did you mean 'lr'?``) or the allowed type / range. YAML is read with
 :func:`load_yaml_text` (``yaml.SafeLoader`` that refuses a key repeated in one mapping, which
@@ -648,10 +651,13 @@ class PlateauConfig:
 class OptimizerConfig:
     """``optimizer`` section -> :func:`nnkit.optim.make` (+ :func:`nnkit.optim.schedule`).
 
-    ``schedule`` is ``{name: <schedule>, ...its arguments}``; its ``learning_rate`` (or
-    ``max_lr`` for ``one_cycle``) defaults to ``lr``, and a step count given as ``auto``
-    means all optimizer steps of the run (``epochs * (n_train // batch_size) //
-    accumulate``). ``options`` go to the Optax factory (``b1``, ``momentum``, ...).
+    ``schedule`` is ``{name: <schedule>, ...its arguments}``; its peak rate, the
+    ``learning_rate`` (``max_lr`` for ``one_cycle`` and ``cyclic``) argument, is always
+    ``lr`` and may not be given in the schedule (``lr`` has a default, so a rate given in
+    both places could not tell which one was meant; a sweep over ``optimizer.lr`` varies
+    it). A step count given as ``auto`` means all optimizer steps of the run (``epochs *
+    (n_train // batch_size) // accumulate``). ``options`` go to the Optax factory (``b1``,
+    ``momentum``, ...).
     """
 
     name: str = _field("adam", choices=_optimizers)
@@ -684,6 +690,12 @@ class OptimizerConfig:
                 )
             args = {k: v for k, v in self.schedule.items() if k != "name"}
             fn = optim.SCHEDULES[name]
+            for peak in _schedule_defaults(fn, self.lr):
+                if peak in args:
+                    raise ConfigError(
+                        f"the schedule's peak rate is {prefix}.lr ({self.lr:g} here), which "
+                        f"this would override: give {prefix}.lr: {args[peak]!r} instead and "
+                        f"drop {peak} from {key}", key=f"{key}.{peak}")
             _check_kwargs(fn, {**_schedule_defaults(fn, self.lr), **args}, key)
             for k, v in args.items():
                 if v == "auto" and not k.endswith("steps"):

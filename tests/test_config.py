@@ -183,6 +183,21 @@ def test_choices_with_suggestions():
         assert f"did you mean {suggestion}?" in str(e.value), str(e.value)
 
 
+@pytest.mark.parametrize("schedule, peak", [
+    ({"name": "cosine", "decay_steps": 10, "learning_rate": 0.1}, "learning_rate"),
+    ({"name": "one_cycle", "total_steps": 10, "max_lr": 0.1}, "max_lr"),
+    ({"name": "cyclic", "base_lr": 0.01, "max_lr": 0.1, "step_size": 5}, "max_lr"),
+])
+def test_the_schedule_takes_its_peak_rate_from_optimizer_lr_only(schedule, peak):
+    with pytest.raises(ConfigError, match=rf"peak rate is optimizer\.lr \(0\.003 here\), which "
+                                          rf"this would override: give optimizer\.lr: 0\.1 "
+                                          rf"instead and drop {peak}") as e:
+        parse(optimizer={"lr": 3e-3, "schedule": schedule})
+    assert e.value.key == f"optimizer.schedule.{peak}"
+    rest = {k: v for k, v in schedule.items() if k != peak}
+    assert parse(optimizer={"lr": 0.1, "schedule": rest}).optimizer.schedule == rest
+
+
 def test_schedule_missing_argument_and_auto_only_for_steps():
     with pytest.raises(ConfigError, match="missing argument"):
         parse(optimizer={"schedule": {"name": "cosine"}})
