@@ -257,13 +257,22 @@ def _optimizer(cfg: Config, lr: Any, model: Layer,
     return build(dict(o.options))
 
 
-def _check_sizes(fn: Callable, kwargs: dict[str, Any], key: str) -> None:
-    """An augmentation's int arguments are sizes in pixels (``max_shift``, ``padding``):
-    a negative one -> ConfigError."""
+def _check_sizes(fn: Callable, kwargs: dict[str, Any], key: str,
+                 input_shape: tuple[int, ...]) -> None:
+    """An augmentation's int arguments are sizes in pixels (``max_shift``, ``padding``): a
+    negative one, or one not smaller than the (H, W, C) images (a shift or crop that can
+    leave nothing of the image) -> ConfigError."""
     params = inspect.signature(fn, eval_str=True).parameters
     for name, v in kwargs.items():
-        if name in params and params[name].annotation is int and v < 0:
-            raise ConfigError(f"must be >= 0 (a size in pixels), got {v}", key=f"{key}.{name}")
+        if name in params and params[name].annotation is int:
+            if v < 0:
+                raise ConfigError(f"must be >= 0 (a size in pixels), got {v}",
+                                  key=f"{key}.{name}")
+            h, w = input_shape[:2]
+            if v >= min(h, w):
+                raise ConfigError(f"must be smaller than the images ({h}x{w} pixels), got {v}: "
+                                  "it could move the whole image out of view",
+                                  key=f"{key}.{name}")
 
 
 def _augment(cfg: Config, input_shape: tuple[int, ...], dtype: Any) -> Callable | None:
@@ -283,7 +292,7 @@ def _augment(cfg: Config, input_shape: tuple[int, ...], dtype: Any) -> Callable 
                 f"{name} needs (H, W, C) image inputs, the data have {input_shape}", key=key)
         fn = getattr(aug, name)
         kwargs = typed_options(fn, {k: v for k, v in spec.items() if k != "name"}, key)
-        _check_sizes(fn, kwargs, key)
+        _check_sizes(fn, kwargs, key, input_shape)
 
         def build(kw: dict[str, Any], fn: Callable = fn) -> Callable:
             f = functools.partial(fn, **kw)
