@@ -39,6 +39,49 @@ def test_loader_range_errors_name_the_option(name, overrides, option, expect):
     assert e.key == f"data.options.{option}" and expect in e.message
 
 
+def _mnist_files(d: Path, n: int = 60) -> Path:
+    import numpy as np
+
+    from nnkit.data import write_idx
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "t10k"):
+        write_idx(d / f"{split}-images-idx3-ubyte",
+                  rng.integers(0, 256, (n, 28, 28)).astype(np.uint8))
+        write_idx(d / f"{split}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    return d
+
+
+@pytest.mark.parametrize("limit", [0, -3])
+def test_a_limit_below_1_with_a_path_names_the_limit(tmp_path, limit):
+    sets = ["data.dataset=mnist", f"data.options={{path: {_mnist_files(tmp_path)}}}",
+            f"data.options.limit={limit}"]
+    e = error_of("digits_mlp.yaml", *sets)
+    assert e.key == "data.options.limit" and f"limit must be >= 1, got {limit}" == e.message
+    assert prepare("digits_mlp.yaml", *sets[:2], "data.options.limit=50").train[0].shape[1:] == (
+        28, 28, 1)
+
+
+def test_finding_the_option_at_fault_keeps_the_path(monkeypatch, tmp_path):
+    """A loader error is pinned on an option by loading without it; never without ``path``
+    (mnist has no default location: its FileNotFoundError used to be the message)."""
+    from nnkit import data
+
+    real = data.load
+
+    def load(name, path=None, limit=None):
+        if path is None:
+            raise FileNotFoundError("mnist: no default location; pass path=")
+        if limit is not None and limit > 60:
+            raise ValueError(f"limit {limit} is more than the 60 examples")
+        return real(name, path=path, limit=limit)
+
+    monkeypatch.setattr(data, "load", load)
+    e = error_of("digits_mlp.yaml", "data.dataset=mnist",
+                 f"data.options={{path: {_mnist_files(tmp_path)}, limit: 80}}")
+    assert e.key == "data.options.limit" and e.message == "limit 80 is more than the 60 examples"
+
+
 def test_data_format_errors_stay_data_format_errors(monkeypatch):
     from nnkit import data
 

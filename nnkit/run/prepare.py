@@ -87,15 +87,29 @@ def _load_data(cfg: Config) -> Any:
 
     fn = loader(cfg.data.dataset)
     options = typed_options(fn, cfg.data.options, "data.options")
+    limit = options.get("limit")
+    if limit is not None and limit < 1:  # before any file is read
+        raise ConfigError(f"limit must be >= 1, got {limit}", key="data.options.limit")
     try:
         return data.load(cfg.data.dataset, **options)
     except data.DataFormatError:
         raise
     except (TypeError, ValueError) as e:
         # which option: the first whose default loads (generated sets: milliseconds)
-        where = _culprit(fn, lambda kw: data.load(cfg.data.dataset, **kw), options,
-                         "data.options", options)
+        where = _culprit(fn, functools.partial(_probe_load, cfg.data.dataset), options,
+                         "data.options", options, keep=("path",))
         raise ConfigError(str(e), key=where) from None
+
+
+def _probe_load(name: str, options: dict[str, Any]) -> Any:
+    """``data.load(name, **options)`` for :func:`_culprit`: files it cannot read make these
+    options fail too (a ValueError), instead of ending the search."""
+    from nnkit import data
+
+    try:
+        return data.load(name, **options)
+    except OSError as e:
+        raise ValueError(str(e)) from None
 
 
 def _split(cfg: Config, ds: Any) -> tuple[XY, XY | None, XY | None]:
@@ -142,11 +156,13 @@ def _fails(build: Callable[[dict[str, Any]], Any], kwargs: dict[str, Any]) -> Ex
 
 
 def _culprit(fn: Callable, build: Callable[[dict[str, Any]], Any], kwargs: dict[str, Any],
-             key: str, given: Collection[str]) -> str:
+             key: str, given: Collection[str], keep: Collection[str] = ()) -> str:
     """The dotted key of the option at fault: the first optional one whose default makes
-    ``build`` work, else the only required one the config ``given``, else ``key`` itself."""
+    ``build`` work, else the only required one the config ``given``, else ``key`` itself.
+    Options in ``keep`` (a data set's ``path``) are never left out to find out."""
     params = inspect.signature(fn).parameters
-    optional = [n for n in kwargs if n not in params or params[n].default is not params[n].empty]
+    optional = [n for n in kwargs if n not in keep
+                and (n not in params or params[n].default is not params[n].empty)]
     for name in optional:
         if _fails(build, {k: v for k, v in kwargs.items() if k != name}) is None:
             return f"{key}.{name}"
