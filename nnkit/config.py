@@ -263,23 +263,31 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
     Intermediate mappings are created as needed; a numeric path part indexes a list
     (``model.layers.0.features=32``). Keys are checked later by :func:`parse_config`; a value
-    that is not YAML is kept as the string, but one repeating a mapping key is an error.
+    that is not YAML is kept as the string, but one repeating a mapping key, or a broken
+    flow collection or quoted string (``[8``, ``{a: 1``, ``"x``), is an error. Errors name
+    the file ``--set``.
     """
     import copy
 
     out = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value", key="--set")
+            raise ConfigError(f"override {item!r} is not of the form key=value", file="--set")
         path, text = item.split("=", 1)
         parts = [p for p in path.strip().split(".")]
         if not path.strip() or any(not p for p in parts):
-            raise ConfigError(f"override {item!r} has an empty key", key="--set")
+            raise ConfigError(f"override {item!r} has an empty key", file="--set")
         try:
             value = _fix_numbers(load_yaml_text(text)) if text.strip() else None
         except DuplicateKeyError as e:
-            raise ConfigError(f"{path.strip()}: {e.problem}", key="--set") from None
-        except yaml.YAMLError:
+            raise ConfigError(str(e.problem), key=path.strip(), file="--set") from None
+        except yaml.YAMLError as e:
+            if text.lstrip()[:1] in ("[", "{", '"', "'"):  # meant as YAML, not a plain string
+                mark = getattr(e, "problem_mark", None)
+                where = f" at column {mark.column + 1}" if mark else ""
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise ConfigError(f"invalid YAML {text.strip()!r}{where}: {problem}",
+                                  key=path.strip(), file="--set") from None
             value = text
         node: Any = out
         for i, p in enumerate(parts[:-1]):
@@ -288,7 +296,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
                 node = _list_item(node, p, here)
                 continue
             if not isinstance(node, dict):
-                raise ConfigError(f"cannot set {path!r}: {here!r} is not a mapping", key="--set")
+                parent = ".".join(parts[:i])
+                raise ConfigError(f"cannot set {path!r}: {parent!r} is not a mapping",
+                                  file="--set")
             if node.get(p) is None:
                 node[p] = {}
             node = node[p]
@@ -299,7 +309,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         elif isinstance(node, dict):
             node[last] = value
         else:
-            raise ConfigError(f"cannot set {path!r}: its parent is not a mapping", key="--set")
+            raise ConfigError(f"cannot set {path!r}: its parent is not a mapping", file="--set")
     return out
 
 
@@ -428,9 +438,13 @@ def _from_dict(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     for k in raw:
         if k not in fields:
             where = f"section '{prefix}'" if prefix else "the top level"
+            hint = "" if prefix or k != "run" else (
+                "; `run:` is the metadata nnkit writes into a run directory's config.yaml: to "
+                "continue that run use `nnkit train --resume DIR`, to start a new one from "
+                "this config delete its `run:` section")
             raise ConfigError(
                 f"unknown key{suggest(k, fields)}; valid keys in {where}: "
-                f"{', '.join(fields)}",
+                f"{', '.join(fields)}{hint}",
                 key=dotted(str(k)),
             )
     kwargs = {}
@@ -622,6 +636,9 @@ def _check_kwargs(fn: Any, kwargs: Mapping[str, Any], key: str, *,
         return
     names = [n for n, p in params.items() if p.kind is not p.VAR_POSITIONAL]
     for k in kwargs:
+        if k not in names and not names:
+            raise ConfigError(f"unknown argument: {fn.__name__.lstrip('_')} takes no arguments",
+                              key=f"{key}.{k}")
         if k not in names:
             raise ConfigError(
                 f"unknown argument{suggest(k, names)}; arguments: {', '.join(names)}",

@@ -252,6 +252,48 @@ def test_override_list_index_and_errors():
         apply_overrides(raw, ["model.layers.3.features=1"])
 
 
+def test_override_errors_say_set_once_and_broken_yaml_is_reported():
+    for item, msg in [("x", "override 'x' is not of the form key=value"),
+                      ("=3", "override '=3' has an empty key"),
+                      ("model.arch.x=1", "cannot set 'model.arch.x': its parent is not a "
+                                         "mapping"),
+                      ("model.arch.x.y=1", "cannot set 'model.arch.x.y': 'model.arch' is not a "
+                                           "mapping")]:
+        with pytest.raises(ConfigError) as e:
+            parse_config(BASE, overrides=[item])
+        assert str(e.value) == f"--set: {msg}"
+    with pytest.raises(ConfigError) as e:
+        parse_config(BASE, overrides=["model.hidden=[8"])
+    assert str(e.value) == ("--set: model.hidden: invalid YAML '[8' at column 3: expected ',' "
+                            "or ']', but got '<stream end>'")
+    with pytest.raises(ConfigError, match=r"^--set: data\.options: invalid YAML '\{n: 1' at "):
+        parse_config(BASE, overrides=["data.options={n: 1"])
+    with pytest.raises(ConfigError, match=r"^--set: optimizer: key 'lr' repeated"):
+        parse_config(BASE, overrides=["optimizer={lr: 0.1, lr: 0.2}"])
+    # a plain value that is not YAML stays the string
+    assert apply_overrides(BASE, ["data.options.path=a: b: c"])["data"]["options"] == {
+        "path": "a: b: c"}
+
+
+def test_an_argument_to_an_augmentation_without_arguments_says_so():
+    with pytest.raises(ConfigError) as e:
+        parse(data={"dataset": "digits", "augmentation": [{"name": "random_flip_lr", "p": 1}]})
+    assert e.value.key == "data.augmentation[0].p"
+    assert e.value.message == "unknown argument: random_flip_lr takes no arguments"
+
+
+def test_a_run_directorys_config_points_to_resume(tmp_path):
+    p = write(tmp_path, yaml.safe_dump({**BASE, "run": {"created": "2024-01-01"}}))
+    with pytest.raises(ConfigError, match=r"run: unknown key; .*`run:` is the metadata nnkit "
+                                          r"writes into a run directory's config\.yaml: to "
+                                          r"continue that run use `nnkit train --resume DIR`, "
+                                          r"to start a new one from this config delete"):
+        load_config(p)
+    with pytest.raises(ConfigError) as e:  # no hint for a `run` key inside a section
+        parse(training={"run": 1})
+    assert "--resume" not in str(e.value)
+
+
 def test_override_errors_say_set(tmp_path):
     p = write(tmp_path, "model: {arch: mlp}\ndata: {dataset: digits}\n")
     with pytest.raises(ConfigError) as e:
