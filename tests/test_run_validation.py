@@ -230,6 +230,16 @@ def test_schedules_are_evaluated_over_the_run_for_negative_rates():
         _check_rates(falls, 10_000_000)  # sampled, not all 10 million steps
 
 
+def test_a_val_fraction_that_rounds_to_no_examples_is_named_with_the_counts():
+    sets = ["data.dataset=xor", "data.options={}", "data.batch_size=2"]
+    e = error_of("moons_mlp.yaml", *sets, "data.split=[0.9, 0.1]")
+    assert e.key == "training.early_stopping.monitor"
+    assert ("no validation split (data.split [0.9, 0.1] gives 4 train, 0 val and 0 test "
+            "examples of 4: its val fraction 0.1 rounds to 0 examples" in e.message), e.message
+    e = error_of("moons_mlp.yaml", *sets, "data.split=[1.0]")
+    assert e.message.endswith("no validation split (data.split needs a val fraction)")
+
+
 def test_integral_floats_are_accepted_for_ints():
     prep = prepare("digits_lenet5.yaml", "optimizer.schedule={name: cosine, decay_steps: 1e3}",
                    aug("{name: random_crop, padding: 2.0}"))

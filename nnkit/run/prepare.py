@@ -458,13 +458,26 @@ def prepare(cfg: Config) -> Prepared:
                       ("optimizer.plateau.monitor", plateau and plateau.monitor)):
         if mon and mon.startswith("val_") and val is None:
             raise ConfigError(f"monitors {mon!r} but there is no validation split "
-                              "(data.split needs a val fraction)", key=what)
+                              f"({_no_val(cfg, n, test)})", key=what)
     return Prepared(
         cfg=cfg, model=model, input_shape=input_shape, train=train, val=val, test=test,
         num_classes=ds.num_classes, task=ds.task, optimizer=optimizer, early_stopping=es,
         plateau=plateau, augment=augment, steps_per_epoch=steps,
         policy=policy,
     )
+
+
+def _no_val(cfg: Config, n_train: int, test: XY | None) -> str:
+    """Why there are no validation examples: no val fraction in ``data.split``, or one that
+    rounds to 0 of the data set's examples (with the counts of the parts)."""
+    split = list(cfg.data.split)
+    if len(split) < 2 or split[1] == 0:
+        return "data.split needs a val fraction"
+    n_test = 0 if test is None or len(split) < 3 or split[2] == 0 else int(test[0].shape[0])
+    n = n_train + n_test
+    return (f"data.split {split} gives {n_train} train, 0 val and {n_test} test examples of "
+            f"{n}: its val fraction {split[1]:g} rounds to 0 examples; raise it or use more "
+            "data")
 
 
 def prepare_named(cfg: Config, file: str | None,
