@@ -10,7 +10,8 @@ A config file has the sections below; every key is optional except ``model`` and
     optimizer: {name: adam, lr: 1e-3, schedule: {name: cosine, decay_steps: auto},
                 weight_decay: 0.0, clip_norm: null, accumulate: 1, options: {b1: 0.9},
                 plateau: {monitor: val_loss, patience: 3, factor: 0.5}}
-    training: {epochs: 20, early_stopping: {monitor: val_loss, patience: 5, min_delta: 0},
+    training: {epochs: 20, early_stopping: {monitor: val_loss, mode: auto, patience: 5,
+                                            min_delta: 0},
                grad_mode: batch, microbatches: 1, l1: 0.0, l2: 0.0, mode: auto}
     loss: cross_entropy
     metrics: [accuracy]
@@ -730,22 +731,26 @@ def _schedule_defaults(fn: Any, lr: float) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
-    """``training.early_stopping`` (see :class:`nnkit.train.EarlyStopping`)."""
+    """``training.early_stopping`` (see :class:`nnkit.train.EarlyStopping`).
+
+    ``mode`` is ``min``, ``max`` or ``auto`` (the default, as for ``optimizer.plateau``:
+    the direction of ``monitor``, :func:`nnkit.metrics.lower_is_better`); ``null``, which
+    older run directories' ``config.yaml`` hold, also means ``auto``.
+    """
 
     monitor: str = _field("val_loss")
-    mode: str | None = _field(None, choices=("min", "max"))
+    mode: str | None = _field("auto", choices=("min", "max", "auto"))
     patience: int = _field(5, ge=1)
     min_delta: float = _field(0.0, ge=0.0)
     restore_best: bool = _field(True)
 
     @property
     def resolved_mode(self) -> str:
-        """``mode``, or ``"min"`` for losses/errors and ``"max"`` otherwise."""
-        if self.mode is not None:
-            return self.mode
+        """``"min"`` or ``"max"``: ``mode``, with ``auto`` (or ``null``) ``"min"`` for
+        losses/errors and ``"max"`` otherwise."""
         from nnkit import metrics as M
 
-        return M.monitor_mode(self.monitor, "auto")
+        return M.monitor_mode(self.monitor, self.mode or "auto")
 
 
 @dataclass(frozen=True)

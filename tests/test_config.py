@@ -206,6 +206,24 @@ def test_schedule_missing_argument_and_auto_only_for_steps():
     assert parse(optimizer={"schedule": {"name": "cosine", "decay_steps": "auto"}})
 
 
+@pytest.mark.parametrize("monitor, mode, direction", [
+    ("val_loss", None, "min"), ("val_accuracy", None, "max"),
+    ("val_loss", "auto", "min"), ("val_accuracy", "auto", "max"),
+    ("val_accuracy", "min", "min"), ("val_loss", "max", "max"),
+])
+def test_early_stopping_mode_is_auto_by_default_like_plateau(monitor, mode, direction):
+    es = {"monitor": monitor, **({} if mode is None else {"mode": mode})}
+    cfg = parse(training={"early_stopping": es}, metrics=["accuracy"])
+    assert cfg.training.early_stopping.mode == (mode or "auto")
+    assert cfg.training.early_stopping.resolved_mode == direction
+    assert cfg == parse_config(yaml.safe_load(dump_config(cfg)))
+    # null (what older run directories hold) is auto too
+    old = parse(training={"early_stopping": {"monitor": monitor, "mode": None}})
+    assert old.training.early_stopping.resolved_mode == ("min" if "loss" in monitor else "max")
+    with pytest.raises(ConfigError, match=r"unknown value 'up'.*allowed: min, max, auto"):
+        parse(training={"early_stopping": {"monitor": monitor, "mode": "up"}})
+
+
 def test_microbatches_need_accumulate():
     with pytest.raises(ConfigError, match="training.microbatches"):
         parse(training={"microbatches": 2})
