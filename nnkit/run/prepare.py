@@ -193,8 +193,8 @@ def _check_rates(sched: Callable, total_steps: int) -> None:
     ``optimizer.schedule``."""
     total = max(int(total_steps), 1)
     steps = np.unique(np.linspace(0, total, min(total + 1, SCHEDULE_SAMPLES)).astype(np.int64))
-    try:
-        host = jax.devices("cpu")[0]
+    try:  # this process's own CPU (in a multi-process run another's is not addressable)
+        host = jax.local_devices(backend="cpu")[0]
     except RuntimeError:  # no CPU backend in this process: the default device will do
         host = None
     with jax.default_device(host):
