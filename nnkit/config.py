@@ -10,7 +10,8 @@ A config file has the sections below; every key is optional except ``model`` and
     optimizer: {name: adam, lr: 1e-3, schedule: {name: cosine, decay_steps: auto},
                 weight_decay: 0.0, clip_norm: null, accumulate: 1, options: {b1: 0.9},
                 plateau: {monitor: val_loss, patience: 3, factor: 0.5}}
-    training: {epochs: 20, early_stopping: {monitor: val_loss, patience: 5, min_delta: 0},
+    training: {epochs: 20, early_stopping: {monitor: val_loss, mode: auto, patience: 5,
+                                            min_delta: 0},
                grad_mode: batch, microbatches: 1, l1: 0.0, l2: 0.0, mode: auto}
     loss: cross_entropy
     metrics: [accuracy]
@@ -26,6 +27,9 @@ JAX's multi-process runtime), not here. ``precision`` is a policy name
 (``float32``, ``mixed_bfloat16``, ``mixed_float16``, ``bfloat16``, ``float16``) or a mapping
 for :func:`nnkit.precision.from_config` (``{name: mixed_float16, loss_scale: 1024}``),
 checked here.
+
+A schedule's peak rate is ``optimizer.lr``: ``optimizer.schedule`` may not give its own
+``learning_rate`` (``max_lr``), which would silently override it.
 
 Errors are :class:`ConfigError` naming the file, the dotted key, and either the closest
 valid key (``did you mean 'lr'?``) or the allowed type / range. YAML is read with
@@ -260,23 +264,31 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
 
     Intermediate mappings are created as needed; a numeric path part indexes a list
     (``model.layers.0.features=32``). Keys are checked later by :func:`parse_config`; a value
-    that is not YAML is kept as the string, but one repeating a mapping key is an error.
+    that is not YAML is kept as the string, but one repeating a mapping key, or a broken
+    flow collection or quoted string (``[8``, ``{a: 1``, ``"x``), is an error. Errors name
+    the file ``--set``.
     """
     import copy
 
     out = copy.deepcopy(raw)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form key=value", key="--set")
+            raise ConfigError(f"override {item!r} is not of the form key=value", file="--set")
         path, text = item.split("=", 1)
         parts = [p for p in path.strip().split(".")]
         if not path.strip() or any(not p for p in parts):
-            raise ConfigError(f"override {item!r} has an empty key", key="--set")
+            raise ConfigError(f"override {item!r} has an empty key", file="--set")
         try:
             value = _fix_numbers(load_yaml_text(text)) if text.strip() else None
         except DuplicateKeyError as e:
-            raise ConfigError(f"{path.strip()}: {e.problem}", key="--set") from None
-        except yaml.YAMLError:
+            raise ConfigError(str(e.problem), key=path.strip(), file="--set") from None
+        except yaml.YAMLError as e:
+            if text.lstrip()[:1] in ("[", "{", '"', "'"):  # meant as YAML, not a plain string
+                mark = getattr(e, "problem_mark", None)
+                where = f" at column {mark.column + 1}" if mark else ""
+                problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+                raise ConfigError(f"invalid YAML {text.strip()!r}{where}: {problem}",
+                                  key=path.strip(), file="--set") from None
             value = text
         node: Any = out
         for i, p in enumerate(parts[:-1]):
@@ -285,7 +297,9 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
                 node = _list_item(node, p, here)
                 continue
             if not isinstance(node, dict):
-                raise ConfigError(f"cannot set {path!r}: {here!r} is not a mapping", key="--set")
+                parent = ".".join(parts[:i])
+                raise ConfigError(f"cannot set {path!r}: {parent!r} is not a mapping",
+                                  file="--set")
             if node.get(p) is None:
                 node[p] = {}
             node = node[p]
@@ -296,7 +310,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         elif isinstance(node, dict):
             node[last] = value
         else:
-            raise ConfigError(f"cannot set {path!r}: its parent is not a mapping", key="--set")
+            raise ConfigError(f"cannot set {path!r}: its parent is not a mapping", file="--set")
     return out
 
 
@@ -425,9 +439,13 @@ def _from_dict(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     for k in raw:
         if k not in fields:
             where = f"section '{prefix}'" if prefix else "the top level"
+            hint = "" if prefix or k != "run" else (
+                "; `run:` is the metadata nnkit writes into a run directory's config.yaml: to "
+                "continue that run use `nnkit train --resume DIR`, to start a new one from "
+                "this config delete its `run:` section")
             raise ConfigError(
                 f"unknown key{suggest(k, fields)}; valid keys in {where}: "
-                f"{', '.join(fields)}",
+                f"{', '.join(fields)}{hint}",
                 key=dotted(str(k)),
             )
     kwargs = {}
@@ -619,6 +637,9 @@ def _check_kwargs(fn: Any, kwargs: Mapping[str, Any], key: str, *,
         return
     names = [n for n, p in params.items() if p.kind is not p.VAR_POSITIONAL]
     for k in kwargs:
+        if k not in names and not names:
+            raise ConfigError(f"unknown argument: {fn.__name__.lstrip('_')} takes no arguments",
+                              key=f"{key}.{k}")
         if k not in names:
             raise ConfigError(
                 f"unknown argument{suggest(k, names)}; arguments: {', '.join(names)}",
@@ -648,10 +669,13 @@ class PlateauConfig:
 class OptimizerConfig:
     """``optimizer`` section -> :func:`nnkit.optim.make` (+ :func:`nnkit.optim.schedule`).
 
-    ``schedule`` is ``{name: <schedule>, ...its arguments}``; its ``learning_rate`` (or
-    ``max_lr`` for ``one_cycle``) defaults to ``lr``, and a step count given as ``auto``
-    means all optimizer steps of the run (``epochs * (n_train // batch_size) //
-    accumulate``). ``options`` go to the Optax factory (``b1``, ``momentum``, ...).
+    ``schedule`` is ``{name: <schedule>, ...its arguments}``; its peak rate, the
+    ``learning_rate`` (``max_lr`` for ``one_cycle`` and ``cyclic``) argument, is always
+    ``lr`` and may not be given in the schedule (``lr`` has a default, so a rate given in
+    both places could not tell which one was meant; a sweep over ``optimizer.lr`` varies
+    it). A step count given as ``auto`` means all optimizer steps of the run (``epochs *
+    (n_train // batch_size) // accumulate``). ``options`` go to the Optax factory (``b1``,
+    ``momentum``, ...).
     """
 
     name: str = _field("adam", choices=_optimizers)
@@ -684,6 +708,12 @@ class OptimizerConfig:
                 )
             args = {k: v for k, v in self.schedule.items() if k != "name"}
             fn = optim.SCHEDULES[name]
+            for peak in _schedule_defaults(fn, self.lr):
+                if peak in args:
+                    raise ConfigError(
+                        f"the schedule's peak rate is {prefix}.lr ({self.lr:g} here), which "
+                        f"this would override: give {prefix}.lr: {args[peak]!r} instead and "
+                        f"drop {peak} from {key}", key=f"{key}.{peak}")
             _check_kwargs(fn, {**_schedule_defaults(fn, self.lr), **args}, key)
             for k, v in args.items():
                 if v == "auto" and not k.endswith("steps"):
@@ -701,22 +731,26 @@ def _schedule_defaults(fn: Any, lr: float) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
-    """``training.early_stopping`` (see :class:`nnkit.train.EarlyStopping`)."""
+    """``training.early_stopping`` (see :class:`nnkit.train.EarlyStopping`).
+
+    ``mode`` is ``min``, ``max`` or ``auto`` (the default, as for ``optimizer.plateau``:
+    the direction of ``monitor``, :func:`nnkit.metrics.lower_is_better`); ``null``, which
+    older run directories' ``config.yaml`` hold, also means ``auto``.
+    """
 
     monitor: str = _field("val_loss")
-    mode: str | None = _field(None, choices=("min", "max"))
+    mode: str | None = _field("auto", choices=("min", "max", "auto"))
     patience: int = _field(5, ge=1)
     min_delta: float = _field(0.0, ge=0.0)
     restore_best: bool = _field(True)
 
     @property
     def resolved_mode(self) -> str:
-        """``mode``, or ``"min"`` for losses/errors and ``"max"`` otherwise."""
-        if self.mode is not None:
-            return self.mode
+        """``"min"`` or ``"max"``: ``mode``, with ``auto`` (or ``null``) ``"min"`` for
+        losses/errors and ``"max"`` otherwise."""
         from nnkit import metrics as M
 
-        return M.monitor_mode(self.monitor, "auto")
+        return M.monitor_mode(self.monitor, self.mode or "auto")
 
 
 @dataclass(frozen=True)

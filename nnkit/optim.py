@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nnkit._checks import check_int
@@ -112,6 +114,30 @@ SCALED_STEP_OPTIMIZERS = ("lars", "adafactor")
 docstring): a scale on the update (plateau, ``lr_scale``) shrinks their whole step."""
 
 
+DECAY_OPTIONS = ("b1", "b2", "momentum", "decay", "rho")
+"""Optax options that are decay rates of running averages (moments, momentum, RMSprop's
+``decay``, Adadelta's ``rho``): :func:`make` requires them in ``[0, 1)``."""
+
+
+def _number(v: Any) -> bool:
+    """A plain (Python or NumPy) real number: what the option checks look at; arrays,
+    schedules and ``None`` are left to the optimizer."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool | np.bool_)
+
+
+def _check_options(name: str, kwargs: dict[str, Any]) -> None:
+    """``ValueError`` for common Optax options out of range: :data:`DECAY_OPTIONS` outside
+    ``[0, 1)``, ``eps`` not a finite number > 0, ``nesterov`` not a bool."""
+    for k, v in kwargs.items():
+        if k in DECAY_OPTIONS and _number(v) and not 0 <= v < 1:
+            raise ValueError(f"optimizer {name!r}: {k} must be in [0, 1), got {v!r}")
+        if k == "eps" and _number(v) and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"optimizer {name!r}: eps must be > 0, got {v!r}")
+    if "nesterov" in kwargs and not isinstance(kwargs["nesterov"], bool | np.bool_):
+        raise ValueError(f"optimizer {name!r}: nesterov must be true or false, got "
+                         f"{type(kwargs['nesterov']).__name__} {kwargs['nesterov']!r}")
+
+
 def _unknown(what: str, name: Any, known) -> ValueError:
     return ValueError(f"unknown {what} {name!r}; known: {', '.join(sorted(known))}")
 
@@ -154,9 +180,12 @@ def make(
         scales the whole step, as the plateau scale does: see the module docstring.)
       **kwargs: passed to the Optax factory (``b1``, ``b2``, ``eps``, ``momentum``...);
         numeric ones given here are injected hyper-parameters too (settable per model).
+        Numbers are range-checked: ``b1``, ``b2``, ``momentum``, ``decay``, ``rho`` in
+        ``[0, 1)``, ``eps > 0``; ``nesterov`` must be a bool.
 
     Raises:
-      ValueError: unknown ``name`` (the message lists the known names) or bad arguments.
+      ValueError: unknown ``name`` (the message lists the known names) or bad arguments
+        (naming the argument, its value and the allowed range).
 
     Equal arguments return the same (immutable) object, so programs compiled for it are
     found again (see the module docstring).
@@ -170,6 +199,7 @@ def make(
         raise ValueError(f"learning_rate must be >= 0, got {learning_rate!r}")
     if not callable(weight_decay) and not float(weight_decay) >= 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+    _check_options(name, kwargs)
     factory, decay_arg = OPTIMIZERS[name]
     hyper: dict[str, Any] = {"learning_rate": learning_rate, **kwargs}
     use_decay = weight_decay != 0.0
@@ -448,6 +478,31 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
 """Known schedule names; see :func:`schedule` for each one's arguments."""
 
 
+RATE_ARGS = ("learning_rate", "max_lr", "base_lr", "init_value", "end_value", "min_lr")
+"""Schedule arguments that are learning rates (so are ``values`` entries): ``>= 0``."""
+
+
+def _check_schedule_args(name: str, kwargs: dict[str, Any]) -> None:
+    """``ValueError`` for schedule arguments (Python numbers; arrays are left alone) whose
+    value the schedule's maths cannot take: a negative or non-finite rate, cosine's ``alpha``
+    outside [0, 1], a decay factor that is not positive (a negative one alternates the sign
+    of the rate or gives NaN; optax turns a zero ``decay_rate`` into a constant rate)."""
+    rates = [(k, kwargs[k]) for k in RATE_ARGS if k in kwargs]
+    rates += [(f"values[{i}]", v) for i, v in enumerate(kwargs.get("values") or ())]
+    for k, v in rates:
+        if _number(v) and not (math.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} schedule: {k} must be a finite learning rate >= 0, "
+                             f"got {v!r}")
+    alpha = kwargs.get("alpha")
+    if name == "cosine" and _number(alpha) and not 0 <= alpha <= 1:
+        raise ValueError(f"cosine schedule: alpha (the final fraction of the rate) must be in "
+                         f"[0, 1], got {alpha!r}")
+    for k in ("decay_rate", "factor"):
+        v = kwargs.get(k)
+        if k in kwargs and _number(v) and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} schedule: {k} must be > 0, got {v!r}")
+
+
 @memoised(MEMO_SIZE)
 def schedule(name: str, **kwargs: Any) -> Schedule:
     """A learning-rate schedule ``step -> lr`` by name (an ``optax.Schedule``, jittable).
@@ -467,10 +522,14 @@ def schedule(name: str, **kwargs: Any) -> Schedule:
     * ``sgdr(learning_rate, period, t_mult=1, min_lr=0)``: cosine with warm restarts.
 
     Raises:
-      ValueError: unknown name (lists the known ones) or missing/unexpected arguments.
+      ValueError: unknown name (lists the known ones), missing/unexpected arguments, or
+        values the schedule cannot take: a negative or non-finite rate (``learning_rate``,
+        ``max_lr``, ``base_lr``, ``init_value``, ``end_value``, ``min_lr``, ``values``),
+        ``alpha`` outside [0, 1], ``decay_rate`` or ``factor`` not > 0.
     """
     if name not in SCHEDULES:
         raise _unknown("schedule", name, SCHEDULES)
+    _check_schedule_args(name, kwargs)
     try:
         return SCHEDULES[name](**kwargs)
     except TypeError as e:

@@ -183,12 +183,45 @@ def test_choices_with_suggestions():
         assert f"did you mean {suggestion}?" in str(e.value), str(e.value)
 
 
+@pytest.mark.parametrize("schedule, peak", [
+    ({"name": "cosine", "decay_steps": 10, "learning_rate": 0.1}, "learning_rate"),
+    ({"name": "one_cycle", "total_steps": 10, "max_lr": 0.1}, "max_lr"),
+    ({"name": "cyclic", "base_lr": 0.01, "max_lr": 0.1, "step_size": 5}, "max_lr"),
+])
+def test_the_schedule_takes_its_peak_rate_from_optimizer_lr_only(schedule, peak):
+    with pytest.raises(ConfigError, match=rf"peak rate is optimizer\.lr \(0\.003 here\), which "
+                                          rf"this would override: give optimizer\.lr: 0\.1 "
+                                          rf"instead and drop {peak}") as e:
+        parse(optimizer={"lr": 3e-3, "schedule": schedule})
+    assert e.value.key == f"optimizer.schedule.{peak}"
+    rest = {k: v for k, v in schedule.items() if k != peak}
+    assert parse(optimizer={"lr": 0.1, "schedule": rest}).optimizer.schedule == rest
+
+
 def test_schedule_missing_argument_and_auto_only_for_steps():
     with pytest.raises(ConfigError, match="missing argument"):
         parse(optimizer={"schedule": {"name": "cosine"}})
     with pytest.raises(ConfigError, match="'auto' is only allowed"):
         parse(optimizer={"schedule": {"name": "cosine", "decay_steps": 10, "alpha": "auto"}})
     assert parse(optimizer={"schedule": {"name": "cosine", "decay_steps": "auto"}})
+
+
+@pytest.mark.parametrize("monitor, mode, direction", [
+    ("val_loss", None, "min"), ("val_accuracy", None, "max"),
+    ("val_loss", "auto", "min"), ("val_accuracy", "auto", "max"),
+    ("val_accuracy", "min", "min"), ("val_loss", "max", "max"),
+])
+def test_early_stopping_mode_is_auto_by_default_like_plateau(monitor, mode, direction):
+    es = {"monitor": monitor, **({} if mode is None else {"mode": mode})}
+    cfg = parse(training={"early_stopping": es}, metrics=["accuracy"])
+    assert cfg.training.early_stopping.mode == (mode or "auto")
+    assert cfg.training.early_stopping.resolved_mode == direction
+    assert cfg == parse_config(yaml.safe_load(dump_config(cfg)))
+    # null (what older run directories hold) is auto too
+    old = parse(training={"early_stopping": {"monitor": monitor, "mode": None}})
+    assert old.training.early_stopping.resolved_mode == ("min" if "loss" in monitor else "max")
+    with pytest.raises(ConfigError, match=r"unknown value 'up'.*allowed: min, max, auto"):
+        parse(training={"early_stopping": {"monitor": monitor, "mode": "up"}})
 
 
 def test_microbatches_need_accumulate():
@@ -235,6 +268,48 @@ def test_override_list_index_and_errors():
         apply_overrides(raw, ["optimizer.lr"])
     with pytest.raises(ConfigError, match="out of range"):
         apply_overrides(raw, ["model.layers.3.features=1"])
+
+
+def test_override_errors_say_set_once_and_broken_yaml_is_reported():
+    for item, msg in [("x", "override 'x' is not of the form key=value"),
+                      ("=3", "override '=3' has an empty key"),
+                      ("model.arch.x=1", "cannot set 'model.arch.x': its parent is not a "
+                                         "mapping"),
+                      ("model.arch.x.y=1", "cannot set 'model.arch.x.y': 'model.arch' is not a "
+                                           "mapping")]:
+        with pytest.raises(ConfigError) as e:
+            parse_config(BASE, overrides=[item])
+        assert str(e.value) == f"--set: {msg}"
+    with pytest.raises(ConfigError) as e:
+        parse_config(BASE, overrides=["model.hidden=[8"])
+    assert str(e.value) == ("--set: model.hidden: invalid YAML '[8' at column 3: expected ',' "
+                            "or ']', but got '<stream end>'")
+    with pytest.raises(ConfigError, match=r"^--set: data\.options: invalid YAML '\{n: 1' at "):
+        parse_config(BASE, overrides=["data.options={n: 1"])
+    with pytest.raises(ConfigError, match=r"^--set: optimizer: key 'lr' repeated"):
+        parse_config(BASE, overrides=["optimizer={lr: 0.1, lr: 0.2}"])
+    # a plain value that is not YAML stays the string
+    assert apply_overrides(BASE, ["data.options.path=a: b: c"])["data"]["options"] == {
+        "path": "a: b: c"}
+
+
+def test_an_argument_to_an_augmentation_without_arguments_says_so():
+    with pytest.raises(ConfigError) as e:
+        parse(data={"dataset": "digits", "augmentation": [{"name": "random_flip_lr", "p": 1}]})
+    assert e.value.key == "data.augmentation[0].p"
+    assert e.value.message == "unknown argument: random_flip_lr takes no arguments"
+
+
+def test_a_run_directorys_config_points_to_resume(tmp_path):
+    p = write(tmp_path, yaml.safe_dump({**BASE, "run": {"created": "2024-01-01"}}))
+    with pytest.raises(ConfigError, match=r"run: unknown key; .*`run:` is the metadata nnkit "
+                                          r"writes into a run directory's config\.yaml: to "
+                                          r"continue that run use `nnkit train --resume DIR`, "
+                                          r"to start a new one from this config delete"):
+        load_config(p)
+    with pytest.raises(ConfigError) as e:  # no hint for a `run` key inside a section
+        parse(training={"run": 1})
+    assert "--resume" not in str(e.value)
 
 
 def test_override_errors_say_set(tmp_path):

@@ -177,6 +177,49 @@ def test_sgdr_restarts_at_each_period():
     assert g(29) < 0.12
 
 
+@pytest.mark.parametrize("name, kw, match", [
+    ("cosine", dict(decay_steps=10, alpha=-1.0), r"cosine schedule: alpha .* must be in "
+                                                 r"\[0, 1\], got -1.0"),
+    ("cosine", dict(decay_steps=10, alpha=1.5), r"alpha .* must be in \[0, 1\], got 1.5"),
+    ("exponential", dict(decay_rate=-0.5), "exponential schedule: decay_rate must be > 0, "
+                                           "got -0.5"),
+    ("exponential", dict(decay_rate=0), "decay_rate must be > 0, got 0"),
+    ("step", dict(boundaries=[3], factor=-0.1), "step schedule: factor must be > 0"),
+    ("step", dict(boundaries=[3], values=[0.1, -0.01]),
+     r"values\[1\] must be a finite learning rate >= 0, got -0.01"),
+    ("linear", dict(end_value=-0.1, transition_steps=10), "end_value must be a finite "
+                                                          "learning rate >= 0, got -0.1"),
+    ("constant", dict(learning_rate=float("inf")), "learning_rate must be a finite"),
+    ("cyclic", dict(base_lr=-0.1, max_lr=1.0, step_size=4), "base_lr must be a finite"),
+])
+def test_schedule_values_that_would_make_the_rate_negative_are_refused(name, kw, match):
+    kw = {"learning_rate": 0.1, **kw} if name != "cyclic" else kw
+    with pytest.raises(ValueError, match=match):
+        optim.schedule(name, **kw)
+
+
+@pytest.mark.parametrize("name, kw, match", [
+    ("adam", dict(b1=2.0), r"optimizer 'adam': b1 must be in \[0, 1\), got 2.0"),
+    ("adam", dict(b2=1.0), r"b2 must be in \[0, 1\), got 1.0"),
+    ("lion", dict(b1=-0.1), r"b1 must be in \[0, 1\), got -0.1"),
+    ("momentum", dict(momentum=1.5), r"optimizer 'momentum': momentum must be in \[0, 1\)"),
+    ("rmsprop", dict(decay=1.0), r"decay must be in \[0, 1\), got 1.0"),
+    ("adadelta", dict(rho=float("nan")), r"rho must be in \[0, 1\), got nan"),
+    ("adam", dict(eps=-1.0), "optimizer 'adam': eps must be > 0, got -1.0"),
+    ("rmsprop", dict(eps=0.0), "eps must be > 0, got 0.0"),
+    ("sgd", dict(momentum=0.9, nesterov=1), "nesterov must be true or false, got int 1"),
+])
+def test_optimizer_options_out_of_range_are_refused(name, kw, match):
+    with pytest.raises(ValueError, match=match):
+        optim.make(name, 1e-3, **kw)
+
+
+def test_optimizer_options_in_range_pass():
+    optim.make("adam", 1e-3, b1=0.0, b2=0.999, eps=1e-8)
+    optim.make("sgd", 1e-3, momentum=0.9, nesterov=True)
+    optim.make("rmsprop", 1e-3, decay=0.9, momentum=None)
+
+
 def test_unknown_schedule_and_bad_arguments():
     with pytest.raises(ValueError, match="unknown schedule 'cosin'.*cosine.*sgdr"):
         optim.schedule("cosin", learning_rate=1.0)

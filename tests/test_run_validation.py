@@ -39,6 +39,49 @@ def test_loader_range_errors_name_the_option(name, overrides, option, expect):
     assert e.key == f"data.options.{option}" and expect in e.message
 
 
+def _mnist_files(d: Path, n: int = 60) -> Path:
+    import numpy as np
+
+    from nnkit.data import write_idx
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "t10k"):
+        write_idx(d / f"{split}-images-idx3-ubyte",
+                  rng.integers(0, 256, (n, 28, 28)).astype(np.uint8))
+        write_idx(d / f"{split}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    return d
+
+
+@pytest.mark.parametrize("limit", [0, -3])
+def test_a_limit_below_1_with_a_path_names_the_limit(tmp_path, limit):
+    sets = ["data.dataset=mnist", f"data.options={{path: {_mnist_files(tmp_path)}}}",
+            f"data.options.limit={limit}"]
+    e = error_of("digits_mlp.yaml", *sets)
+    assert e.key == "data.options.limit" and f"limit must be >= 1, got {limit}" == e.message
+    assert prepare("digits_mlp.yaml", *sets[:2], "data.options.limit=50").train[0].shape[1:] == (
+        28, 28, 1)
+
+
+def test_finding_the_option_at_fault_keeps_the_path(monkeypatch, tmp_path):
+    """A loader error is pinned on an option by loading without it; never without ``path``
+    (mnist has no default location: its FileNotFoundError used to be the message)."""
+    from nnkit import data
+
+    real = data.load
+
+    def load(name, path=None, limit=None):
+        if path is None:
+            raise FileNotFoundError("mnist: no default location; pass path=")
+        if limit is not None and limit > 60:
+            raise ValueError(f"limit {limit} is more than the 60 examples")
+        return real(name, path=path, limit=limit)
+
+    monkeypatch.setattr(data, "load", load)
+    e = error_of("digits_mlp.yaml", "data.dataset=mnist",
+                 f"data.options={{path: {_mnist_files(tmp_path)}, limit: 80}}")
+    assert e.key == "data.options.limit" and e.message == "limit 80 is more than the 60 examples"
+
+
 def test_data_format_errors_stay_data_format_errors(monkeypatch):
     from nnkit import data
 
@@ -102,6 +145,11 @@ def test_loss_target_mismatch_is_reported_under_loss():
     ("sine_lstm.yaml", ["loss=cross_entropy"], "loss", "needs a classification"),
     ("sine_lstm.yaml", ["loss=nll"], "loss", "needs a classification"),
     ("moons_mlp.yaml", ["model.out=1", "metrics=[]"], "loss", "1 output unit"),
+    ("moons_mlp.yaml", ["data.dataset=blobs", "data.options={centers: 3}", "model.out=1",
+                        "loss=binary_cross_entropy"], "loss",
+     "loss 'binary_cross_entropy' takes targets in [0, 1], but its train y holds 2 "),
+    ("moons_mlp.yaml", ["data.dataset=blobs", "data.options={centers: 3}", "model.out=1",
+                        "loss=bce_probs"], "loss", "3 classes found (0, 1, 2)"),
 ])
 def test_loss_and_metrics_must_fit_the_task(name, overrides, key, expect):
     e = error_of(name, *overrides)
@@ -129,6 +177,10 @@ def aug(spec: str) -> str:
      "must be >= 0"),
     ([aug("{name: random_translate, max_shift: 1.5}")], "data.augmentation[0].max_shift",
      "expected int"),
+    ([aug("{name: random_translate, max_shift: 100}")], "data.augmentation[0].max_shift",
+     "must be smaller than the images (28x28 pixels), got 100"),
+    ([aug("{name: random_flip_lr}, {name: random_crop, padding: 28}")],
+     "data.augmentation[1].padding", "must be smaller than the images (28x28 pixels), got 28"),
     ([aug("{name: random_crop, padding: 1, pad_mode: bogus}")],
      "data.augmentation[0].pad_mode", ""),
     ([aug("{name: random_flip_lr}, {name: random_crop, padding: -2, pad_mode: edge}")],
@@ -138,16 +190,54 @@ def aug(spec: str) -> str:
     ([aug("{name: gaussian_noise, std: abc}")], "data.augmentation[0].std", ""),
     (["optimizer.options={b1: abc}"], "optimizer.options.b1", ""),
     (["optimizer.options={b1: 0.9, eps: abc}"], "optimizer.options.eps", ""),
+    (["optimizer.options.b1=2"], "optimizer.options.b1", "b1 must be in [0, 1), got 2"),
+    (["optimizer.options.eps=-1"], "optimizer.options.eps", "eps must be > 0, got -1"),
+    (["optimizer.name=sgd", "optimizer.options={momentum: 0.9, nesterov: 1}"],
+     "optimizer.options.nesterov", "nesterov must be true or false, got int 1"),
     (["optimizer.schedule={name: cosine, decay_steps: auto, alpha: abc}"],
      "optimizer.schedule.alpha", "expected number"),
     (["optimizer.schedule={name: cosine, decay_steps: 2.5}"],
      "optimizer.schedule.decay_steps", "expected int"),
     (["optimizer.schedule={name: cyclic, base_lr: 0.001, step_size: 10, mode: bogus}"],
      "optimizer.schedule.mode", ""),
+    (["optimizer.schedule={name: cosine, decay_steps: auto, alpha: -1}"],
+     "optimizer.schedule.alpha", "alpha (the final fraction of the rate) must be in [0, 1], "
+                                 "got -1"),
+    (["optimizer.schedule={name: exponential, decay_rate: -0.5}"],
+     "optimizer.schedule.decay_rate", "decay_rate must be > 0, got -0.5"),
+    (["optimizer.schedule={name: exponential, decay_rate: 1e6}"],
+     "optimizer.schedule", "the learning rate is not finite (inf) at step 7 of the run's"),
 ])
 def test_option_values_are_checked_before_training(overrides, key, expect):
     e = error_of("digits_lenet5.yaml", *overrides)
     assert e.key == key and expect in e.message, str(e)
+
+
+def test_schedules_are_evaluated_over_the_run_for_negative_rates():
+    import jax.numpy as jnp
+
+    from nnkit.run.prepare import _check_rates
+
+    def falls(t):  # 0 at step 150 (float rounding around 0 is no error), then negative
+        return 1e-3 * (1.0 - jnp.asarray(t, jnp.float32) / 150)
+
+    _check_rates(falls, 150)
+    with pytest.raises(ConfigError, match=r"the learning rate is negative \(-6\.\d+e-06\) at "
+                                          r"step 151 of the run's 200 optimizer steps") as e:
+        _check_rates(falls, 200)
+    assert e.value.key == "optimizer.schedule"
+    with pytest.raises(ConfigError, match=r"negative .* of the run's 10000000 optimizer steps"):
+        _check_rates(falls, 10_000_000)  # sampled, not all 10 million steps
+
+
+def test_a_val_fraction_that_rounds_to_no_examples_is_named_with_the_counts():
+    sets = ["data.dataset=xor", "data.options={}", "data.batch_size=2"]
+    e = error_of("moons_mlp.yaml", *sets, "data.split=[0.9, 0.1]")
+    assert e.key == "training.early_stopping.monitor"
+    assert ("no validation split (data.split [0.9, 0.1] gives 4 train, 0 val and 0 test "
+            "examples of 4: its val fraction 0.1 rounds to 0 examples" in e.message), e.message
+    e = error_of("moons_mlp.yaml", *sets, "data.split=[1.0]")
+    assert e.message.endswith("no validation split (data.split needs a val fraction)")
 
 
 def test_integral_floats_are_accepted_for_ints():

@@ -535,6 +535,37 @@ def test_a_softmax_before_cross_entropy_warns_naming_it():
                   batch_size=8, progress=False)
 
 
+def test_nll_on_a_model_without_log_softmax_warns_naming_its_last_layer():
+    x, y = _tiny_data()
+    for model, last in [(nnkit.models.build({"arch": "mlp", "hidden": [4], "out": 2}),
+                         r"dense \(out\)"),
+                        (nnkit.serial(Dense(2), nnkit.layers.Softmax()),
+                         r"softmax \(softmax_0\)")]:
+        with pytest.warns(UserWarning, match=rf"the loss is nll, which takes log-probabilities, "
+                                             rf"but the model ends in {last}, not a log_softmax"):
+            nnkit.fit(model, "sgd", (x, y), loss="nll", epochs=1, batch_size=8,
+                      progress=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # log_softmax with nll: quiet
+        nnkit.fit(nnkit.serial(Dense(2), nnkit.layers.LogSoftmax()), "sgd", (x, y),
+                  loss=nnkit.losses.nll, epochs=1, batch_size=8, progress=False)
+
+
+def test_binary_cross_entropy_targets_outside_0_1_are_refused_before_training():
+    x, _ = _tiny_data(18)
+    y = np.arange(18, dtype=np.int32) % 3  # class ids of 3 classes into a 1-output model
+    for loss in ("binary_cross_entropy", nnkit.losses.binary_cross_entropy):
+        with pytest.raises(ValueError, match=r"takes targets in \[0, 1\], but train_data y "
+                                             r"holds 2 \(6 of 18 values.*3 classes found"):
+            nnkit.fit(Dense(1), "sgd", (x, y), loss=loss, epochs=1, batch_size=6,
+                      progress=False)
+    soft = np.linspace(0, 1, 18, dtype=np.float32)  # probabilities: fine
+    nnkit.fit(Dense(1), "sgd", (x, soft), loss="binary_cross_entropy", metrics=[], epochs=1,
+              batch_size=6, progress=False)
+
+
 def test_default_metrics_follow_the_loss_and_metrics_are_checked_before_compiling():
     from nnkit.train.gradients import default_metrics
 

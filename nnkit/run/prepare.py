@@ -6,7 +6,8 @@ size, the values of schedule, optimizer and augmentation options) BEFORE a run d
 exists, turning them into :class:`nnkit.config.ConfigError` where a config key is at fault.
 Option values are checked against their functions' ``int`` / ``float`` annotations, then
 each schedule, the optimizer (init + one update) and each augmentation is traced once
-abstractly (``jax.eval_shape``); an error names the option at fault.
+abstractly (``jax.eval_shape``); an error names the option at fault. A schedule is also
+evaluated over the run's steps: a negative or non-finite learning rate is an error.
 
 :func:`make_parallel` turns the config's ``parallel:`` section into a
 :class:`nnkit.parallel.DataParallel` (it may start JAX's multi-process runtime, so the
@@ -34,7 +35,7 @@ from nnkit.config import AUGMENTATIONS, Config, ConfigError, typed_options
 from nnkit.core import Layer, ShapeError, abstract_init
 from nnkit.train import EarlyStopping, Plateau, TrainState, create_train_state
 from nnkit.train.gradients import resolve_loss
-from nnkit.train.inputs import check_data, check_finite, check_targets
+from nnkit.train.inputs import check_binary_targets, check_data, check_finite, check_targets
 from nnkit.train.step import apply_policy
 
 __all__ = ["Prepared", "prepare", "prepare_named", "initial_state", "monitor_of",
@@ -86,15 +87,29 @@ def _load_data(cfg: Config) -> Any:
 
     fn = loader(cfg.data.dataset)
     options = typed_options(fn, cfg.data.options, "data.options")
+    limit = options.get("limit")
+    if limit is not None and limit < 1:  # before any file is read
+        raise ConfigError(f"limit must be >= 1, got {limit}", key="data.options.limit")
     try:
         return data.load(cfg.data.dataset, **options)
     except data.DataFormatError:
         raise
     except (TypeError, ValueError) as e:
         # which option: the first whose default loads (generated sets: milliseconds)
-        where = _culprit(fn, lambda kw: data.load(cfg.data.dataset, **kw), options,
-                         "data.options", options)
+        where = _culprit(fn, functools.partial(_probe_load, cfg.data.dataset), options,
+                         "data.options", options, keep=("path",))
         raise ConfigError(str(e), key=where) from None
+
+
+def _probe_load(name: str, options: dict[str, Any]) -> Any:
+    """``data.load(name, **options)`` for :func:`_culprit`: files it cannot read make these
+    options fail too (a ValueError), instead of ending the search."""
+    from nnkit import data
+
+    try:
+        return data.load(name, **options)
+    except OSError as e:
+        raise ValueError(str(e)) from None
 
 
 def _split(cfg: Config, ds: Any) -> tuple[XY, XY | None, XY | None]:
@@ -141,11 +156,13 @@ def _fails(build: Callable[[dict[str, Any]], Any], kwargs: dict[str, Any]) -> Ex
 
 
 def _culprit(fn: Callable, build: Callable[[dict[str, Any]], Any], kwargs: dict[str, Any],
-             key: str, given: Collection[str]) -> str:
+             key: str, given: Collection[str], keep: Collection[str] = ()) -> str:
     """The dotted key of the option at fault: the first optional one whose default makes
-    ``build`` work, else the only required one the config ``given``, else ``key`` itself."""
+    ``build`` work, else the only required one the config ``given``, else ``key`` itself.
+    Options in ``keep`` (a data set's ``path``) are never left out to find out."""
     params = inspect.signature(fn).parameters
-    optional = [n for n in kwargs if n not in params or params[n].default is not params[n].empty]
+    optional = [n for n in kwargs if n not in keep
+                and (n not in params or params[n].default is not params[n].empty)]
     for name in optional:
         if _fails(build, {k: v for k, v in kwargs.items() if k != name}) is None:
             return f"{key}.{name}"
@@ -164,9 +181,40 @@ def _checked(fn: Callable, build: Callable[[dict[str, Any]], Any], kwargs: dict[
         raise ConfigError(f"{msg} ({type(err).__name__})", key=where) from None
 
 
+SCHEDULE_SAMPLES = 10_001
+"""How many of a run's steps :func:`_check_rates` evaluates the schedule at, at most (all
+of them when the run has fewer)."""
+
+
+def _check_rates(sched: Callable, total_steps: int) -> None:
+    """The schedule evaluated on the host at the run's steps ``0..total_steps`` (evenly
+    spaced ones when there are more than :data:`SCHEDULE_SAMPLES`): a negative rate (gradient
+    ascent; not float rounding around 0) or a non-finite one -> ConfigError naming
+    ``optimizer.schedule``."""
+    total = max(int(total_steps), 1)
+    steps = np.unique(np.linspace(0, total, min(total + 1, SCHEDULE_SAMPLES)).astype(np.int64))
+    try:  # this process's own CPU (in a multi-process run another's is not addressable)
+        host = jax.local_devices(backend="cpu")[0]
+    except RuntimeError:  # no CPU backend in this process: the default device will do
+        host = None
+    with jax.default_device(host):
+        rates = np.asarray(jax.jit(jax.vmap(sched))(jnp.asarray(steps, jnp.int32)),
+                           np.float64)
+    finite = np.isfinite(rates)
+    peak = float(np.max(np.abs(rates[finite]), initial=0.0))
+    bad = ~finite | (rates < -1e-6 * peak)  # float rounding below 0 (cosine, linear): zero
+    if bad.any():
+        i = int(np.argmax(bad))
+        what = "negative" if np.isfinite(rates[i]) else "not finite"
+        raise ConfigError(f"the learning rate is {what} ({rates[i]:g}) at step {steps[i]} of "
+                          f"the run's {total} optimizer steps: check the schedule's arguments",
+                          key="optimizer.schedule")
+
+
 def _schedule(cfg: Config, total_steps: int) -> Any:
     """The learning rate: ``optimizer.lr``, or the schedule built and traced once on a step
-    count (``auto`` step counts resolved; errors name ``optimizer.schedule.<argument>``)."""
+    count (``auto`` step counts resolved; errors name ``optimizer.schedule.<argument>``)
+    and evaluated over the run's steps (:func:`_check_rates`)."""
     spec = cfg.optimizer.schedule
     if spec is None:
         return cfg.optimizer.lr
@@ -189,7 +237,9 @@ def _schedule(cfg: Config, total_steps: int) -> Any:
         return sched
 
     _checked(fn, build, kwargs, "optimizer.schedule", given=spec)
-    return build(kwargs)
+    sched = build(kwargs)
+    _check_rates(sched, total_steps)
+    return sched
 
 
 def schedule_of_lr(cfg: Config, total_steps: int) -> Callable[[float], Any] | None:
@@ -223,13 +273,22 @@ def _optimizer(cfg: Config, lr: Any, model: Layer,
     return build(dict(o.options))
 
 
-def _check_sizes(fn: Callable, kwargs: dict[str, Any], key: str) -> None:
-    """An augmentation's int arguments are sizes in pixels (``max_shift``, ``padding``):
-    a negative one -> ConfigError."""
+def _check_sizes(fn: Callable, kwargs: dict[str, Any], key: str,
+                 input_shape: tuple[int, ...]) -> None:
+    """An augmentation's int arguments are sizes in pixels (``max_shift``, ``padding``): a
+    negative one, or one not smaller than the (H, W, C) images (a shift or crop that can
+    leave nothing of the image) -> ConfigError."""
     params = inspect.signature(fn, eval_str=True).parameters
     for name, v in kwargs.items():
-        if name in params and params[name].annotation is int and v < 0:
-            raise ConfigError(f"must be >= 0 (a size in pixels), got {v}", key=f"{key}.{name}")
+        if name in params and params[name].annotation is int:
+            if v < 0:
+                raise ConfigError(f"must be >= 0 (a size in pixels), got {v}",
+                                  key=f"{key}.{name}")
+            h, w = input_shape[:2]
+            if v >= min(h, w):
+                raise ConfigError(f"must be smaller than the images ({h}x{w} pixels), got {v}: "
+                                  "it could move the whole image out of view",
+                                  key=f"{key}.{name}")
 
 
 def _augment(cfg: Config, input_shape: tuple[int, ...], dtype: Any) -> Callable | None:
@@ -249,7 +308,7 @@ def _augment(cfg: Config, input_shape: tuple[int, ...], dtype: Any) -> Callable 
                 f"{name} needs (H, W, C) image inputs, the data have {input_shape}", key=key)
         fn = getattr(aug, name)
         kwargs = typed_options(fn, {k: v for k, v in spec.items() if k != "name"}, key)
-        _check_sizes(fn, kwargs, key)
+        _check_sizes(fn, kwargs, key, input_shape)
 
         def build(kw: dict[str, Any], fn: Callable = fn) -> Callable:
             f = functools.partial(fn, **kw)
@@ -293,9 +352,11 @@ def _units(out_shape: Any) -> int | None:
     return out_shape[-1] if ok else None
 
 
-def _check_loss(cfg: Config, out_shape: Any, y: np.ndarray, num_classes: int | None) -> None:
-    """A classification loss on data without classes, a softmax over one output unit, or
-    model outputs the loss cannot compare with the targets -> ConfigError naming ``loss``."""
+def _check_loss(cfg: Config, out_shape: Any, y: np.ndarray, num_classes: int | None,
+                splits: dict[str, XY | None]) -> None:
+    """A classification loss on data without classes, a softmax over one output unit,
+    model outputs the loss cannot compare with the targets, or binary cross-entropy
+    targets (of any of ``splits``) outside [0, 1] -> ConfigError naming ``loss``."""
     where = f"the data set {cfg.data.dataset!r}"
     if cfg.loss in SOFTMAX_LOSSES and num_classes is None:
         raise ConfigError(f"{cfg.loss!r} needs a classification data set; {where} has no "
@@ -312,6 +373,10 @@ def _check_loss(cfg: Config, out_shape: Any, y: np.ndarray, num_classes: int | N
                           key="model")
     try:
         check_targets(resolve_loss(cfg.loss), out_shape, y, f"loss {cfg.loss!r}")
+        for part, d in splits.items():
+            if d is not None:
+                check_binary_targets(resolve_loss(cfg.loss), d[1], f"its {part} y",
+                                     f"loss {cfg.loss!r}")
     except ValueError as e:
         raise ConfigError(f"does not fit {where}: {e}", key="loss") from None
 
@@ -365,7 +430,8 @@ def prepare(cfg: Config) -> Prepared:
     model = apply_policy(models.build(spec), policy)
     input_shape = tuple(int(d) for d in train[0].shape[1:])
     out_shape = _check_model(cfg, model, train, {"val": val, "test": test}, input_shape)
-    _check_loss(cfg, out_shape, train[1], ds.num_classes)
+    _check_loss(cfg, out_shape, train[1], ds.num_classes,
+                {"train": train, "val": val, "test": test})
     _check_metrics(cfg, out_shape, train[1], ds.num_classes)
     steps = n // cfg.data.batch_size
     total = cfg.training.epochs * steps // cfg.optimizer.accumulate
@@ -392,13 +458,26 @@ def prepare(cfg: Config) -> Prepared:
                       ("optimizer.plateau.monitor", plateau and plateau.monitor)):
         if mon and mon.startswith("val_") and val is None:
             raise ConfigError(f"monitors {mon!r} but there is no validation split "
-                              "(data.split needs a val fraction)", key=what)
+                              f"({_no_val(cfg, n, test)})", key=what)
     return Prepared(
         cfg=cfg, model=model, input_shape=input_shape, train=train, val=val, test=test,
         num_classes=ds.num_classes, task=ds.task, optimizer=optimizer, early_stopping=es,
         plateau=plateau, augment=augment, steps_per_epoch=steps,
         policy=policy,
     )
+
+
+def _no_val(cfg: Config, n_train: int, test: XY | None) -> str:
+    """Why there are no validation examples: no val fraction in ``data.split``, or one that
+    rounds to 0 of the data set's examples (with the counts of the parts)."""
+    split = list(cfg.data.split)
+    if len(split) < 2 or split[1] == 0:
+        return "data.split needs a val fraction"
+    n_test = 0 if test is None or len(split) < 3 or split[2] == 0 else int(test[0].shape[0])
+    n = n_train + n_test
+    return (f"data.split {split} gives {n_train} train, 0 val and {n_test} test examples of "
+            f"{n}: its val fraction {split[1]:g} rounds to 0 examples; raise it or use more "
+            "data")
 
 
 def prepare_named(cfg: Config, file: str | None,

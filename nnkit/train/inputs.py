@@ -11,8 +11,8 @@ import numpy as np
 
 from nnkit.core import Layer, ShapeError, abstract_init, normalize_shape
 
-__all__ = ["as_xy", "check_data", "check_finite", "check_targets", "check_params",
-           "data_nbytes"]
+__all__ = ["as_xy", "check_data", "check_finite", "check_targets", "check_binary_targets",
+           "check_params", "data_nbytes"]
 
 
 def as_xy(data: Any, what: str) -> tuple[Any, Any] | None:
@@ -120,6 +120,60 @@ def warn_softmax_before_cross_entropy(model: Layer, loss: Callable) -> None:
                       "use loss 'nll' on a log_softmax output", UserWarning, stacklevel=3)
 
 
+def warn_nll_without_log_softmax(model: Layer, loss: Callable) -> None:
+    """``UserWarning`` when ``loss`` is :func:`nnkit.losses.nll`, which takes
+    log-probabilities, and the model does not end in a log_softmax: on raw logits the loss
+    has no lower bound (training drives it negative without end), on a softmax's
+    probabilities it is not the log-likelihood."""
+    from nnkit import losses
+
+    path, last = _end_leaf(model, -1)
+    if loss is losses.nll and last.kind != "log_softmax":
+        import warnings
+
+        ends = f"ends in {last.kind} ({path})"
+        warnings.warn(f"the loss is nll, which takes log-probabilities, but the model {ends}, "
+                      "not a log_softmax: on logits the loss falls without bound; add a "
+                      "log_softmax layer, or use loss 'cross_entropy' on logits", UserWarning,
+                      stacklevel=3)
+
+
+BINARY_LOSSES = ("binary_cross_entropy_with_logits", "binary_cross_entropy")
+"""Functions of :mod:`nnkit.losses` (any config name of theirs) whose targets must lie in
+``[0, 1]``."""
+
+
+def check_binary_targets(loss: Callable, y: Any, what: str, name: str | None = None) -> None:
+    """``ValueError`` when ``loss`` is a binary cross-entropy (:data:`BINARY_LOSSES`) and
+    host (NumPy) targets ``y`` hold values outside ``[0, 1]``: the loss then goes negative
+    and training runs on, e.g. on the class ids 0..2 of a 3-class set. The message names
+    the loss (``name``, default its function's), the offending values and, for integer
+    targets, the number of classes found. Device arrays are left alone (no transfer)."""
+    from nnkit import losses
+
+    fns = [getattr(losses, n) for n in BINARY_LOSSES]
+    if (not any(loss is f for f in fns) or not isinstance(y, np.ndarray) or y.size == 0
+            or not np.issubdtype(y.dtype, np.number)):
+        return
+    bad = (y < 0) | (y > 1)
+    if not bad.any():
+        return
+    values = np.unique(y[bad])
+    shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if len(values) > 5 else "")
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    if np.issubdtype(y.dtype, np.integer):
+        classes = np.unique(y)
+        found = (f"{len(classes)} classes found ({', '.join(map(str, classes[:10]))}"
+                 f"{', ...' if len(classes) > 10 else ''}): for more than 2 classes use "
+                 "cross_entropy with one output unit per class")
+    else:
+        found = f"the targets range over [{float(y.min()):g}, {float(y.max()):g}]"
+    name = name or f"loss {getattr(loss, '__name__', 'loss')!r}"
+    raise ValueError(f"{name} takes targets in [0, 1], but {what} holds {shown} "
+                     f"({int(bad.sum())} of {y.size} values, the first at index "
+                     f"{first[0] if len(first) == 1 else first}); {found}")
+
+
 def _check_apply(model: Layer, params: Any, state: Any, x: Any, out_shape: Any) -> None:
     """Traces ``model.apply`` (``train=False``) on two examples shaped and typed like ``x``;
     nothing runs. Errors that only applying shows -> ``ValueError`` naming the data's
@@ -160,9 +214,10 @@ def check_data(
     cannot take the data's shape or dtype (``apply`` is traced abstractly on two examples
     like x: float data into an ``Embedding``, an activation option that fails when applied),
     a model whose ``apply`` output differs from the shape its ``init`` declared, val/test x
-    or y shapes differing from train, integer labels outside ``[0, num_classes)``, and
+    or y shapes differing from train, integer labels outside ``[0, num_classes)``,
     predictions the loss cannot compare with ``y`` (:func:`check_targets`; skipped when
-    ``loss`` is ``None``), and the same for each ``(name, fn)`` of ``metrics``.
+    ``loss`` is ``None``), binary cross-entropy targets outside ``[0, 1]``
+    (:func:`check_binary_targets`), and the same for each ``(name, fn)`` of ``metrics``.
     """
     x, y = train
     for name, d in {"train_data": train, **others}.items():
@@ -201,6 +256,7 @@ def check_data(
             check_token_ids(model, d[0], f"{name} x")
     if loss is not None:
         warn_softmax_before_cross_entropy(model, loss)
+        warn_nll_without_log_softmax(model, loss)
     if (isinstance(y, jax.Array | np.ndarray) and np.issubdtype(y.dtype, np.integer)
             and isinstance(out_shape, tuple) and len(out_shape) >= 1
             and y.shape[1:] == tuple(out_shape[:-1]) and out_shape[-1] > 1):
@@ -217,6 +273,9 @@ def check_data(
     if loss is not None:
         check_task_order(model, loss)
         check_targets(loss, out_shape, y)
+        for name, d in {"train_data": train, **others}.items():
+            if d is not None:
+                check_binary_targets(loss, d[1], f"{name} y")
     for name, fn in metrics:
         check_targets(fn, out_shape, y, f"metric {name!r}")
     return input_shape, out_shape
