@@ -492,6 +492,13 @@ def test_fit_names_nan_in_numpy_data_and_its_index():
     with pytest.raises(ValueError, match=r"val_data x has 12 NaN/inf"):
         nnkit.fit(Dense(2), "sgd", _tiny_data(), val_data=(xv, yv), epochs=1, batch_size=8,
                   progress=False)
+    # the same on the device: val data with a NaN made every val_loss NaN, silently
+    xv = np.ones((4, 3), np.float32)
+    xv[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"val_data x has 1 NaN/inf value\(s\), the first at "
+                                         r"index \(3, 1\)"):
+        nnkit.fit(Dense(2), "sgd", _tiny_data(), val_data=(jnp.asarray(xv), jnp.asarray(yv)),
+                  epochs=1, batch_size=8, progress=False)
 
 
 def test_fit_traces_apply_on_the_data_dtype_before_compiling():
@@ -701,7 +708,7 @@ def test_predict_and_evaluate_check_their_data_before_compiling():
         nnkit.predict(model, params, state, x[0])
     with pytest.raises(ShapeError, match="has 1 features on its last axis"):
         nnkit.predict(model, params, state, x[:, :1])
-    with pytest.raises(ValueError, match=r"label 7 at index 0 is outside \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"^data y: label 7 at index 0 is outside \[0, 3\)"):
         nnkit.evaluate(model, params, state, (x, np.full(len(x), 7, np.int32)))
     bad = x.copy()
     bad[5, 1] = np.nan

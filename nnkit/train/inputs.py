@@ -67,15 +67,31 @@ def _example_shape(x: Any) -> Any:
 
 
 def check_finite(data: Any, what: str) -> None:
-    """``ValueError`` counting the NaN/inf values of host (NumPy) float arrays in ``data``
-    and naming the first one's index; device arrays are left alone (no transfer here)."""
+    """``ValueError`` counting the NaN/inf values of the float arrays in ``data`` and naming
+    the first one's index. Device arrays are checked on the device (one reduction, two
+    scalars read back); tracers and arrays split over several processes are left alone."""
     for a in jax.tree_util.tree_leaves(data):
         if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating):
             bad = ~np.isfinite(a)
-            if bad.any():
-                first = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise ValueError(f"{what} has {int(bad.sum())} NaN/inf value(s), the first at "
-                                 f"index {first}")
+            count = int(bad.sum())
+            first = tuple(int(i) for i in np.argwhere(bad)[0]) if count else ()
+        elif (isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer)
+              and jnp.issubdtype(a.dtype, jnp.floating) and a.is_fully_addressable
+              and a.size):
+            count, flat = (int(v) for v in _nonfinite(a))
+            first = tuple(int(i) for i in np.unravel_index(flat, a.shape)) if count else ()
+        else:
+            continue
+        if count:
+            raise ValueError(f"{what} has {count} NaN/inf value(s), the first at "
+                             f"index {first}")
+
+
+@jax.jit
+def _nonfinite(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The number of NaN/inf values of ``a`` and the flat index of the first."""
+    bad = ~jnp.isfinite(a).ravel()
+    return jnp.sum(bad, dtype=jnp.int32), jnp.argmax(bad)
 
 
 def _end_leaf(model: Layer, end: int) -> tuple[str, Layer]:
@@ -206,6 +222,7 @@ def check_data(
     input_shape: Any,
     *,
     metrics: Sequence[tuple[str, Callable]] = (),
+    train_name: str = "train_data",
 ) -> tuple[Any, Any]:
     """Validates data against the model before compiling; returns ``(input_shape, out_shape)``.
 
@@ -218,9 +235,10 @@ def check_data(
     predictions the loss cannot compare with ``y`` (:func:`check_targets`; skipped when
     ``loss`` is ``None``), binary cross-entropy targets outside ``[0, 1]``
     (:func:`check_binary_targets`), and the same for each ``(name, fn)`` of ``metrics``.
+    Messages call ``train`` ``train_name``.
     """
     x, y = train
-    for name, d in {"train_data": train, **others}.items():
+    for name, d in {train_name: train, **others}.items():
         if d is not None:
             check_finite(d[0], f"{name} x")
             check_finite(d[1], f"{name} y")
@@ -232,7 +250,7 @@ def check_data(
             input_shape = normalize_shape(input_shape)
         if tuple(input_shape) != tuple(data_shape):
             raise ValueError(
-                f"train_data x has per-example shape {data_shape} but the model's input_shape "
+                f"{train_name} x has per-example shape {data_shape} but the model's input_shape "
                 f"is {tuple(input_shape)}"
             )
     for name, d in others.items():
@@ -240,10 +258,10 @@ def check_data(
             continue
         if _example_shape(d[0]) != data_shape:
             raise ValueError(f"{name} x has per-example shape {_example_shape(d[0])}, "
-                             f"train_data x has {data_shape}")
+                             f"{train_name} x has {data_shape}")
         if _example_shape(d[1]) != _example_shape(y):
             raise ValueError(f"{name} y has per-example shape {_example_shape(d[1])}, "
-                             f"train_data y has {_example_shape(y)}")
+                             f"{train_name} y has {_example_shape(y)}")
     try:
         out_shape, params, state = abstract_init(model, input_shape)
     except ShapeError as e:
@@ -251,7 +269,7 @@ def check_data(
             f"the model cannot take inputs of per-example shape {tuple(input_shape)}: {e}"
         ) from None
     _check_apply(model, params, state, x, out_shape)
-    for name, d in {"train_data": train, **others}.items():
+    for name, d in {train_name: train, **others}.items():
         if d is not None:
             check_token_ids(model, d[0], f"{name} x")
     if loss is not None:
@@ -262,7 +280,7 @@ def check_data(
             and y.shape[1:] == tuple(out_shape[:-1]) and out_shape[-1] > 1):
         from nnkit.losses import check_labels
 
-        for name, d in {"train_data": train, **others}.items():
+        for name, d in {train_name: train, **others}.items():
             if d is not None:
                 try:
                     check_labels(np.asarray(d[1]), out_shape[-1])
@@ -273,7 +291,7 @@ def check_data(
     if loss is not None:
         check_task_order(model, loss)
         check_targets(loss, out_shape, y)
-        for name, d in {"train_data": train, **others}.items():
+        for name, d in {train_name: train, **others}.items():
             if d is not None:
                 check_binary_targets(loss, d[1], f"{name} y")
     for name, fn in metrics:

@@ -111,7 +111,7 @@ def evaluate(model: Layer, params: Any, state: Any, data: Any, *,
     loss_fn = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics, loss_fn)
     # as fit checks its data: shapes, NaN, labels in range, targets the loss can compare
-    check_data(model, loss_fn, (x, y), {}, None, metrics=metric_fns)
+    check_data(model, loss_fn, (x, y), {}, None, metrics=metric_fns, train_name="data")
     _check_apply(model, params, state, x)
     ev = jitted_evaluator(model, loss_fn, metric_fns, count_examples(x, "data x"), batch_size)
     return {k: float(v) for k, v in jax.device_get(ev(params, state, x, y)).items()}
