@@ -72,6 +72,11 @@ def test_load_binary_dir(tmp_path):
     (d / "data_batch_2.bin").write_bytes(bytes(100))
     with pytest.raises(DataFormatError, match="data_batch_2.bin"):
         data.load("cifar10", path=d)
+    # a lost batch file would shrink the training set without a word
+    (d / "data_batch_2.bin").rename(d / "data_batch_3.bin")
+    with pytest.raises(FileNotFoundError, match=r"data_batch_2.bin missing in .* \(found "
+                                                r"data_batch_1.bin, data_batch_3.bin\)"):
+        data.load("cifar10", path=d)
 
 
 def test_refuses_python_version(tmp_path):

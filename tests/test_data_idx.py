@@ -194,6 +194,16 @@ def test_mnist_layout_loaders(tmp_path, name, gz, dotted):
     assert small.x.shape[0] == 5 and small.x_test.shape[0] == 5
 
 
+def test_mnist_refuses_two_copies_of_a_file(tmp_path):
+    """Raw and .gz copies of the same file may differ: which was read would be a guess."""
+    write_mnist_dir(tmp_path, gz=True)
+    write_mnist_dir(tmp_path, gz=False)
+    with pytest.raises(DataFormatError, match=r"2 files hold train-images-idx3-ubyte in .* "
+                                              r"\(train-images-idx3-ubyte, train-images-idx3-"
+                                              r"ubyte.gz\): keep one"):
+        data.load("mnist", path=tmp_path)
+
+
 def test_mnist_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="pass path="):
         data.load("mnist")

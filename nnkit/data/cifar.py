@@ -77,6 +77,11 @@ def _resolve(path: str) -> tuple[list[str], str]:
             path = os.path.join(path, sub)
     entries = set(os.listdir(path))
     batches = sorted((int(m.group(1)), e) for e in entries if (m := _BATCH_RE.match(e)))
+    gaps = sorted(set(range(1, batches[-1][0] + 1)) - {i for i, _ in batches}) if batches else []
+    if gaps:  # a lost file would silently shrink the training set
+        raise FileNotFoundError(
+            f"cifar10: {', '.join(f'data_batch_{i}.bin' for i in gaps)} missing in {path} "
+            f"(found {', '.join(e for _, e in batches)})")
     if batches and "test_batch.bin" in entries:
         return [os.path.join(path, e) for _, e in batches], os.path.join(path, "test_batch.bin")
     if "cifar-10-batches-py" in entries or os.path.basename(path.rstrip("/")) == (

@@ -37,13 +37,16 @@ _FILES = {
 
 
 def _find(directory: str, stem: str) -> str | None:
+    """The one file of ``stem`` in ``directory`` (``-idx`` or ``.idx`` spelling, raw or
+    ``.gz``); two of them is an error (they may hold different data)."""
     alt = stem.replace("-idx", ".idx")
-    for base in (stem, alt):
-        for suffix in ("", ".gz"):
-            p = os.path.join(directory, base + suffix)
-            if os.path.isfile(p):
-                return p
-    return None
+    found = [p for base in dict.fromkeys((stem, alt)) for suffix in ("", ".gz")
+             if os.path.isfile(p := os.path.join(directory, base + suffix))]
+    if len(found) > 1:
+        raise DataFormatError(found[0], f"{len(found)} files hold {stem} in {directory} "
+                              f"({', '.join(os.path.basename(p) for p in found)}): keep one",
+                              field="files")
+    return found[0] if found else None
 
 
 def _read_pair(
