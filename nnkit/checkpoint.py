@@ -352,7 +352,9 @@ class CheckpointManager:
     """Numbered checkpoints ``ckpt-<step>.npz`` in ``directory``: the latest ``keep`` are
     kept, plus ``best.npz`` (a copy of the checkpoint last saved with ``is_best=True``).
 
-    ``step`` is any increasing integer (the training loop uses the epoch number).
+    ``step`` is an integer >= 0 that increases from save to save (the training loop uses the
+    epoch number); a step at or below the latest one in ``directory`` is refused, so that a
+    new run in a directory that holds another run's checkpoints never mixes with them.
     """
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3) -> None:
@@ -388,7 +390,23 @@ class CheckpointManager:
 
         ``best.npz`` is written first: a process stopped between the two writes leaves the
         previous numbered checkpoint as the latest, so a resumed run redoes this step and
-        writes both, instead of going on from a checkpoint whose ``best.npz`` is missing."""
+        writes both, instead of going on from a checkpoint whose ``best.npz`` is missing.
+
+        Raises:
+          ValueError: ``step`` is not an int >= 0.
+          CheckpointError: ``step`` is not above the latest step in ``directory`` (the keep
+            rule would delete the new file, or the new file would replace a step of another
+            run); nothing is written or deleted.
+        """
+        step = check_int(step, "CheckpointManager.save: step", 0)
+        steps = self.steps()
+        if steps and step <= steps[-1]:
+            raise CheckpointError(
+                f"cannot save step {step}: the directory already holds checkpoints up to step "
+                f"{steps[-1]} (steps must increase; save into another directory, or move the "
+                "earlier checkpoints away)",
+                file=self.directory,
+            )
         if is_best:
             data = save(self.best_path, tree, step=step, **meta).read_bytes()
             path = self.path(step)

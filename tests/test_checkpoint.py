@@ -240,6 +240,32 @@ def test_manager_keeps_latest_and_best(tmp_path):
         CheckpointManager(tmp_path, keep=0)
 
 
+def test_manager_refuses_a_step_not_above_the_latest_and_keeps_the_files(tmp_path):
+    """A second run in a directory holding steps 2 and 3 (keep=2): its save of step 0 would
+    be pruned at once (the latest and best.npz would stay the other run's), and a negative
+    step would write a file no manager recognises. Both are refused before anything is
+    written or deleted."""
+    d = tmp_path / "ck"
+    first = CheckpointManager(d, keep=2)
+    for s in range(4):
+        first.save({"w": jnp.full((2,), float(s))}, s, epoch=s, is_best=(s == 2))
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    assert sorted(before) == ["best.npz", "ckpt-000000002.npz", "ckpt-000000003.npz"]
+    again = CheckpointManager(d, keep=2)
+    for step in (0, 3):
+        with pytest.raises(CheckpointError, match=rf"^{d}: cannot save step {step}: the "
+                           r"directory already holds checkpoints up to step 3 \(steps must "
+                           "increase"):
+            again.save({"w": jnp.zeros(2)}, step, epoch=step, is_best=True)
+    for step in (-1, 2.0):
+        with pytest.raises(ValueError, match=rf"step must be an int >= 0, got {step}"):
+            CheckpointManager(tmp_path / "new").save({"w": jnp.zeros(2)}, step)
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    assert not (tmp_path / "new").exists()
+    again.save({"w": jnp.ones(2)}, 4, epoch=4)  # a later step is fine
+    assert again.steps() == [3, 4]
+
+
 def test_a_stop_between_best_and_numbered_checkpoint_leaves_the_earlier_latest(tmp_path,
                                                                                 monkeypatch):
     """best.npz is written before the numbered checkpoint: a process stopped between the two
