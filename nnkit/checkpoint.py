@@ -150,11 +150,15 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def _is_python_scalar(value: Any) -> bool:
+    return isinstance(value, bool | int | float | complex) and not isinstance(value, np.generic)
+
+
 def _host_array(value: Any) -> np.ndarray:
     """A leaf as a NumPy array; a Python scalar with the dtype JAX gives it (``1.5`` ->
     float32 unless ``jax_enable_x64``), so it restores into what ``jax.eval_shape`` of the
     same tree describes, bit for bit."""
-    if isinstance(value, bool | int | float | complex) and not isinstance(value, np.generic):
+    if _is_python_scalar(value):
         try:
             return np.asarray(jnp.asarray(value))
         except OverflowError:  # an int beyond int32 without x64: keep NumPy's int64
@@ -223,8 +227,12 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files") or _META not in z.files:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise CheckpointError("not an nnkit checkpoint (a single .npy array, not an .npz "
+                                  "archive)", file=path)
+        with z:
+            if _META not in z.files:
                 raise CheckpointError("not an nnkit checkpoint (no metadata entry)", file=path)
             meta = json.loads(bytes(z[_META]).decode("utf-8"))
             arrays = {k: z[k] for k in z.files if k != _META}
@@ -286,7 +294,9 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
     ``jax.eval_shape(lambda: create_train_state(model, shape, opt, 0))`` (a train state);
     the input shape is static, so close over it rather than passing it to ``eval_shape``.
     Leaves come back as jax arrays, bit-identical to the saved ones; typed-key leaves come
-    back as typed keys.
+    back as typed keys. A Python scalar leaf (``1.5``, ``3``) of a concrete target expects
+    the dtype :func:`save` stored it with (JAX's: float32 / int32 without ``jax_enable_x64``),
+    so the tree that was saved is a valid target.
 
     Raises:
       FileNotFoundError: no such file.
@@ -324,7 +334,9 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
             out.append(jax.random.wrap_key_data(jnp.asarray(arr), impl=impl)
                        if impl is not None else jax.random.wrap_key_data(jnp.asarray(arr)))
             continue
-        want = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype))
+        # a Python scalar was saved with the dtype JAX gives it (``_host_array``)
+        want = (_host_array(leaf).dtype if _is_python_scalar(leaf)
+                else np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)))
         want_shape = tuple(np.shape(leaf))
         if tuple(arr.shape) != want_shape or arr.dtype != want:
             raise CheckpointError(
@@ -419,7 +431,18 @@ class CheckpointManager:
         return path
 
     def restore(self, target: Any, which: str | int = "latest") -> tuple[Any, dict]:
-        """``restore(file, target)`` for ``which`` = ``"latest"``, ``"best"`` or a step."""
+        """``restore(file, target)`` for ``which`` = ``"latest"``, ``"best"`` or a step (an
+        int >= 0).
+
+        Raises:
+          ValueError: ``which`` is none of these.
+          FileNotFoundError: no such checkpoint (the message lists the saved steps).
+          CheckpointError: as :func:`restore`.
+        """
+        bad = ValueError(f"CheckpointManager.restore: which must be 'latest', 'best' or a "
+                         f"step (an int >= 0), got {which!r}")
+        if isinstance(which, str) and which not in ("latest", "best"):
+            raise bad
         if which == "best":
             path = self.best_path
         elif which == "latest":
@@ -427,5 +450,12 @@ class CheckpointManager:
             if path is None:
                 raise FileNotFoundError(f"no checkpoints in {self.directory}")
         else:
-            path = self.path(int(which))
+            try:
+                step = check_int(which, "which", 0)
+            except ValueError:
+                raise bad from None
+            path = self.path(step)
+            if not path.is_file():
+                raise FileNotFoundError(f"no checkpoint of step {step} in {self.directory} "
+                                        f"(saved steps: {self.steps() or 'none'})")
         return restore(path, target)

@@ -303,3 +303,41 @@ def test_python_scalars_restore_into_their_eval_shape(tmp_path):
     assert got["i"].dtype == jnp.int32 and int(got["i"]) == 3 and bool(got["b"])
     arrays, _ = C.load_arrays(tmp_path / "s.npz")
     assert arrays["n"].dtype == np.float64 and arrays["n"] == np.float64(0.1)
+
+
+def test_python_scalars_restore_into_the_tree_that_was_saved(tmp_path):
+    """The concrete tree that was saved is a valid target: its Python float/int leaves
+    expect the dtype they were stored with (JAX's), not NumPy's float64/int64."""
+    tree = {"w": jnp.arange(3.0), "f": 1.5, "i": 3, "b": False}
+    C.save(tmp_path / "s.npz", tree)
+    got, _ = C.restore(tmp_path / "s.npz", tree)
+    assert got["f"].dtype == jnp.float32 and float(got["f"]) == 1.5
+    assert got["i"].dtype == jnp.int32 and int(got["i"]) == 3
+    assert got["b"].dtype == jnp.bool_ and not bool(got["b"])
+    with pytest.raises(CheckpointError, match=r"'f': checkpoint has shape \(\) float32, target "
+                       r"expects shape \(\) int32"):
+        C.restore(tmp_path / "s.npz", {**tree, "f": 2})
+
+
+def test_manager_restore_names_the_accepted_values(tmp_path):
+    mgr = CheckpointManager(tmp_path / "ck")
+    mgr.save({"w": jnp.zeros(2)}, 1)
+    for which in ("bestt", "3", -1, 1.0, None):
+        with pytest.raises(ValueError, match=r"^CheckpointManager.restore: which must be "
+                           rf"'latest', 'best' or a step \(an int >= 0\), got {which!r}$"):
+            mgr.restore({"w": jnp.zeros(2)}, which)
+    with pytest.raises(FileNotFoundError, match=rf"no checkpoint of step 7 in {mgr.directory} "
+                       r"\(saved steps: \[1\]\)"):
+        mgr.restore({"w": jnp.zeros(2)}, 7)
+    assert _equal(mgr.restore({"w": jnp.ones(2)}, 1)[0], {"w": jnp.zeros(2)})
+
+
+def test_npy_file_is_not_an_nnkit_checkpoint(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    with open(mgr.path(0), "wb") as f:  # an .npy array under a checkpoint's name
+        np.save(f, np.ones(3))
+    want = rf"^{mgr.path(0)}: not an nnkit checkpoint \(a single \.npy array, not an \.npz"
+    with pytest.raises(CheckpointError, match=want):
+        mgr.restore({"w": jnp.zeros(3)})
+    with pytest.raises(CheckpointError, match=want):
+        C.load_meta(mgr.path(0))
