@@ -285,6 +285,19 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
     return _read(path)
 
 
+def _placed(value: Any, leaf: Any) -> jax.Array:
+    """``value`` as a jax array placed as the target ``leaf``: with its sharding when it is
+    split over several devices (FSDP), committed to one device, or a ``ShapeDtypeStruct``
+    that names a sharding; else on the default device, like ``jnp.asarray``."""
+    sharding = getattr(leaf, "sharding", None)
+    if isinstance(leaf, jax.Array):
+        if len(sharding.device_set) == 1 and not getattr(leaf, "_committed", True):
+            sharding = None  # an uncommitted array: keep the restored one free to move too
+    elif not isinstance(leaf, jax.ShapeDtypeStruct):
+        sharding = None
+    return jnp.asarray(value) if sharding is None else jax.device_put(value, sharding)
+
+
 def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tuple[Any, dict]:
     """Reads checkpoint ``path`` into the structure of ``target``; returns ``(tree, meta)``.
 
@@ -294,9 +307,12 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
     ``jax.eval_shape(lambda: create_train_state(model, shape, opt, 0))`` (a train state);
     the input shape is static, so close over it rather than passing it to ``eval_shape``.
     Leaves come back as jax arrays, bit-identical to the saved ones; typed-key leaves come
-    back as typed keys. A Python scalar leaf (``1.5``, ``3``) of a concrete target expects
-    the dtype :func:`save` stored it with (JAX's: float32 / int32 without ``jax_enable_x64``),
-    so the tree that was saved is a valid target.
+    back as typed keys. Each leaf is placed as the target's: with its sharding when the
+    target leaf is a jax array split over devices (e.g. FSDP) or committed to one, or a
+    ``ShapeDtypeStruct`` with a ``sharding``; else on the default device. A Python scalar
+    leaf (``1.5``, ``3``) of a concrete target expects the dtype :func:`save` stored it with
+    (JAX's: float32 / int32 without ``jax_enable_x64``), so the tree that was saved is a
+    valid target.
 
     Raises:
       FileNotFoundError: no such file.
@@ -331,8 +347,9 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
                     file=path,
                 )
             impl = getattr(leaf.dtype, "_impl", None)
-            out.append(jax.random.wrap_key_data(jnp.asarray(arr), impl=impl)
-                       if impl is not None else jax.random.wrap_key_data(jnp.asarray(arr)))
+            key = (jax.random.wrap_key_data(jnp.asarray(arr), impl=impl)
+                   if impl is not None else jax.random.wrap_key_data(jnp.asarray(arr)))
+            out.append(_placed(key, leaf))
             continue
         # a Python scalar was saved with the dtype JAX gives it (``_host_array``)
         want = (_host_array(leaf).dtype if _is_python_scalar(leaf)
@@ -344,7 +361,7 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
                 f"expects shape {want_shape} {want}",
                 file=path,
             )
-        out.append(jnp.asarray(arr))
+        out.append(_placed(arr, leaf))
     if strict and set(arrays) - seen:
         extra = sorted(set(arrays) - seen)
         raise CheckpointError(

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _fresh_interpreter import cpu_env, result
 
 import nnkit
 from nnkit import checkpoint as C
@@ -341,3 +345,21 @@ def test_npy_file_is_not_an_nnkit_checkpoint(tmp_path):
         mgr.restore({"w": jnp.zeros(3)})
     with pytest.raises(CheckpointError, match=want):
         C.load_meta(mgr.path(0))
+
+
+def test_restore_places_leaves_with_the_targets_sharding(tmp_path):
+    """Restoring into a state split over 4 CPU devices (a fresh interpreter: the device count
+    is fixed when JAX starts) gives arrays with the target's shardings, not whole arrays on
+    one device; an uncommitted target leaf stays uncommitted."""
+    here = Path(__file__).resolve().parent
+    p = subprocess.run([sys.executable, str(here / "_checkpoint_worker.py"), str(tmp_path)],
+                       env=cpu_env(4), capture_output=True, text=True, timeout=300,
+                       cwd=here.parent)
+    res = result(p.stdout, p.stderr, p.returncode)
+    assert res["device_count"] == 4
+    for name, devices, shapes in (("w", [0, 1, 2, 3], [[2, 3]]), ("abstract_w", [0, 1, 2, 3],
+                                  [[2, 3]]), ("b", [0, 1, 2, 3], [[3]]), ("one", [2], [[2]])):
+        assert res[name] == {"same_sharding": True, "devices": devices, "shard_shapes": shapes,
+                             "equal": True}, name
+    assert res["free"]["equal"] and res["free"]["devices"] == [0]
+    assert res["free_committed"] is False
