@@ -24,7 +24,8 @@ import contextlib
 import json
 import os
 import re
-import tempfile
+import secrets
+import stat
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -115,13 +116,36 @@ def _fsync_dir(d: Path) -> None:
             os.close(fd)
 
 
+def _temp_file(path: Path) -> tuple[int, str]:
+    """A new temporary file ``.<name>.<random>.tmp`` next to ``path``, opened for writing,
+    with the permissions ``open(path, "w")`` would give: those of ``path`` if it exists,
+    else ``0o666`` less the umask (``tempfile.mkstemp`` makes ``0o600`` files)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the kernel applies the umask
+        except FileExistsError:
+            continue
+        if mode is not None:
+            with contextlib.suppress(OSError):
+                os.chmod(fd if os.chmod in os.supports_fd else tmp, mode)
+        return fd, str(tmp)
+    raise FileExistsError(f"no free temporary file name next to {path}")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
     """Runs ``write(f)`` on a temporary file next to ``path``, fsyncs it and renames it over
     ``path`` (``os.replace``). On any error the temporary file is removed and ``path`` is
-    left as it was."""
+    left as it was. The file gets the permissions a plain ``open`` would give it (an
+    existing file's, else ``0o666`` less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

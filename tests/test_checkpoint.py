@@ -223,6 +223,33 @@ def test_atomic_write_interrupted_mid_write(tmp_path, ts, monkeypatch):
     assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_atomic_write_gives_the_permissions_a_plain_open_gives(tmp_path):
+    """Checkpoints, config.yaml and summary.json (atomic writes) get the mode open() gives a
+    file (0o666 less the umask; an existing file's own), not mkstemp's 0o600."""
+    mode = lambda p: oct(os.stat(p).st_mode & 0o777)
+    for umask in (0o022, 0o027):
+        old = os.umask(umask)
+        try:
+            d = tmp_path / oct(umask)
+            C.save(d / "a.npz", {"w": jnp.ones(2)})
+            CheckpointManager(d / "ck").save({"w": jnp.ones(2)}, 0, is_best=True)
+            C.atomic_write(d / "t.json", lambda f: f.write(b"{}"))
+            with open(d / "plain", "w"):
+                pass
+        finally:
+            os.umask(old)
+        want = mode(d / "plain")
+        assert want == oct(0o666 & ~umask)
+        for name in ("a.npz", "ck/ckpt-000000000.npz", "ck/best.npz", "t.json"):
+            assert mode(d / name) == want, name
+    os.chmod(tmp_path / "0o22" / "t.json", 0o600)  # replacing a file keeps its mode
+    C.atomic_write(tmp_path / "0o22" / "t.json", lambda f: f.write(b"[]"))
+    assert mode(tmp_path / "0o22" / "t.json") == oct(0o600)
+    assert (tmp_path / "0o22" / "t.json").read_bytes() == b"[]"
+    assert not list(tmp_path.glob("*/.*.tmp"))
+
+
 def test_manager_keeps_latest_and_best(tmp_path):
     mgr = CheckpointManager(tmp_path / "ck", keep=2)
     trees = [{"w": jnp.full((2,), float(i))} for i in range(5)]
