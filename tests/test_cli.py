@@ -839,6 +839,30 @@ def test_resume_allows_epochs_and_logging_and_appends_resumed_with(tiny, tmp_pat
     assert [r["epoch"] for r in rows(d)] == [0, 1, 2]
 
 
+def test_resume_reports_a_bad_metrics_line_and_changes_nothing(tiny, tmp_path):
+    """A metrics.jsonl line that is not an object with an integer "epoch" (edited by hand)
+    stops --resume with the file, the line number and what is wrong (exit 2), before
+    config.yaml or metrics.jsonl are rewritten."""
+    d = _interrupted_run(tiny, tmp_path / "r")
+    first = (d / "metrics.jsonl").read_text()
+    cases = [("[1, 2]\n", 2, "a JSON array, not an object"),
+             ('{"train_loss": 0.5}\n', 2, 'no "epoch"'),
+             ('{"epoch": "1"}\n', 2, '"epoch" is "1", not an integer >= 0'),
+             ('{"epoch": 1, "lr": "fast"}\n', 2, "'lr' is \"fast\", not a number")]
+    for line, n, what in cases:
+        (d / "metrics.jsonl").write_text(first + line)
+        before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+        rc, _, err = run_cli("train", "--resume", str(d), "--no-progress", "--set",
+                             "logging.checkpoint_keep=1")
+        assert rc == 2 and err == (
+            f"nnkit train: error: {d / 'metrics.jsonl'}, line {n}: {what} (each line must be "
+            'a JSON object with an integer "epoch" and numbers); fix or remove the line\n'), err
+        assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()} == before
+    (d / "metrics.jsonl").write_text(first + "[]\n")
+    with pytest.raises(runs.RunError, match=r"metrics.jsonl, line 2: a JSON array"):
+        runs.resume(d)
+
+
 def test_resume_with_fewer_epochs_is_refused_and_nothing_to_do_writes_nothing(
         tiny, tmp_path, monkeypatch):
     """--resume --set training.epochs=N below the epochs trained is refused (exit 2) before

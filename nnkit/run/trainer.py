@@ -447,11 +447,11 @@ def resume(
     if prior.get("status") == "early_stopped":
         return RunResult(run_dir, "early_stopped", prior, 0,
                          "already finished (early stopping); nothing to do")
+    if _is_main():  # first: a metrics.jsonl it cannot read stops the resume unchanged
+        MetricsLog(run_dir / "metrics.jsonl").truncate_from(start)
     if overrides and _is_main():
         earlier = meta.get("resumed_with") or []
         earlier = earlier if isinstance(earlier, list) else [earlier]
         write_config(run_dir, prep.cfg, {**meta, "resumed_with": [*earlier, *overrides]})
-    if _is_main():
-        MetricsLog(run_dir / "metrics.jsonl").truncate_from(start)
     return _run(run_dir, prep, ts=ts, start_epoch=start, best=best, prior=prior,
                 callbacks=callbacks, progress=progress, parallel=parallel)
