@@ -863,6 +863,36 @@ def test_resume_reports_a_bad_metrics_line_and_changes_nothing(tiny, tmp_path):
         runs.resume(d)
 
 
+def test_sessions_and_wall_time_count_sessions_that_wrote_no_summary(tiny, tmp_path):
+    """A session killed after a checkpoint (SIGKILL, a crash: simulated by a callback that
+    raises) writes no summary.json; the next session still counts it and its time up to
+    that checkpoint (each checkpoint records its session and the wall time so far)."""
+    d = tmp_path / "r"
+    quiet = ["logging.plots=false", "logging.tensorboard=false", "logging.histograms_every=0",
+             "training.epochs=3"]
+
+    def crash_at(n):
+        def crash(epoch, ts, logs):
+            if epoch == n:
+                raise RuntimeError("killed")
+        return crash
+
+    with pytest.raises(RuntimeError, match="killed"):
+        runs.train(load_config(tiny, quiet), config_path=str(tiny), out=d,
+                   callbacks=[crash_at(0)])
+    with pytest.raises(RuntimeError, match="killed"):
+        runs.resume(d, callbacks=[crash_at(1)])
+    assert not (d / "summary.json").exists()
+    extra = [C.load_meta(d / "checkpoints" / f"ckpt-00000000{e}.npz")["extra"] for e in (0, 1)]
+    assert [x["session"] for x in extra] == [1, 2]
+    assert 0 < extra[0]["wall_seconds"] < extra[1]["wall_seconds"]
+    r = runs.resume(d)
+    assert r.status == "completed" and r.summary["sessions"] == 3
+    assert r.summary["wall_seconds"] > extra[1]["wall_seconds"]
+    assert json.loads((d / "summary.json").read_text())["sessions"] == 3
+    assert C.load_meta(d / "checkpoints" / "ckpt-000000002.npz")["extra"]["session"] == 3
+
+
 def test_resume_with_fewer_epochs_is_refused_and_nothing_to_do_writes_nothing(
         tiny, tmp_path, monkeypatch):
     """--resume --set training.epochs=N below the epochs trained is refused (exit 2) before
