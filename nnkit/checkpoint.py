@@ -39,6 +39,7 @@ from nnkit._checks import check_int
 
 __all__ = [
     "CheckpointError",
+    "CheckpointMismatchError",
     "CheckpointManager",
     "save",
     "restore",
@@ -62,6 +63,12 @@ class CheckpointError(ValueError):
     def __init__(self, message: str, *, file: str | os.PathLike | None = None) -> None:
         self.file = None if file is None else os.fspath(file)
         super().__init__(f"{self.file}: {message}" if self.file else message)
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable, intact checkpoint whose leaves do not fit the target (a missing or extra
+    leaf, another shape or dtype): the file is fine, the target (model, optimizer) differs
+    from the one it was saved from."""
 
 
 # ----------------------------------------------------------------------------- paths
@@ -340,9 +347,11 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
 
     Raises:
       FileNotFoundError: no such file.
-      CheckpointError: corrupt/truncated file; a target leaf missing from the file; a leaf
-        whose shape or dtype differs (the message names the leaf path and both shapes); with
-        ``strict``, leaves in the file that the target lacks.
+      CheckpointError: corrupt/truncated file or not an nnkit checkpoint.
+      CheckpointMismatchError: (a CheckpointError) a readable checkpoint that does not fit
+        ``target``: a target leaf missing from the file; a leaf whose shape or dtype differs
+        (the message names the leaf path and both shapes); with ``strict``, leaves in the
+        file that the target lacks.
     """
     arrays, meta = _read(path)
     flat, treedef = jax.tree_util.tree_flatten_with_path(target)
@@ -352,7 +361,7 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
         k = path_str(p)
         seen.add(k)
         if k not in arrays:
-            raise CheckpointError(
+            raise CheckpointMismatchError(
                 f"leaf {k!r} of the target is missing from the checkpoint "
                 f"(it has {len(arrays)} leaves, e.g. {sorted(arrays)[:5]})",
                 file=path,
@@ -365,7 +374,7 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
             if got_shape != want_shape:
                 have = (f"a key array of shape {got_shape}" if got_shape is not None
                         else f"raw data of shape {tuple(arr.shape)}")
-                raise CheckpointError(
+                raise CheckpointMismatchError(
                     f"leaf {k!r}: checkpoint has {have}, target expects a key array of "
                     f"shape {want_shape}",
                     file=path,
@@ -380,7 +389,7 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
                 else np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)))
         want_shape = tuple(np.shape(leaf))
         if tuple(arr.shape) != want_shape or arr.dtype != want:
-            raise CheckpointError(
+            raise CheckpointMismatchError(
                 f"leaf {k!r}: checkpoint has shape {tuple(arr.shape)} {arr.dtype}, target "
                 f"expects shape {want_shape} {want}",
                 file=path,
@@ -388,7 +397,7 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
         out.append(_placed(arr, leaf))
     if strict and set(arrays) - seen:
         extra = sorted(set(arrays) - seen)
-        raise CheckpointError(
+        raise CheckpointMismatchError(
             f"checkpoint has {len(extra)} leaves the target lacks: {extra[:8]} "
             "(pass strict=False to ignore them)",
             file=path,

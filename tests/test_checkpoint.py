@@ -116,6 +116,7 @@ def test_mismatched_shape_names_leaf_and_both_shapes(tmp_path, ts):
         C.restore(path, other)
     assert str(e.value) == (f"{path}: leaf 'params/dense_0/b': checkpoint has shape (5,) "
                             "float32, target expects shape (6,) float32")
+    assert type(e.value) is C.CheckpointMismatchError  # an intact file for another target
 
 
 def test_missing_and_extra_leaves(tmp_path, ts):
@@ -141,8 +142,9 @@ def test_truncated_file_raises_naming_it(tmp_path, ts):
     data = path.read_bytes()
     for cut in (len(data) - 1, len(data) // 2, 10, 0):
         path.write_bytes(data[:cut])
-        with pytest.raises(CheckpointError, match=str(path)):
+        with pytest.raises(CheckpointError, match=str(path)) as e:
             C.restore(path, ts)
+        assert type(e.value) is CheckpointError
 
 
 def test_flipped_bytes_are_detected(tmp_path, ts):

@@ -986,6 +986,36 @@ def test_a_corrupt_latest_checkpoint_names_the_earlier_one(tiny, tmp_path):
     assert f"checkpoint of epoch 0: move {latest} away to resume from it" in err
 
 
+def test_a_config_edited_after_training_is_named_not_the_checkpoint(tiny, tmp_path):
+    """Resuming after the model in the run's config.yaml was edited: the shape error says
+    the config no longer matches the checkpoints and names the changed keys with both
+    values; it does not suggest moving an intact checkpoint away."""
+    d = tmp_path / "r"
+    quiet = ["logging.plots=false", "logging.tensorboard=false", "logging.histograms_every=0",
+             "training.epochs=2", "optimizer.schedule={name: cosine, decay_steps: 50}"]
+    assert runs.train(load_config(tiny, quiet), config_path=str(tiny), out=d).status == (
+        "completed")
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    cfg["model"]["hidden"] = [6]
+    cfg["optimizer"]["lr"] = 0.5  # changes no shape, but is named too
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    before = {p.name: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    rc, _, err = run_cli("train", "--resume", str(d), "--no-progress", "--set",
+                         "training.epochs=3")
+    latest = d / "checkpoints" / "ckpt-000000001.npz"
+    assert rc == 2 and err.startswith(f"nnkit train: error: {latest}: leaf "), err
+    assert err.endswith(
+        f" -- the run's {d / 'config.yaml'} no longer matches its checkpoints: changed since "
+        "they were written: model.hidden: [8] in the checkpoint, [6] now; optimizer.lr: 0.02 "
+        "in the checkpoint, 0.5 now; put back the values the run was trained with, or start "
+        "a new run\n"), err
+    assert "away" not in err
+    with pytest.raises(C.CheckpointMismatchError, match=r"no longer matches its checkpoints: "
+                       r"changed since they were written: model.hidden: \[8\] in the"):
+        runs.resume(d)
+    assert {p.name: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
+
+
 def test_errors_in_grid_values_name_grid_and_bad_overrides_name_set(tiny):
     rc, _, err = run_cli("sweep", str(tiny), "--grid", "optimizer.lr=abc,0.1")
     assert rc == 2 and err.startswith("nnkit sweep: error: --grid: optimizer.lr: expected number")

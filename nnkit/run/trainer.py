@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import numpy as np
 
-from nnkit.checkpoint import CheckpointError, CheckpointManager
+from nnkit.checkpoint import CheckpointError, CheckpointManager, CheckpointMismatchError
 from nnkit.config import Config, config_to_dict
 from nnkit.core import param_count
 from nnkit.run.prepare import (
@@ -398,6 +398,39 @@ def _new_dir(config_path: str | None, out: str | Path | None, base: str | Path) 
     return new_run_dir(config_path, out, base=base, create=_is_main())
 
 
+def _mismatch_hint(run_dir: Path, cfg: Config, path: Path) -> str:
+    """Why an intact checkpoint does not fit the state built from the run's config.yaml:
+    the keys (outside :data:`~nnkit.run.rundir.RESUME_KEYS`) whose values differ from the
+    config stored in the checkpoint, with both values."""
+    import json
+
+    from nnkit import __version__
+    from nnkit.checkpoint import _jsonable, load_meta
+    from nnkit.run.rundir import RESUME_KEYS, _changed, _get
+
+    head = f"the run's {run_dir / 'config.yaml'} no longer matches its checkpoints"
+    try:
+        meta = load_meta(path)
+    except CheckpointError:  # pragma: no cover - restore has just read it
+        meta = {}
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        return (f"{head} (the checkpoint does not record the config it was written with): "
+                "put back the settings the run was trained with, or start a new run")
+    now = json.loads(json.dumps(_jsonable(config_to_dict(cfg))))
+    changed = [k for k in _changed(saved, now)
+               if not any(k == r or k.startswith(r + ".") for r in RESUME_KEYS)]
+    if not changed:
+        return (f"{head}, though the config is the one the checkpoint was written with (by "
+                f"nnkit {meta.get('nnkit_version')}; this is nnkit {__version__}): resume "
+                "with that nnkit, or start a new run")
+    shown = "; ".join(f"{k}: {json.dumps(_get(saved, k))} in the checkpoint, "
+                      f"{json.dumps(_get(now, k))} now" for k in changed[:5])
+    more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+    return (f"{head}: changed since they were written: {shown}{more}; put back the values "
+            "the run was trained with, or start a new run")
+
+
 def _so_far(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """``{"sessions", "wall_seconds"}`` of a run before this session, from what is on disk.
 
@@ -447,7 +480,10 @@ def resume(
         raise RunError(f"{run_dir} has no checkpoint to resume from")
     try:
         ts, ck = manager.restore(jax.eval_shape(lambda: initial_state(prep)), "latest")
-    except CheckpointError as e:
+    except CheckpointMismatchError as e:  # an intact file: moving it away would not help
+        raise CheckpointMismatchError(
+            f"{e} -- {_mismatch_hint(run_dir, prep.cfg, manager.latest_path())}") from None
+    except CheckpointError as e:  # corrupt or unreadable: an earlier one may do
         earlier = manager.steps()[:-1]
         if not earlier:
             raise
