@@ -67,9 +67,16 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
 # ----------------------------------------------------------------------------- commands
 
 
+def _epochs(n: Any) -> str:
+    """The epochs a run trained, numbered from 0 as everywhere else (metrics.jsonl,
+    checkpoint names, messages): ``epochs 0-29``."""
+    n = int(n or 0)
+    return "no epochs" if n <= 0 else "epoch 0" if n == 1 else f"epochs 0-{n - 1}"
+
+
 def _result_line(s: dict[str, Any]) -> str:
-    """``test accuracy 0.9750, test loss 0.0912, best epoch 17 of 30, wall 12.3 s`` (train
-    metrics of the last epoch when there is no test split)."""
+    """``test accuracy 0.9750, test loss 0.0912, best epoch 17 of epochs 0-29, wall 12.3 s``
+    (train metrics of the last epoch when there is no test split; epochs count from 0)."""
     split = "test" if s.get("test_loss") is not None else "train"
     vals = s if split == "test" else {k: v for k, v in s.get("last_epoch", {}).items()}
     keys = [k for k in vals if k.startswith(split + "_") and k != f"{split}_loss"][:1]
@@ -77,8 +84,9 @@ def _result_line(s: dict[str, Any]) -> str:
     shown = ", ".join(f"{k.replace('_', ' ')} {_fmt(vals.get(k))}" for k in keys)
     if split == "train":
         shown += " (no test split)"
-    return (f"{shown}, best epoch {s.get('best_epoch')} of {s.get('epochs_run')}, "
-            f"wall {s.get('wall_seconds', 0.0):.1f} s")
+    best = s.get("best_epoch")
+    return (f"{shown}, best epoch {'n/a' if best is None else best} of "
+            f"{_epochs(s.get('epochs_run'))}, wall {s.get('wall_seconds', 0.0):.1f} s")
 
 
 

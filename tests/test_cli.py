@@ -250,6 +250,23 @@ def test_stop_flag_handler():
             flag.handler(signal.SIGINT, None)
 
 
+def test_final_line_numbers_epochs_from_0_as_everywhere_else(trained):
+    """The best epoch is 0-based (metrics.jsonl, checkpoint names, messages): the final line
+    shows the range it comes from, never "best epoch 199 of 200"."""
+    from nnkit.cli import _result_line
+
+    d, rc, out, _ = trained
+    s = json.loads((d / "summary.json").read_text())
+    assert f"best epoch {s['best_epoch']} of epochs 0-3, wall " in out
+    line = _result_line({"test_loss": 0.5, "test_accuracy": 0.9, "best_epoch": 199,
+                         "epochs_run": 200, "wall_seconds": 1.0})
+    assert line == "test accuracy 0.9000, test loss 0.5000, best epoch 199 of epochs 0-199, " \
+                   "wall 1.0 s"
+    assert "best epoch 0 of epoch 0," in _result_line({"best_epoch": 0, "epochs_run": 1})
+    assert "best epoch n/a of epochs 0-2," in _result_line({"best_epoch": None,
+                                                            "epochs_run": 3})
+
+
 def test_resume_is_exact(trained, tiny, tmp_path):
     a = trained[0]
     b = tmp_path / "b"
