@@ -414,6 +414,76 @@ def test_sigint_subprocess_then_resume(tiny, tmp_path):
     assert [r["epoch"] for r in rows(d)] == list(range(last + 3))
 
 
+def _sweep_until(tiny, out, grid, ready, *sets):
+    """``nnkit sweep`` in a child process, sent SIGINT once ``ready()``; returns
+    ``(returncode, stdout, stderr, seconds from the signal to the exit)``."""
+    cmd = [sys.executable, "-m", "nnkit", "sweep", str(tiny), "--grid", grid, "--out", str(out),
+           *(a for s in ["training.early_stopping=null", "logging.plots=false",
+                         "logging.tensorboard=false", "logging.histograms_every=0", *sets]
+             for a in ("--set", s))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.05)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out, err, time.monotonic() - sent
+
+
+@pytest.mark.slow
+def test_sigint_stops_a_sweep_of_separate_runs(tiny, tmp_path):
+    """SIGINT during a sweep's separate runs stops the current run after its epoch (its
+    checkpoint kept) and the sweep with it: no later point runs, its row is marked
+    interrupted, the tables are written and the exit status is 130."""
+    d = tmp_path / "sw"
+    metrics = d / "run-0" / "metrics.jsonl"
+    rc, out, err, _ = _sweep_until(
+        tiny, d, "model.hidden=[4],[6],[8]",
+        lambda: metrics.exists() and metrics.read_text().count("\n") >= 1,
+        "training.epochs=3000")
+    assert rc == 130, err
+    assert "SIGINT received" in err
+    assert "interrupted: run-0 (model.hidden=[4]) stopped after epoch" in err
+    assert f"nnkit train --resume {d / 'run-0'}); 2 of 3 point(s) not run" in err
+    assert sorted(p.name for p in d.iterdir()) == ["run-0", "sweep.csv", "sweep.json",
+                                                   "sweep.txt"]
+    info = json.loads((d / "sweep.json").read_text())
+    assert info["status"] == "interrupted"
+    assert info["not_run"] == [{"model.hidden": [6]}, {"model.hidden": [8]}]
+    [row] = info["rows"]
+    assert row["status"] == "interrupted" and row["stop_reason"].startswith("interrupted")
+    s = json.loads((d / "run-0" / "summary.json").read_text())
+    assert s["status"] == "interrupted" and runs.rundir.checkpoint_steps(d / "run-0")
+    assert len((d / "sweep.csv").read_text().splitlines()) == 2
+    table = (d / "sweep.txt").read_text().splitlines()
+    assert table[0].split()[-1] == "status" and table[2].split()[-1] == "interrupted"
+    assert table[-1].startswith("interrupted: run-0 (model.hidden=[4]) stopped after epoch")
+
+
+@pytest.mark.slow
+def test_sigint_in_a_vmapped_sweep_exits_at_once_and_says_so(tiny, tmp_path):
+    """SIGINT during a sweep trained as one program: the epochs it queued on the device
+    cannot be cancelled, so the process ends at once (exit 130) rather than waiting for
+    them, leaving a sweep.json and sweep.txt that say it was interrupted (no table)."""
+    d = tmp_path / "sw"
+    rc, out, err, took = _sweep_until(tiny, d, "seed=0,1", lambda: d.exists() and (
+        time.sleep(2) or True), "training.epochs=1000000")  # ~400 s to the end
+    assert rc == 130, err
+    assert took < 60 and err.endswith("interrupted\n") and out == ""
+    assert sorted(p.name for p in d.iterdir()) == ["sweep.json", "sweep.txt"]
+    info = json.loads((d / "sweep.json").read_text())
+    assert info["status"] == "interrupted" and info["method"] == "vmap" and info["rows"] == []
+    assert (d / "sweep.txt").read_text() == (
+        "interrupted: the points train together in one program, so none finished; run the "
+        "sweep again for results\n")
+
+
 def test_internal_error_exit_1_with_traceback(monkeypatch, tiny):
     def broken(*a, **k):
         raise RuntimeError("boom")
