@@ -24,7 +24,8 @@ import contextlib
 import json
 import os
 import re
-import tempfile
+import secrets
+import stat
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,6 +39,7 @@ from nnkit._checks import check_int
 
 __all__ = [
     "CheckpointError",
+    "CheckpointMismatchError",
     "CheckpointManager",
     "save",
     "restore",
@@ -61,6 +63,12 @@ class CheckpointError(ValueError):
     def __init__(self, message: str, *, file: str | os.PathLike | None = None) -> None:
         self.file = None if file is None else os.fspath(file)
         super().__init__(f"{self.file}: {message}" if self.file else message)
+
+
+class CheckpointMismatchError(CheckpointError):
+    """A readable, intact checkpoint whose leaves do not fit the target (a missing or extra
+    leaf, another shape or dtype): the file is fine, the target (model, optimizer) differs
+    from the one it was saved from."""
 
 
 # ----------------------------------------------------------------------------- paths
@@ -115,13 +123,36 @@ def _fsync_dir(d: Path) -> None:
             os.close(fd)
 
 
+def _temp_file(path: Path) -> tuple[int, str]:
+    """A new temporary file ``.<name>.<random>.tmp`` next to ``path``, opened for writing,
+    with the permissions ``open(path, "w")`` would give: those of ``path`` if it exists,
+    else ``0o666`` less the umask (``tempfile.mkstemp`` makes ``0o600`` files)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the kernel applies the umask
+        except FileExistsError:
+            continue
+        if mode is not None:
+            with contextlib.suppress(OSError):
+                os.chmod(fd if os.chmod in os.supports_fd else tmp, mode)
+        return fd, str(tmp)
+    raise FileExistsError(f"no free temporary file name next to {path}")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
     """Runs ``write(f)`` on a temporary file next to ``path``, fsyncs it and renames it over
     ``path`` (``os.replace``). On any error the temporary file is removed and ``path`` is
-    left as it was."""
+    left as it was. The file gets the permissions a plain ``open`` would give it (an
+    existing file's, else ``0o666`` less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -150,11 +181,15 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def _is_python_scalar(value: Any) -> bool:
+    return isinstance(value, bool | int | float | complex) and not isinstance(value, np.generic)
+
+
 def _host_array(value: Any) -> np.ndarray:
     """A leaf as a NumPy array; a Python scalar with the dtype JAX gives it (``1.5`` ->
     float32 unless ``jax_enable_x64``), so it restores into what ``jax.eval_shape`` of the
     same tree describes, bit for bit."""
-    if isinstance(value, bool | int | float | complex) and not isinstance(value, np.generic):
+    if _is_python_scalar(value):
         try:
             return np.asarray(jnp.asarray(value))
         except OverflowError:  # an int beyond int32 without x64: keep NumPy's int64
@@ -223,8 +258,12 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files") or _META not in z.files:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy array
+            raise CheckpointError("not an nnkit checkpoint (a single .npy array, not an .npz "
+                                  "archive)", file=path)
+        with z:
+            if _META not in z.files:
                 raise CheckpointError("not an nnkit checkpoint (no metadata entry)", file=path)
             meta = json.loads(bytes(z[_META]).decode("utf-8"))
             arrays = {k: z[k] for k in z.files if k != _META}
@@ -277,6 +316,19 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
     return _read(path)
 
 
+def _placed(value: Any, leaf: Any) -> jax.Array:
+    """``value`` as a jax array placed as the target ``leaf``: with its sharding when it is
+    split over several devices (FSDP), committed to one device, or a ``ShapeDtypeStruct``
+    that names a sharding; else on the default device, like ``jnp.asarray``."""
+    sharding = getattr(leaf, "sharding", None)
+    if isinstance(leaf, jax.Array):
+        if len(sharding.device_set) == 1 and not getattr(leaf, "_committed", True):
+            sharding = None  # an uncommitted array: keep the restored one free to move too
+    elif not isinstance(leaf, jax.ShapeDtypeStruct):
+        sharding = None
+    return jnp.asarray(value) if sharding is None else jax.device_put(value, sharding)
+
+
 def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tuple[Any, dict]:
     """Reads checkpoint ``path`` into the structure of ``target``; returns ``(tree, meta)``.
 
@@ -286,13 +338,20 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
     ``jax.eval_shape(lambda: create_train_state(model, shape, opt, 0))`` (a train state);
     the input shape is static, so close over it rather than passing it to ``eval_shape``.
     Leaves come back as jax arrays, bit-identical to the saved ones; typed-key leaves come
-    back as typed keys.
+    back as typed keys. Each leaf is placed as the target's: with its sharding when the
+    target leaf is a jax array split over devices (e.g. FSDP) or committed to one, or a
+    ``ShapeDtypeStruct`` with a ``sharding``; else on the default device. A Python scalar
+    leaf (``1.5``, ``3``) of a concrete target expects the dtype :func:`save` stored it with
+    (JAX's: float32 / int32 without ``jax_enable_x64``), so the tree that was saved is a
+    valid target.
 
     Raises:
       FileNotFoundError: no such file.
-      CheckpointError: corrupt/truncated file; a target leaf missing from the file; a leaf
-        whose shape or dtype differs (the message names the leaf path and both shapes); with
-        ``strict``, leaves in the file that the target lacks.
+      CheckpointError: corrupt/truncated file or not an nnkit checkpoint.
+      CheckpointMismatchError: (a CheckpointError) a readable checkpoint that does not fit
+        ``target``: a target leaf missing from the file; a leaf whose shape or dtype differs
+        (the message names the leaf path and both shapes); with ``strict``, leaves in the
+        file that the target lacks.
     """
     arrays, meta = _read(path)
     flat, treedef = jax.tree_util.tree_flatten_with_path(target)
@@ -302,7 +361,7 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
         k = path_str(p)
         seen.add(k)
         if k not in arrays:
-            raise CheckpointError(
+            raise CheckpointMismatchError(
                 f"leaf {k!r} of the target is missing from the checkpoint "
                 f"(it has {len(arrays)} leaves, e.g. {sorted(arrays)[:5]})",
                 file=path,
@@ -315,27 +374,30 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
             if got_shape != want_shape:
                 have = (f"a key array of shape {got_shape}" if got_shape is not None
                         else f"raw data of shape {tuple(arr.shape)}")
-                raise CheckpointError(
+                raise CheckpointMismatchError(
                     f"leaf {k!r}: checkpoint has {have}, target expects a key array of "
                     f"shape {want_shape}",
                     file=path,
                 )
             impl = getattr(leaf.dtype, "_impl", None)
-            out.append(jax.random.wrap_key_data(jnp.asarray(arr), impl=impl)
-                       if impl is not None else jax.random.wrap_key_data(jnp.asarray(arr)))
+            key = (jax.random.wrap_key_data(jnp.asarray(arr), impl=impl)
+                   if impl is not None else jax.random.wrap_key_data(jnp.asarray(arr)))
+            out.append(_placed(key, leaf))
             continue
-        want = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype))
+        # a Python scalar was saved with the dtype JAX gives it (``_host_array``)
+        want = (_host_array(leaf).dtype if _is_python_scalar(leaf)
+                else np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)))
         want_shape = tuple(np.shape(leaf))
         if tuple(arr.shape) != want_shape or arr.dtype != want:
-            raise CheckpointError(
+            raise CheckpointMismatchError(
                 f"leaf {k!r}: checkpoint has shape {tuple(arr.shape)} {arr.dtype}, target "
                 f"expects shape {want_shape} {want}",
                 file=path,
             )
-        out.append(jnp.asarray(arr))
+        out.append(_placed(arr, leaf))
     if strict and set(arrays) - seen:
         extra = sorted(set(arrays) - seen)
-        raise CheckpointError(
+        raise CheckpointMismatchError(
             f"checkpoint has {len(extra)} leaves the target lacks: {extra[:8]} "
             "(pass strict=False to ignore them)",
             file=path,
@@ -352,7 +414,9 @@ class CheckpointManager:
     """Numbered checkpoints ``ckpt-<step>.npz`` in ``directory``: the latest ``keep`` are
     kept, plus ``best.npz`` (a copy of the checkpoint last saved with ``is_best=True``).
 
-    ``step`` is any increasing integer (the training loop uses the epoch number).
+    ``step`` is an integer >= 0 that increases from save to save (the training loop uses the
+    epoch number); a step at or below the latest one in ``directory`` is refused, so that a
+    new run in a directory that holds another run's checkpoints never mixes with them.
     """
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3) -> None:
@@ -388,7 +452,23 @@ class CheckpointManager:
 
         ``best.npz`` is written first: a process stopped between the two writes leaves the
         previous numbered checkpoint as the latest, so a resumed run redoes this step and
-        writes both, instead of going on from a checkpoint whose ``best.npz`` is missing."""
+        writes both, instead of going on from a checkpoint whose ``best.npz`` is missing.
+
+        Raises:
+          ValueError: ``step`` is not an int >= 0.
+          CheckpointError: ``step`` is not above the latest step in ``directory`` (the keep
+            rule would delete the new file, or the new file would replace a step of another
+            run); nothing is written or deleted.
+        """
+        step = check_int(step, "CheckpointManager.save: step", 0)
+        steps = self.steps()
+        if steps and step <= steps[-1]:
+            raise CheckpointError(
+                f"cannot save step {step}: the directory already holds checkpoints up to step "
+                f"{steps[-1]} (steps must increase; save into another directory, or move the "
+                "earlier checkpoints away)",
+                file=self.directory,
+            )
         if is_best:
             data = save(self.best_path, tree, step=step, **meta).read_bytes()
             path = self.path(step)
@@ -401,7 +481,18 @@ class CheckpointManager:
         return path
 
     def restore(self, target: Any, which: str | int = "latest") -> tuple[Any, dict]:
-        """``restore(file, target)`` for ``which`` = ``"latest"``, ``"best"`` or a step."""
+        """``restore(file, target)`` for ``which`` = ``"latest"``, ``"best"`` or a step (an
+        int >= 0).
+
+        Raises:
+          ValueError: ``which`` is none of these.
+          FileNotFoundError: no such checkpoint (the message lists the saved steps).
+          CheckpointError: as :func:`restore`.
+        """
+        bad = ValueError(f"CheckpointManager.restore: which must be 'latest', 'best' or a "
+                         f"step (an int >= 0), got {which!r}")
+        if isinstance(which, str) and which not in ("latest", "best"):
+            raise bad
         if which == "best":
             path = self.best_path
         elif which == "latest":
@@ -409,5 +500,12 @@ class CheckpointManager:
             if path is None:
                 raise FileNotFoundError(f"no checkpoints in {self.directory}")
         else:
-            path = self.path(int(which))
+            try:
+                step = check_int(which, "which", 0)
+            except ValueError:
+                raise bad from None
+            path = self.path(step)
+            if not path.is_file():
+                raise FileNotFoundError(f"no checkpoint of step {step} in {self.directory} "
+                                        f"(saved steps: {self.steps() or 'none'})")
         return restore(path, target)

@@ -34,7 +34,9 @@ which may start JAX's multi-process runtime) before anything touches a device.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -67,9 +69,16 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
 # ----------------------------------------------------------------------------- commands
 
 
+def _epochs(n: Any) -> str:
+    """The epochs a run trained, numbered from 0 as everywhere else (metrics.jsonl,
+    checkpoint names, messages): ``epochs 0-29``."""
+    n = int(n or 0)
+    return "no epochs" if n <= 0 else "epoch 0" if n == 1 else f"epochs 0-{n - 1}"
+
+
 def _result_line(s: dict[str, Any]) -> str:
-    """``test accuracy 0.9750, test loss 0.0912, best epoch 17 of 30, wall 12.3 s`` (train
-    metrics of the last epoch when there is no test split)."""
+    """``test accuracy 0.9750, test loss 0.0912, best epoch 17 of epochs 0-29, wall 12.3 s``
+    (train metrics of the last epoch when there is no test split; epochs count from 0)."""
     split = "test" if s.get("test_loss") is not None else "train"
     vals = s if split == "test" else {k: v for k, v in s.get("last_epoch", {}).items()}
     keys = [k for k in vals if k.startswith(split + "_") and k != f"{split}_loss"][:1]
@@ -77,8 +86,9 @@ def _result_line(s: dict[str, Any]) -> str:
     shown = ", ".join(f"{k.replace('_', ' ')} {_fmt(vals.get(k))}" for k in keys)
     if split == "train":
         shown += " (no test split)"
-    return (f"{shown}, best epoch {s.get('best_epoch')} of {s.get('epochs_run')}, "
-            f"wall {s.get('wall_seconds', 0.0):.1f} s")
+    best = s.get("best_epoch")
+    return (f"{shown}, best epoch {'n/a' if best is None else best} of "
+            f"{_epochs(s.get('epochs_run'))}, wall {s.get('wall_seconds', 0.0):.1f} s")
 
 
 
@@ -208,6 +218,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _compile_cache()
     res = sweep_run(read_yaml(args.config), grid, config_path=args.config,
                     overrides=args.set, out=args.out)
+    if res.status == "interrupted":
+        print(f"{res.message}; table of the {len(res.rows)} point(s) that ran: "
+              f"{res.sweep_dir / 'sweep.csv'}", file=sys.stderr)
+        return res.exit_code
     how = ("one vmapped program" if res.method == "vmap"
            else "separate runs: " + "; ".join(res.separate_runs_because))
     if res.method == "vmap" and res.devices > 1:
@@ -329,7 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "whose schedule (if any) is proportional to optimizer.lr and without "
                         "accumulation, augmentation, l1/l2 or special grad_mode, trains all "
                         "in one vmapped program (early stopping per model); otherwise each "
-                        "point is a run directory of its own (the output says why).")
+                        "point is a run directory of its own (the output says why). "
+                        "SIGINT/SIGTERM during a separate run stop it after its epoch "
+                        "(resumable) and the sweep with it: the table lists the points that "
+                        "ran (exit 130/143); SIGINT during one program stops it at once, "
+                        "without results (exit 130); sweep.json says it was interrupted.")
     sw.add_argument("config", help="YAML config file")
     sw.add_argument("--grid", action="append", default=[], required=True,
                     metavar="KEY=V1,V2,...", help="values of one key (repeatable: product)")
@@ -366,14 +384,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_now(code: int) -> None:
+    """Ends the process at once with ``code``, after flushing stdout and stderr: device
+    programs queued before an interruption (a vmapped sweep queues all its epochs) cannot
+    be cancelled, and a normal exit would wait for them to finish (minutes). Files are
+    written atomically or closed by then, so nothing half-written is left."""
+    for f in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            f.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status (see the module docstring)."""
+    """Runs the command line; returns the exit status (see the module docstring).
+
+    Called without ``argv`` (as the ``nnkit`` program), a ``KeyboardInterrupt`` (SIGINT
+    outside training's own handling) ends the process at once with status 130
+    (:func:`_exit_now`); with ``argv``, it returns 130."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted", file=sys.stderr, flush=True)
+        if argv is None:
+            _exit_now(130)
         return 130
     except Exception as e:  # noqa: BLE001 - sorted into user vs internal errors
         if isinstance(e, user_errors()):

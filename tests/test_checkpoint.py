@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _fresh_interpreter import cpu_env, result
 
 import nnkit
 from nnkit import checkpoint as C
@@ -112,6 +116,7 @@ def test_mismatched_shape_names_leaf_and_both_shapes(tmp_path, ts):
         C.restore(path, other)
     assert str(e.value) == (f"{path}: leaf 'params/dense_0/b': checkpoint has shape (5,) "
                             "float32, target expects shape (6,) float32")
+    assert type(e.value) is C.CheckpointMismatchError  # an intact file for another target
 
 
 def test_missing_and_extra_leaves(tmp_path, ts):
@@ -137,8 +142,9 @@ def test_truncated_file_raises_naming_it(tmp_path, ts):
     data = path.read_bytes()
     for cut in (len(data) - 1, len(data) // 2, 10, 0):
         path.write_bytes(data[:cut])
-        with pytest.raises(CheckpointError, match=str(path)):
+        with pytest.raises(CheckpointError, match=str(path)) as e:
             C.restore(path, ts)
+        assert type(e.value) is CheckpointError
 
 
 def test_flipped_bytes_are_detected(tmp_path, ts):
@@ -219,6 +225,33 @@ def test_atomic_write_interrupted_mid_write(tmp_path, ts, monkeypatch):
     assert path.read_bytes() == before and len(list(tmp_path.iterdir())) == 1
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_atomic_write_gives_the_permissions_a_plain_open_gives(tmp_path):
+    """Checkpoints, config.yaml and summary.json (atomic writes) get the mode open() gives a
+    file (0o666 less the umask; an existing file's own), not mkstemp's 0o600."""
+    mode = lambda p: oct(os.stat(p).st_mode & 0o777)
+    for umask in (0o022, 0o027):
+        old = os.umask(umask)
+        try:
+            d = tmp_path / oct(umask)
+            C.save(d / "a.npz", {"w": jnp.ones(2)})
+            CheckpointManager(d / "ck").save({"w": jnp.ones(2)}, 0, is_best=True)
+            C.atomic_write(d / "t.json", lambda f: f.write(b"{}"))
+            with open(d / "plain", "w"):
+                pass
+        finally:
+            os.umask(old)
+        want = mode(d / "plain")
+        assert want == oct(0o666 & ~umask)
+        for name in ("a.npz", "ck/ckpt-000000000.npz", "ck/best.npz", "t.json"):
+            assert mode(d / name) == want, name
+    os.chmod(tmp_path / "0o22" / "t.json", 0o600)  # replacing a file keeps its mode
+    C.atomic_write(tmp_path / "0o22" / "t.json", lambda f: f.write(b"[]"))
+    assert mode(tmp_path / "0o22" / "t.json") == oct(0o600)
+    assert (tmp_path / "0o22" / "t.json").read_bytes() == b"[]"
+    assert not list(tmp_path.glob("*/.*.tmp"))
+
+
 def test_manager_keeps_latest_and_best(tmp_path):
     mgr = CheckpointManager(tmp_path / "ck", keep=2)
     trees = [{"w": jnp.full((2,), float(i))} for i in range(5)]
@@ -238,6 +271,32 @@ def test_manager_keeps_latest_and_best(tmp_path):
         CheckpointManager(tmp_path / "empty").restore({})
     with pytest.raises(ValueError, match="keep"):
         CheckpointManager(tmp_path, keep=0)
+
+
+def test_manager_refuses_a_step_not_above_the_latest_and_keeps_the_files(tmp_path):
+    """A second run in a directory holding steps 2 and 3 (keep=2): its save of step 0 would
+    be pruned at once (the latest and best.npz would stay the other run's), and a negative
+    step would write a file no manager recognises. Both are refused before anything is
+    written or deleted."""
+    d = tmp_path / "ck"
+    first = CheckpointManager(d, keep=2)
+    for s in range(4):
+        first.save({"w": jnp.full((2,), float(s))}, s, epoch=s, is_best=(s == 2))
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    assert sorted(before) == ["best.npz", "ckpt-000000002.npz", "ckpt-000000003.npz"]
+    again = CheckpointManager(d, keep=2)
+    for step in (0, 3):
+        with pytest.raises(CheckpointError, match=rf"^{d}: cannot save step {step}: the "
+                           r"directory already holds checkpoints up to step 3 \(steps must "
+                           "increase"):
+            again.save({"w": jnp.zeros(2)}, step, epoch=step, is_best=True)
+    for step in (-1, 2.0):
+        with pytest.raises(ValueError, match=rf"step must be an int >= 0, got {step}"):
+            CheckpointManager(tmp_path / "new").save({"w": jnp.zeros(2)}, step)
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    assert not (tmp_path / "new").exists()
+    again.save({"w": jnp.ones(2)}, 4, epoch=4)  # a later step is fine
+    assert again.steps() == [3, 4]
 
 
 def test_a_stop_between_best_and_numbered_checkpoint_leaves_the_earlier_latest(tmp_path,
@@ -277,3 +336,59 @@ def test_python_scalars_restore_into_their_eval_shape(tmp_path):
     assert got["i"].dtype == jnp.int32 and int(got["i"]) == 3 and bool(got["b"])
     arrays, _ = C.load_arrays(tmp_path / "s.npz")
     assert arrays["n"].dtype == np.float64 and arrays["n"] == np.float64(0.1)
+
+
+def test_python_scalars_restore_into_the_tree_that_was_saved(tmp_path):
+    """The concrete tree that was saved is a valid target: its Python float/int leaves
+    expect the dtype they were stored with (JAX's), not NumPy's float64/int64."""
+    tree = {"w": jnp.arange(3.0), "f": 1.5, "i": 3, "b": False}
+    C.save(tmp_path / "s.npz", tree)
+    got, _ = C.restore(tmp_path / "s.npz", tree)
+    assert got["f"].dtype == jnp.float32 and float(got["f"]) == 1.5
+    assert got["i"].dtype == jnp.int32 and int(got["i"]) == 3
+    assert got["b"].dtype == jnp.bool_ and not bool(got["b"])
+    with pytest.raises(CheckpointError, match=r"'f': checkpoint has shape \(\) float32, target "
+                       r"expects shape \(\) int32"):
+        C.restore(tmp_path / "s.npz", {**tree, "f": 2})
+
+
+def test_manager_restore_names_the_accepted_values(tmp_path):
+    mgr = CheckpointManager(tmp_path / "ck")
+    mgr.save({"w": jnp.zeros(2)}, 1)
+    for which in ("bestt", "3", -1, 1.0, None):
+        with pytest.raises(ValueError, match=r"^CheckpointManager.restore: which must be "
+                           rf"'latest', 'best' or a step \(an int >= 0\), got {which!r}$"):
+            mgr.restore({"w": jnp.zeros(2)}, which)
+    with pytest.raises(FileNotFoundError, match=rf"no checkpoint of step 7 in {mgr.directory} "
+                       r"\(saved steps: \[1\]\)"):
+        mgr.restore({"w": jnp.zeros(2)}, 7)
+    assert _equal(mgr.restore({"w": jnp.ones(2)}, 1)[0], {"w": jnp.zeros(2)})
+
+
+def test_npy_file_is_not_an_nnkit_checkpoint(tmp_path):
+    mgr = CheckpointManager(tmp_path)
+    with open(mgr.path(0), "wb") as f:  # an .npy array under a checkpoint's name
+        np.save(f, np.ones(3))
+    want = rf"^{mgr.path(0)}: not an nnkit checkpoint \(a single \.npy array, not an \.npz"
+    with pytest.raises(CheckpointError, match=want):
+        mgr.restore({"w": jnp.zeros(3)})
+    with pytest.raises(CheckpointError, match=want):
+        C.load_meta(mgr.path(0))
+
+
+def test_restore_places_leaves_with_the_targets_sharding(tmp_path):
+    """Restoring into a state split over 4 CPU devices (a fresh interpreter: the device count
+    is fixed when JAX starts) gives arrays with the target's shardings, not whole arrays on
+    one device; an uncommitted target leaf stays uncommitted."""
+    here = Path(__file__).resolve().parent
+    p = subprocess.run([sys.executable, str(here / "_checkpoint_worker.py"), str(tmp_path)],
+                       env=cpu_env(4), capture_output=True, text=True, timeout=300,
+                       cwd=here.parent)
+    res = result(p.stdout, p.stderr, p.returncode)
+    assert res["device_count"] == 4
+    for name, devices, shapes in (("w", [0, 1, 2, 3], [[2, 3]]), ("abstract_w", [0, 1, 2, 3],
+                                  [[2, 3]]), ("b", [0, 1, 2, 3], [[3]]), ("one", [2], [[2]])):
+        assert res[name] == {"same_sharding": True, "devices": devices, "shard_shapes": shapes,
+                             "equal": True}, name
+    assert res["free"]["equal"] and res["free"]["devices"] == [0]
+    assert res["free_committed"] is False

@@ -250,6 +250,23 @@ def test_stop_flag_handler():
             flag.handler(signal.SIGINT, None)
 
 
+def test_final_line_numbers_epochs_from_0_as_everywhere_else(trained):
+    """The best epoch is 0-based (metrics.jsonl, checkpoint names, messages): the final line
+    shows the range it comes from, never "best epoch 199 of 200"."""
+    from nnkit.cli import _result_line
+
+    d, rc, out, _ = trained
+    s = json.loads((d / "summary.json").read_text())
+    assert f"best epoch {s['best_epoch']} of epochs 0-3, wall " in out
+    line = _result_line({"test_loss": 0.5, "test_accuracy": 0.9, "best_epoch": 199,
+                         "epochs_run": 200, "wall_seconds": 1.0})
+    assert line == "test accuracy 0.9000, test loss 0.5000, best epoch 199 of epochs 0-199, " \
+                   "wall 1.0 s"
+    assert "best epoch 0 of epoch 0," in _result_line({"best_epoch": 0, "epochs_run": 1})
+    assert "best epoch n/a of epochs 0-2," in _result_line({"best_epoch": None,
+                                                            "epochs_run": 3})
+
+
 def test_resume_is_exact(trained, tiny, tmp_path):
     a = trained[0]
     b = tmp_path / "b"
@@ -395,6 +412,76 @@ def test_sigint_subprocess_then_resume(tiny, tmp_path):
     rc, _, err = run_cli("train", "--resume", str(d), "--set", f"training.epochs={last + 3}")
     assert rc == 0, err
     assert [r["epoch"] for r in rows(d)] == list(range(last + 3))
+
+
+def _sweep_until(tiny, out, grid, ready, *sets):
+    """``nnkit sweep`` in a child process, sent SIGINT once ``ready()``; returns
+    ``(returncode, stdout, stderr, seconds from the signal to the exit)``."""
+    cmd = [sys.executable, "-m", "nnkit", "sweep", str(tiny), "--grid", grid, "--out", str(out),
+           *(a for s in ["training.early_stopping=null", "logging.plots=false",
+                         "logging.tensorboard=false", "logging.histograms_every=0", *sets]
+             for a in ("--set", s))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not ready():
+        time.sleep(0.05)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out, err, time.monotonic() - sent
+
+
+@pytest.mark.slow
+def test_sigint_stops_a_sweep_of_separate_runs(tiny, tmp_path):
+    """SIGINT during a sweep's separate runs stops the current run after its epoch (its
+    checkpoint kept) and the sweep with it: no later point runs, its row is marked
+    interrupted, the tables are written and the exit status is 130."""
+    d = tmp_path / "sw"
+    metrics = d / "run-0" / "metrics.jsonl"
+    rc, out, err, _ = _sweep_until(
+        tiny, d, "model.hidden=[4],[6],[8]",
+        lambda: metrics.exists() and metrics.read_text().count("\n") >= 1,
+        "training.epochs=3000")
+    assert rc == 130, err
+    assert "SIGINT received" in err
+    assert "interrupted: run-0 (model.hidden=[4]) stopped after epoch" in err
+    assert f"nnkit train --resume {d / 'run-0'}); 2 of 3 point(s) not run" in err
+    assert sorted(p.name for p in d.iterdir()) == ["run-0", "sweep.csv", "sweep.json",
+                                                   "sweep.txt"]
+    info = json.loads((d / "sweep.json").read_text())
+    assert info["status"] == "interrupted"
+    assert info["not_run"] == [{"model.hidden": [6]}, {"model.hidden": [8]}]
+    [row] = info["rows"]
+    assert row["status"] == "interrupted" and row["stop_reason"].startswith("interrupted")
+    s = json.loads((d / "run-0" / "summary.json").read_text())
+    assert s["status"] == "interrupted" and runs.rundir.checkpoint_steps(d / "run-0")
+    assert len((d / "sweep.csv").read_text().splitlines()) == 2
+    table = (d / "sweep.txt").read_text().splitlines()
+    assert table[0].split()[-1] == "status" and table[2].split()[-1] == "interrupted"
+    assert table[-1].startswith("interrupted: run-0 (model.hidden=[4]) stopped after epoch")
+
+
+@pytest.mark.slow
+def test_sigint_in_a_vmapped_sweep_exits_at_once_and_says_so(tiny, tmp_path):
+    """SIGINT during a sweep trained as one program: the epochs it queued on the device
+    cannot be cancelled, so the process ends at once (exit 130) rather than waiting for
+    them, leaving a sweep.json and sweep.txt that say it was interrupted (no table)."""
+    d = tmp_path / "sw"
+    rc, out, err, took = _sweep_until(tiny, d, "seed=0,1", lambda: d.exists() and (
+        time.sleep(2) or True), "training.epochs=1000000")  # ~400 s to the end
+    assert rc == 130, err
+    assert took < 60 and err.endswith("interrupted\n") and out == ""
+    assert sorted(p.name for p in d.iterdir()) == ["sweep.json", "sweep.txt"]
+    info = json.loads((d / "sweep.json").read_text())
+    assert info["status"] == "interrupted" and info["method"] == "vmap" and info["rows"] == []
+    assert (d / "sweep.txt").read_text() == (
+        "interrupted: the points train together in one program, so none finished; run the "
+        "sweep again for results\n")
 
 
 def test_internal_error_exit_1_with_traceback(monkeypatch, tiny):
@@ -839,6 +926,60 @@ def test_resume_allows_epochs_and_logging_and_appends_resumed_with(tiny, tmp_pat
     assert [r["epoch"] for r in rows(d)] == [0, 1, 2]
 
 
+def test_resume_reports_a_bad_metrics_line_and_changes_nothing(tiny, tmp_path):
+    """A metrics.jsonl line that is not an object with an integer "epoch" (edited by hand)
+    stops --resume with the file, the line number and what is wrong (exit 2), before
+    config.yaml or metrics.jsonl are rewritten."""
+    d = _interrupted_run(tiny, tmp_path / "r")
+    first = (d / "metrics.jsonl").read_text()
+    cases = [("[1, 2]\n", 2, "a JSON array, not an object"),
+             ('{"train_loss": 0.5}\n', 2, 'no "epoch"'),
+             ('{"epoch": "1"}\n', 2, '"epoch" is "1", not an integer >= 0'),
+             ('{"epoch": 1, "lr": "fast"}\n', 2, "'lr' is \"fast\", not a number")]
+    for line, n, what in cases:
+        (d / "metrics.jsonl").write_text(first + line)
+        before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
+        rc, _, err = run_cli("train", "--resume", str(d), "--no-progress", "--set",
+                             "logging.checkpoint_keep=1")
+        assert rc == 2 and err == (
+            f"nnkit train: error: {d / 'metrics.jsonl'}, line {n}: {what} (each line must be "
+            'a JSON object with an integer "epoch" and numbers); fix or remove the line\n'), err
+        assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()} == before
+    (d / "metrics.jsonl").write_text(first + "[]\n")
+    with pytest.raises(runs.RunError, match=r"metrics.jsonl, line 2: a JSON array"):
+        runs.resume(d)
+
+
+def test_sessions_and_wall_time_count_sessions_that_wrote_no_summary(tiny, tmp_path):
+    """A session killed after a checkpoint (SIGKILL, a crash: simulated by a callback that
+    raises) writes no summary.json; the next session still counts it and its time up to
+    that checkpoint (each checkpoint records its session and the wall time so far)."""
+    d = tmp_path / "r"
+    quiet = ["logging.plots=false", "logging.tensorboard=false", "logging.histograms_every=0",
+             "training.epochs=3"]
+
+    def crash_at(n):
+        def crash(epoch, ts, logs):
+            if epoch == n:
+                raise RuntimeError("killed")
+        return crash
+
+    with pytest.raises(RuntimeError, match="killed"):
+        runs.train(load_config(tiny, quiet), config_path=str(tiny), out=d,
+                   callbacks=[crash_at(0)])
+    with pytest.raises(RuntimeError, match="killed"):
+        runs.resume(d, callbacks=[crash_at(1)])
+    assert not (d / "summary.json").exists()
+    extra = [C.load_meta(d / "checkpoints" / f"ckpt-00000000{e}.npz")["extra"] for e in (0, 1)]
+    assert [x["session"] for x in extra] == [1, 2]
+    assert 0 < extra[0]["wall_seconds"] < extra[1]["wall_seconds"]
+    r = runs.resume(d)
+    assert r.status == "completed" and r.summary["sessions"] == 3
+    assert r.summary["wall_seconds"] > extra[1]["wall_seconds"]
+    assert json.loads((d / "summary.json").read_text())["sessions"] == 3
+    assert C.load_meta(d / "checkpoints" / "ckpt-000000002.npz")["extra"]["session"] == 3
+
+
 def test_resume_with_fewer_epochs_is_refused_and_nothing_to_do_writes_nothing(
         tiny, tmp_path, monkeypatch):
     """--resume --set training.epochs=N below the epochs trained is refused (exit 2) before
@@ -930,6 +1071,36 @@ def test_a_corrupt_latest_checkpoint_names_the_earlier_one(tiny, tmp_path):
                          "training.epochs=3")
     assert rc == 2 and "corrupt or truncated checkpoint" in err
     assert f"checkpoint of epoch 0: move {latest} away to resume from it" in err
+
+
+def test_a_config_edited_after_training_is_named_not_the_checkpoint(tiny, tmp_path):
+    """Resuming after the model in the run's config.yaml was edited: the shape error says
+    the config no longer matches the checkpoints and names the changed keys with both
+    values; it does not suggest moving an intact checkpoint away."""
+    d = tmp_path / "r"
+    quiet = ["logging.plots=false", "logging.tensorboard=false", "logging.histograms_every=0",
+             "training.epochs=2", "optimizer.schedule={name: cosine, decay_steps: 50}"]
+    assert runs.train(load_config(tiny, quiet), config_path=str(tiny), out=d).status == (
+        "completed")
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    cfg["model"]["hidden"] = [6]
+    cfg["optimizer"]["lr"] = 0.5  # changes no shape, but is named too
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    before = {p.name: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    rc, _, err = run_cli("train", "--resume", str(d), "--no-progress", "--set",
+                         "training.epochs=3")
+    latest = d / "checkpoints" / "ckpt-000000001.npz"
+    assert rc == 2 and err.startswith(f"nnkit train: error: {latest}: leaf "), err
+    assert err.endswith(
+        f" -- the run's {d / 'config.yaml'} no longer matches its checkpoints: changed since "
+        "they were written: model.hidden: [8] in the checkpoint, [6] now; optimizer.lr: 0.02 "
+        "in the checkpoint, 0.5 now; put back the values the run was trained with, or start "
+        "a new run\n"), err
+    assert "away" not in err
+    with pytest.raises(C.CheckpointMismatchError, match=r"no longer matches its checkpoints: "
+                       r"changed since they were written: model.hidden: \[8\] in the"):
+        runs.resume(d)
+    assert {p.name: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
 
 
 def test_errors_in_grid_values_name_grid_and_bad_overrides_name_set(tiny):

@@ -325,6 +325,24 @@ def read_json(path: Path) -> dict[str, Any]:
         raise RunError(f"{path}: cannot read JSON ({e})") from None
 
 
+def _metrics_row_problem(row: Any) -> str | None:
+    """What is wrong with a parsed ``metrics.jsonl`` line, or ``None``."""
+    if not isinstance(row, dict):
+        kind = ("array" if isinstance(row, list) else "string" if isinstance(row, str)
+                else "null" if row is None else "boolean" if isinstance(row, bool)
+                else "number")
+        return f"a JSON {kind}, not an object"
+    if "epoch" not in row:
+        return 'no "epoch"'
+    epoch = row["epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        return f'"epoch" is {json.dumps(epoch)}, not an integer >= 0'
+    for k, v in row.items():
+        if v is not None and (not isinstance(v, int | float) or isinstance(v, bool)):
+            return f"{k!r} is {json.dumps(v)}, not a number"
+    return None
+
+
 class MetricsLog:
     """``metrics.jsonl``: one line per epoch, appended and flushed as training goes."""
 
@@ -333,7 +351,7 @@ class MetricsLog:
 
     def truncate_from(self, epoch: int) -> None:
         """Drops lines of epochs ``>= epoch`` (epochs re-run after a resume)."""
-        rows = [r for r in self.read() if int(r["epoch"]) < epoch]
+        rows = [r for r in self.read() if r["epoch"] < epoch]
         text = "".join(json.dumps(r) + "\n" for r in rows)
         from nnkit.checkpoint import atomic_write
 
@@ -354,15 +372,26 @@ class MetricsLog:
         return row
 
     def read(self) -> list[dict[str, Any]]:
-        """All rows (a torn last line from a crash is skipped)."""
+        """All rows (a torn last line from a crash is skipped).
+
+        Raises:
+          RunError: naming the file and line, for a line that is JSON but not an object with
+            an integer ``"epoch"`` >= 0 and numbers (or ``null``) as the other values.
+        """
         if not self.path.is_file():
             return []
         rows = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
+        for n, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except ValueError:
                 continue
+            problem = _metrics_row_problem(row)
+            if problem:
+                raise RunError(f"{self.path}, line {n}: {problem} (each line must be a JSON "
+                               'object with an integer "epoch" and numbers); fix or remove '
+                               "the line")
+            rows.append(row)
         return rows
 
     def history(self) -> dict[str, list[float]]:

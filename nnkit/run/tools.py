@@ -248,14 +248,42 @@ def _test_metrics(prep: Any, res: Any) -> list[dict[str, float]]:
 
 class SweepRunResult(NamedTuple):
     """What :func:`sweep_run` made: one row per grid point, the sweep directory, how the points
-    trained (``"vmap"``: one program; ``"runs"``: one run each), on how many devices, and why
-    not in one program (:func:`separate_run_reasons`; empty for ``"vmap"``)."""
+    trained (``"vmap"``: one program; ``"runs"``: one run each), on how many devices, why
+    not in one program (:func:`separate_run_reasons`; empty for ``"vmap"``), ``status``
+    (``"completed"``, or ``"interrupted"`` when SIGINT/SIGTERM stopped a separate run: its
+    row is the last), the exit status (0, or 128 + the signal) and a line for the user."""
 
     rows: list[dict[str, Any]]
     sweep_dir: Path
     method: str
     devices: int
     separate_runs_because: list[str]
+    status: str = "completed"
+    exit_code: int = 0
+    message: str = ""
+
+
+def _write_sweep(sweep_dir: Path, keys: list[str], rows: list[dict[str, Any]],
+                 info: dict[str, Any], note: str | None = None) -> str:
+    """Writes ``sweep.csv`` (when there are rows), ``sweep.txt`` (the table, then ``note``)
+    and ``sweep.json`` (``info`` and the rows); returns the table."""
+    preferred = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "best_val_loss",
+                 "test_loss", "test_accuracy"]
+    have = {k for r in rows for k in r}
+    columns = keys + [k for k in preferred if k in have]
+    if any(r.get("status") == "interrupted" for r in rows):
+        columns.append("status")
+    table = format_table(rows, columns) if rows else ""
+    if rows:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys + sorted(have - set(keys)))
+        w.writeheader()
+        w.writerows(rows)
+        (sweep_dir / "sweep.csv").write_text(buf.getvalue(), encoding="utf-8")
+    text = "\n".join(t for t in (table, note) if t) + "\n"
+    (sweep_dir / "sweep.txt").write_text(text, encoding="utf-8")
+    write_json(sweep_dir / "sweep.json", {**info, "rows": rows})
+    return table
 
 
 def sweep_run(
@@ -280,6 +308,15 @@ def sweep_run(
     ``sweep.json``). Writes ``sweep.csv``, ``sweep.txt`` and ``sweep.json``.
     Every point's config is validated before anything is created; ``out`` must not exist or
     be empty.
+
+    Interruptions: SIGINT/SIGTERM during a separate run stops that run after its epoch (its
+    checkpoint kept, as ``nnkit train``) and the sweep with it: the tables list the points
+    that ran, the last one with ``status`` ``interrupted``, ``sweep.json`` says
+    ``"status": "interrupted"`` and names the points not run, and the result's
+    ``exit_code`` is 128 + the signal. A ``KeyboardInterrupt`` (SIGINT in one vmapped
+    program, or a second SIGINT during a run) writes the same files, with the rows finished
+    so far (none for one program: its models finish together) and a note in ``sweep.txt``,
+    then propagates.
     """
     if out is not None:  # before validating and training every point
         check_out_dir(out)
@@ -310,7 +347,41 @@ def sweep_run(
             prepare_named(c, config_path, sets)
     sweep_dir = new_run_dir(config_path, out, base=base, suffix="-sweep")
     rows: list[dict[str, Any]] = []
-    devices = 1
+    info: dict[str, Any] = {"method": method, "separate_runs_because": why_runs, "grid": grid,
+                            "devices": 1, "config": config_to_dict(base_cfg),
+                            "status": "completed"}
+    try:
+        code, message = _sweep_points(
+            method, cfgs, points, keys, point_sets, base_cfg, prep, grid, sweep_dir,
+            config_path, rows, info)
+    except KeyboardInterrupt:
+        info["status"] = "interrupted"
+        if method == "vmap":
+            note = ("interrupted: the points train together in one program, so none "
+                    "finished; run the sweep again for results")
+        else:
+            i = len(rows)
+            if (sweep_dir / f"run-{i}").exists():
+                info["interrupted_run"] = str(sweep_dir / f"run-{i}")
+            info["not_run"] = [dict(zip(keys, v, strict=True)) for v in points[i + 1:]]
+            note = (f"interrupted: run-{i} was stopped at once (its last checkpoint, if any, "
+                    f"is kept); {i} point(s) finished before it, {len(points) - i - 1} not run")
+        _write_sweep(sweep_dir, keys, rows, info, note)
+        raise
+    table = _write_sweep(sweep_dir, keys, rows, info, message or None)
+    if print_fn is not None:
+        print_fn(table)
+    return SweepRunResult(rows, sweep_dir, method, info["devices"], why_runs, info["status"],
+                          code, message)
+
+
+def _sweep_points(method: str, cfgs: list[Config], points: list[tuple], keys: list[str],
+                  point_sets: list[list[str]], base_cfg: Config, prep: Any,
+                  grid: dict[str, list[Any]], sweep_dir: Path, config_path: str | None,
+                  rows: list[dict[str, Any]], info: dict[str, Any]) -> tuple[int, str]:
+    """Trains the points of :func:`sweep_run`, appending to ``rows`` and updating ``info``
+    as they finish; returns ``(exit_code, message)`` (``message`` only when a run was
+    interrupted, which stops the sweep)."""
     if method == "vmap":
         from nnkit.train import sweep
 
@@ -331,7 +402,7 @@ def sweep_run(
             schedule=schedule_of_lr(c, c.training.epochs * prep.steps_per_epoch),
             early_stopping=prep.early_stopping, plateau=prep.plateau, **opt_kwargs,
         )
-        devices = len(res.devices)
+        info["devices"] = len(res.devices)
         names = {"learning_rate": "optimizer.lr", "weight_decay": "optimizer.weight_decay",
                  "seed": "seed"}
         tests = _test_metrics(prep, res)
@@ -345,33 +416,27 @@ def sweep_run(
             row.update(test)
             row["stop_reason"] = reason
             rows.append(row)
-    else:
-        from nnkit.run.trainer import train
+        return 0, ""
+    from nnkit.run.trainer import train
 
-        for i, (c, values) in enumerate(zip(cfgs, points, strict=True)):
-            r = train(c, config_path=config_path, out=sweep_dir / f"run-{i}",
-                      overrides=point_sets[i])
-            row = dict(zip(keys, values, strict=True))
-            row.update(r.summary.get("last_epoch", {}))
-            row.pop("epoch", None)
-            row.update({k: v for k, v in r.summary.items() if k.startswith("test_")})
-            row["stop_reason"] = r.summary["stop_reason"]
-            row["run_dir"] = str(r.run_dir)
-            rows.append(row)
-    preferred = ["train_loss", "train_accuracy", "val_loss", "val_accuracy", "best_val_loss",
-                 "test_loss", "test_accuracy"]
-    have = {k for r in rows for k in r}
-    columns = keys + [k for k in preferred if k in have]
-    table = format_table(rows, columns)
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys + sorted(have - set(keys)))
-    w.writeheader()
-    w.writerows(rows)
-    (sweep_dir / "sweep.csv").write_text(buf.getvalue(), encoding="utf-8")
-    (sweep_dir / "sweep.txt").write_text(table + "\n", encoding="utf-8")
-    write_json(sweep_dir / "sweep.json", {"method": method, "separate_runs_because": why_runs,
-                                          "grid": grid, "devices": devices,
-                                          "config": config_to_dict(base_cfg), "rows": rows})
-    if print_fn is not None:
-        print_fn(table)
-    return SweepRunResult(rows, sweep_dir, method, devices, why_runs)
+    for i, (c, values) in enumerate(zip(cfgs, points, strict=True)):
+        r = train(c, config_path=config_path, out=sweep_dir / f"run-{i}",
+                  overrides=point_sets[i])
+        row = dict(zip(keys, values, strict=True))
+        row.update(r.summary.get("last_epoch", {}))
+        row.pop("epoch", None)
+        row.update({k: v for k, v in r.summary.items() if k.startswith("test_")})
+        row["stop_reason"] = r.summary["stop_reason"]
+        row["status"] = r.status
+        row["run_dir"] = str(r.run_dir)
+        rows.append(row)
+        if r.status == "interrupted":  # SIGINT/SIGTERM: the user wants the sweep to stop
+            info["status"] = "interrupted"
+            info["not_run"] = [dict(zip(keys, v, strict=True)) for v in points[i + 1:]]
+            shown = ", ".join(f"{k}={_dump_value(v)}" for k, v in zip(keys, values,
+                                                                        strict=True))
+            return r.exit_code, (
+                f"interrupted: run-{i} ({shown}) stopped after epoch "
+                f"{r.summary['epochs_run'] - 1} (resume it with: nnkit train --resume "
+                f"{r.run_dir}); {len(points) - i - 1} of {len(points)} point(s) not run")
+    return 0, ""

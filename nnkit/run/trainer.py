@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import numpy as np
 
-from nnkit.checkpoint import CheckpointError, CheckpointManager
+from nnkit.checkpoint import CheckpointError, CheckpointManager, CheckpointMismatchError
 from nnkit.config import Config, config_to_dict
 from nnkit.core import param_count
 from nnkit.run.prepare import (
@@ -142,7 +142,8 @@ class _Recorder:
 
     def __init__(self, run_dir: Path, prep: Prepared, manager: CheckpointManager,
                  flag: StopFlag, extra: Sequence[Callback], best: tuple[Any, Any],
-                 parallel: Any = None) -> None:
+                 parallel: Any = None, session: int = 1, wall: float = 0.0,
+                 t0: float | None = None) -> None:
         self.main = _is_main()
         self.parallel = parallel
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
@@ -156,6 +157,8 @@ class _Recorder:
         self.best_epoch, self.best_value = best
         self.last_epoch: int | None = None
         self.config = config_to_dict(prep.cfg)
+        self.session, self.wall0 = session, wall  # this session's number, earlier time
+        self.t0 = time.perf_counter() if t0 is None else t0
         self.__name__ = "signal"
 
     def _better(self, v: float) -> bool:
@@ -181,7 +184,8 @@ class _Recorder:
             self.manager.save(
                 host, epoch, epoch=epoch, is_best=is_best, metrics=row, config=self.config,
                 extra={"best_epoch": self.best_epoch, "best_value": self.best_value,
-                       "monitor": self.monitor},
+                       "monitor": self.monitor, "session": self.session,
+                       "wall_seconds": self.wall0 + time.perf_counter() - self.t0},
             )
         if self.parallel is not None:
             self.parallel.sync(f"nnkit-checkpoint-{epoch}")
@@ -255,8 +259,10 @@ def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: i
     mon = _monitor(run_dir, prep)
     if mon is not None:
         callbacks = [*callbacks, mon]
-    rec = _Recorder(run_dir, prep, manager, flag, callbacks, best, parallel)
+    session = int(prior.get("sessions", 0)) + 1
+    wall0 = float(prior.get("wall_seconds", 0.0))
     t0 = time.perf_counter()
+    rec = _Recorder(run_dir, prep, manager, flag, callbacks, best, parallel, session, wall0, t0)
     try:
         with flag.installed():
             result = fit(
@@ -303,8 +309,8 @@ def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: i
         "epochs_run": last + 1,
         **test,
         "param_count": param_count(result.train_state.params),
-        "wall_seconds": float(prior.get("wall_seconds", 0.0)) + wall,
-        "sessions": int(prior.get("sessions", 0)) + 1,
+        "wall_seconds": wall0 + wall,
+        "sessions": session,
         "last_epoch": {k: v[-1] for k, v in history.items()} if history else {},
         "latest_checkpoint": str(manager.latest_path()) if manager.latest_path() else None,
         "best_checkpoint": str(manager.best_path) if manager.best_path.exists() else None,
@@ -392,6 +398,54 @@ def _new_dir(config_path: str | None, out: str | Path | None, base: str | Path) 
     return new_run_dir(config_path, out, base=base, create=_is_main())
 
 
+def _mismatch_hint(run_dir: Path, cfg: Config, path: Path) -> str:
+    """Why an intact checkpoint does not fit the state built from the run's config.yaml:
+    the keys (outside :data:`~nnkit.run.rundir.RESUME_KEYS`) whose values differ from the
+    config stored in the checkpoint, with both values."""
+    import json
+
+    from nnkit import __version__
+    from nnkit.checkpoint import _jsonable, load_meta
+    from nnkit.run.rundir import RESUME_KEYS, _changed, _get
+
+    head = f"the run's {run_dir / 'config.yaml'} no longer matches its checkpoints"
+    try:
+        meta = load_meta(path)
+    except CheckpointError:  # pragma: no cover - restore has just read it
+        meta = {}
+    saved = meta.get("config")
+    if not isinstance(saved, dict):
+        return (f"{head} (the checkpoint does not record the config it was written with): "
+                "put back the settings the run was trained with, or start a new run")
+    now = json.loads(json.dumps(_jsonable(config_to_dict(cfg))))
+    changed = [k for k in _changed(saved, now)
+               if not any(k == r or k.startswith(r + ".") for r in RESUME_KEYS)]
+    if not changed:
+        return (f"{head}, though the config is the one the checkpoint was written with (by "
+                f"nnkit {meta.get('nnkit_version')}; this is nnkit {__version__}): resume "
+                "with that nnkit, or start a new run")
+    shown = "; ".join(f"{k}: {json.dumps(_get(saved, k))} in the checkpoint, "
+                      f"{json.dumps(_get(now, k))} now" for k in changed[:5])
+    more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+    return (f"{head}: changed since they were written: {shown}{more}; put back the values "
+            "the run was trained with, or start a new run")
+
+
+def _so_far(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``{"sessions", "wall_seconds"}`` of a run before this session, from what is on disk.
+
+    Each checkpoint records the session that wrote it and the wall time up to it, so a
+    session stopped without writing ``summary.json`` (SIGKILL, a crash) still counts, up to
+    its last checkpoint. ``summary.json`` (written when a session ends) counts when it is
+    from that session or a later one (it adds the time after the last checkpoint: test
+    evaluation, plots) or when the checkpoint predates these records."""
+    sessions, wall = summary.get("sessions"), summary.get("wall_seconds")
+    if extra.get("session") is not None and (sessions is None
+                                             or int(extra["session"]) > int(sessions)):
+        sessions, wall = extra["session"], extra.get("wall_seconds")
+    return {"sessions": int(sessions or 0), "wall_seconds": float(wall or 0.0)}
+
+
 def resume(
     run_dir: str | Path,
     *,
@@ -426,7 +480,10 @@ def resume(
         raise RunError(f"{run_dir} has no checkpoint to resume from")
     try:
         ts, ck = manager.restore(jax.eval_shape(lambda: initial_state(prep)), "latest")
-    except CheckpointError as e:
+    except CheckpointMismatchError as e:  # an intact file: moving it away would not help
+        raise CheckpointMismatchError(
+            f"{e} -- {_mismatch_hint(run_dir, prep.cfg, manager.latest_path())}") from None
+    except CheckpointError as e:  # corrupt or unreadable: an earlier one may do
         earlier = manager.steps()[:-1]
         if not earlier:
             raise
@@ -438,6 +495,7 @@ def resume(
     extra = ck.get("extra") or {}
     best = (extra.get("best_epoch"), extra.get("best_value"))
     prior = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
+    so_far = _so_far(prior, extra)
     # nothing to do: nothing is written (config.yaml keeps what the run trained with)
     if start >= prep.cfg.training.epochs and prior.get("status") in (
         "completed", "early_stopped", "stopped"
@@ -447,11 +505,11 @@ def resume(
     if prior.get("status") == "early_stopped":
         return RunResult(run_dir, "early_stopped", prior, 0,
                          "already finished (early stopping); nothing to do")
+    if _is_main():  # first: a metrics.jsonl it cannot read stops the resume unchanged
+        MetricsLog(run_dir / "metrics.jsonl").truncate_from(start)
     if overrides and _is_main():
         earlier = meta.get("resumed_with") or []
         earlier = earlier if isinstance(earlier, list) else [earlier]
         write_config(run_dir, prep.cfg, {**meta, "resumed_with": [*earlier, *overrides]})
-    if _is_main():
-        MetricsLog(run_dir / "metrics.jsonl").truncate_from(start)
-    return _run(run_dir, prep, ts=ts, start_epoch=start, best=best, prior=prior,
+    return _run(run_dir, prep, ts=ts, start_epoch=start, best=best, prior=so_far,
                 callbacks=callbacks, progress=progress, parallel=parallel)
