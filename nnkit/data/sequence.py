@@ -6,6 +6,7 @@ to the public domain.
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from os import PathLike
 
@@ -88,6 +89,11 @@ def default_text() -> str:
 
 
 def _read_text(path: str | PathLike) -> str:
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"chars: path {os.fspath(path)} is a directory; pass path= a "
+                                "UTF-8 text file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"chars: no text file at path {os.fspath(path)}")
     with open(path, "rb") as f:
         raw = f.read()
     try:
