@@ -151,6 +151,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     left as it was. The file gets the permissions a plain ``open`` would give it (an
     existing file's, else ``0o666`` less the umask)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; give a file name to write")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _temp_file(path)
     try:
@@ -319,7 +321,10 @@ def load_arrays(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[st
 def _placed(value: Any, leaf: Any) -> jax.Array:
     """``value`` as a jax array placed as the target ``leaf``: with its sharding when it is
     split over several devices (FSDP), committed to one device, or a ``ShapeDtypeStruct``
-    that names a sharding; else on the default device, like ``jnp.asarray``."""
+    that names a sharding; else on the default device, like ``jnp.asarray``. A 64-bit array
+    without ``jax_enable_x64`` stays a NumPy array (JAX would narrow it to 32 bits)."""
+    if isinstance(value, np.ndarray) and jax.dtypes.canonicalize_dtype(value.dtype) != value.dtype:
+        return value
     sharding = getattr(leaf, "sharding", None)
     if isinstance(leaf, jax.Array):
         if len(sharding.device_set) == 1 and not getattr(leaf, "_committed", True):
@@ -337,8 +342,9 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
     ``nnkit.core.abstract_init(model, input_shape)`` (params and state) or
     ``jax.eval_shape(lambda: create_train_state(model, shape, opt, 0))`` (a train state);
     the input shape is static, so close over it rather than passing it to ``eval_shape``.
-    Leaves come back as jax arrays, bit-identical to the saved ones; typed-key leaves come
-    back as typed keys. Each leaf is placed as the target's: with its sharding when the
+    Leaves come back as jax arrays, bit-identical to the saved ones (64-bit ones without
+    ``jax_enable_x64`` as NumPy arrays: JAX would narrow them); typed-key leaves come back
+    as typed keys. Each leaf is placed as the target's: with its sharding when the
     target leaf is a jax array split over devices (e.g. FSDP) or committed to one, or a
     ``ShapeDtypeStruct`` with a ``sharding``; else on the default device. A Python scalar
     leaf (``1.5``, ``3``) of a concrete target expects the dtype :func:`save` stored it with

@@ -392,3 +392,24 @@ def test_restore_places_leaves_with_the_targets_sharding(tmp_path):
                              "equal": True}, name
     assert res["free"]["equal"] and res["free"]["devices"] == [0]
     assert res["free_committed"] is False
+
+
+def test_64_bit_leaves_come_back_unnarrowed_without_x64(tmp_path):
+    """Without jax_enable_x64 JAX narrows int64 to int32 (2**40 became 0): such leaves come
+    back as the NumPy arrays they were saved as."""
+    assert not jax.config.jax_enable_x64
+    tree = {"big": np.array([2**40, -5], np.int64), "f64": np.array([0.1], np.float64),
+            "count": 2**40, "w": np.ones(3, np.float32)}
+    path = tmp_path / "big.npz"
+    C.save(path, tree)
+    got, _ = C.restore(path, tree)
+    np.testing.assert_array_equal(got["big"], tree["big"])
+    assert got["big"].dtype == np.int64 and got["f64"].dtype == np.float64
+    assert got["f64"][0] == 0.1 and int(got["count"]) == 2**40
+    assert isinstance(got["w"], jax.Array)
+
+
+def test_saving_to_a_directory_names_it_and_leaves_nothing(tmp_path):
+    with pytest.raises(IsADirectoryError, match=rf"{tmp_path} is a directory; give a file name"):
+        C.save(tmp_path, {"w": np.ones(2, np.float32)})
+    assert list(tmp_path.iterdir()) == []
