@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory, new or empty (default "
                    "runs/<config-stem>-<timestamp>)")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its latest "
-                   "checkpoint (same final result as an uninterrupted run)")
+                   "checkpoint (same final result as an uninterrupted run; refused when its "
+                   "data are not the ones it started with)")
     t.add_argument("--cpu-devices", type=int, default=None, metavar="N",
                    help="on a CPU, start JAX with N devices, one per core, for "
                         "parallel.data_parallel to split each batch over (pays off when a "
@@ -308,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on a data split",
                        description="Rebuild a run's data from its config.yaml and evaluate a "
-                       "checkpoint on one split.")
+                       "checkpoint on one split (a warning on stderr when the split is not "
+                       "the data the run started with: files under data.options.path "
+                       "replaced).")
     e.add_argument("run_dir", metavar="DIR", help="run directory")
     e.add_argument("--split", choices=("test", "val", "train"), default="test")
     e.add_argument("--checkpoint", choices=("best", "latest"), default=None,

@@ -2,8 +2,9 @@
 LR finder, sweeps and diagnosis (the engine behind the ``nnkit`` command line).
 
 Modules: ``prepare`` (config -> model, data, optimizer; all user-input checks), ``rundir``
-(directory layout and writers), ``trainer`` (train / resume, signals), ``evaluate``,
-``tools`` (summary, lr-find, sweep, diagnose).
+(directory layout and writers), ``fingerprint`` (the data a run started with, checked on
+resume and eval), ``trainer`` (train / resume, signals), ``evaluate``, ``tools`` (summary,
+lr-find, sweep, diagnose).
 """
 
 from nnkit.run.evaluate import evaluate_run

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from nnkit.checkpoint import CheckpointManager
+from nnkit.run.fingerprint import check_eval_data
 from nnkit.run.prepare import initial_state, prepare_named
 from nnkit.run.rundir import RunError, read_run_config
 from nnkit.train.gradients import resolve_loss, resolve_metrics
@@ -29,8 +30,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test",
     """Metrics of a run's checkpoint on ``split`` (``train``, ``val`` or ``test``).
 
     The data are rebuilt from the run's ``config.yaml`` (same split seed, standardisation
-    fitted on the same training split). Returns ``{"split", "checkpoint", "epoch", "n",
-    "loss", <metric>...}``.
+    fitted on the same training split). When ``split`` differs from the data the run
+    started with (its ``run.data_fingerprint``: files under ``data.options.path``
+    replaced), a warning on stderr names what differs and the split is evaluated anyway
+    (:func:`nnkit.run.fingerprint.check_eval_data`); a run from before the fingerprint was
+    recorded gets a note instead. Returns ``{"split", "checkpoint", "epoch", "n", "loss",
+    <metric>...}``.
 
     Raises:
       RunError: unknown split, a split the run does not have, or no such checkpoint.
@@ -38,11 +43,12 @@ def evaluate_run(run_dir: str | Path, split: str = "test",
     if split not in ("train", "val", "test"):
         raise RunError(f"unknown split {split!r}; use train, val or test")
     run_dir = Path(run_dir)
-    cfg, _ = read_run_config(run_dir)
+    cfg, meta = read_run_config(run_dir)
     prep = prepare_named(cfg, str(run_dir / "config.yaml"))
     data = {"train": prep.train, "val": prep.val, "test": prep.test}[split]
     if data is None:
         raise RunError(f"the run has no {split} split (data.split = {list(cfg.data.split)})")
+    check_eval_data(run_dir, prep, meta, split)  # warns: the numbers describe other data
     which = checkpoint or default_checkpoint(prep.cfg)
     manager = CheckpointManager(run_dir / "checkpoints")
     if which == "best" and not manager.best_path.exists():

@@ -3,12 +3,16 @@
 ::
 
     runs/<config-stem>-<YYYYmmdd-HHMMSS>/
-      config.yaml      fully resolved config + a ``run`` section (versions, device, time)
+      config.yaml      fully resolved config + a ``run`` section (versions, device, time,
+                       ``data_fingerprint``: per split n, shapes, dtypes, digests of x and y)
       metrics.jsonl    one JSON object per epoch (epoch, train_loss, ..., lr, grad_norm, seconds)
       summary.json     best_epoch, epochs_run, test metrics, param_count, wall_seconds, status
       checkpoints/     ckpt-<epoch>.npz (latest N) + best.npz   (nnkit.checkpoint)
       plots/           history.png, lr.png, decision_boundary.png (2-D inputs)
       tensorboard/     event files (nnkit.tensorboard), one scalar per log key per epoch
+
+``run.data_fingerprint`` (:mod:`nnkit.run.fingerprint`) is what the run's data were when it
+started: ``--resume`` refuses data rebuilt from the config that differ, ``nnkit eval`` warns.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ Exactness: :func:`nnkit.train.fit` draws epoch ``e``'s data order from
 from the key in the :class:`~nnkit.train.TrainState`. A checkpoint after epoch ``e`` holds
 that whole state (params, optimizer and model state, key, step, early-stopping and plateau
 fields), so ``fit(train_state=restored, start_epoch=e + 1)`` runs the same computations as
-the uninterrupted run and ends with bit-identical parameters.
+the uninterrupted run and ends with bit-identical parameters, on the same data: the run's
+``config.yaml`` records a fingerprint of its data splits when it starts, and ``--resume``
+refuses data rebuilt from the config that differ from them (files under
+``data.options.path`` replaced: :mod:`nnkit.run.fingerprint`).
 
 Signals: SIGINT/SIGTERM set a flag; after the current epoch finishes, its checkpoint is
 written and training stops (exit status 130 / 143): the epoch callback returns
@@ -44,6 +47,7 @@ import numpy as np
 from nnkit.checkpoint import CheckpointError, CheckpointManager, CheckpointMismatchError
 from nnkit.config import Config, config_to_dict
 from nnkit.core import param_count
+from nnkit.run.fingerprint import FINGERPRINT_KEY, check_resume_data, data_fingerprint
 from nnkit.run.prepare import (
     Prepared,
     check_parallel,
@@ -370,7 +374,8 @@ def train(
     run_dir = _new_dir(config_path, out, base)
     if _is_main():
         write_config(run_dir, prep.cfg, {**environment(), "config_file": config_path,
-                                         "training_devices": _training_devices(parallel)})
+                                         "training_devices": _training_devices(parallel),
+                                         FINGERPRINT_KEY: data_fingerprint(prep)})
     ts = initial_state(prep)  # the state fit would create from cfg.seed: one compiled call
     return _run(run_dir, prep, ts=ts, start_epoch=0, best=(None, None), prior={},
                 callbacks=callbacks, progress=progress, parallel=parallel)
@@ -465,6 +470,10 @@ def resume(
       ConfigError: an override of another key (nothing is written).
       RunError: not a run directory, no checkpoint to resume from, or ``training.epochs``
         below the epochs already trained (nothing is written).
+      nnkit.run.fingerprint.DataChangedError: a RunError: the data rebuilt from the config
+        are not the ones the run started with (its ``run.data_fingerprint``: a split's
+        count, shapes or content differ; nothing is written). A run from before the
+        fingerprint was recorded is not checked (a note on stderr).
       CheckpointError: the latest checkpoint is corrupt or does not fit the config.
     """
     run_dir = Path(run_dir)
@@ -475,6 +484,7 @@ def resume(
     _check_same_devices(run_dir, meta, parallel)
     prep = prepare_named(cfg, file, overrides)
     check_parallel(prep, parallel, file, overrides)
+    check_resume_data(run_dir, prep, meta, quiet=not _is_main())  # the data it started with
     manager = CheckpointManager(run_dir / "checkpoints", keep=prep.cfg.logging.checkpoint_keep)
     if manager.latest_path() is None:  # read_resume_config checked; gone since
         raise RunError(f"{run_dir} has no checkpoint to resume from")
