@@ -398,6 +398,13 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def _single_process() -> bool:
+    """Whether this is the only process of the job: several processes exit normally, so
+    that ``jax.distributed`` shuts down and the others do not wait for a timeout."""
+    jax = sys.modules.get("jax")
+    return jax is None or jax.process_count() == 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (see the module docstring).
 
@@ -410,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
-        if argv is None:
+        if argv is None and _single_process():
             _exit_now(130)
         return 130
     except Exception as e:  # noqa: BLE001 - sorted into user vs internal errors

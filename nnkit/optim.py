@@ -5,6 +5,9 @@
   (``opt_state.hyperparams["learning_rate"]``): :func:`get_lr` reads it and
   :func:`set_hyperparam` replaces it, which is how a vmapped sweep gives each model its own
   learning rate in ONE compiled program, and how the LR finder raises it every step.
+  ``fit(..., train_state=ts)`` trains with the optimizer it is given: that optimizer's
+  injected values replace the state's (moments and counts carry on), so to go on at
+  another rate, pass an optimizer made with that rate.
 * :func:`schedule` builds an ``optax.Schedule`` (``step -> learning rate``) by name.
 * Both are memoised: equal arguments give the same object. ``fit`` and ``sweep`` key their
   compiled programs on the optimizer object, so a second ``fit(model, make("adam", 1e-3),
@@ -52,6 +55,8 @@ __all__ = [
     "get_lr",
     "get_hyperparam",
     "set_hyperparam",
+    "inject_states",
+    "is_inject_state",
     "Plateau",
     "PlateauState",
     "plateau_init",
@@ -127,12 +132,16 @@ def _number(v: Any) -> bool:
 
 def _check_options(name: str, kwargs: dict[str, Any]) -> None:
     """``ValueError`` for common Optax options out of range: :data:`DECAY_OPTIONS` outside
-    ``[0, 1)``, ``eps`` not a finite number > 0, ``nesterov`` not a bool."""
+    ``[0, 1)``, ``eps`` not a finite number > 0 (0 only beside an ``eps_root`` > 0, which
+    then keeps the denominator away from 0), ``nesterov`` not a bool."""
+    root = kwargs.get("eps_root", 0)
     for k, v in kwargs.items():
         if k in DECAY_OPTIONS and _number(v) and not 0 <= v < 1:
             raise ValueError(f"optimizer {name!r}: {k} must be in [0, 1), got {v!r}")
-        if k == "eps" and _number(v) and not (math.isfinite(v) and v > 0):
-            raise ValueError(f"optimizer {name!r}: eps must be > 0, got {v!r}")
+        if k == "eps" and _number(v) and not (math.isfinite(v) and (
+                v > 0 or (v == 0 and _number(root) and root > 0))):
+            raise ValueError(f"optimizer {name!r}: eps must be > 0 (or 0 with eps_root > 0), "
+                             f"got {v!r}")
     if "nesterov" in kwargs and not isinstance(kwargs["nesterov"], bool | np.bool_):
         raise ValueError(f"optimizer {name!r}: nesterov must be true or false, got "
                          f"{type(kwargs['nesterov']).__name__} {kwargs['nesterov']!r}")
@@ -247,13 +256,18 @@ def make(
 # ----------------------------------------------------------------------------- hyperparams
 
 
-def _is_inject(x: Any) -> bool:
+def is_inject_state(x: Any) -> bool:
+    """Whether ``x`` is the state of an ``optax.inject_hyperparams`` transformation."""
     return isinstance(x, optax.InjectHyperparamsState | optax.InjectStatefulHyperparamsState)
 
 
-def _inject_states(opt_state: Any) -> list:
-    leaves = jax.tree_util.tree_leaves(opt_state, is_leaf=_is_inject)
-    return [x for x in leaves if _is_inject(x)]
+def inject_states(opt_state: Any) -> list:
+    """The ``inject_hyperparams`` states inside ``opt_state`` (through ``MultiSteps`` and
+    ``chain``), in tree order; their ``hyperparams`` hold the injected values."""
+    leaves = jax.tree_util.tree_leaves(opt_state, is_leaf=is_inject_state)
+    return [x for x in leaves if is_inject_state(x)]
+
+
 
 
 def get_hyperparam(opt_state: Any, name: str) -> jax.Array:
@@ -262,10 +276,10 @@ def get_hyperparam(opt_state: Any, name: str) -> jax.Array:
     Looks through ``MultiSteps`` / ``chain`` wrappers for the ``inject_hyperparams`` state.
     With a schedule, it is the value used by the latest update (``schedule(0)`` after init).
     """
-    for s in _inject_states(opt_state):
+    for s in inject_states(opt_state):
         if name in s.hyperparams:
             return s.hyperparams[name]
-    found = sorted({k for s in _inject_states(opt_state) for k in s.hyperparams})
+    found = sorted({k for s in inject_states(opt_state) for k in s.hyperparams})
     raise KeyError(
         f"no injected hyper-parameter {name!r} in this optimizer state (found: {found}); "
         "build the optimizer with nnkit.optim.make or optax.inject_hyperparams"
@@ -276,7 +290,7 @@ def get_lr(opt_state: Any) -> jax.Array:
     """The current injected learning rate (scalar): ``get_hyperparam(s, "learning_rate")``,
     times the injected ``lr_scale`` when the optimizer has one (:func:`make`)."""
     lr = get_hyperparam(opt_state, "learning_rate")
-    if any("lr_scale" in s.hyperparams for s in _inject_states(opt_state)):
+    if any("lr_scale" in s.hyperparams for s in inject_states(opt_state)):
         lr = lr * get_hyperparam(opt_state, "lr_scale")
     return lr
 
@@ -294,14 +308,14 @@ def set_hyperparam(opt_state: Any, name: str, value: Any) -> Any:
     get_hyperparam(opt_state, name)  # raises a clear KeyError if absent
 
     def fix(s):
-        if _is_inject(s) and name in s.hyperparams:
+        if is_inject_state(s) and name in s.hyperparams:
             old = s.hyperparams[name]
             hp = dict(s.hyperparams)
             hp[name] = jnp.asarray(value, dtype=jnp.asarray(old).dtype)
             return s._replace(hyperparams=hp)
         return s
 
-    return jax.tree_util.tree_map(fix, opt_state, is_leaf=_is_inject)
+    return jax.tree_util.tree_map(fix, opt_state, is_leaf=is_inject_state)
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -488,7 +502,8 @@ def _check_schedule_args(name: str, kwargs: dict[str, Any]) -> None:
     outside [0, 1], a decay factor that is not positive (a negative one alternates the sign
     of the rate or gives NaN; optax turns a zero ``decay_rate`` into a constant rate)."""
     rates = [(k, kwargs[k]) for k in RATE_ARGS if k in kwargs]
-    rates += [(f"values[{i}]", v) for i, v in enumerate(kwargs.get("values") or ())]
+    values = kwargs.get("values")
+    rates += [(f"values[{i}]", v) for i, v in enumerate(() if values is None else values)]
     for k, v in rates:
         if _number(v) and not (math.isfinite(v) and v >= 0):
             raise ValueError(f"{name} schedule: {k} must be a finite learning rate >= 0, "

@@ -55,7 +55,7 @@ def test_load_binary_dir(tmp_path):
     d = tmp_path / "cifar-10-batches-bin"
     d.mkdir()
     parts = []
-    for i in (1, 2):
+    for i in range(1, 6):
         blob, chw, labels = records(3, seed=i, label_offset=i)
         (d / f"data_batch_{i}.bin").write_bytes(blob)
         parts.append((chw, labels))
@@ -63,7 +63,7 @@ def test_load_binary_dir(tmp_path):
     (d / "test_batch.bin").write_bytes(blob)
     for path in (d, tmp_path, str(d)):
         ds = data.load("cifar10", path=path)
-        assert ds.x.shape == (6, 32, 32, 3) and ds.x.dtype == np.float32
+        assert ds.x.shape == (15, 32, 32, 3) and ds.x.dtype == np.float32
         assert ds.x_test.shape == (2, 32, 32, 3) and ds.y.dtype == np.int32
         np.testing.assert_array_equal(ds.y, np.concatenate([p[1] for p in parts]))
         np.testing.assert_allclose(ds.x[3] * 255, parts[1][0][0].transpose(1, 2, 0), atol=1e-3)
@@ -73,9 +73,14 @@ def test_load_binary_dir(tmp_path):
     with pytest.raises(DataFormatError, match="data_batch_2.bin"):
         data.load("cifar10", path=d)
     # a lost batch file would shrink the training set without a word
-    (d / "data_batch_2.bin").rename(d / "data_batch_3.bin")
+    (d / "data_batch_2.bin").unlink()
     with pytest.raises(FileNotFoundError, match=r"data_batch_2.bin missing in .* \(found "
-                                                r"data_batch_1.bin, data_batch_3.bin\)"):
+                                                r"data_batch_1.bin, data_batch_3.bin, "):
+        data.load("cifar10", path=d)
+    (d / "data_batch_1.bin").rename(d / "data_batch_2.bin")
+    (d / "data_batch_5.bin").rename(d / "data_batch_1.bin")
+    with pytest.raises(FileNotFoundError, match=r"data_batch_5.bin missing in .* \(found "
+                                                r"data_batch_1.bin, .*data_batch_4.bin\)"):
         data.load("cifar10", path=d)
 
 

@@ -34,14 +34,14 @@ def test_resize_runs_without_a_cpu_backend_and_refuses_huge_outputs(monkeypatch)
 
     x = data.load("digits").x[:3]
     want = resize_images(x, 12)
-    real = jax.devices
+    real = jax.local_devices
 
     def no_cpu(backend=None):  # as under JAX_PLATFORMS=cuda: no CPU backend loaded
         if backend == "cpu":
             raise RuntimeError("Unknown backend cpu")
         return real()
 
-    monkeypatch.setattr(jax, "devices", no_cpu)
+    monkeypatch.setattr(jax, "local_devices", no_cpu)
     np.testing.assert_array_equal(resize_images(x, 12), want)
     with pytest.raises(ValueError, match=r"resizing 1797 images to 100000x100000x1 would take "
                                          r"[0-9.]+ GiB \(at most 4 GiB\)"):

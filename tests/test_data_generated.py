@@ -177,14 +177,17 @@ def test_chars_from_path(tmp_path):
 
 @pytest.mark.parametrize("name,opts", [("moons", {"n": 10**9}), ("circles", {"n": 10**9}),
                                        ("spirals", {"n": 10**9}),
-                                       ("blobs", {"n": 1000, "dim": 10**8})])
+                                       ("blobs", {"n": 1000, "dim": 10**8}),
+                                       ("sin", {"n": 10**9}), ("poly", {"n": 10**9}),
+                                       ("sine_wave", {"n": 10**8}),
+                                       ("adding_problem", {"n": 10**7, "length": 1000})])
 def test_huge_generated_sets_are_refused_before_allocating(name, opts):
     with pytest.raises(ValueError, match=rf"{name}: n=.* would take [0-9.]+ GiB \(at most 1 GiB\)"):
         data.load(name, **opts)
 
 
 def test_chars_names_a_bad_path(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"chars: path .* is a directory; pass path= a "
+    with pytest.raises(IsADirectoryError, match=r"chars: path .* is a directory; pass path= a "
                                                 r"UTF-8 text file"):
         data.load("chars", path=tmp_path)
     with pytest.raises(FileNotFoundError, match=r"chars: no text file at path .*absent.txt"):

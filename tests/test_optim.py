@@ -198,6 +198,20 @@ def test_schedule_values_that_would_make_the_rate_negative_are_refused(name, kw,
         optim.schedule(name, **kw)
 
 
+def test_schedule_and_optimizer_arguments_given_as_arrays_are_accepted():
+    """Array arguments are not range-checked on the host, and must not be tested for truth."""
+    import jax.numpy as jnp
+
+    f = optim.schedule("step", learning_rate=0.1, boundaries=[10], values=np.array([0.1, 0.01]))
+    assert float(f(20)) == pytest.approx(0.01)
+    f = optim.schedule("step", learning_rate=0.1, boundaries=[10], values=jnp.array([0.2, 0.02]))
+    assert float(f(0)) == pytest.approx(0.2)
+    # eps = 0 is fine with an eps_root that keeps the denominator from 0
+    optim.make("adam", 1e-3, eps=0.0, eps_root=1e-8)
+    with pytest.raises(ValueError, match=r"eps must be > 0 \(or 0 with eps_root > 0\), got 0.0"):
+        optim.make("adam", 1e-3, eps=0.0)
+
+
 @pytest.mark.parametrize("name, kw, match", [
     ("adam", dict(b1=2.0), r"optimizer 'adam': b1 must be in \[0, 1\), got 2.0"),
     ("adam", dict(b2=1.0), r"b2 must be in \[0, 1\), got 1.0"),
@@ -205,8 +219,9 @@ def test_schedule_values_that_would_make_the_rate_negative_are_refused(name, kw,
     ("momentum", dict(momentum=1.5), r"optimizer 'momentum': momentum must be in \[0, 1\)"),
     ("rmsprop", dict(decay=1.0), r"decay must be in \[0, 1\), got 1.0"),
     ("adadelta", dict(rho=float("nan")), r"rho must be in \[0, 1\), got nan"),
-    ("adam", dict(eps=-1.0), "optimizer 'adam': eps must be > 0, got -1.0"),
-    ("rmsprop", dict(eps=0.0), "eps must be > 0, got 0.0"),
+    ("adam", dict(eps=-1.0),
+     r"optimizer .adam.: eps must be > 0 \(or 0 with eps_root > 0\), got -1.0"),
+    ("rmsprop", dict(eps=0.0), r"eps must be > 0 \(or 0 with eps_root > 0\), got 0.0"),
     ("sgd", dict(momentum=0.9, nesterov=1), "nesterov must be true or false, got int 1"),
 ])
 def test_optimizer_options_out_of_range_are_refused(name, kw, match):

@@ -233,3 +233,25 @@ def test_fit_again_with_derived_metrics_and_a_multi_task_loss_compiles_nothing()
     compiles_once(lambda: fit(two, "adam", (x, ys), epochs=1, batch_size=16,
                               loss=nnkit.losses.multi_task(a="cross_entropy", b="mse"))
                   .history["train_loss"])
+
+
+def test_predict_and_evaluate_check_shapes_once_and_values_every_call():
+    """The abstract checks (traces of the model and the loss) run once per model and
+    shapes: a second call hits the memo and lowers nothing; values are still checked."""
+    import importlib
+
+    P = importlib.import_module("nnkit.train.predict")  # the module, not the function
+
+    model, (x, y) = mlp(), blobs()
+    _, params, state = model.init(jax.random.key(0), (D,))
+    nnkit.predict(model, params, state, x)
+    nnkit.evaluate(model, params, state, (x, y))
+    hits = (P._per_example_checked.cache_info().hits, P._data_checked.cache_info().hits)
+    with lowerings() as again:
+        nnkit.predict(model, params, state, x)
+        nnkit.evaluate(model, params, state, (x, y))
+    assert len(again) == 0
+    assert P._per_example_checked.cache_info().hits == hits[0] + 1
+    assert P._data_checked.cache_info().hits == hits[1] + 1
+    with pytest.raises(ValueError, match=r"data y: label 9 at index 0 is outside"):
+        nnkit.evaluate(model, params, state, (x, np.full_like(y, 9)))

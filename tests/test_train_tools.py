@@ -350,12 +350,16 @@ def test_bad_arguments_name_the_argument_and_value():
         sweep(mlp(), "sgd", TRAIN, epochs=-1, batch_size=16)
     with pytest.raises(ValueError, match=r"weight_decays must be finite numbers >= 0, got -0.1"):
         sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=16, weight_decays=[0.0, -0.1])
-    for lr in (-1e-3, float("nan"), float("inf"), "0.1"):
+    for lr in (-1e-3, float("nan"), float("inf"), "0.1", True):
         with pytest.raises(ValueError, match=rf"learning_rates must be finite numbers >= 0, "
                                              rf"got {lr!r}"):
             sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=16, learning_rates=[1e-2, lr])
-    with pytest.raises(ValueError, match=r"seeds must be an int >= 0, got 1.5"):
+    with pytest.raises(ValueError, match=r"seed must be an int >= -2147483648, got 1.5"):
         sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=16, seeds=[0, 1.5])
+    # NumPy and JAX rates are numbers too
+    r = sweep(mlp(), "sgd", TRAIN, epochs=1, batch_size=16,
+              learning_rates=jax.numpy.array([0.1, 0.01]), weight_decays=np.array([0.0]))
+    assert [c["learning_rate"] for c in r.configs] == [pytest.approx(0.1), pytest.approx(0.01)]
     for one, many in (("learning_rate", "learning_rates"), ("weight_decay", "weight_decays")):
         with pytest.raises(ValueError, match=f"give {one}= .* or {many}= .*not both"):
             sweep(mlp(), "adamw", TRAIN, epochs=1, batch_size=16, **{one: 0.1, many: [0.1]})

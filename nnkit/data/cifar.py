@@ -68,6 +68,10 @@ def parse_cifar_bin(
     return x, labels.copy()
 
 
+TRAIN_BATCHES = 5
+"""CIFAR-10's binary version has ``data_batch_1.bin`` ... ``data_batch_5.bin``."""
+
+
 def _resolve(path: str) -> tuple[list[str], str]:
     """Train batch files (sorted by number) and the test file in ``path``; refuse python version."""
     if not os.path.isdir(path):
@@ -77,7 +81,8 @@ def _resolve(path: str) -> tuple[list[str], str]:
             path = os.path.join(path, sub)
     entries = set(os.listdir(path))
     batches = sorted((int(m.group(1)), e) for e in entries if (m := _BATCH_RE.match(e)))
-    gaps = sorted(set(range(1, batches[-1][0] + 1)) - {i for i, _ in batches}) if batches else []
+    gaps = sorted(set(range(1, max(TRAIN_BATCHES, batches[-1][0]) + 1))
+                  - {i for i, _ in batches}) if batches else []
     if gaps:  # a lost file would silently shrink the training set
         raise FileNotFoundError(
             f"cifar10: {', '.join(f'data_batch_{i}.bin' for i in gaps)} missing in {path} "

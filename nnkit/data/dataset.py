@@ -159,3 +159,20 @@ class Dataset:
             f"y={self.y.dtype}{tuple(self.y.shape)}, num_classes={self.num_classes}, "
             f"num_targets={self.num_targets}{test})"
         )
+
+
+GENERATED_MAX_BYTES = 1 << 30
+"""The largest array a generator makes (1 GiB of float64, before the float32 copy)."""
+
+
+def check_generated_size(name: str, n: int, *dims: int) -> None:
+    """``ValueError`` naming the sizes before a generator allocates an ``(n, *dims)``
+    float64 array over :data:`GENERATED_MAX_BYTES` (a ``MemoryError`` deep in NumPy
+    otherwise)."""
+    nbytes = 8 * int(n)
+    for d in dims or (1,):
+        nbytes *= int(d)
+    if nbytes > GENERATED_MAX_BYTES:
+        shape = " x ".join(str(v) for v in (n, *dims))
+        raise ValueError(f"{name}: n={n} ({shape} values) would take {nbytes / 2**30:.1f} GiB "
+                         f"(at most {GENERATED_MAX_BYTES >> 30} GiB)")

@@ -51,10 +51,10 @@ def resize_images(x: np.ndarray, size: int) -> np.ndarray:
     if nbytes > RESIZE_MAX_BYTES:
         raise ValueError(f"resizing {n} images to {size}x{size}x{c} would take "
                          f"{nbytes / 2**30:.1f} GiB (at most {RESIZE_MAX_BYTES >> 30} GiB)")
-    try:
-        device = jax.devices("cpu")[0]
+    try:  # this process's own CPU (in a multi-process run another's is not addressable)
+        device = jax.local_devices(backend="cpu")[0]
     except RuntimeError:  # no CPU backend loaded
-        device = jax.devices()[0]
+        device = jax.local_devices()[0]
     with jax.default_device(device):
         out = jax.image.resize(jnp.asarray(x), (n, size, size, c), method="bilinear")
     return np.asarray(out, dtype=np.float32)

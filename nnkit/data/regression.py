@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from nnkit.data.dataset import Dataset
+from nnkit.data.dataset import Dataset, check_generated_size
 from nnkit.data.registry import register
 
 __all__ = ["function_1d", "sin", "abs_", "step", "poly"]
@@ -31,6 +31,7 @@ def function_1d(
     """Sample ``y = f(x) + noise·ε`` at ``n`` points of ``[lo, hi]``: x, y (n, 1) float32."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    check_generated_size(name, n, 1)
     rng = np.random.default_rng(seed)
     x = np.linspace(lo, hi, n) if grid else rng.uniform(lo, hi, n)
     y = f(x) + noise * rng.standard_normal(n)

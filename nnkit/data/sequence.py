@@ -12,7 +12,7 @@ from os import PathLike
 
 import numpy as np
 
-from nnkit.data.dataset import DataFormatError, Dataset
+from nnkit.data.dataset import DataFormatError, Dataset, check_generated_size
 from nnkit.data.registry import register
 
 __all__ = ["sine_wave", "adding_problem", "chars", "default_text"]
@@ -34,6 +34,7 @@ def sine_wave(
     """
     if length < 1 or n < 1:
         raise ValueError(f"n and length must be >= 1, got n={n}, length={length}")
+    check_generated_size("sine_wave", n, length + 1)
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 2 * np.pi, (n, 1))
     lo, hi = (freq, freq) if np.isscalar(freq) else freq
@@ -61,6 +62,7 @@ def adding_problem(n: int = 1000, length: int = 50, seed: int = 0) -> Dataset:
     """
     if length < 2:
         raise ValueError(f"length must be >= 2, got {length}")
+    check_generated_size("adding_problem", n, length, 2)
     rng = np.random.default_rng(seed)
     values = rng.uniform(0, 1, (n, length))
     half = length // 2
@@ -90,7 +92,7 @@ def default_text() -> str:
 
 def _read_text(path: str | PathLike) -> str:
     if os.path.isdir(path):
-        raise FileNotFoundError(f"chars: path {os.fspath(path)} is a directory; pass path= a "
+        raise IsADirectoryError(f"chars: path {os.fspath(path)} is a directory; pass path= a "
                                 "UTF-8 text file")
     if not os.path.exists(path):
         raise FileNotFoundError(f"chars: no text file at path {os.fspath(path)}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnkit.data.dataset import Dataset
+from nnkit.data.dataset import Dataset, check_generated_size
 from nnkit.data.registry import register
 
 __all__ = ["logic_gate", "five_points", "moons", "circles", "spirals", "blobs"]
@@ -24,19 +24,6 @@ FIVE_POINTS_X = np.array(
     [[1.2, -3.4], [2.3, 2.8], [-0.7, 1.2], [3.2, -0.4], [-1.3, 2.3]], dtype=np.float32
 )
 FIVE_POINTS_Y = np.array([0, 0, 1, 1, 2], dtype=np.int32)
-
-
-GENERATED_MAX_BYTES = 1 << 30
-"""The largest ``x`` a generator makes (1 GiB of float64 before the float32 copy)."""
-
-
-def _check_size(name: str, n: int, dim: int = 2) -> None:
-    """``ValueError`` naming the sizes before a generator allocates more than
-    :data:`GENERATED_MAX_BYTES` (a ``MemoryError`` deep in NumPy otherwise)."""
-    nbytes = 8 * int(n) * int(dim)
-    if nbytes > GENERATED_MAX_BYTES:
-        raise ValueError(f"{name}: n={n} x dim={dim} would take {nbytes / 2**30:.1f} GiB "
-                         f"(at most {GENERATED_MAX_BYTES >> 30} GiB)")
 
 
 def _class_counts(n: int, k: int) -> list[int]:
@@ -70,7 +57,7 @@ def five_points(seed: int = 0) -> Dataset:
 
 def moons(n: int = 200, noise: float = 0.1, seed: int = 0) -> Dataset:
     """Two interleaving half circles: x (n, 2), y (n,) in {0, 1}; ``noise`` is the xy std."""
-    _check_size("moons", n)
+    check_generated_size("moons", n, 2)
     rng = np.random.default_rng(seed)
     n0, n1 = _class_counts(n, 2)
     t0, t1 = rng.uniform(0, np.pi, n0), rng.uniform(0, np.pi, n1)
@@ -85,7 +72,7 @@ def circles(n: int = 200, noise: float = 0.05, factor: float = 0.5, seed: int = 
     """A small circle (radius ``factor``, class 1) inside a unit circle (class 0): x (n, 2)."""
     if not 0 < factor < 1:
         raise ValueError(f"factor must be in (0, 1), got {factor}")
-    _check_size("circles", n)
+    check_generated_size("circles", n, 2)
     rng = np.random.default_rng(seed)
     n0, n1 = _class_counts(n, 2)
     t = rng.uniform(0, 2 * np.pi, n)
@@ -104,7 +91,7 @@ def spirals(
     """
     if arms < 1:
         raise ValueError(f"arms must be >= 1, got {arms}")
-    _check_size("spirals", n)
+    check_generated_size("spirals", n, 2)
     rng = np.random.default_rng(seed)
     counts = _class_counts(n, arms)
     y = np.repeat(np.arange(arms), counts)
@@ -123,7 +110,7 @@ def blobs(
     seed: int = 0,
 ) -> Dataset:
     """Isotropic Gaussian clusters: centres ~ U(-box, box)^dim, x (n, dim), y (n,) cluster id."""
-    _check_size("blobs", n, dim)
+    check_generated_size("blobs", n, dim)
     rng = np.random.default_rng(seed)
     counts = _class_counts(n, centers)
     mu = rng.uniform(-box, box, (centers, dim))

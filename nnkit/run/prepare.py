@@ -31,6 +31,7 @@ import optax
 
 from nnkit import models, optim
 from nnkit import precision as _precision
+from nnkit._memo import memoised
 from nnkit.config import AUGMENTATIONS, Config, ConfigError, typed_options
 from nnkit.core import Layer, ShapeError, abstract_init
 from nnkit.train import EarlyStopping, Plateau, TrainState, create_train_state
@@ -186,6 +187,13 @@ SCHEDULE_SAMPLES = 10_001
 of them when the run has fewer)."""
 
 
+@memoised(16)
+def _rates_program(sched: Callable) -> Callable:
+    """``jit(vmap(sched))``, one per schedule (``optim.schedule`` memoises the schedules):
+    a sweep prepares every grid point, and would compile it again each time."""
+    return jax.jit(jax.vmap(sched))
+
+
 def _check_rates(sched: Callable, total_steps: int) -> None:
     """The schedule evaluated on the host at the run's steps ``0..total_steps`` (evenly
     spaced ones when there are more than :data:`SCHEDULE_SAMPLES`): a negative rate (gradient
@@ -198,8 +206,7 @@ def _check_rates(sched: Callable, total_steps: int) -> None:
     except RuntimeError:  # no CPU backend in this process: the default device will do
         host = None
     with jax.default_device(host):
-        rates = np.asarray(jax.jit(jax.vmap(sched))(jnp.asarray(steps, jnp.int32)),
-                           np.float64)
+        rates = np.asarray(_rates_program(sched)(jnp.asarray(steps, jnp.int32)), np.float64)
     finite = np.isfinite(rates)
     peak = float(np.max(np.abs(rates[finite]), initial=0.0))
     bad = ~finite | (rates < -1e-6 * peak)  # float rounding below 0 (cosine, linear): zero

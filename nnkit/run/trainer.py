@@ -426,9 +426,14 @@ def _mismatch_hint(run_dir: Path, cfg: Config, path: Path) -> str:
     changed = [k for k in _changed(saved, now)
                if not any(k == r or k.startswith(r + ".") for r in RESUME_KEYS)]
     if not changed:
-        return (f"{head}, though the config is the one the checkpoint was written with (by "
-                f"nnkit {meta.get('nnkit_version')}; this is nnkit {__version__}): resume "
-                "with that nnkit, or start a new run")
+        then = meta.get("nnkit_version")
+        if then is not None and then != __version__:
+            return (f"{head}, though the config is the one the checkpoint was written with "
+                    f"(by nnkit {then}; this is nnkit {__version__}): resume with that "
+                    "nnkit, or start a new run")
+        return (f"{head}, though the config is the one the checkpoint was written with: what "
+                "the config builds from its data (the classes, the input shape) may have "
+                "changed; start a new run")
     shown = "; ".join(f"{k}: {json.dumps(_get(saved, k))} in the checkpoint, "
                       f"{json.dumps(_get(now, k))} now" for k in changed[:5])
     more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""

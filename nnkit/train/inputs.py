@@ -275,19 +275,9 @@ def check_data(
     if loss is not None:
         warn_softmax_before_cross_entropy(model, loss)
         warn_nll_without_log_softmax(model, loss)
-    if (isinstance(y, jax.Array | np.ndarray) and np.issubdtype(y.dtype, np.integer)
-            and isinstance(out_shape, tuple) and len(out_shape) >= 1
-            and y.shape[1:] == tuple(out_shape[:-1]) and out_shape[-1] > 1):
-        from nnkit.losses import check_labels
-
-        for name, d in {train_name: train, **others}.items():
-            if d is not None:
-                try:
-                    check_labels(np.asarray(d[1]), out_shape[-1])
-                except ValueError as e:
-                    raise ValueError(
-                        f"{name} y: {e} (the model has {out_shape[-1]} outputs)"
-                    ) from None
+    for name, d in {train_name: train, **others}.items():
+        if d is not None:
+            _check_labels(out_shape, d[1], name)
     if loss is not None:
         check_task_order(model, loss)
         check_targets(loss, out_shape, y)
@@ -297,6 +287,30 @@ def check_data(
     for name, fn in metrics:
         check_targets(fn, out_shape, y, f"metric {name!r}")
     return input_shape, out_shape
+
+
+def _check_labels(out_shape: Any, y: Any, name: str) -> None:
+    """Integer class ids ``y`` (NumPy or device) within the model's ``out_shape[-1]``
+    outputs, where ``y`` has the outputs' shape less their class axis."""
+    if (isinstance(y, jax.Array | np.ndarray) and np.issubdtype(y.dtype, np.integer)
+            and isinstance(out_shape, tuple) and len(out_shape) >= 1
+            and y.shape[1:] == tuple(out_shape[:-1]) and out_shape[-1] > 1):
+        from nnkit.losses import check_labels
+
+        try:
+            check_labels(np.asarray(y), out_shape[-1])
+        except ValueError as e:
+            raise ValueError(f"{name} y: {e} (the model has {out_shape[-1]} outputs)") from None
+
+
+def check_values(loss: Callable | None, out_shape: Any, x: Any, y: Any, name: str) -> None:
+    """The checks of :func:`check_data` that read the values of ``(x, y)`` (NaN/inf, labels
+    in range, binary targets in ``[0, 1]``), for data whose shapes passed it."""
+    check_finite(x, f"{name} x")
+    check_finite(y, f"{name} y")
+    _check_labels(out_shape, y, name)
+    if loss is not None:
+        check_binary_targets(loss, y, f"{name} y")
 
 
 def check_task_order(model: Layer, loss: Callable) -> None:

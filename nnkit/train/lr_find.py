@@ -165,12 +165,10 @@ def lr_find(
         raise ValueError(f"lr_find: need finite rates 0 < min_lr < max_lr, got min_lr={min_lr}, "
                          f"max_lr={max_lr}")
     steps = check_int(steps, "lr_find: steps", minimum=2)
-    for bad, what in (
-                      (not 0.0 <= smoothing < 1.0, f"smoothing must be in [0, 1), got {smoothing}"),
-                      (not diverge_factor > 1.0,
-                       f"diverge_factor must be > 1, got {diverge_factor}")):
-        if bad:
-            raise ValueError(f"lr_find: {what}")
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"lr_find: smoothing must be in [0, 1), got {smoothing}")
+    if not diverge_factor > 1.0:
+        raise ValueError(f"lr_find: diverge_factor must be > 1, got {diverge_factor}")
     batch_size = check_int(batch_size, "batch_size")
     loss_fn = resolve_loss(loss)
     train = as_xy(train_data, "train_data")

@@ -19,7 +19,7 @@ from nnkit._checks import check_int
 from nnkit._memo import memoised
 from nnkit.core import Layer
 from nnkit.train.gradients import resolve_loss, resolve_metrics
-from nnkit.train.inputs import as_xy, check_data, count_examples
+from nnkit.train.inputs import as_xy, check_data, check_values, count_examples
 from nnkit.train.step import jitted_evaluator
 
 __all__ = ["predict", "evaluate"]
@@ -34,14 +34,22 @@ def predict(model: Layer, params: Any, state: Any, x: Any, *,
     """
     batch_size = check_int(batch_size, "batch_size")
     n = count_examples(x, "x")
-    _check_apply(model, params, state, x)
+    _per_example_checked(model, _abstract(params), _abstract(state), _abstract(x))
     return _predict_program(model, n, batch_size)(params, state, x)
 
 
-def _check_apply(model: Layer, params: Any, state: Any, x: Any) -> None:
-    """The model applied abstractly to ``x``'s first examples must give one output per
-    example: a shape error (a single example without its batch axis, data of another
-    model) before anything compiles."""
+def _abstract(tree: Any) -> Any:
+    """``tree`` as ``jax.ShapeDtypeStruct`` leaves: the key of the shape checks' memo."""
+    return jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), tree)
+
+
+@memoised(64)
+def _per_example_checked(model: Layer, params: Any, state: Any, x: Any) -> bool:
+    """The model applied abstractly to the first examples of ``x`` (abstract, as are
+    ``params`` and ``state``) must give one output per example: a shape error (a single
+    example without its batch axis, data of another model) before anything compiles.
+    Memoised: once per model and shapes."""
 
     def outputs(lead: Callable[[Any], tuple]) -> tuple[Any, BaseException | None]:
         xs = jax.tree_util.tree_map(
@@ -60,7 +68,7 @@ def _check_apply(model: Layer, params: Any, state: Any, x: Any) -> None:
     k = min(2, count_examples(x, "x"))
     out, err = outputs(lambda a: (k,))
     if per_example(out, k):
-        return
+        return True
     one, _ = outputs(lambda a: (1, a.shape[0]))  # x as one example
     if per_example(one, 1):
         raise ValueError(f"x of shape {jax.tree_util.tree_map(np.shape, x)} is one example "
@@ -69,6 +77,15 @@ def _check_apply(model: Layer, params: Any, state: Any, x: Any) -> None:
         raise err
     raise ValueError(f"the model maps {k} examples of x to outputs of shape "
                      f"{jax.tree_util.tree_map(lambda o: o.shape, out)}: not one per example")
+
+
+@memoised(64)
+def _data_checked(model: Layer, loss_fn: Callable, metric_fns: tuple, x: Any, y: Any) -> Any:
+    """:func:`~nnkit.train.inputs.check_data` on abstract ``x``, ``y`` (the checks of shapes,
+    of the model and of the loss's targets), memoised; returns the per-example output
+    shape."""
+    return check_data(model, loss_fn, (x, y), {}, None, metrics=metric_fns,
+                      train_name="data")[1]
 
 
 @memoised(8)
@@ -103,15 +120,15 @@ def evaluate(model: Layer, params: Any, state: Any, data: Any, *,
     ``r2``, ``macro_f1`` are the metric of the whole set (as ``fit``'s ``test_metrics``,
     which uses the same evaluator). ``metrics=None``: as ``fit`` (accuracy, except for
     regression and multi-task losses). The data is checked as ``fit`` checks its own
-    (``ValueError`` for labels out of range, NaN in NumPy data, shapes the model or loss
-    cannot take) before anything compiles.
+    (``ValueError`` for NaN/inf, labels out of range, shapes the model or loss cannot take)
+    before anything compiles; the shapes once per model and shapes.
     """
     batch_size = check_int(batch_size, "batch_size")
     x, y = as_xy(data, "data")
     loss_fn = resolve_loss(loss)
     metric_fns = resolve_metrics(metrics, loss_fn)
-    # as fit checks its data: shapes, NaN, labels in range, targets the loss can compare
-    check_data(model, loss_fn, (x, y), {}, None, metrics=metric_fns, train_name="data")
-    _check_apply(model, params, state, x)
+    # as fit checks its data: shapes and targets once per shapes, the values every call
+    out_shape = _data_checked(model, loss_fn, metric_fns, _abstract(x), _abstract(y))
+    check_values(loss_fn, out_shape, x, y, "data")
     ev = jitted_evaluator(model, loss_fn, metric_fns, count_examples(x, "data x"), batch_size)
     return {k: float(v) for k, v in jax.device_get(ev(params, state, x, y)).items()}

@@ -12,7 +12,7 @@ import optax
 from nnkit._checks import check_seed
 from nnkit._memo import memoised
 from nnkit.core import Layer, normalize_shape
-from nnkit.optim import PlateauState, _inject_states, _is_inject
+from nnkit.optim import PlateauState, inject_states, is_inject_state
 
 __all__ = [
     "TrainState", "create_train_state", "key_data", "as_key", "split_train_key", "adopt_optimizer",
@@ -199,22 +199,22 @@ def adopt_optimizer(optimizer: optax.GradientTransformation, params: Any, opt_st
             f"fit: train_state.opt_state does not fit the optimizer given: it {what} "
             f"({len(got)} arrays, the optimizer's state {len(exp)}); resume with the "
             "optimizer the state was made with (its name, options and wrappers)")
-    if not _inject_states(want):
+    if not inject_states(want):
         return opt_state
     fresh = list(_init_hyperparams(optimizer)(params))
 
     def renew(s: Any) -> Any:
-        if not _is_inject(s):
+        if not is_inject_state(s):
             return s
         hp = fresh.pop(0)
         return s._replace(hyperparams={k: jnp.asarray(hp[k], jnp.asarray(v).dtype)
                                        for k, v in s.hyperparams.items()})
 
-    return jax.tree_util.tree_map(renew, opt_state, is_leaf=_is_inject)
+    return jax.tree_util.tree_map(renew, opt_state, is_leaf=is_inject_state)
 
 
 @memoised(8)
 def _init_hyperparams(optimizer: Any):
     """A jitted ``params -> optimizer.init(params)`` (only its hyper-parameters are read;
     XLA drops the rest of the state)."""
-    return jax.jit(lambda p: [s.hyperparams for s in _inject_states(optimizer.init(p))])
+    return jax.jit(lambda p: [s.hyperparams for s in inject_states(optimizer.init(p))])

@@ -17,7 +17,7 @@ from jax.sharding import Mesh
 
 from nnkit import optim
 from nnkit import parallel as par
-from nnkit._checks import check_int
+from nnkit._checks import check_int, check_seed
 from nnkit._memo import memoised
 from nnkit.core import Layer
 from nnkit.metrics import monitor_mode
@@ -100,8 +100,9 @@ def sweep(
     from its seed and **its own data order** (:func:`nnkit.train.order.epoch_order` of its
     seed, as in :func:`fit`), so each model equals its separate run. Models with the same
     seed have the same order, so a grid of one seed (learning rates, weight decays) gathers
-    the data once per epoch for all models; several seeds cost one shuffled copy of the
-    training set per model per epoch. Plus every model's params and optimizer state.
+    the data once per epoch for all models; models with their own seeds gather each batch
+    inside the step, as :func:`fit` does (no copy of the data per model). Plus every
+    model's params and optimizer state.
     Missing lists default to ``[optimizer_kwargs.get("learning_rate", 1e-3)]``, ``[0.0]``
     and ``[0]``. A model whose epoch goes non-finite stops there, as :func:`fit` does: that
     epoch is rolled back, the model keeps the state from the start of that epoch, its logs
@@ -299,7 +300,7 @@ def _build_sweep_fns(model, loss_fn, metric_fns, opt, n, batch_size, val_n, eval
     )
     names: list[str] = []
 
-    def packed(ts_live, e, train, xv, yv):
+    def packed(ts_live, train):
         """One model's epoch, ``train(ts, keep) -> (ts, logs)``, and its packed log row."""
         ts, live = ts_live
         ts, logs = train(ts, live)
@@ -335,7 +336,7 @@ def _build_sweep_fns(model, loss_fn, metric_fns, opt, n, batch_size, val_n, eval
             def train_shared(ts, keep):
                 return fns.train_on(ts, e, xb, yb, xv, yv, keep=keep)
 
-            return over_models(lambda tl: packed(tl, e, train_shared, xv, yv), (stacked, live))
+            return over_models(lambda tl: packed(tl, train_shared), (stacked, live))
 
         def one(tl_idx):
             # each model its own order: gather each batch in the step, as fit does (a whole
@@ -345,7 +346,7 @@ def _build_sweep_fns(model, loss_fn, metric_fns, opt, n, batch_size, val_n, eval
             def train_own(ts, keep):
                 return fns.epoch(ts, e, i, x, y, xv, yv, keep=keep)
 
-            return packed(tl, e, train_own, xv, yv)
+            return packed(tl, train_own)
 
         return over_models(one, (stacked, live, idx))
 
@@ -424,12 +425,8 @@ def sweep_program(
     seed_list = list(seeds) if seeds is not None else [0]
     if not lrs or not wds or not seed_list:
         raise ValueError("sweep: learning_rates, weight_decays and seeds must be non-empty")
-    for name, values in (("learning_rates", lrs), ("weight_decays", wds)):
-        bad = [v for v in values if not (isinstance(v, int | float | np.number)
-                                         and math.isfinite(v) and v >= 0)]
-        if bad:
-            raise ValueError(f"sweep: {name} must be finite numbers >= 0, got {bad[0]!r}")
-    seed_list = [check_int(s, "sweep: seeds", minimum=0) for s in seed_list]
+    lrs, wds = _rates(lrs, "learning_rates"), _rates(wds, "weight_decays")
+    seed_list = [check_seed(s) for s in seed_list]
     configs = [
         {"learning_rate": float(lr), "weight_decay": float(wd), "seed": int(s)}
         for lr, wd, s in itertools.product(lrs, wds, seed_list)
@@ -501,6 +498,20 @@ def sweep_program(
     vdata = (None, None) if val is None else tuple(jax.device_put(val, replicated))
     return SweepProgram(configs, stacked, live, run, order, names, data, vdata, vectorize, devs,
                         n // batch_size, run_many)
+
+
+def _rates(values: Sequence[Any], name: str) -> list[float]:
+    """``values`` (numbers, NumPy or JAX scalars) as floats, each finite and ``>= 0``."""
+    out = []
+    for v in values:
+        try:
+            f = float(v) if not isinstance(v, bool | np.bool_ | str) else None
+        except (TypeError, ValueError):
+            f = None
+        if f is None or not (math.isfinite(f) and f >= 0):
+            raise ValueError(f"sweep: {name} must be finite numbers >= 0, got {v!r}")
+        out.append(f)
+    return out
 
 
 EPOCHS_PER_CALL_MAX_ROWS = 1 << 22
