@@ -1108,3 +1108,22 @@ def test_errors_in_grid_values_name_grid_and_bad_overrides_name_set(tiny):
     assert rc == 2 and err.startswith("nnkit sweep: error: --grid: optimizer.lr: expected number")
     rc, _, err = run_cli("train", str(tiny), "--set", "model.hidden.5=3")
     assert rc == 2 and err.startswith("nnkit train: error: --set: model.hidden.5: list index")
+
+
+def test_a_run_directory_from_before_peak_rates_in_lr_still_reads(tmp_path):
+    """Runs written when optimizer.schedule.learning_rate overrode optimizer.lr (now a
+    ConfigError in a new config) read back with that rate as optimizer.lr, what they
+    trained with."""
+    d = tmp_path / "old-run"
+    d.mkdir()
+    raw = {"model": {"arch": "mlp", "hidden": [4], "out": 2}, "data": {"dataset": "xor"},
+           "optimizer": {"name": "adam", "lr": 1e-3,
+                         "schedule": {"name": "cosine", "learning_rate": 0.05,
+                                      "decay_steps": 100}},
+           "run": {"nnkit_version": "0.1.0"}}
+    (d / "config.yaml").write_text(yaml.safe_dump(raw))
+    cfg, meta = runs.read_run_config(d)
+    assert cfg.optimizer.lr == 0.05 and "learning_rate" not in cfg.optimizer.schedule
+    assert meta == {"nnkit_version": "0.1.0"}
+    with pytest.raises(nnkit.config.ConfigError, match="peak rate is optimizer.lr"):
+        parse_config({k: v for k, v in raw.items() if k != "run"})

@@ -226,7 +226,21 @@ def read_run_config(run_dir: str | os.PathLike,
     meta = raw.pop(RUN_SECTION, None) or {}
     if not isinstance(meta, dict):
         raise ConfigError("expected a mapping", key=RUN_SECTION, file=str(path))
-    return parse_config(raw, file=str(path), overrides=overrides), meta
+    return parse_config(_peak_rate_in_lr(raw), file=str(path), overrides=overrides), meta
+
+
+def _peak_rate_in_lr(raw: Any) -> Any:
+    """A run directory's config written before a schedule's peak rate had to be
+    ``optimizer.lr``: its ``optimizer.schedule.learning_rate`` (or ``max_lr``), which then
+    overrode ``optimizer.lr``, becomes ``optimizer.lr`` -- the rate the run trained with."""
+    opt = raw.get("optimizer") if isinstance(raw, dict) else None
+    sched = opt.get("schedule") if isinstance(opt, dict) else None
+    if isinstance(sched, dict):
+        for peak in ("learning_rate", "max_lr"):
+            if peak in sched:
+                opt["lr"] = sched.pop(peak)
+                break
+    return raw
 
 
 RESUME_KEYS = ("training.epochs", "logging")
