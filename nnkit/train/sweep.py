@@ -67,7 +67,9 @@ class SweepResult(NamedTuple):
         return int(np.argmin(vals) if mode == "min" else np.argmax(vals))
 
     def train_state(self, i: int) -> TrainState:
-        """Model ``i``'s train state (un-stacked)."""
+        """Model ``i``'s train state (un-stacked). To train it on, pass ``fit`` the optimizer
+        with its rate, ``optim.make(name, configs[i]["learning_rate"], weight_decay=...)``:
+        ``fit(train_state=...)`` trains with the optimizer it is given."""
         return jax.tree_util.tree_map(lambda a: a[i], self.train_states)
 
 
