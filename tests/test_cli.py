@@ -1103,6 +1103,31 @@ def test_a_config_edited_after_training_is_named_not_the_checkpoint(tiny, tmp_pa
     assert {p.name: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
 
 
+def test_a_config_edited_without_changing_shapes_is_refused_on_resume(tiny, tmp_path):
+    """An edit of config.yaml that fits the checkpoints (a new learning rate) would make the
+    resumed epochs another run's, as --resume --set optimizer.lr would: refused, naming the
+    key, and nothing is written; the edit put back, the run resumes."""
+    d = tmp_path / "r"
+    quiet = ["logging.plots=false", "logging.tensorboard=false", "logging.histograms_every=0",
+             "training.epochs=2", "optimizer.schedule=null"]
+    assert runs.train(load_config(tiny, quiet), config_path=str(tiny), out=d).status == (
+        "completed")
+    original = (d / "config.yaml").read_text()
+    cfg = yaml.safe_load(original)
+    cfg["optimizer"]["lr"] = 0.5
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    before = {p.name: p.read_bytes() for p in d.rglob("*") if p.is_file()}
+    rc, _, err = run_cli("train", "--resume", str(d), "--no-progress", "--set",
+                         "training.epochs=3")
+    assert rc == 2, err
+    assert (f"{d / 'config.yaml'} was changed after the run's checkpoints were written "
+            "(optimizer.lr: 0.02 in the checkpoint, 0.5 now): a resume may change only "
+            "training.epochs and logging.*") in err, err
+    assert {p.name: p.read_bytes() for p in d.rglob("*") if p.is_file()} == before
+    (d / "config.yaml").write_text(original)
+    assert runs.resume(d, overrides=["training.epochs=3"]).status == "completed"
+
+
 def test_errors_in_grid_values_name_grid_and_bad_overrides_name_set(tiny):
     rc, _, err = run_cli("sweep", str(tiny), "--grid", "optimizer.lr=abc,0.1")
     assert rc == 2 and err.startswith("nnkit sweep: error: --grid: optimizer.lr: expected number")

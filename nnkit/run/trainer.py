@@ -32,6 +32,7 @@ epoch are kept, the previous epoch's checkpoint stays the latest, ``summary.json
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import sys
@@ -407,11 +408,9 @@ def _mismatch_hint(run_dir: Path, cfg: Config, path: Path) -> str:
     """Why an intact checkpoint does not fit the state built from the run's config.yaml:
     the keys (outside :data:`~nnkit.run.rundir.RESUME_KEYS`) whose values differ from the
     config stored in the checkpoint, with both values."""
-    import json
-
     from nnkit import __version__
-    from nnkit.checkpoint import _jsonable, load_meta
-    from nnkit.run.rundir import RESUME_KEYS, _changed, _get
+    from nnkit.checkpoint import load_meta
+    from nnkit.run.rundir import _get
 
     head = f"the run's {run_dir / 'config.yaml'} no longer matches its checkpoints"
     try:
@@ -422,9 +421,7 @@ def _mismatch_hint(run_dir: Path, cfg: Config, path: Path) -> str:
     if not isinstance(saved, dict):
         return (f"{head} (the checkpoint does not record the config it was written with): "
                 "put back the settings the run was trained with, or start a new run")
-    now = json.loads(json.dumps(_jsonable(config_to_dict(cfg))))
-    changed = [k for k in _changed(saved, now)
-               if not any(k == r or k.startswith(r + ".") for r in RESUME_KEYS)]
+    changed, now = _config_changes(saved, cfg)
     if not changed:
         then = meta.get("nnkit_version")
         if then is not None and then != __version__:
@@ -439,6 +436,21 @@ def _mismatch_hint(run_dir: Path, cfg: Config, path: Path) -> str:
     more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
     return (f"{head}: changed since they were written: {shown}{more}; put back the values "
             "the run was trained with, or start a new run")
+
+
+def _config_changes(saved: dict, cfg: Config) -> tuple[list[str], dict]:
+    """The keys outside :data:`~nnkit.run.rundir.RESUME_KEYS` whose values in ``cfg`` differ
+    from ``saved`` (the config a checkpoint was written with), and ``cfg`` as plain JSON."""
+    import json
+
+    from nnkit.checkpoint import _jsonable
+    from nnkit.run.rundir import RESUME_KEYS, _changed, _peak_rate_in_lr
+
+    saved = _peak_rate_in_lr(json.loads(json.dumps(saved)))  # as read_run_config reads it
+    now = json.loads(json.dumps(_jsonable(config_to_dict(cfg))))
+    changed = [k for k in _changed(saved, now)
+               if not any(k == r or k.startswith(r + ".") for r in RESUME_KEYS)]
+    return changed, now
 
 
 def _so_far(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -505,6 +517,18 @@ def resume(
         raise CheckpointError(f"{e} -- the run also has the checkpoint of epoch "
                               f"{earlier[-1]}: move {manager.latest_path()} away to resume "
                               "from it") from None
+    saved = ck.get("config")
+    if isinstance(saved, dict):  # config.yaml edited by hand: as refused as --set would be
+        changed, now = _config_changes(saved, prep.cfg)
+        if changed:
+            from nnkit.run.rundir import _get
+
+            shown = "; ".join(f"{k}: {json.dumps(_get(saved, k))} in the checkpoint, "
+                              f"{json.dumps(_get(now, k))} now" for k in changed[:5])
+            raise RunError(
+                f"{run_dir / 'config.yaml'} was changed after the run's checkpoints were "
+                f"written ({shown}): a resume may change only training.epochs and logging.*; "
+                "put back the values the run was trained with, or start a new run")
     start = int(ck["epoch"]) + 1
     check_resume_epochs(run_dir, prep.cfg, start)
     extra = ck.get("extra") or {}
