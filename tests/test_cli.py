@@ -1152,3 +1152,25 @@ def test_a_run_directory_from_before_peak_rates_in_lr_still_reads(tmp_path):
     assert meta == {"nnkit_version": "0.1.0"}
     with pytest.raises(nnkit.config.ConfigError, match="peak rate is optimizer.lr"):
         parse_config({k: v for k, v in raw.items() if k != "run"})
+
+
+def test_config_changes_read_the_saved_config_as_a_run_directory_is_read():
+    """Only real edits count: a key the saved config lacks (added since) takes this version's
+    default, and an old-style schedule peak rate reads as optimizer.lr."""
+    from nnkit.config import config_to_dict
+    from nnkit.run.trainer import _config_changes
+
+    raw = {"model": {"arch": "mlp", "hidden": [4], "out": 2}, "data": {"dataset": "xor"},
+           "optimizer": {"name": "adam", "lr": 0.05,
+                         "schedule": {"name": "cosine", "decay_steps": 100}}}
+    cfg = parse_config(raw)
+    saved = json.loads(json.dumps(config_to_dict(cfg)))
+    assert _config_changes(saved, cfg)[0] == []
+    older = json.loads(json.dumps(saved))
+    del older["precision"]
+    older["optimizer"]["lr"] = 1e-3
+    older["optimizer"]["schedule"]["learning_rate"] = 0.05
+    assert _config_changes(older, cfg)[0] == []
+    saved["optimizer"]["lr"] = 0.1
+    saved["seed"] = 7
+    assert _config_changes(saved, cfg)[0] == ["optimizer.lr", "seed"]

@@ -440,15 +440,23 @@ def _mismatch_hint(run_dir: Path, cfg: Config, path: Path) -> str:
 
 def _config_changes(saved: dict, cfg: Config) -> tuple[list[str], dict]:
     """The keys outside :data:`~nnkit.run.rundir.RESUME_KEYS` whose values in ``cfg`` differ
-    from ``saved`` (the config a checkpoint was written with), and ``cfg`` as plain JSON."""
-    import json
-
+    from ``saved`` (the config a checkpoint was written with), and ``cfg`` as plain JSON.
+    ``saved`` is read as a run's config.yaml is (this version's defaults for keys it lacks,
+    the same spellings), so only real edits count; one this version cannot read counts
+    as no change (the checkpoint's shapes are still checked)."""
     from nnkit.checkpoint import _jsonable
+    from nnkit.config import ConfigError, parse_config
     from nnkit.run.rundir import RESUME_KEYS, _changed, _peak_rate_in_lr
 
-    saved = _peak_rate_in_lr(json.loads(json.dumps(saved)))  # as read_run_config reads it
-    now = json.loads(json.dumps(_jsonable(config_to_dict(cfg))))
-    changed = [k for k in _changed(saved, now)
+    def plain(c: Config) -> dict:
+        return json.loads(json.dumps(_jsonable(config_to_dict(c))))
+
+    now = plain(cfg)
+    try:
+        then = plain(parse_config(_peak_rate_in_lr(json.loads(json.dumps(saved)))))
+    except (ConfigError, ValueError, TypeError):
+        return [], now
+    changed = [k for k in _changed(then, now)
                if not any(k == r or k.startswith(r + ".") for r in RESUME_KEYS)]
     return changed, now
 
