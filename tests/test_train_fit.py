@@ -568,9 +568,15 @@ def test_binary_cross_entropy_targets_outside_0_1_are_refused_before_training():
                                              r"holds 2 \(6 of 18 values.*3 classes found"):
             nnkit.fit(Dense(1), "sgd", (x, y), loss=loss, epochs=1, batch_size=6,
                       progress=False)
+    # the same targets on the device
+    with pytest.raises(ValueError, match=r"but train_data y holds 2 \(6 of 18 values"):
+        nnkit.fit(Dense(1), "sgd", (x, jnp.asarray(y)), loss="binary_cross_entropy",
+                  epochs=1, batch_size=6, progress=False)
     soft = np.linspace(0, 1, 18, dtype=np.float32)  # probabilities: fine
     nnkit.fit(Dense(1), "sgd", (x, soft), loss="binary_cross_entropy", metrics=[], epochs=1,
               batch_size=6, progress=False)
+    nnkit.fit(Dense(1), "sgd", (x, jnp.asarray(soft)), loss="binary_cross_entropy",
+              metrics=[], epochs=1, batch_size=6, progress=False)
 
 
 def test_default_metrics_follow_the_loss_and_metrics_are_checked_before_compiling():

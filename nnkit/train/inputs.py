@@ -88,6 +88,11 @@ def check_finite(data: Any, what: str) -> None:
 
 
 @jax.jit
+def _min_max(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return jnp.min(a), jnp.max(a)
+
+
+@jax.jit
 def _nonfinite(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The number of NaN/inf values of ``a`` and the flat index of the first."""
     bad = ~jnp.isfinite(a).ravel()
@@ -164,12 +169,21 @@ def check_binary_targets(loss: Callable, y: Any, what: str, name: str | None = N
     host (NumPy) targets ``y`` hold values outside ``[0, 1]``: the loss then goes negative
     and training runs on, e.g. on the class ids 0..2 of a 3-class set. The message names
     the loss (``name``, default its function's), the offending values and, for integer
-    targets, the number of classes found. Device arrays are left alone (no transfer)."""
+    targets, the number of classes found. Device arrays are checked on the device (their
+    minimum and maximum; copied to the host only to word the error); tracers and arrays
+    split over several processes are left alone."""
     from nnkit import losses
 
     fns = [getattr(losses, n) for n in BINARY_LOSSES]
-    if (not any(loss is f for f in fns) or not isinstance(y, np.ndarray) or y.size == 0
-            or not np.issubdtype(y.dtype, np.number)):
+    if not any(loss is f for f in fns):
+        return
+    if (isinstance(y, jax.Array) and not isinstance(y, jax.core.Tracer)
+            and y.is_fully_addressable and y.size and jnp.issubdtype(y.dtype, jnp.number)):
+        lo, hi = (float(v) for v in _min_max(y))
+        if 0 <= lo and hi <= 1:
+            return
+        y = np.asarray(y)
+    if not isinstance(y, np.ndarray) or y.size == 0 or not np.issubdtype(y.dtype, np.number):
         return
     bad = (y < 0) | (y > 1)
     if not bad.any():
