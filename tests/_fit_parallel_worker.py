@@ -78,21 +78,29 @@ def run_lstm(dp: par.DataParallel) -> dict:
     opt = optim.make("sgd", 0.5)
     step = nnkit.make_train_step(model, "cross_entropy", opt, jit=False)
     ts = nnkit.create_train_state(model, (6, IN), opt, 0)
-    ref = jax.jit(step)(ts, (x, y))[0]
-    placed = dp.place_state(ts)
-    split = dp.jit_step(step, placed)
-    batch = dp.shard_batch((x, y))
-    hlo = split.lower(placed, batch).compile().as_text()
-    got = split(placed, batch)[0]
+    ref, got, hlo = _split_step(dp, step, ts, (x, y))
     return {
         "all_gathers": hlo.count("all-gather("), "all_reduces": hlo.count("all-reduce("),
-        "param_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                          for a, b in zip(jax.tree.leaves(got.params),
-                                          jax.tree.leaves(ref.params), strict=True)),
-        "param_moved": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                           for a, b in zip(jax.tree.leaves(ref.params),
-                                           jax.tree.leaves(ts.params), strict=True)),
+        "param_diff": _max_diff(got.params, ref.params),
+        "param_moved": _max_diff(ref.params, ts.params),
     }
+
+
+def _split_step(dp: par.DataParallel, step, ts, batch) -> tuple:
+    """``step`` once on one device and once on the mesh's split batch: the two new states
+    and the compiled split step's HLO text."""
+    ref = jax.jit(step)(ts, batch)[0]
+    placed = dp.place_state(ts)
+    split = dp.jit_step(step, placed)
+    sharded = dp.shard_batch(batch)
+    hlo = split.lower(placed, sharded).compile().as_text()
+    return ref, split(placed, sharded)[0], hlo
+
+
+def _max_diff(a, b) -> float:
+    """The largest absolute difference between two trees' leaves."""
+    return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v))))
+               for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def run_accumulate(dp: par.DataParallel) -> dict:
@@ -109,18 +117,11 @@ def run_accumulate(dp: par.DataParallel) -> dict:
     step = nnkit.make_train_step(model, "cross_entropy", opt, grad_mode="accumulate",
                                  microbatches=2, jit=False)
     ts = nnkit.create_train_state(model, (IN,), opt, 0)
-    ref = jax.jit(step)(ts, (x, y))[0]
-    placed = dp.place_state(ts)
-    split = dp.jit_step(step, placed)
-    batch = dp.shard_batch((x, y))
-    hlo = split.lower(placed, batch).compile().as_text()
-    got = split(placed, batch)[0]
+    ref, got, hlo = _split_step(dp, step, ts, (x, y))
     return {
         "dot_rows": sorted({int(m) for m in re.findall(r"f32\[(\d+),16\]\S* dot\(", hlo)}),
         "all_gathers": hlo.count("all-gather("), "all_reduces": hlo.count("all-reduce("),
-        "param_diff": max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                          for a, b in zip(jax.tree.leaves(got.params),
-                                          jax.tree.leaves(ref.params), strict=True)),
+        "param_diff": _max_diff(got.params, ref.params),
     }
 
 

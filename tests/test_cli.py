@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import yaml
 from _fresh_interpreter import cpu_env
+from _run_cli import run_cli
 
 import nnkit
 from nnkit import checkpoint as C
 from nnkit import run as runs
-from nnkit.cli import main
 from nnkit.config import load_config, parse_config, read_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,16 +47,6 @@ logging: {tensorboard: true, checkpoint_keep: 2, plots: true, histograms_every: 
 
 METRIC_KEYS = {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr",
                "grad_norm", "seconds"}
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(list(argv))
-        except SystemExit as e:
-            rc = int(e.code or 0)
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 from pathlib import Path
@@ -12,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _run_cli import run_cli
 
 from nnkit import checkpoint as C
 from nnkit import run as runs
-from nnkit.cli import main
 from nnkit.config import load_config
 from nnkit.data.idx import write_idx
 from nnkit.run.fingerprint import (
@@ -38,16 +36,6 @@ optimizer: {name: adam, lr: 0.01}
 training: {epochs: 3}
 logging: {tensorboard: false, plots: false}
 """
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            rc = main(list(argv))
-        except SystemExit as e:
-            rc = int(e.code or 0)
-    return rc, out.getvalue(), err.getvalue()
 
 
 def write_mnist(d: Path, seed: int = 0, n_train: int = 32, n_test: int = 8,
