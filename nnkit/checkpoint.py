@@ -169,11 +169,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     return path
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """``x`` as JSON-ready Python: mappings with string keys, lists, and scalars (0-d arrays
+    become Python numbers, non-finite floats ``None``, anything else its ``str``)."""
     if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, np.generic | np.ndarray | jax.Array) and np.ndim(x) == 0:
         x = np.asarray(x).item()
     if isinstance(x, float) and not np.isfinite(x):
@@ -241,9 +243,9 @@ def save(
         "jax_version": jax.__version__,
         "step": None if step is None else int(step),
         "epoch": None if epoch is None else int(epoch),
-        "config": _jsonable(config) if config is not None else None,
-        "metrics": _jsonable(metrics) if metrics is not None else None,
-        "extra": _jsonable(extra) if extra is not None else None,
+        "config": jsonable(config) if config is not None else None,
+        "metrics": jsonable(metrics) if metrics is not None else None,
+        "extra": jsonable(extra) if extra is not None else None,
         "tree": str(treedef),
         "leaves": leaves,
     }

@@ -184,7 +184,7 @@ def load_yaml_text(text: str) -> Any:
 _EXP_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
-def _fix_numbers(tree: Any, memo: dict[int, Any] | None = None) -> Any:
+def yaml_numbers(tree: Any, memo: dict[int, Any] | None = None) -> Any:
     """YAML 1.1 reads ``1e-3`` (no dot) as a string: turn such strings into floats.
 
     A node that YAML aliases (``*a``) is converted once and stays shared, so a small file of
@@ -196,11 +196,11 @@ def _fix_numbers(tree: Any, memo: dict[int, Any] | None = None) -> Any:
         if isinstance(tree, dict):
             out: Any = {}
             memo[id(tree)] = out
-            out.update({k: _fix_numbers(v, memo) for k, v in tree.items()})
+            out.update({k: yaml_numbers(v, memo) for k, v in tree.items()})
         else:
             out = []
             memo[id(tree)] = out
-            out.extend(_fix_numbers(v, memo) for v in tree)
+            out.extend(yaml_numbers(v, memo) for v in tree)
         return out
     if isinstance(tree, str) and _EXP_FLOAT.match(tree.strip()):
         return float(tree)
@@ -256,7 +256,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
             f"the top level must be a mapping of sections, got {type(raw).__name__}",
             file=str(path),
         )
-    return _fix_numbers(raw)
+    return yaml_numbers(raw)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -279,7 +279,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
         if not path.strip() or any(not p for p in parts):
             raise ConfigError(f"override {item!r} has an empty key", file="--set")
         try:
-            value = _fix_numbers(load_yaml_text(text)) if text.strip() else None
+            value = yaml_numbers(load_yaml_text(text)) if text.strip() else None
         except DuplicateKeyError as e:
             raise ConfigError(str(e.problem), key=path.strip(), file="--set") from None
         except yaml.YAMLError as e:

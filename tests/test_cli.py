@@ -1148,19 +1148,19 @@ def test_config_changes_read_the_saved_config_as_a_run_directory_is_read():
     """Only real edits count: a key the saved config lacks (added since) takes this version's
     default, and an old-style schedule peak rate reads as optimizer.lr."""
     from nnkit.config import config_to_dict
-    from nnkit.run.trainer import _config_changes
+    from nnkit.run.rundir import changes_since_checkpoint
 
     raw = {"model": {"arch": "mlp", "hidden": [4], "out": 2}, "data": {"dataset": "xor"},
            "optimizer": {"name": "adam", "lr": 0.05,
                          "schedule": {"name": "cosine", "decay_steps": 100}}}
     cfg = parse_config(raw)
     saved = json.loads(json.dumps(config_to_dict(cfg)))
-    assert _config_changes(saved, cfg)[0] == []
+    assert changes_since_checkpoint(saved, cfg)[0] == []
     older = json.loads(json.dumps(saved))
     del older["precision"]
     older["optimizer"]["lr"] = 1e-3
     older["optimizer"]["schedule"]["learning_rate"] = 0.05
-    assert _config_changes(older, cfg)[0] == []
+    assert changes_since_checkpoint(older, cfg)[0] == []
     saved["optimizer"]["lr"] = 0.1
     saved["seed"] = 7
-    assert _config_changes(saved, cfg)[0] == ["optimizer.lr", "seed"]
+    assert changes_since_checkpoint(saved, cfg)[0] == ["optimizer.lr", "seed"]

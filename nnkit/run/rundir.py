@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from nnkit.checkpoint import jsonable
 from nnkit.config import (
     Config,
     ConfigError,
@@ -50,6 +51,11 @@ __all__ = [
     "check_resume_changes",
     "check_resume_epochs",
     "RESUME_KEYS",
+    "changes_since_checkpoint",
+    "describe_changes",
+    "changed_keys",
+    "config_value",
+    "migrate_peak_rate",
     "MetricsLog",
     "write_json",
     "read_json",
@@ -226,10 +232,10 @@ def read_run_config(run_dir: str | os.PathLike,
     meta = raw.pop(RUN_SECTION, None) or {}
     if not isinstance(meta, dict):
         raise ConfigError("expected a mapping", key=RUN_SECTION, file=str(path))
-    return parse_config(_peak_rate_in_lr(raw), file=str(path), overrides=overrides), meta
+    return parse_config(migrate_peak_rate(raw), file=str(path), overrides=overrides), meta
 
 
-def _peak_rate_in_lr(raw: Any) -> Any:
+def migrate_peak_rate(raw: Any) -> Any:
     """A run directory's config written before a schedule's peak rate had to be
     ``optimizer.lr``: its ``optimizer.schedule.learning_rate`` (or ``max_lr``), which then
     overrode ``optimizer.lr``, becomes ``optimizer.lr`` -- the rate the run trained with."""
@@ -284,22 +290,23 @@ def check_resume_epochs(run_dir: str | os.PathLike, cfg: Config, trained: int) -
                        f"{trained}, or start a new run)")
 
 
-def _changed(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between plain config trees ``a`` and ``b``."""
+def changed_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between plain config trees ``a`` and ``b``
+    (a key in only one of them counts as changed)."""
     if isinstance(a, dict) and isinstance(b, dict):
         return [k for name in dict.fromkeys([*a, *b])
-                for k in _changed(a.get(name), b.get(name), f"{prefix}{name}.")]
+                for k in changed_keys(a.get(name), b.get(name), f"{prefix}{name}.")]
     return [] if a == b else [prefix.rstrip(".")]
 
 
 def check_resume_changes(before: Config, after: Config) -> None:
     """Raises ConfigError (file ``--set``) for a change outside :data:`RESUME_KEYS`."""
     old = config_to_dict(before)
-    changed = _changed(old, config_to_dict(after))
+    changed = changed_keys(old, config_to_dict(after))
     for key in changed:
         if not any(key == k or key.startswith(k + ".") for k in RESUME_KEYS):
             raise ConfigError(
-                f"cannot change when resuming (the run so far used {_get(old, key)!r}): it "
+                f"cannot change when resuming (the run so far used {config_value(old, key)!r}): it "
                 f"decides what the run trains on or how; --resume --set may change only "
                 f"{', '.join(RESUME_KEYS)}: start a new run instead", key=key, file="--set")
     auto = [k for k, v in (before.optimizer.schedule or {}).items() if v == "auto"]
@@ -311,7 +318,39 @@ def check_resume_changes(before: Config, after: Config) -> None:
             file="--set")
 
 
-def _get(tree: Any, key: str) -> Any:
+def changes_since_checkpoint(saved: Mapping[str, Any], cfg: Config) -> tuple[list[str], dict]:
+    """The keys outside :data:`RESUME_KEYS` whose values in ``cfg`` differ from ``saved``
+    (the config a checkpoint was written with), and ``cfg`` as plain JSON.
+
+    ``saved`` is read as a run's config.yaml is (this version's defaults for keys it lacks,
+    old-style peak rates moved by :func:`migrate_peak_rate`), so only real edits count; one
+    this version cannot read counts as no change (the checkpoint's shapes are still
+    checked when it is restored)."""
+    def plain(c: Config) -> dict:
+        return json.loads(json.dumps(jsonable(config_to_dict(c))))
+
+    now = plain(cfg)
+    try:
+        then = plain(parse_config(migrate_peak_rate(json.loads(json.dumps(saved)))))
+    except (ConfigError, ValueError, TypeError):
+        return [], now
+    changed = [k for k in changed_keys(then, now)
+               if not any(k == r or k.startswith(r + ".") for r in RESUME_KEYS)]
+    return changed, now
+
+
+def describe_changes(saved: Mapping[str, Any], now: Mapping[str, Any],
+                     changed: Sequence[str], limit: int = 5) -> str:
+    """``"key: old in the checkpoint, new now; ..."`` for the first ``limit`` keys of
+    ``changed`` (values as JSON), and how many more there are."""
+    shown = "; ".join(f"{k}: {json.dumps(config_value(saved, k))} in the checkpoint, "
+                      f"{json.dumps(config_value(now, k))} now" for k in changed[:limit])
+    more = f" (and {len(changed) - limit} more)" if len(changed) > limit else ""
+    return shown + more
+
+
+def config_value(tree: Any, key: str) -> Any:
+    """The value at dotted ``key`` in a plain config tree, ``None`` where it has none."""
     for part in key.split("."):
         tree = tree.get(part) if isinstance(tree, dict) else None
     return tree

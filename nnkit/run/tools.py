@@ -165,7 +165,7 @@ def _split_top(text: str) -> list[str]:
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     """``["optimizer.lr=1e-4,1e-3", "seed=0,1"]`` -> ``{key: [values]}`` (YAML scalars)."""
-    from nnkit.config import _fix_numbers, load_yaml_text
+    from nnkit.config import load_yaml_text, yaml_numbers
 
     grid: dict[str, list[Any]] = {}
     for item in items:
@@ -176,7 +176,7 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
         if key in grid:
             raise ConfigError(f"{key!r} given twice", key="--grid")
         try:
-            values = [_fix_numbers(load_yaml_text(v)) for v in _split_top(text)]
+            values = [yaml_numbers(load_yaml_text(v)) for v in _split_top(text)]
         except yaml.YAMLError as e:
             raise ConfigError(f"{key}: not YAML: {getattr(e, 'problem', None) or e}",
                               key="--grid") from None

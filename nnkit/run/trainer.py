@@ -32,7 +32,6 @@ epoch are kept, the previous epoch's checkpoint stays the latest, ``summary.json
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import sys
@@ -61,9 +60,11 @@ from nnkit.run.rundir import (
     MetricsLog,
     RunError,
     TensorBoard,
+    changes_since_checkpoint,
     check_out_dir,
     check_resume_epochs,
     check_run_root,
+    describe_changes,
     environment,
     new_run_dir,
     read_json,
@@ -410,7 +411,6 @@ def _mismatch_hint(run_dir: Path, cfg: Config, path: Path) -> str:
     config stored in the checkpoint, with both values."""
     from nnkit import __version__
     from nnkit.checkpoint import load_meta
-    from nnkit.run.rundir import _get
 
     head = f"the run's {run_dir / 'config.yaml'} no longer matches its checkpoints"
     try:
@@ -421,7 +421,7 @@ def _mismatch_hint(run_dir: Path, cfg: Config, path: Path) -> str:
     if not isinstance(saved, dict):
         return (f"{head} (the checkpoint does not record the config it was written with): "
                 "put back the settings the run was trained with, or start a new run")
-    changed, now = _config_changes(saved, cfg)
+    changed, now = changes_since_checkpoint(saved, cfg)
     if not changed:
         then = meta.get("nnkit_version")
         if then is not None and then != __version__:
@@ -431,34 +431,9 @@ def _mismatch_hint(run_dir: Path, cfg: Config, path: Path) -> str:
         return (f"{head}, though the config is the one the checkpoint was written with: what "
                 "the config builds from its data (the classes, the input shape) may have "
                 "changed; start a new run")
-    shown = "; ".join(f"{k}: {json.dumps(_get(saved, k))} in the checkpoint, "
-                      f"{json.dumps(_get(now, k))} now" for k in changed[:5])
-    more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
-    return (f"{head}: changed since they were written: {shown}{more}; put back the values "
+    shown = describe_changes(saved, now, changed)
+    return (f"{head}: changed since they were written: {shown}; put back the values "
             "the run was trained with, or start a new run")
-
-
-def _config_changes(saved: dict, cfg: Config) -> tuple[list[str], dict]:
-    """The keys outside :data:`~nnkit.run.rundir.RESUME_KEYS` whose values in ``cfg`` differ
-    from ``saved`` (the config a checkpoint was written with), and ``cfg`` as plain JSON.
-    ``saved`` is read as a run's config.yaml is (this version's defaults for keys it lacks,
-    the same spellings), so only real edits count; one this version cannot read counts
-    as no change (the checkpoint's shapes are still checked)."""
-    from nnkit.checkpoint import _jsonable
-    from nnkit.config import ConfigError, parse_config
-    from nnkit.run.rundir import RESUME_KEYS, _changed, _peak_rate_in_lr
-
-    def plain(c: Config) -> dict:
-        return json.loads(json.dumps(_jsonable(config_to_dict(c))))
-
-    now = plain(cfg)
-    try:
-        then = plain(parse_config(_peak_rate_in_lr(json.loads(json.dumps(saved)))))
-    except (ConfigError, ValueError, TypeError):
-        return [], now
-    changed = [k for k in _changed(then, now)
-               if not any(k == r or k.startswith(r + ".") for r in RESUME_KEYS)]
-    return changed, now
 
 
 def _so_far(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -527,12 +502,9 @@ def resume(
                               "from it") from None
     saved = ck.get("config")
     if isinstance(saved, dict):  # config.yaml edited by hand: as refused as --set would be
-        changed, now = _config_changes(saved, prep.cfg)
+        changed, now = changes_since_checkpoint(saved, prep.cfg)
         if changed:
-            from nnkit.run.rundir import _get
-
-            shown = "; ".join(f"{k}: {json.dumps(_get(saved, k))} in the checkpoint, "
-                              f"{json.dumps(_get(now, k))} now" for k in changed[:5])
+            shown = describe_changes(saved, now, changed)
             raise RunError(
                 f"{run_dir / 'config.yaml'} was changed after the run's checkpoints were "
                 f"written ({shown}): a resume may change only training.epochs and logging.*; "
