@@ -21,11 +21,12 @@ of precedence:
   home directory shared by different machines never hands one machine another's code.
 
 Before the first use of a subdirectory, one tiny program is compiled, serialized and loaded
-back (~0.1 s, once): where XLA cannot load its own executables on this machine, that is
-recorded in the subdirectory (``probe.json``) and the cache stays off, instead of failing to
-read every entry of every later run. The cache holds at most 1 GiB (least recently used
-entries go first; JAX's eviction locks the directory with ``filelock``); deleting the
-directory is always safe.
+back (~0.1 s, once per backend): where XLA cannot load its own executables on this
+machine, that is recorded in the subdirectory (``probe-cpu.json``, ``probe-cuda.json``, ...:
+one per backend, since a CPU process and a GPU process share the subdirectory) and the cache
+stays off for that backend, instead of failing to read every entry of every later run.
+The cache holds at most 1 GiB (least recently used entries go first; JAX's eviction locks
+the directory with ``filelock``); deleting the directory is always safe.
 """
 
 from __future__ import annotations
@@ -95,10 +96,17 @@ def _loads_back() -> tuple[bool, str]:
         return False, f"{type(e).__name__}: {e}".splitlines()[0][:300]
 
 
+def _probe_file(path: Path) -> Path:
+    """Where the probe of this process's default backend is recorded in ``path``."""
+    import jax
+
+    return path / f"probe-{jax.default_backend()}.json"
+
+
 def _probe(path: Path) -> bool | None:
-    """The recorded outcome of the probe in ``path``, or ``None`` if there is none."""
+    """The recorded outcome of this backend's probe in ``path``, or ``None`` if none."""
     try:
-        return bool(json.loads((path / "probe.json").read_text())["ok"])
+        return bool(json.loads(_probe_file(path).read_text())["ok"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -171,7 +179,7 @@ def _probe_now(path: Path) -> tuple[bool, str | None]:
     ok, why = _loads_back()
     unwritable = None
     try:
-        (path / "probe.json").write_text(json.dumps(
+        _probe_file(path).write_text(json.dumps(
             {"ok": ok, "reason": why, "backend": jax.default_backend()}))
     except OSError as e:
         ok, unwritable = False, e.strerror or str(e)  # not writable: no cache

@@ -54,7 +54,7 @@ def test_a_second_process_reads_the_programs_back(tmp_path):
             res["value"] = compile_something()
         res["warnings"] = [str(w.message) for w in caught]
         res["hits"] = len(hits)
-        res["probe"] = json.loads((path / "probe.json").read_text())
+        res["probe"] = json.loads((path / "probe-cpu.json").read_text())
         res["files"] = sorted(p.name for p in path.iterdir())
     """, tmp_path, NNKIT_COMPILE_CACHE=str(tmp_path / "c"))
     path = Path(first["path"])
@@ -114,7 +114,7 @@ def test_a_machine_that_cannot_load_executables_back_is_probed_once(tmp_path):
         cc._loads_back = lambda: (False, "simulated: cannot load")
         res["first"] = cc.enable()
         res["dir"] = jax.config.jax_compilation_cache_dir
-        probes = list((root / "c").glob("*/probe.json"))
+        probes = list((root / "c").glob("*/probe-*.json"))
         res["probe"] = json.loads(probes[0].read_text())
         def fail():
             raise AssertionError("probed twice")
@@ -123,10 +123,16 @@ def test_a_machine_that_cannot_load_executables_back_is_probed_once(tmp_path):
         compile_something()
         res["files"] = sorted(p.name for p in probes[0].parent.iterdir())
         res["hits"] = len(hits)
+        # another backend's failed probe (a GPU process on this machine) is its own
+        (probes[0].parent / "probe-cpu.json").unlink()
+        (probes[0].parent / "probe-cuda.json").write_text('{"ok": false, "reason": "x"}')
+        cc._loads_back = lambda: (True, "")
+        res["other_backend"] = str(cc.enable())
     """, tmp_path, NNKIT_COMPILE_CACHE=str(tmp_path / "c"))
     assert res["first"] is None and res["second"] is None and res["dir"] is None
     assert res["probe"] == {"ok": False, "reason": "simulated: cannot load", "backend": "cpu"}
-    assert res["files"] == ["probe.json"] and res["hits"] == 0  # nothing cached
+    assert res["files"] == ["probe-cpu.json"] and res["hits"] == 0  # nothing cached
+    assert Path(res["other_backend"]).parent == tmp_path / "c"
 
 
 def test_host_tag_names_the_jaxlib_version_and_the_cpu(monkeypatch):
