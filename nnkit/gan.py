@@ -147,6 +147,7 @@ def make_gan_step(
     loss: str = "non_saturating",
     real_label: float = 1.0,
     jit: bool = True,
+    donate: bool = True,
 ) -> Callable[[GANState, Array], tuple[GANState, dict[str, Array]]]:
     """One GAN update ``(gan_state, real_batch) -> (gan_state, metrics)``, jitted once.
 
@@ -160,6 +161,12 @@ def make_gan_step(
 
     Metrics (device scalars, no host sync): ``d_loss``, ``g_loss``, ``d_real`` and
     ``d_fake`` (mean ``P(real)`` that D gives the real and the fake batch before its update).
+
+    With ``donate=True`` (the default, as in :func:`nnkit.train.make_train_step`) the jitted
+    step reuses the input state's buffers for the new state, so both nets' params and
+    optimizer states are not held twice: the state passed in is invalid afterwards (keep
+    ``donate=False`` to call the step again on the same state). ``jit=False`` returns the
+    plain function, to be jitted (or scanned) by the caller.
     """
     _check_loss(loss)
 
@@ -206,7 +213,9 @@ def make_gan_step(
         metrics = {"d_loss": d_loss, "g_loss": g_loss, "d_real": d_real, "d_fake": d_fake}
         return new, metrics
 
-    return jax.jit(step) if jit else step
+    if not jit:
+        return step
+    return jax.jit(step, donate_argnums=(0,) if donate else ())
 
 
 def generate(generator: Layer, gan_state: GANState, key: int | Array, n: int, *,

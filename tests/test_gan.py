@@ -80,7 +80,7 @@ def _fixed_generator_setup():
     g, d = _nets()
     g_opt, d_opt = optax.set_to_zero(), optax.adam(5e-2)
     st0 = gan.init_gan(0, g, d, g_opt, d_opt, latent_dim=LATENT, data_shape=(DATA,))
-    return g, d, st0, gan.make_gan_step(g, d, g_opt, d_opt, latent_dim=LATENT)
+    return g, d, st0, gan.make_gan_step(g, d, g_opt, d_opt, latent_dim=LATENT, donate=False)
 
 
 def test_discriminator_loss_decreases_on_fixed_generator():
@@ -104,9 +104,13 @@ def test_both_nets_change_and_step_traced_once():
                        data_shape=(DATA,))
     n_init = len(traces)
     step = gan.make_gan_step(g, d, g_opt, d_opt, latent_dim=LATENT)
+    st0_copy = jax.tree.map(jnp.copy, st0)
     st, m = step(st0, _real())
     n_first = len(traces) - n_init
     assert n_first > 0
+    # donated by default: the input state's buffers now hold the new state
+    assert all(leaf.is_deleted() for leaf in jax.tree.leaves(st0))
+    st0 = st0_copy
     for i in range(3):
         st, m = step(st, _real(seed=2 + i))
     assert len(traces) - n_init == n_first  # no retrace on later steps
@@ -124,7 +128,7 @@ def test_step_is_pure_and_noise_changes_per_step():
     opt = optax.sgd(1e-2)
     st0 = gan.init_gan(jax.random.PRNGKey(3), g, d, opt, opt, latent_dim=LATENT,
                        data_shape=(DATA,))
-    step = gan.make_gan_step(g, d, opt, opt, latent_dim=LATENT)
+    step = gan.make_gan_step(g, d, opt, opt, latent_dim=LATENT, donate=False)
     a, ma = step(st0, _real())
     b, mb = step(st0, _real())
     chex.assert_trees_all_equal((a, ma), (b, mb))
