@@ -219,20 +219,37 @@ def make_gan_step(
 
 
 def generate(generator: Layer, gan_state: GANState, key: int | Array, n: int, *,
-             latent_dim: int) -> Array:
-    """``n`` samples ``G(z)``, ``z ~ N(0, I)``, in eval mode: ``(n, *data_shape)``."""
+             latent_dim: int, batch_size: int | None = None) -> Array:
+    """``n`` samples ``G(z)``, ``z ~ N(0, I)`` of shape ``(n, latent_dim)``, in eval mode:
+    ``(n, *data_shape)``.
+
+    All ``n`` at once by default; ``batch_size=b`` runs the generator on ``b`` rows of ``z``
+    at a time (``lax.map``), holding one group's activations: the same samples."""
+    n = check_int(n, "generate: n")
+    if batch_size is not None:
+        batch_size = min(check_int(batch_size, "generate: batch_size"), n)
     k = jax.random.wrap_key_data(_key_data(key))
-    return _generate_program(generator, n, latent_dim)(gan_state.g_params, gan_state.g_state,
-                                                       k)
+    return _generate_program(generator, n, latent_dim, batch_size)(
+        gan_state.g_params, gan_state.g_state, k)
 
 
 @memoised(16)
-def _generate_program(generator: Layer, n: int, latent_dim: int) -> Callable:
-    """:func:`generate` as one jitted program per generator and sample shape."""
+def _generate_program(generator: Layer, n: int, latent_dim: int,
+                      batch_size: int | None) -> Callable:
+    """:func:`generate` as one jitted program per generator, sample shape and group size."""
 
     @jax.jit
     def run(g_params, g_state, k):
         z = jax.random.normal(k, (n, latent_dim), jnp.float32)
-        return generator.apply(g_params, g_state, z)[0]
+        if batch_size is None or batch_size >= n:
+            return generator.apply(g_params, g_state, z)[0]
+        groups, rest = divmod(n, batch_size)
+        head = jax.lax.map(lambda zb: generator.apply(g_params, g_state, zb)[0],
+                           z[:groups * batch_size].reshape(groups, batch_size, latent_dim))
+        out = head.reshape(groups * batch_size, *head.shape[2:])
+        if rest:
+            tail = generator.apply(g_params, g_state, z[groups * batch_size:])[0]
+            out = jnp.concatenate([out, tail])
+        return out
 
     return run

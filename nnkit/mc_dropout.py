@@ -44,6 +44,7 @@ def mc_predict(
     key,
     num_samples: int = 20,
     transform: Callable[[jax.Array], jax.Array] | None = None,
+    batch_size: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Monte-Carlo dropout prediction: ``(mean, std)`` of ``num_samples`` stochastic passes.
 
@@ -55,13 +56,20 @@ def mc_predict(
     them, leaf by leaf). A model without stochastic layers gives
     ``std == 0`` exactly and ``mean`` equal to the train-mode output.
 
-    Compiled once per ``(model, num_samples, transform)``, as ``jax.jit`` would be: the
+    All passes run at once (``jax.vmap`` over the keys), which holds ``num_samples`` times
+    one pass's activations. ``batch_size=b`` runs ``b`` passes at a time instead (``lax.map``
+    over groups of keys): the same samples, at most ``b`` passes' activations in memory.
+
+    Compiled once per ``(model, num_samples, transform, batch_size)``, as ``jax.jit`` would
+    be: the
     ``transform`` is taken to be pure (a new lambda each call compiles again; one whose
     behaviour changes must be a new object). Also callable inside ``jit`` (``num_samples``
     and ``transform`` static). See the module
     docstring for the BatchNorm limitation (a ``UserWarning`` is raised for such models).
     """
     num_samples = check_int(num_samples, "mc_predict: num_samples")
+    if batch_size is not None:
+        batch_size = min(check_int(batch_size, "mc_predict: batch_size"), num_samples)
     norms = batchnorm_paths(model)
     if norms:
         warnings.warn(
@@ -70,12 +78,14 @@ def mc_predict(
             UserWarning,
             stacklevel=2,
         )
-    return _mc_program(model, num_samples, transform)(params, state, x, _as_key(key))
+    return _mc_program(model, num_samples, transform, batch_size)(params, state, x,
+                                                                  _as_key(key))
 
 
 @memoised(16)
 def _mc_program(model: Layer, num_samples: int,
-                transform: Callable[[jax.Array], jax.Array] | None) -> Callable:
+                transform: Callable[[jax.Array], jax.Array] | None,
+                batch_size: int | None) -> Callable:
     """:func:`mc_predict`'s passes and statistics as one jitted program per configuration."""
     t = transform if transform is not None else (lambda y: y)
 
@@ -85,7 +95,11 @@ def _mc_program(model: Layer, num_samples: int,
             y, _ = model.apply(params, state, x, key=k, train=True)
             return t(y)
 
-        ys = jax.vmap(one)(jax.random.split(key, num_samples))  # (S, batch, ...)
+        keys = jax.random.split(key, num_samples)
+        if batch_size is None or batch_size >= num_samples:
+            ys = jax.vmap(one)(keys)  # (S, batch, ...)
+        else:
+            ys = jax.lax.map(one, keys, batch_size=batch_size)
         return jax.tree_util.tree_map(_mean, ys), jax.tree_util.tree_map(_std, ys)
 
     return run

@@ -168,3 +168,9 @@ def test_init_gan_shape_errors_and_generate():
     x = gan.generate(g, st, 1, 6, latent_dim=LATENT)
     chex.assert_shape(x, (6, DATA))
     chex.assert_trees_all_equal(x, gan.generate(g, st, 1, 6, latent_dim=LATENT))
+    # a few rows of z at a time (6 = 4 + 2, and 6 = 3 + 3): the same samples
+    for b in (4, 3, 9):
+        np.testing.assert_allclose(gan.generate(g, st, 1, 6, latent_dim=LATENT, batch_size=b),
+                                   x, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="batch_size"):
+        gan.generate(g, st, 1, 6, latent_dim=LATENT, batch_size=0)

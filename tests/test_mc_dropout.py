@@ -51,6 +51,11 @@ def test_equals_an_explicit_loop_over_split_keys():
     ])
     np.testing.assert_allclose(mean, ys.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(std, ys.std(0), rtol=1e-4, atol=1e-6)
+    # a few passes at a time (6 = 4 + 2: a group and a remainder): the same samples
+    for b in (4, 1):
+        mb, sb = mc_predict(model, p, s, X, key=key, num_samples=6, batch_size=b)
+        np.testing.assert_allclose(mb, ys.mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(sb, ys.std(0), rtol=1e-4, atol=1e-6)
 
 
 def test_transform_softmax_averages_probabilities_and_jit_and_legacy_key():
@@ -71,6 +76,8 @@ def test_batchnorm_warning_and_bad_arguments():
         mc_predict(model, p, s, X, key=0, num_samples=2)
     with pytest.raises(ValueError, match="num_samples"):
         mc_predict(model, p, s, X, key=0, num_samples=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        mc_predict(model, p, s, X, key=0, num_samples=2, batch_size=0)
     with pytest.raises(ValueError, match="key"):
         mc_predict(Dense(4), p["dense_0"], {}, X, key=None)
 
