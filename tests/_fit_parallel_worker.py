@@ -125,6 +125,34 @@ def run_accumulate(dp: par.DataParallel) -> dict:
     }
 
 
+def run_evaluate(dp: par.DataParallel) -> dict:
+    """The evaluator ``fit`` uses for validation and test data, on a replicated set of 76
+    rows in batches of 32 (2 full batches and a remainder of 12, which 8 devices do not
+    divide): the rows of the hidden layer's products, the collectives, and the metrics
+    against the same evaluator on one device."""
+    import re
+
+    from nnkit.train.step import jitted_evaluator
+
+    model = core.serial(Dense(16), Relu(), Dense(CLASSES))
+    _, params, state = model.init(jax.random.key(0), (IN,))
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(76, IN)).astype(np.float32)
+    y = rng.integers(0, CLASSES, 76).astype(np.int32)
+    metrics = ("accuracy", "macro_f1")
+    ref = jitted_evaluator(model, "cross_entropy", metrics, 76, 32)(params, state, x, y)
+    ev = jitted_evaluator(model, "cross_entropy", metrics, 76, 32, dp)
+    args = dp.replicate((params, state, x, y))
+    hlo = ev.lower(*args).compile().as_text()
+    got = ev(*args)
+    return {
+        "dot_rows": sorted({int(m) for m in re.findall(r"f32\[(\d+),16\]\S* dot\(", hlo)}),
+        "all_reduces": hlo.count("all-reduce("),
+        "ref": {k: float(v) for k, v in ref.items()},
+        "got": {k: float(v) for k, v in got.items()},
+    }
+
+
 def run_recurrent_shard_map(dp: par.DataParallel) -> dict:
     """Each recurrent layer applied per device inside ``jax.shard_map`` (its zero initial
     carry must be typed to vary like the per-device rows): the largest differences of the
@@ -171,6 +199,7 @@ def run_devices() -> dict:
     dp = par.DataParallel(par.make_mesh())
     res: dict = {"device_count": jax.device_count(), "mesh_devices": dp.num_devices,
                  "lstm": run_lstm(dp), "accumulate": run_accumulate(dp),
+                 "evaluate": run_evaluate(dp),
                  "shard_map": run_recurrent_shard_map(dp)}
     for mode in MODES:
         res[mode] = {"ref": run_fit(mode, None), "dp": run_fit(mode, dp)}

@@ -277,6 +277,19 @@ def test_accumulated_microbatches_stay_split_over_the_devices(fit8):
 
 
 @pytest.mark.slow
+def test_validation_and_test_sets_are_evaluated_split_over_the_devices(fit8):
+    """fit's evaluator on 8 devices: each full batch of 32 is split, 4 rows per device,
+    instead of every device evaluating the whole set; the remainder of 12 rows, which 8
+    devices do not divide, runs whole. The metrics are the one-device ones."""
+    r = fit8["evaluate"]
+    assert set(r["dot_rows"]) == {4, 12}, r["dot_rows"]
+    assert r["all_reduces"] >= 1
+    assert r["got"].keys() == r["ref"].keys() == {"loss", "accuracy", "macro_f1"}
+    for k, v in r["ref"].items():
+        assert r["got"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("layer", ["lstm", "lstm_last", "gru", "rnn", "bi_lstm"])
 def test_recurrent_layers_run_inside_shard_map(fit8, layer):
     """Per-device code: a recurrent layer inside ``jax.shard_map`` over a split batch gives

@@ -92,7 +92,8 @@ def _build(
         step = _pinned(step, parallel)
     fns = make_epoch_fns(
         step, n=n, batch_size=batch_size,
-        evaluator=make_val_evaluator(model, loss_fn, metric_fns, val_n, eval_batch_size),
+        evaluator=make_val_evaluator(model, loss_fn, metric_fns, val_n, eval_batch_size,
+                                     parallel),
         early_stopping=early_stopping, plateau=plateau, grad_norm_last_step=True,
     )
     names: list[str] = []

@@ -156,8 +156,9 @@ def make_epoch_fns(
     return EpochFns(step, finish, train_on, epoch_fn)
 
 
-def make_val_evaluator(model, loss, metrics, val_n: int | None, eval_batch_size: int):
+def make_val_evaluator(model, loss, metrics, val_n: int | None, eval_batch_size: int,
+                       parallel: Any = None):
     """``make_evaluator`` for a validation set of ``val_n`` examples, or ``None``."""
     if not val_n:
         return None
-    return make_evaluator(model, loss, metrics, val_n, eval_batch_size)
+    return make_evaluator(model, loss, metrics, val_n, eval_batch_size, parallel)

@@ -24,7 +24,9 @@ be divisible by the number of devices. Scan mode keeps the data set on every dev
 process) or each process's rows (several processes); step mode cuts each global batch on
 the host and places it split over the devices (with several processes each process places
 its slice of the same global batch; a streaming ``train_data`` must yield this process's
-rows). Only process 0 draws the progress bar.
+rows). Validation and test sets sit on every device, and each of their batches that the
+devices divide (``eval_batch_size``) is evaluated split over them. Only process 0 draws the
+progress bar.
 
 Precision (``policy="mixed_bfloat16"`` or a :class:`nnkit.precision.Policy`): the model is
 wrapped with :func:`nnkit.precision.with_policy` (params stay in ``param_dtype``, float32 for
@@ -438,7 +440,7 @@ def fit(
     test_metrics: dict[str, float] = {}
     if test is not None and not interrupted:
         test_n = int(jax.tree_util.tree_leaves(test[0])[0].shape[0])
-        ev = jitted_evaluator(model, loss_fn, metric_fns, test_n, eval_batch_size)
+        ev = jitted_evaluator(model, loss_fn, metric_fns, test_n, eval_batch_size, parallel)
         out = jax.device_get(ev(ts.params, ts.state, *put(test)))
         test_metrics = {f"test_{k}": float(v) for k, v in out.items()}
     return FitResult(ts, history, best_epoch, epochs_run, stop_reason, test_metrics,

@@ -297,6 +297,7 @@ def make_evaluator(
     metrics: Sequence[str | Callable] | dict[str, Callable],
     n: int,
     batch_size: int,
+    parallel: Any = None,
 ) -> Callable[[Any, Any, Any, Any], Metrics]:
     """Unjitted ``evaluate(params, state, x, y) -> metrics`` over a whole set of ``n`` examples.
 
@@ -306,6 +307,14 @@ def make_evaluator(
     (``rmse``, ``r2``, ``macro_f1``: one with ``batch_stats``/``from_stats``, see
     :func:`nnkit.metrics.with_stats`) is computed from the statistics of all batches: the
     metric of the whole set. Meant to be traced inside a larger jitted function.
+
+    With ``parallel`` (a :class:`nnkit.parallel.DataParallel`) and the set on its devices
+    (replicated, as ``fit`` places it), every batch whose size the data axis divides is
+    split over the devices (:meth:`~nnkit.parallel.DataParallel.constrain_batch`): each
+    device evaluates its rows of each batch and the sums are all-reduced, instead of every
+    device evaluating the whole set. A batch the data axis does not divide (the remainder,
+    or all of them when it does not divide ``batch_size``) is evaluated whole on every
+    device.
     """
     loss = resolve_loss(loss_fn)
     metric_fns = resolve_metrics(metrics, loss)
@@ -314,6 +323,9 @@ def make_evaluator(
     full, rem = divmod(n, bs)
 
     def one(params, state, xb, yb):
+        rows = jax.tree_util.tree_leaves(xb)[0].shape[0]
+        if parallel is not None and rows % parallel.num_devices == 0:
+            xb, yb = parallel.constrain_batch((xb, yb))
         pred, _ = model.apply(params, state, xb, key=None, train=False)
         means = {"loss": loss(pred, yb),
                  **{k: f(pred, yb) for k, f in metric_fns if k not in pooled}}
@@ -348,7 +360,8 @@ def jitted_evaluator(
     metrics: Sequence[str | Callable] | dict[str, Callable],
     n: int,
     batch_size: int,
+    parallel: Any = None,
 ) -> Callable[[Any, Any, Any, Any], Metrics]:
     """``jax.jit(make_evaluator(...))``, memoised (:mod:`nnkit._memo`), so that evaluating
     the same model on a set of the same size again compiles nothing."""
-    return jax.jit(make_evaluator(model, loss_fn, metrics, n, batch_size))
+    return jax.jit(make_evaluator(model, loss_fn, metrics, n, batch_size, parallel))
