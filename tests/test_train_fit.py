@@ -94,6 +94,12 @@ def test_scan_path_visits_the_epoch_order():
     b = fit(mlp(), opt, stream, epochs=2, key=5, mode="step", input_shape=(D,))
     chex.assert_trees_all_close(a.train_state.params, b.train_state.params, rtol=1e-5,
                                 atol=1e-6)
+    # made ahead on a background thread: the same batches in the same order
+    for data in (stream, TRAIN):
+        c = fit(mlp(), opt, data, epochs=2, batch_size=32, key=5, mode="step",
+                input_shape=(D,), prefetch_batches=2)
+        chex.assert_trees_all_close(c.train_state.params, b.train_state.params, rtol=1e-6,
+                                    atol=1e-7)
 
 
 def test_resume_reproduces_an_uninterrupted_run_exactly():
@@ -416,10 +422,23 @@ def test_step_callbacks_run_every_step_in_step_mode_only():
         seen.append((step, float(metrics["loss"])))
         return step == 8  # stop in the middle of epoch 1 (6 steps per epoch)
 
-    r = fit(mlp(), optim.make("sgd", 0.1), TRAIN, epochs=3, batch_size=16, step_callbacks=[cb])
-    assert [s for s, _ in seen] == list(range(1, 9))
-    assert r.stop_reason == "step callback stopped training at step 8"
-    assert int(r.train_state.step) == 8 and r.history["epoch"] == [0, 1]
+    closed = []
+
+    def stream(epoch):  # 6 batches an epoch, as TRAIN in batches of 16
+        try:
+            for i in range(0, 96, 16):
+                yield TRAIN[0][i:i + 16], TRAIN[1][i:i + 16]
+        finally:
+            closed.append(epoch)
+
+    for data, pf in ((TRAIN, None), (stream, 2)):
+        seen.clear()
+        r = fit(mlp(), optim.make("sgd", 0.1), data, epochs=3, batch_size=16,
+                step_callbacks=[cb], prefetch_batches=pf, input_shape=(D,))
+        assert [s for s, _ in seen] == list(range(1, 9))
+        assert r.stop_reason == "step callback stopped training at step 8"
+        assert int(r.train_state.step) == 8 and r.history["epoch"] == [0, 1]
+    assert closed == [0, 1]  # the prefetching thread closed the stream it stopped in
     with pytest.raises(ValueError, match="step_callbacks need mode='step'"):
         fit(mlp(), optim.make("sgd", 0.1), TRAIN, mode="scan", step_callbacks=[cb])
 
