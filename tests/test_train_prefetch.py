@@ -20,6 +20,10 @@ def test_items_come_in_order_placed_and_made_on_a_background_thread(size):
             yield i
 
     assert list(prefetch(items(), size, place=lambda i: 10 * i)) == [10 * i for i in range(10)]
+    for src in (range(3), items()):  # closable, whatever it is given (fit closes it)
+        it = prefetch(src, size, place=None if size else abs)
+        assert next(it) == 0
+        it.close()
     main = threading.current_thread().name
     assert set(makers) == ({main} if size == 0 else {"nnkit-prefetch"})
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, TypeVar
 
 __all__ = ["prefetch"]
@@ -27,9 +27,10 @@ _POLL_S = 0.05  # how often a blocked producer looks whether the consumer went a
 
 
 def prefetch(items: Iterable[T], size: int = 2,
-             place: Callable[[T], Any] | None = None) -> Iterator[Any]:
+             place: Callable[[T], Any] | None = None) -> Generator[Any, None, None]:
     """``place(item)`` for each item of ``items``, made up to ``size`` items ahead on a
-    background thread (``size=0``: on the caller's thread, as it asks for them).
+    background thread (``size=0``: on the caller's thread, as it asks for them). The
+    iterator returned is a generator: ``close()`` stops it.
 
     An exception raised by ``items`` or ``place`` is raised by the iterator at the item where
     it happened, with its traceback. When the caller stops early (``break``, an exception,
@@ -37,11 +38,15 @@ def prefetch(items: Iterable[T], size: int = 2,
     ``items`` is closed if it has a ``close`` (a generator's ``finally`` runs); at most
     ``size + 1`` items are made that are never used.
     """
-    place = place if place is not None else (lambda item: item)
     if size <= 0:
-        for item in items:
-            yield place(item)
-        return
+        if place is None and isinstance(items, Generator):
+            return items  # no extra layer per item
+        return (item if place is None else place(item) for item in items)
+    return _ahead(items, size, place if place is not None else (lambda item: item))
+
+
+def _ahead(items: Iterable[T], size: int, place: Callable[[T], Any]) -> Iterator[Any]:
+    """:func:`prefetch` with a thread: a generator, so ``close()`` stops the thread."""
     q: queue.Queue = queue.Queue(maxsize=size)
     stop = threading.Event()
 
