@@ -7,6 +7,8 @@ numerically stable for large ``|x|`` (tested at +-30 and beyond).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -99,7 +101,7 @@ ACTIVATIONS = {
 }
 
 
-def get(name_or_fn) -> callable:
+def get(name_or_fn: str | Callable[..., Array]) -> Callable[..., Array]:
     """Looks an activation up by name (``"relu"``); a callable is returned unchanged."""
     if callable(name_or_fn):
         return name_or_fn

@@ -508,7 +508,8 @@ def param_count(tree: Any) -> int:
     return int(sum(math.prod(jnp.shape(x)) for x in jax.tree_util.tree_leaves(tree)))
 
 
-def abstract_init(model: Layer, input_shape, key=None) -> tuple[Any, Params, State]:
+def abstract_init(model: Layer, input_shape: Any, key: Array | int | None = None
+                  ) -> tuple[Any, Params, State]:
     """``model.init`` without allocating: params/state as ``jax.ShapeDtypeStruct`` trees."""
     box = {}
 
@@ -542,7 +543,8 @@ def _shape_text(s: Any) -> str:
     return str(tuple(s)) if flat else str(s)
 
 
-def summary(model: Layer, input_shape: Sequence[int], *, print_fn=print) -> str:
+def summary(model: Layer, input_shape: Sequence[int], *,
+            print_fn: Callable[[str], Any] | None = print) -> str:
     """A table of layer paths, kinds, output shapes and parameter counts, plus the total.
 
     Nothing is allocated: shapes come from ``jax.eval_shape`` of ``init``. The returned text

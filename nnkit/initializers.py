@@ -12,15 +12,19 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 Array = jax.Array
 Initializer = Callable[..., Array]
+"""``init(key, shape, dtype=float32) -> array``."""
+InitSpec = str | Initializer
+"""An initializer or its name (``"he_normal"``), as layers take them."""
 
 __all__ = [
     "zeros", "ones", "constant", "normal", "uniform", "he_normal", "he_uniform",
     "kaiming_normal", "kaiming_uniform", "glorot_normal", "glorot_uniform", "xavier_normal",
     "xavier_uniform", "lecun_normal", "lecun_uniform", "orthogonal", "course_weight",
-    "course_bias", "fans", "gain", "get",
+    "course_bias", "fans", "gain", "get", "Initializer", "InitSpec",
 ]
 
 
@@ -48,12 +52,12 @@ def gain(nonlinearity: str = "relu", negative_slope: float = 0.01) -> float:
     raise ValueError(f"unknown nonlinearity {nonlinearity!r} for gain")
 
 
-def zeros(key, shape, dtype=jnp.float32) -> Array:
+def zeros(key: Array | None, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> Array:
     """All zeros."""
     return jnp.zeros(shape, dtype)
 
 
-def ones(key, shape, dtype=jnp.float32) -> Array:
+def ones(key: Array | None, shape: Sequence[int], dtype: DTypeLike = jnp.float32) -> Array:
     """All ones."""
     return jnp.ones(shape, dtype)
 
@@ -182,7 +186,7 @@ _BY_NAME = {
 }
 
 
-def get(spec) -> Initializer:
+def get(spec: InitSpec) -> Initializer:
     """An initializer from a name (``"he_normal"``) or a callable (returned unchanged)."""
     if callable(spec):
         return spec

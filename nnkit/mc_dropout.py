@@ -41,7 +41,7 @@ def mc_predict(
     state: State,
     x: jax.Array,
     *,
-    key,
+    key: int | jax.Array,
     num_samples: int = 20,
     transform: Callable[[jax.Array], jax.Array] | None = None,
     batch_size: int | None = None,

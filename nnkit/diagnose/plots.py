@@ -9,11 +9,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from nnkit.plots import new_figure, release
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from nnkit.diagnose.report import Report
 
 __all__ = [
     "draw_inputs",
@@ -31,7 +37,7 @@ def _short(path: str, width: int = 22) -> str:
     return path if len(path) <= width else "..." + path[-(width - 3):]
 
 
-def draw_inputs(ax, nums: Mapping[str, Any], label: str | None = None) -> None:
+def draw_inputs(ax: Axes, nums: Mapping[str, Any], label: str | None = None) -> None:
     """Per-feature mean and std against the feature index (0 and 1 are the targets)."""
     m, s = np.asarray(nums["feature_mean"]), np.asarray(nums["feature_std"])
     idx = np.arange(m.size)
@@ -47,7 +53,7 @@ def draw_inputs(ax, nums: Mapping[str, Any], label: str | None = None) -> None:
     ax.legend(fontsize=7)
 
 
-def draw_labels(ax, nums: Mapping[str, Any]) -> None:
+def draw_labels(ax: Axes, nums: Mapping[str, Any]) -> None:
     """Examples per class."""
     counts = np.asarray(nums["counts"])
     ax.bar(np.arange(counts.size), counts, color="tab:gray")
@@ -57,7 +63,7 @@ def draw_labels(ax, nums: Mapping[str, Any]) -> None:
 
 
 def draw_gradients(
-    ax, nums: Mapping[str, Any], label: str | None = None, color: str | None = None
+    ax: Axes, nums: Mapping[str, Any], label: str | None = None, color: str | None = None
 ) -> None:
     """Per-layer gradient norms at init (log scale), in application order."""
     names = list(nums["norms"])
@@ -72,7 +78,7 @@ def draw_gradients(
 
 
 def draw_overfit(
-    ax, nums: Mapping[str, Any], label: str | None = None, color: str | None = None
+    ax: Axes, nums: Mapping[str, Any], label: str | None = None, color: str | None = None
 ) -> None:
     """The loss on one repeated batch during the overfitting check (log scale)."""
     curve = np.asarray(nums["curve"], np.float64)
@@ -84,7 +90,7 @@ def draw_overfit(
         ax.legend(fontsize=7)
 
 
-def draw_histogram(ax, counts: Any, edges: Any, title: str, color: str = "tab:blue") -> None:
+def draw_histogram(ax: Axes, counts: Any, edges: Any, title: str, color: str = "tab:blue") -> None:
     """One precomputed histogram as bars."""
     counts, edges = np.asarray(counts), np.asarray(edges)
     ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=color)
@@ -104,7 +110,7 @@ def _stat_note(s: Mapping[str, Any]) -> str:
 
 def histogram_grid(
     stats: Mapping[str, Mapping[str, Any]], title: str, cols: int = 4, color: str = "tab:blue"
-):
+) -> Figure:
     """A figure with one histogram panel per layer (``stats`` as in the activations check)."""
     items = [(p, s) for p, s in stats.items() if "hist_counts" in s]
     rows = max(1, -(-len(items) // cols))
@@ -118,7 +124,7 @@ def histogram_grid(
     return fig
 
 
-def save_figure(fig, path: str | os.PathLike) -> str:
+def save_figure(fig: Figure, path: str | os.PathLike) -> str:
     """Saves ``fig`` as a small PNG (80 dpi), closes it and returns the path."""
     top = 1.0 - 0.12 / fig.get_figheight() if fig._suptitle is not None else 1.0
     fig.tight_layout(rect=(0, 0, 1, top))
@@ -127,7 +133,7 @@ def save_figure(fig, path: str | os.PathLike) -> str:
     return str(path)
 
 
-def plot_report(report, directory: str | os.PathLike, *, prefix: str = "") -> list[str]:
+def plot_report(report: Report, directory: str | os.PathLike, *, prefix: str = "") -> list[str]:
     """Writes ``{prefix}inputs.png``, ``activations.png``, ``gradients.png``, ``overfit.png``."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)

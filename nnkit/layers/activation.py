@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import Any
+
+from jax import Array
 
 from nnkit import activations as A
 from nnkit.core import Layer, layer
@@ -13,7 +17,8 @@ __all__ = [
 ]
 
 
-def Activation(fn, *, name: str | None = None, **kwargs) -> Layer:
+def Activation(fn: str | Callable[..., Array], *, name: str | None = None,
+               **kwargs: Any) -> Layer:
     """Any element-wise (or last-axis) function ``fn(x, **kwargs)`` as a layer.
 
     ``fn`` may be a name from :data:`nnkit.activations.ACTIVATIONS`. Output shape = input.
@@ -32,56 +37,56 @@ def Activation(fn, *, name: str | None = None, **kwargs) -> Layer:
     return layer(kind, init, apply, name=name, meta=dict(kwargs))
 
 
-def Step(name=None) -> Layer:
+def Step(name: str | None = None) -> Layer:
     """Heaviside step layer (perceptron)."""
     return Activation("step", name=name)
 
 
-def Sigmoid(name=None) -> Layer:
+def Sigmoid(name: str | None = None) -> Layer:
     """Sigmoid layer."""
     return Activation("sigmoid", name=name)
 
 
-def Tanh(name=None) -> Layer:
+def Tanh(name: str | None = None) -> Layer:
     """Tanh layer."""
     return Activation("tanh", name=name)
 
 
-def Relu(name=None) -> Layer:
+def Relu(name: str | None = None) -> Layer:
     """ReLU layer."""
     return Activation("relu", name=name)
 
 
-def LeakyRelu(alpha: float = 0.01, name=None) -> Layer:
+def LeakyRelu(alpha: float = 0.01, name: str | None = None) -> Layer:
     """Leaky ReLU layer with negative slope ``alpha``."""
     return Activation("leaky_relu", name=name, alpha=alpha)
 
 
-def Elu(alpha: float = 1.0, name=None) -> Layer:
+def Elu(alpha: float = 1.0, name: str | None = None) -> Layer:
     """ELU layer."""
     return Activation("elu", name=name, alpha=alpha)
 
 
-def Gelu(approximate: bool = False, name=None) -> Layer:
+def Gelu(approximate: bool = False, name: str | None = None) -> Layer:
     """GELU layer (exact, or tanh approximation)."""
     return Activation("gelu", name=name, approximate=approximate)
 
 
-def Softplus(name=None) -> Layer:
+def Softplus(name: str | None = None) -> Layer:
     """Softplus layer."""
     return Activation("softplus", name=name)
 
 
-def Silu(name=None) -> Layer:
+def Silu(name: str | None = None) -> Layer:
     """SiLU / swish layer."""
     return Activation("silu", name=name)
 
 
-def Softmax(name=None) -> Layer:
+def Softmax(name: str | None = None) -> Layer:
     """Softmax over the last axis."""
     return Activation("softmax", name=name)
 
 
-def LogSoftmax(name=None) -> Layer:
+def LogSoftmax(name: str | None = None) -> Layer:
     """Log-softmax over the last axis."""
     return Activation("log_softmax", name=name)

@@ -47,6 +47,7 @@ from jax import lax
 from nnkit import initializers as inits
 from nnkit._checks import check_int
 from nnkit.core import Layer, ShapeError, layer
+from nnkit.initializers import InitSpec
 from nnkit.layers import _spatial as sp
 
 __all__ = [
@@ -456,8 +457,8 @@ def Conv1D(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
     use_bias: bool = True,
-    w_init=None,
-    b_init=None,
+    w_init: InitSpec | None = None,
+    b_init: InitSpec | None = None,
     impl: str = "auto",
     name: str | None = None,
 ) -> Layer:
@@ -484,8 +485,8 @@ def Conv2D(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
     use_bias: bool = True,
-    w_init=None,
-    b_init=None,
+    w_init: InitSpec | None = None,
+    b_init: InitSpec | None = None,
     impl: str = "auto",
     name: str | None = None,
 ) -> Layer:

@@ -7,6 +7,7 @@ import jax
 from nnkit import initializers as inits
 from nnkit._checks import check_int
 from nnkit.core import Layer, ShapeError, layer
+from nnkit.initializers import InitSpec
 from nnkit.matmul import matmul
 
 __all__ = ["Dense"]
@@ -16,8 +17,8 @@ def Dense(
     features: int,
     *,
     use_bias: bool = True,
-    w_init=None,
-    b_init=None,
+    w_init: InitSpec | None = None,
+    b_init: InitSpec | None = None,
     name: str | None = None,
 ) -> Layer:
     """``y = x @ w + b`` on the last axis.

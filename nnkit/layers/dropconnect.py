@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from nnkit._checks import check_int
 from nnkit.core import Layer, ShapeError, layer
+from nnkit.initializers import InitSpec
 from nnkit.layers.dense import Dense
 
 __all__ = ["DropConnect", "ScaledDropout"]
@@ -48,8 +49,8 @@ def DropConnect(
     *,
     inverted: bool = True,
     use_bias: bool = True,
-    w_init=None,
-    b_init=None,
+    w_init: InitSpec | None = None,
+    b_init: InitSpec | None = None,
     name: str | None = None,
 ) -> Layer:
     """A :func:`~nnkit.layers.Dense` layer whose *weights* are randomly dropped in training.

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from nnkit import initializers as inits
 from nnkit._checks import check_int
 from nnkit.core import Layer, layer
+from nnkit.initializers import InitSpec
 
 __all__ = ["Embedding"]
 
@@ -15,7 +16,7 @@ def Embedding(
     vocab_size: int,
     features: int,
     *,
-    embedding_init=None,
+    embedding_init: InitSpec | None = None,
     name: str | None = None,
 ) -> Layer:
     """``y[..., :] = table[ids[...], :]``: integer ids of any shape -> ``(*ids.shape, features)``.

@@ -43,6 +43,9 @@ from jax import lax
 from nnkit.core import Layer, ShapeError, layer
 from nnkit.layers import _spatial as sp
 
+Stride = int | Sequence[int] | None
+Padding = str | int | Sequence
+
 __all__ = [
     "MaxPool1D", "MaxPool2D", "AvgPool1D", "AvgPool2D", "GlobalAvgPool", "GlobalMaxPool",
     "max_pool", "avg_pool",
@@ -178,23 +181,25 @@ def _pool_layer(nd, kind, window, stride, padding, count_include_pad, name) -> L
     return layer(kind, init, apply, name=name, meta=meta)
 
 
-def MaxPool1D(window: int | Sequence[int] = 2, stride=None, padding="VALID", *, name=None) -> Layer:
+def MaxPool1D(window: int | Sequence[int] = 2, stride: Stride = None, padding: Padding = "VALID", *,
+              name: str | None = None) -> Layer:
     """Max pooling over ``(W, C)``; ``stride`` defaults to ``window``. -> ``(W_out, C)``."""
     return _pool_layer(1, "max_pool1d", window, stride, padding, False, name)
 
 
-def MaxPool2D(window: int | Sequence[int] = 2, stride=None, padding="VALID", *, name=None) -> Layer:
+def MaxPool2D(window: int | Sequence[int] = 2, stride: Stride = None, padding: Padding = "VALID", *,
+              name: str | None = None) -> Layer:
     """Max pooling over ``(H, W, C)``; ``stride`` defaults to ``window``. -> ``(H_o, W_o, C)``."""
     return _pool_layer(2, "max_pool2d", window, stride, padding, False, name)
 
 
 def AvgPool1D(
     window: int | Sequence[int] = 2,
-    stride=None,
-    padding="VALID",
+    stride: Stride = None,
+    padding: Padding = "VALID",
     *,
     count_include_pad: bool = False,
-    name=None,
+    name: str | None = None,
 ) -> Layer:
     """Average pooling over ``(W, C)``; padded cells not counted unless ``count_include_pad``."""
     return _pool_layer(1, "avg_pool1d", window, stride, padding, count_include_pad, name)
@@ -202,11 +207,11 @@ def AvgPool1D(
 
 def AvgPool2D(
     window: int | Sequence[int] = 2,
-    stride=None,
-    padding="VALID",
+    stride: Stride = None,
+    padding: Padding = "VALID",
     *,
     count_include_pad: bool = False,
-    name=None,
+    name: str | None = None,
 ) -> Layer:
     """Average pooling over ``(H, W, C)``; padded cells not counted unless
     ``count_include_pad``."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from nnkit import initializers as inits
 from nnkit._checks import check_int
 from nnkit.core import Layer, ShapeError
+from nnkit.initializers import InitSpec
 from nnkit.layers._masked import multi_input_layer, split_mask_input, split_mask_shape
 
 __all__ = ["sinusoidal_encoding", "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding"]
@@ -21,7 +23,8 @@ Array = jax.Array
 
 
 def sinusoidal_encoding(
-    length: int, dim: int, *, max_wavelength: float = 10000.0, dtype=jnp.float32
+    length: int, dim: int, *, max_wavelength: float = 10000.0,
+    dtype: DTypeLike = jnp.float32
 ) -> Array:
     """The ``(length, dim)`` table of Vaswani et al. (2017).
 
@@ -71,7 +74,7 @@ def SinusoidalPositionalEncoding(
 
 
 def LearnedPositionalEmbedding(
-    max_len: int, *, embedding_init=None, name: str | None = None
+    max_len: int, *, embedding_init: InitSpec | None = None, name: str | None = None
 ) -> Layer:
     """``y = x + table[:T]``: ``(B, T, D) -> (B, T, D)`` for any ``T <= max_len``.
 

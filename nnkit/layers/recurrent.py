@@ -37,6 +37,7 @@ import numpy as np
 from nnkit import initializers as inits
 from nnkit._checks import check_int
 from nnkit.core import Layer, ShapeError, child_key, layer, normalize_shape
+from nnkit.initializers import InitSpec
 from nnkit.layers._carry import vary_like
 from nnkit.layers.lstm_sequence import lstm_sequence
 
@@ -125,7 +126,8 @@ def _zeros(hidden: int):
     return initial_state
 
 
-def RNNCell(hidden: int, *, kernel_init="glorot_uniform", recurrent_init="orthogonal") -> Cell:
+def RNNCell(hidden: int, *, kernel_init: InitSpec = "glorot_uniform",
+            recurrent_init: InitSpec = "orthogonal") -> Cell:
     """Elman cell: ``h' = tanh(x W_ih + h W_hh + b)``; the output is ``h'``.
 
     Params: ``{"w_ih": (F, H), "w_hh": (H, H), "b": (H,)}``. Carry: ``h`` of shape
@@ -157,8 +159,8 @@ def LSTMCell(
     hidden: int,
     *,
     forget_bias: float = 1.0,
-    kernel_init="glorot_uniform",
-    recurrent_init="orthogonal",
+    kernel_init: InitSpec = "glorot_uniform",
+    recurrent_init: InitSpec = "orthogonal",
 ) -> Cell:
     """Long short-term memory cell (Hochreiter & Schmidhuber 1997, with a forget gate).
 
@@ -206,7 +208,8 @@ def LSTMCell(
     return Cell(init, initial_state, apply, "lstm", hidden, _stack_weights, step, sequence)
 
 
-def GRUCell(hidden: int, *, kernel_init="glorot_uniform", recurrent_init="orthogonal") -> Cell:
+def GRUCell(hidden: int, *, kernel_init: InitSpec = "glorot_uniform",
+            recurrent_init: InitSpec = "orthogonal") -> Cell:
     """Gated recurrent unit (Cho et al. 2014), PyTorch's formulation.
 
     Gate order **r, z, n** in fused matrices (chunks of width ``H``)::
@@ -379,8 +382,8 @@ def RNN(
     return_sequences: bool = True,
     return_state: bool = False,
     reverse: bool = False,
-    kernel_init="glorot_uniform",
-    recurrent_init="orthogonal",
+    kernel_init: InitSpec = "glorot_uniform",
+    recurrent_init: InitSpec = "orthogonal",
     unroll: int = 1,
     name: str | None = None,
 ) -> Layer:
@@ -404,8 +407,8 @@ def LSTM(
     return_state: bool = False,
     reverse: bool = False,
     forget_bias: float = 1.0,
-    kernel_init="glorot_uniform",
-    recurrent_init="orthogonal",
+    kernel_init: InitSpec = "glorot_uniform",
+    recurrent_init: InitSpec = "orthogonal",
     unroll: int = 1,
     name: str | None = None,
 ) -> Layer:
@@ -425,8 +428,8 @@ def GRU(
     return_sequences: bool = True,
     return_state: bool = False,
     reverse: bool = False,
-    kernel_init="glorot_uniform",
-    recurrent_init="orthogonal",
+    kernel_init: InitSpec = "glorot_uniform",
+    recurrent_init: InitSpec = "orthogonal",
     unroll: int = 2,
     name: str | None = None,
 ) -> Layer:

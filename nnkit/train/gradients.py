@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from nnkit._memo import memoised
-from nnkit.core import Layer, batchnorm_paths
+from nnkit.core import Layer, Params, State, batchnorm_paths
 
 __all__ = [
     "resolve_loss",
@@ -160,7 +160,8 @@ def make_objective(
     return objective
 
 
-def batch_grads(objective: Objective, params, state, x, y, key):
+def batch_grads(objective: Objective, params: Params, state: State, x: Any, y: Any,
+                key: jax.Array | None) -> tuple[Params, tuple]:
     """Gradient of the objective on the whole batch: ``(grads, (loss, penalty, state, pred))``."""
     (_, aux), grads = jax.value_and_grad(objective, has_aux=True)(params, state, x, y, key)
     return grads, aux
@@ -186,14 +187,14 @@ def _split(tree: Any, m: int, what: str) -> Any:
 
 def accumulated_grads(
     objective: Objective,
-    params,
-    state,
-    x,
-    y,
-    key,
+    params: Params,
+    state: State,
+    x: Any,
+    y: Any,
+    key: jax.Array | None,
     microbatches: int,
     metric_fns: tuple[tuple[str, Callable], ...] = (),
-):
+) -> tuple[Params, tuple]:
     """Mean gradient over ``microbatches`` equal slices of the batch, one slice at a time.
 
     Slice ``i`` holds rows ``i, i + m, i + 2m, ...`` (strided: under data parallelism every
@@ -241,7 +242,8 @@ def check_per_example(model: Layer) -> None:
             "(LayerNorm)")
 
 
-def per_example_value_and_grads(objective: Objective, params, state, x, y, key):
+def per_example_value_and_grads(objective: Objective, params: Params, state: State, x: Any,
+                                y: Any, key: jax.Array | None) -> tuple[Params, tuple]:
     """``vmap`` of the gradient over examples, each run as a batch of one (``x[i][None]``).
 
     Returns ``(grads, (loss, penalty, new_state, pred))`` where every leaf has a leading
