@@ -83,6 +83,12 @@ def _build(
     parallel: Any = None,
     policy: Any = None,
 ) -> Compiled:
+    """The jitted pieces of ``fit`` for one configuration: the train step
+    (:func:`~nnkit.train.step.make_train_step`, its layout pinned under ``parallel``), the
+    scanned epoch and the step-mode epoch end (:func:`~nnkit.train.epoch.make_epoch_fns`,
+    with validation on ``val_n`` examples in batches of ``eval_batch_size``). Memoised as
+    :func:`compiled_fit_fns`, so a second ``fit`` of the same configuration compiles
+    nothing."""
     step = make_train_step(
         model, loss_fn, optimizer, metrics=metric_fns, grad_mode=grad_mode,
         microbatches=microbatches, l1=l1, l2=l2, augment=augment, jit=False,
@@ -142,5 +148,3 @@ def _pinned(step: Callable[..., Any], parallel: Any) -> Callable[..., Any]:
 
 
 compiled_fit_fns = memoised(8)(_build)
-""":class:`Compiled` for a configuration (see ``_build``'s arguments), memoised
-(:mod:`nnkit._memo`)."""
