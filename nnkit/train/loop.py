@@ -330,7 +330,10 @@ def fit(
             return out
     else:
 
-        place = None if parallel is None else parallel.shard_batch
+        # placed on the thread too (the transfer overlaps the step); unthreaded, NumPy
+        # batches go with the step's call as they always did
+        place = parallel.shard_batch if parallel is not None else (
+            jax.device_put if prefetch_batches else None)
 
         def batches(ts: TrainState, epoch: int) -> Iterator:
             if streaming:
