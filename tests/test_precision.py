@@ -30,9 +30,9 @@ def data(n=16, d=8, seed=0):
     [
         ("float32", (F32, F32, F32), 1.0),
         ("bfloat16", (BF16, BF16, BF16), 1.0),
-        ("float16", (F16, F16, F16), 2.0**12),
+        ("float16", (F16, F16, F16), prec.DynamicLossScale()),
         ("mixed_bfloat16", (F32, BF16, F32), 1.0),
-        ("mixed_float16", (F32, F16, F32), 2.0**12),
+        ("mixed_float16", (F32, F16, F32), prec.DynamicLossScale()),
     ],
 )
 def test_named_policies(name, dtypes, scale):
@@ -46,6 +46,9 @@ def test_named_policies(name, dtypes, scale):
 def test_policy_defaults_and_errors():
     assert prec.get_policy(None) == prec.Policy() == prec.Policy.from_name("float32")
     assert prec.Policy.from_name("mixed_float16", loss_scale=8).loss_scale == 8.0
+    assert prec.Policy.from_name("mixed_float16", loss_scale="static").loss_scale == 2.0**12
+    assert prec.Policy.from_name("mixed_float16").dynamic == prec.DynamicLossScale(2.0**15, 2000)
+    assert prec.Policy.from_name("mixed_bfloat16").dynamic is None
     assert prec.Policy(F32, F16, F16).name == "float32/float16/float16"
     with pytest.raises(ValueError, match="unknown precision policy 'half'.*mixed_bfloat16"):
         prec.Policy.from_name("half")
@@ -55,6 +58,12 @@ def test_policy_defaults_and_errors():
         prec.Policy(output_dtype="nope")
     with pytest.raises(ValueError, match="Policy.loss_scale"):
         prec.Policy(loss_scale=0)
+    with pytest.raises(ValueError, match="Policy.loss_scale.*'dynamic'.*got 'dynamc'"):
+        prec.Policy(loss_scale="dynamc")
+    with pytest.raises(ValueError, match=r"DynamicLossScale.period: expected an int >= 1, got 0"):
+        prec.DynamicLossScale(period=0)
+    with pytest.raises(ValueError, match=r"DynamicLossScale.factor: expected .* > 1, got 1"):
+        prec.DynamicLossScale(factor=1)
 
 
 def test_cast_floating_leaves_ints_and_keys_alone():
@@ -233,7 +242,7 @@ def test_float16_small_grads_underflow_without_loss_scale():
 
 
 def test_float16_static_loss_scale_recovers_small_grads():
-    pol = prec.Policy.from_name("mixed_float16")  # static scale 2**12
+    pol = prec.Policy.from_name("mixed_float16", loss_scale="static")  # 2**12
     loss, params = _tiny_grad_problem(pol)
     value, g = prec.value_and_grad(loss, pol)(params)
     assert g["w"].dtype == F32
@@ -334,8 +343,8 @@ def test_fit_mixed_bfloat16_trains_with_float32_params_and_bf16_compute():
 @pytest.mark.parametrize("grad_mode", ["batch", "accumulate", "per_example"])
 def test_train_step_float16_loss_scale_recovers_tiny_gradients(grad_mode):
     """Loss 1e-7 * MSE: its output cotangents (~1e-8) underflow in float16, so without a
-    loss scale every gradient is 0; mixed_float16's static scale 2**12 lifts them into
-    float16's range and the unscaled float32 gradient matches the float32 step."""
+    loss scale every gradient is 0; the static scale 2**12 lifts them into float16's range
+    and the unscaled float32 gradient matches the float32 step."""
     import optax
 
     from nnkit.train import create_train_state, make_train_step
@@ -358,7 +367,7 @@ def test_train_step_float16_loss_scale_recovers_tiny_gradients(grad_mode):
         return jax.tree.map(lambda a, b: a - b, new.params, ts.params), m
 
     d32, m32 = one_step(None)
-    d16, m16 = one_step("mixed_float16")
+    d16, m16 = one_step(prec.Policy.from_name("mixed_float16", loss_scale="static"))
     d0, m0 = one_step(prec.Policy(F32, F16, F32, loss_scale=1.0))
     assert float(m32["grad_norm"]) > 1e-7 * rows / 8
     assert float(m0["grad_norm"]) == 0.0  # underflow without the scale
