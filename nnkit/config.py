@@ -25,8 +25,12 @@ A config file has the sections below; every key is optional except ``model`` and
 starts (``nnkit train`` builds it before anything touches a device, since it may start
 JAX's multi-process runtime), not here. ``precision`` is a policy name
 (``float32``, ``mixed_bfloat16``, ``mixed_float16``, ``bfloat16``, ``float16``) or a mapping
-for :func:`nnkit.precision.from_config` (``{name: mixed_float16, loss_scale: 1024}``),
-checked here.
+for :func:`nnkit.precision.from_config`, checked here. ``precision.loss_scale`` chooses the
+float16 loss scale: ``dynamic`` (the default: skip a step whose gradients overflow and halve
+the scale, double it after 2000 good steps), ``static`` (``2**12``), a number (a static
+scale: ``{name: mixed_float16, loss_scale: 1024}``), or a mapping of the dynamic scale's
+settings ``{initial: 32768, period: 2000, factor: 2, min_scale: 1}`` (any of them; errors
+name ``precision.loss_scale.period`` etc.).
 
 A schedule's peak rate is ``optimizer.lr``: ``optimizer.schedule`` may not give its own
 ``learning_rate`` (``max_lr``), which would silently override it.

@@ -34,7 +34,7 @@ def release(fig: Any) -> None:
     if pyplot is not None:
         pyplot.close(fig)
 
-_SKIP = {"epoch", "seconds", "lr", "lr_scale", "grad_norm"}
+_SKIP = {"epoch", "seconds", "lr", "lr_scale", "grad_norm", "loss_scale"}
 
 
 def _save(fig: Any, path: str | os.PathLike) -> str:

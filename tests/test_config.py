@@ -57,6 +57,8 @@ def test_defaults_are_filled_in():
 
 @pytest.mark.parametrize("value", ["mixed_bfloat16", "float16",
                                    {"name": "mixed_float16", "loss_scale": 512},
+                                   {"name": "mixed_float16", "loss_scale": "static"},
+                                   {"name": "float16", "loss_scale": {"period": 100}},
                                    {"compute_dtype": "bfloat16"}])
 def test_precision_names_and_mappings(value):
     from nnkit import precision
@@ -70,6 +72,13 @@ def test_precision_names_and_mappings(value):
     ("half", "precision", "unknown precision policy 'half'"),
     (16, "precision", "expected string or mapping or null, got int 16"),
     ({"name": "mixed_float16", "loss_scale": 0}, "precision.loss_scale", "finite number > 0"),
+    ({"name": "mixed_float16", "loss_scale": "dynamc"}, "precision.loss_scale", "'dynamic'"),
+    ({"name": "mixed_float16", "loss_scale": {"period": 0}}, "precision.loss_scale.period",
+     "expected an int >= 1, got 0"),
+    ({"name": "mixed_float16", "loss_scale": {"factor": 0.5}}, "precision.loss_scale.factor",
+     "expected a finite number > 1, got 0.5"),
+    ({"name": "mixed_float16", "loss_scale": {"perod": 10}}, "precision.loss_scale",
+     "unknown key(s) ['perod']"),
     ({"nmae": "float32"}, "precision", "unknown key(s) ['nmae']"),
 ])
 def test_precision_errors_name_the_key(value, key, expect):

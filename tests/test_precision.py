@@ -30,9 +30,9 @@ def data(n=16, d=8, seed=0):
     [
         ("float32", (F32, F32, F32), 1.0),
         ("bfloat16", (BF16, BF16, BF16), 1.0),
-        ("float16", (F16, F16, F16), 2.0**12),
+        ("float16", (F16, F16, F16), prec.DynamicLossScale()),
         ("mixed_bfloat16", (F32, BF16, F32), 1.0),
-        ("mixed_float16", (F32, F16, F32), 2.0**12),
+        ("mixed_float16", (F32, F16, F32), prec.DynamicLossScale()),
     ],
 )
 def test_named_policies(name, dtypes, scale):
@@ -46,6 +46,9 @@ def test_named_policies(name, dtypes, scale):
 def test_policy_defaults_and_errors():
     assert prec.get_policy(None) == prec.Policy() == prec.Policy.from_name("float32")
     assert prec.Policy.from_name("mixed_float16", loss_scale=8).loss_scale == 8.0
+    assert prec.Policy.from_name("mixed_float16", loss_scale="static").loss_scale == 2.0**12
+    assert prec.Policy.from_name("mixed_float16").dynamic == prec.DynamicLossScale(2.0**15, 2000)
+    assert prec.Policy.from_name("mixed_bfloat16").dynamic is None
     assert prec.Policy(F32, F16, F16).name == "float32/float16/float16"
     with pytest.raises(ValueError, match="unknown precision policy 'half'.*mixed_bfloat16"):
         prec.Policy.from_name("half")
@@ -55,6 +58,12 @@ def test_policy_defaults_and_errors():
         prec.Policy(output_dtype="nope")
     with pytest.raises(ValueError, match="Policy.loss_scale"):
         prec.Policy(loss_scale=0)
+    with pytest.raises(ValueError, match="Policy.loss_scale.*'dynamic'.*got 'dynamc'"):
+        prec.Policy(loss_scale="dynamc")
+    with pytest.raises(ValueError, match=r"DynamicLossScale.period: expected an int >= 1, got 0"):
+        prec.DynamicLossScale(period=0)
+    with pytest.raises(ValueError, match=r"DynamicLossScale.factor: expected .* > 1, got 1"):
+        prec.DynamicLossScale(factor=1)
 
 
 def test_cast_floating_leaves_ints_and_keys_alone():
@@ -233,7 +242,7 @@ def test_float16_small_grads_underflow_without_loss_scale():
 
 
 def test_float16_static_loss_scale_recovers_small_grads():
-    pol = prec.Policy.from_name("mixed_float16")  # static scale 2**12
+    pol = prec.Policy.from_name("mixed_float16", loss_scale="static")  # 2**12
     loss, params = _tiny_grad_problem(pol)
     value, g = prec.value_and_grad(loss, pol)(params)
     assert g["w"].dtype == F32
@@ -278,6 +287,11 @@ def test_from_config():
     assert (p.compute_dtype, p.loss_scale) == (F16, 1024.0)
     p = prec.from_config({"compute_dtype": "bfloat16"})
     assert (p.param_dtype, p.compute_dtype, p.output_dtype) == (F32, BF16, F32)
+    assert prec.from_config("mixed_float16").loss_scale == prec.DynamicLossScale()
+    p = prec.from_config({"name": "mixed_float16", "loss_scale": {"initial": 65536,
+                                                                  "period": 1000}})
+    assert p.loss_scale == prec.DynamicLossScale(65536.0, 1000, 2.0, 1.0)
+    assert prec.from_config({"name": "float16", "loss_scale": "static"}).loss_scale == 4096.0
 
 
 @pytest.mark.parametrize(
@@ -289,6 +303,8 @@ def test_from_config():
         ({"name": "float32", "compute_dtype": "bfloat16"}, r"either name or dtypes"),
         ({"compute_dtype": "int8"}, r"precision.compute_dtype: .*floating"),
         ({"name": "mixed_float16", "loss_scale": -1}, r"precision.loss_scale"),
+        ({"name": "mixed_float16", "loss_scale": {"min_scale": 0}},
+         r"precision.loss_scale.min_scale: expected a finite number > 0, got 0"),
     ],
 )
 def test_from_config_errors_name_the_key(value, match):
@@ -334,8 +350,8 @@ def test_fit_mixed_bfloat16_trains_with_float32_params_and_bf16_compute():
 @pytest.mark.parametrize("grad_mode", ["batch", "accumulate", "per_example"])
 def test_train_step_float16_loss_scale_recovers_tiny_gradients(grad_mode):
     """Loss 1e-7 * MSE: its output cotangents (~1e-8) underflow in float16, so without a
-    loss scale every gradient is 0; mixed_float16's static scale 2**12 lifts them into
-    float16's range and the unscaled float32 gradient matches the float32 step."""
+    loss scale every gradient is 0; the static scale 2**12 lifts them into float16's range
+    and the unscaled float32 gradient matches the float32 step."""
     import optax
 
     from nnkit.train import create_train_state, make_train_step
@@ -358,7 +374,7 @@ def test_train_step_float16_loss_scale_recovers_tiny_gradients(grad_mode):
         return jax.tree.map(lambda a, b: a - b, new.params, ts.params), m
 
     d32, m32 = one_step(None)
-    d16, m16 = one_step("mixed_float16")
+    d16, m16 = one_step(prec.Policy.from_name("mixed_float16", loss_scale="static"))
     d0, m0 = one_step(prec.Policy(F32, F16, F32, loss_scale=1.0))
     assert float(m32["grad_norm"]) > 1e-7 * rows / 8
     assert float(m0["grad_norm"]) == 0.0  # underflow without the scale
@@ -399,3 +415,158 @@ def test_fit_refuses_an_optimizer_whose_eps_vanishes_in_float16_state():
         assert r.stop_reason == "completed"
     nnkit.fit(model, "adam", (x, y), epochs=1, batch_size=32, policy="mixed_float16",
               progress=False)
+
+
+# ----------------------------------------------------------------------------- dynamic scale
+
+
+def _ls(scale, good):
+    return prec.LossScaleState(jnp.float32(scale), jnp.int32(good))
+
+
+@pytest.mark.parametrize(
+    "scale,good,finite,expect",
+    [
+        (8.0, 0, True, (8.0, 1)),  # one more good step
+        (8.0, 2, True, (16.0, 0)),  # the period's third good step: x factor, count reset
+        (8.0, 2, False, (4.0, 0)),  # overflow: / factor, count reset
+        (1.5, 1, False, (1.0, 0)),  # never below min_scale
+        (1.0, 0, False, (1.0, 0)),
+        (3e38, 2, True, (3e38, 0)),  # 6e38 overflows float32: kept
+    ],
+)
+def test_loss_scale_update_closed_form(scale, good, finite, expect):
+    dyn = prec.DynamicLossScale(initial=8.0, period=3, factor=2.0, min_scale=1.0)
+    out = prec.loss_scale_update(dyn, _ls(scale, good), jnp.asarray(finite))
+    assert out.scale.dtype == F32 and out.good_steps.dtype == jnp.int32
+    assert (float(out.scale), int(out.good_steps)) == (np.float32(expect[0]), expect[1])
+
+
+def test_loss_scale_init_only_for_dynamic_policies():
+    st = prec.loss_scale_init("mixed_float16")
+    assert (float(st.scale), int(st.good_steps)) == (2.0**15, 0)
+    for p in (None, "float32", "mixed_bfloat16", prec.Policy.from_name("float16", loss_scale=8)):
+        assert prec.loss_scale_init(p) is None
+    with pytest.raises(ValueError, match="dynamic loss scale has no fixed value"):
+        prec.scale_loss(jnp.float32(1.0), "mixed_float16")
+    v, g = prec.value_and_grad(lambda w: jnp.sum(w**2), "mixed_float16",
+                               scale=jnp.float32(8.0))(jnp.array([1.0, -2.0]))
+    assert float(v) == 5.0
+    np.testing.assert_array_equal(g, [2.0, -4.0])
+
+
+def _dynamic_step_setup(dyn):
+    import optax
+
+    from nnkit.train import create_train_state, make_train_step
+
+    model = nnkit.serial(Dense(8), nnkit.layers.BatchNorm(), Relu(), Dense(3))
+    pol = prec.Policy.from_name("mixed_float16", loss_scale=dyn)
+    opt = optax.adam(1e-2)
+    ts = create_train_state(model, (4,), opt, 0, policy=pol)
+    step = make_train_step(model, "cross_entropy", opt, policy=pol, donate=False,
+                           log_grad_norm=True)
+    x, y = _blobs(16)
+    x = jnp.asarray(np.concatenate([x, x], axis=1))
+    return model, pol, opt, ts, step, (x, jnp.asarray(y))
+
+
+def test_dynamic_step_skips_an_overflow_then_grows_after_period_compiling_once():
+    """Scale 2**40: the output cotangent overflows float16 -> every gradient inf/nan: the
+    step changes nothing but the scale (2**39, count reset). With a scale that fits, period
+    = 3 good steps (counted 1, 2) double it on the third; the program is compiled once."""
+    from _compiles import lowerings
+
+    from nnkit.train import make_train_step
+
+    dyn = prec.DynamicLossScale(initial=2.0**10, period=3)
+    model, pol, opt, ts, step, batch = _dynamic_step_setup(dyn)
+    assert (float(ts.loss_scale.scale), int(ts.loss_scale.good_steps)) == (2.0**10, 0)
+    ts_big = ts._replace(loss_scale=_ls(2.0**40, 5))
+    with lowerings() as seen:
+        skipped, m_skip = step(ts_big, batch)
+        states = [ts]
+        for _ in range(4):
+            nxt, m = step(states[-1], batch)
+            states.append(nxt)
+    assert len(seen) == 1, f"{len(seen)} programs lowered; the scale must be traced"
+    # the skipped step: bit-identical state, the scale halved, the count reset
+    chex.assert_trees_all_equal(skipped._replace(loss_scale=None), ts_big._replace(loss_scale=None))
+    assert (float(skipped.loss_scale.scale), int(skipped.loss_scale.good_steps)) == (2.0**39, 0)
+    assert float(m_skip["loss_scale"]) == 2.0**39 and float(m_skip["grad_norm"]) == 0.0
+    assert np.isfinite(float(m_skip["loss"]))
+    # good steps: counted, the scale doubled after the third, then counting again
+    got = [(float(s.loss_scale.scale), int(s.loss_scale.good_steps), int(s.step))
+           for s in states]
+    assert got == [(2.0**10, 0, 0), (2.0**10, 1, 1), (2.0**10, 2, 2), (2.0**11, 0, 3),
+                   (2.0**11, 1, 4)]
+    assert float(m["loss_scale"]) == 2.0**11
+    for a, b in zip(jax.tree.leaves(states[1].params), jax.tree.leaves(ts.params), strict=True):
+        assert not np.array_equal(a, b)  # a good step updates every parameter
+    # a good step is the static-scale step with the same s
+    static = make_train_step(model, "cross_entropy", opt, donate=False,
+                             policy=prec.Policy.from_name("mixed_float16", loss_scale=2.0**10))
+    ref, _ = static(ts._replace(loss_scale=None), batch)
+    chex.assert_trees_all_close((states[1].params, states[1].state, states[1].opt_state),
+                                (ref.params, ref.state, ref.opt_state), rtol=1e-6, atol=1e-7)
+
+
+def test_dynamic_step_needs_the_state():
+    _, _, _, ts, step, batch = _dynamic_step_setup("dynamic")
+    with pytest.raises(ValueError, match="train_state.loss_scale is None"):
+        step(ts._replace(loss_scale=None), batch)
+
+
+def test_fit_float16_dynamic_scale_recovers_where_a_static_one_overflows():
+    """A static scale of 2**24 overflows float16 on the first step: fit stops (non-finite).
+    The dynamic scale starting there skips and halves until the gradients fit, then trains:
+    the steps taken plus the halvings (no growth in 4 epochs with period 2000) add up to
+    every step run, and the logged scale is the state's."""
+    from nnkit import optim
+
+    model = nnkit.serial(Dense(16), Relu(), Dense(3))
+    x, y = _blobs()
+    kw = dict(epochs=4, batch_size=16, key=0, progress=False, mode="scan")
+    opt = optim.make("adam", 0.02)
+    static = prec.Policy.from_name("mixed_float16", loss_scale=2.0**24)
+    r = nnkit.fit(model, opt, (x, y), policy=static, **kw)
+    assert r.stop_reason.startswith("non-finite") and r.epochs_run == 0
+    dyn = prec.Policy.from_name("mixed_float16", loss_scale=prec.DynamicLossScale(2.0**24))
+    r = nnkit.fit(model, opt, (x, y), policy=dyn, **kw)
+    assert r.stop_reason == "completed"
+    ls = r.train_state.loss_scale
+    halvings = int(np.log2(2.0**24 / float(ls.scale)))
+    assert float(ls.scale) == 2.0 ** (24 - halvings) and halvings > 0
+    assert int(r.train_state.step) + halvings == 4 * (96 // 16)
+    assert int(ls.good_steps) == int(r.train_state.step)  # no skip after the first good step
+    assert r.history["loss_scale"][-1] == float(ls.scale)
+    assert r.history["train_loss"][-1] < 0.5 * r.history["train_loss"][0]
+    assert r.history["train_accuracy"][-1] > 0.9
+    for leaf in jax.tree.leaves((r.train_state.params, r.train_state.opt_state)):
+        assert leaf.dtype != F16  # float32 params and optimizer state
+
+
+def test_dynamic_scale_checkpoint_round_trip_resumes_exactly(tmp_path):
+    """period 2 near float16's limit: the scale grows and overflows again within the run.
+    A checkpoint after epoch 2 restores the scale state and the resumed run ends
+    bit-identical to the uninterrupted one."""
+    from nnkit import checkpoint, optim
+    from nnkit.train import create_train_state
+
+    model = nnkit.serial(Dense(16), Relu(), Dense(3))
+    x, y = _blobs()
+    opt = optim.make("adam", 0.02)
+    pol = prec.Policy.from_name("mixed_float16",
+                                loss_scale=prec.DynamicLossScale(2.0**14, period=2))
+    kw = dict(batch_size=16, key=0, progress=False, mode="scan", policy=pol)
+    full = nnkit.fit(model, opt, (x, y), epochs=4, **kw)
+    assert len(set(full.history["loss_scale"])) > 1  # the scale moved
+    half = nnkit.fit(model, opt, (x, y), epochs=2, **kw)
+    path = checkpoint.save(tmp_path / "ck.npz", half.last_state)
+    target = jax.eval_shape(lambda: create_train_state(model, (2,), opt, 0, policy=pol))
+    restored, _ = checkpoint.restore(path, target)
+    chex.assert_trees_all_equal(restored.loss_scale, half.last_state.loss_scale)
+    assert restored.loss_scale.scale.dtype == F32
+    resumed = nnkit.fit(model, opt, (x, y), epochs=4, start_epoch=2, train_state=restored, **kw)
+    chex.assert_trees_all_equal(resumed.train_state, full.train_state)
+    assert resumed.history["loss_scale"] == full.history["loss_scale"][2:]

@@ -506,10 +506,12 @@ def _replace_model(cfg: Config, spec: dict[str, Any]) -> Config:
 
 def initial_state(prep: Prepared) -> TrainState:
     """The train state :func:`nnkit.train.fit` starts from (seed ``cfg.seed``), with the
-    early-stopping and plateau fields it adds: the structure a checkpoint restores into.
+    early-stopping, plateau and dynamic loss-scale fields it adds: the structure a
+    checkpoint restores into.
     Built by one compiled call (:func:`nnkit.train.create_train_state`)."""
     return create_train_state(prep.model, prep.input_shape, prep.optimizer, prep.cfg.seed,
-                              early_stopping=prep.early_stopping, plateau=prep.plateau)
+                              early_stopping=prep.early_stopping, plateau=prep.plateau,
+                              policy=prep.policy)
 
 
 def _config_error(e: ValueError, section: str) -> ConfigError:

@@ -4,11 +4,12 @@ Exactness: :func:`nnkit.train.fit` draws epoch ``e``'s data order from
 ``fold_in(data_key, e)`` and step ``t``'s randomness from ``fold_in(step_key, t)``, both
 from the key in the :class:`~nnkit.train.TrainState`. A checkpoint after epoch ``e`` holds
 that whole state (params, optimizer and model state, key, step, early-stopping and plateau
-fields), so ``fit(train_state=restored, start_epoch=e + 1)`` runs the same computations as
-the uninterrupted run and ends with bit-identical parameters, on the same data: the run's
-``config.yaml`` records a fingerprint of its data splits when it starts, and ``--resume``
-refuses data rebuilt from the config that differ from them (files under
-``data.options.path`` replaced: :mod:`nnkit.run.fingerprint`).
+fields, a float16 policy's dynamic loss scale), so ``fit(train_state=restored,
+start_epoch=e + 1)`` runs the same computations as the uninterrupted run and ends with
+bit-identical parameters, on the same data: the run's ``config.yaml`` records a
+fingerprint of its data splits when it starts, and ``--resume`` refuses data rebuilt from
+the config that differ from them (files under ``data.options.path`` replaced:
+:mod:`nnkit.run.fingerprint`).
 
 Signals: SIGINT/SIGTERM set a flag; after the current epoch finishes, its checkpoint is
 written and training stops (exit status 130 / 143): the epoch callback returns

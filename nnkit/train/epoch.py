@@ -49,10 +49,10 @@ class EpochFns:
 
     * ``step(ts, (x, y)) -> (ts, step_metrics)`` the train step.
     * ``finish(ts, ts0, stacked_metrics, xv, yv, epoch) -> (ts, logs)``: averages the per-step
-      metrics (``lr`` and ``grad_norm``: the epoch's last step), evaluates, updates early
-      stopping / plateau and returns ``ts0`` (the state at the start of the epoch) instead
-      of ``ts`` if any step's loss or gradient norm was non-finite, or the end-of-epoch
-      params hold a NaN/inf (the epoch's last update overflowed).
+      metrics (``lr``, ``grad_norm`` and ``loss_scale``: the epoch's last step), evaluates,
+      updates early stopping / plateau and returns ``ts0`` (the state at the start of the
+      epoch) instead of ``ts`` if any step's loss or gradient norm was non-finite, or the
+      end-of-epoch params hold a NaN/inf (the epoch's last update overflowed).
       ``logs["nonfinite_step"]`` is the first bad step of the epoch (the last step when only
       the end-of-epoch params are bad), or -1; ``logs["nonfinite_params"]`` is 1.0 when the
       steps' losses and norms were finite but the end-of-epoch params were not, else 0.0.
@@ -106,8 +106,11 @@ def make_epoch_fns(
     """
 
     def finish(ts, ts0, ms, xv, yv, epoch, keep=None):
-        logs = {f"train_{k}": jnp.mean(v) for k, v in ms.items() if k not in ("lr", "grad_norm")}
+        last_only = ("lr", "grad_norm", "loss_scale")
+        logs = {f"train_{k}": jnp.mean(v) for k, v in ms.items() if k not in last_only}
         logs["lr"] = ms["lr"][-1]
+        if "loss_scale" in ms:  # a dynamic loss scale: the one the next epoch starts with
+            logs["loss_scale"] = ms["loss_scale"][-1]
         finite = jnp.isfinite(ms["loss"])
         if "grad_norm" in ms:  # steps that skipped the norm report 0.0 (finite)
             logs["grad_norm"] = ms["grad_norm"][-1]

@@ -100,7 +100,7 @@ def resolve_metrics(
         if f"loss_{task}" not in have:
             items.append((f"loss_{task}", loss.part(task)))
     names = [n for n, _ in items]
-    reserved = {"loss", "grad_norm", "lr", "penalty"}
+    reserved = {"loss", "grad_norm", "lr", "penalty", "loss_scale"}
     if reserved & set(names) or len(set(names)) != len(names):
         raise ValueError(f"metric names must be unique and none of {sorted(reserved)}: {names}")
     return tuple(items)

@@ -30,8 +30,12 @@ progress bar.
 
 Precision (``policy="mixed_bfloat16"`` or a :class:`nnkit.precision.Policy`): the model is
 wrapped with :func:`nnkit.precision.with_policy` (params stay in ``param_dtype``, float32 for
-the mixed policies) and float16 policies use the static loss scale (see
-:func:`~nnkit.train.step.make_train_step`). Validation and test run under the policy too.
+the mixed policies) and float16 policies use a loss scale (see
+:func:`~nnkit.train.step.make_train_step`): by default a dynamic one, whose state is
+``TrainState.loss_scale`` (a step with non-finite gradients is skipped and the scale
+halved; ``history["loss_scale"]`` is the scale at each epoch's end), or a static one
+(``Policy.from_name("mixed_float16", loss_scale="static")``). Validation and test run under
+the policy too.
 
 Interrupts: an epoch callback that returns :data:`INTERRUPT` stops training like ``True``
 does, but ``fit`` then skips the test-set evaluation (``test_metrics == {}``) and
@@ -53,7 +57,7 @@ import optax
 from nnkit._checks import check_int
 from nnkit.core import Layer
 from nnkit.optim import Plateau, plateau_init
-from nnkit.precision import check_optimizer
+from nnkit.precision import check_optimizer, loss_scale_init
 from nnkit.train.callbacks import INTERRUPT, Callback
 from nnkit.train.compiled import STACK_CHUNK, compiled_fit_fns
 from nnkit.train.early_stopping import EarlyStopping, early_stopping_init, should_stop
@@ -92,7 +96,8 @@ class FitResult(NamedTuple):
         ``log_grad_norm=False``), ``seconds`` (wall time; the first epoch includes
         compilation), and ``lr_scale`` with a plateau (the scale after the epoch's plateau
         update, so the one the next epoch trains with: ``lr`` already includes the scale
-        the epoch used).
+        the epoch used); ``loss_scale`` with a dynamic loss scale (after the epoch's last
+        step).
       best_epoch: epoch index with the best monitored value (early stopping), else the
         epoch of the lowest ``val_loss``, else ``None``.
       epochs_run: epochs whose updates were kept in this call.
@@ -181,7 +186,9 @@ def fit(
       progress: tqdm epoch bar; ``None`` = only if stderr is a terminal.
       mode: ``"auto"`` | ``"scan"`` | ``"step"`` (see the module docstring).
       grad_mode, microbatches, l1, l2, augment: see :func:`make_train_step`.
-      train_state: resume from this state (it is copied, not consumed). Its optimizer
+      train_state: resume from this state (it is copied, not consumed); its dynamic loss
+        scale carries on (a fresh one if it has none; dropped if the policy has none). Its
+        optimizer
         state must be one ``optimizer`` makes (else ``ValueError``); its moments and counts
         carry on, while ``optimizer``'s injected hyper-parameters (a new learning rate)
         replace the state's. If its ``bad_epochs`` already reached
@@ -262,7 +269,7 @@ def fit(
 
     if train_state is None:  # one compiled call, early-stopping / plateau fields included
         ts = create_train_state(model, input_shape, optimizer, key,
-                                early_stopping=early_stopping, plateau=plateau)
+                                early_stopping=early_stopping, plateau=plateau, policy=policy)
     else:
         check_params(model, input_shape, train_state.params)
         ts = _copy(train_state)
@@ -271,6 +278,9 @@ def fit(
             ts = early_stopping_init(early_stopping, ts)
         if plateau is not None and ts.plateau is None:
             ts = ts._replace(plateau=plateau_init(plateau))
+        if (ts.loss_scale is None) != (loss_scale_init(policy) is None):
+            # a dynamic scale starts afresh; a policy without one drops the state's
+            ts = ts._replace(loss_scale=loss_scale_init(policy))
     # A resumed state whose patience is already used up (a run interrupted in the epoch
     # where early stopping fired) finishes as that run would have: no more epochs.
     already_stopped = (train_state is not None and early_stopping is not None

@@ -13,6 +13,7 @@ from nnkit._checks import check_seed
 from nnkit._memo import memoised
 from nnkit.core import Layer, normalize_shape
 from nnkit.optim import PlateauState, inject_states, is_inject_state
+from nnkit.precision import DynamicLossScale, LossScaleState, Policy, get_policy, loss_scale_init
 
 __all__ = [
     "TrainState", "create_train_state", "key_data", "as_key", "split_train_key", "adopt_optimizer",
@@ -34,6 +35,10 @@ class TrainState(NamedTuple):
       best_metric, best_epoch, bad_epochs: early-stopping scalars (``None`` when unused).
       best_params, best_state: copies of params/state at the best epoch (``None`` unless
         early stopping restores the best).
+      loss_scale: :class:`nnkit.precision.LossScaleState` (current scale, good steps) under
+        a precision policy with a dynamic loss scale (float16's default), else ``None``. A
+        step whose gradients are not all finite leaves every other field as it was,
+        ``step`` included (it counts the updates applied).
     """
 
     step: jax.Array
@@ -47,6 +52,7 @@ class TrainState(NamedTuple):
     best_state: Any = None
     best_epoch: jax.Array | None = None
     bad_epochs: jax.Array | None = None
+    loss_scale: LossScaleState | None = None
 
 
 def key_data(key: int | jax.Array) -> jax.Array:
@@ -89,6 +95,7 @@ def create_train_state(
     *,
     early_stopping: Any = None,
     plateau: Any = None,
+    policy: Policy | str | None = None,
 ) -> TrainState:
     """Initialises params/state with ``model.init`` and the optimizer state, in two jitted
     calls.
@@ -98,6 +105,8 @@ def create_train_state(
     With ``early_stopping`` (:class:`~nnkit.train.EarlyStopping`) / ``plateau``
     (:class:`nnkit.optim.Plateau`) their fields are filled in too: the state
     :func:`nnkit.train.fit` starts from (and the structure its checkpoints restore into).
+    With a ``policy`` whose loss scale is dynamic, ``loss_scale`` holds its first state
+    (:func:`nnkit.precision.loss_scale_init`); the model is not wrapped here.
 
     The model's initialisers run in one compiled program built once per ``(model,
     input_shape)`` (shapes are static; the key is an argument), instead of one dispatch per
@@ -117,7 +126,8 @@ def create_train_state(
         params, state, k_train = init(np.int32(key), True)
     else:
         params, state, k_train = init(key_data(key), False)
-    finish = _state_init(optimizer, early_stopping, plateau, top)
+    dynamic = None if policy is None else get_policy(policy).dynamic
+    finish = _state_init(optimizer, early_stopping, plateau, dynamic, top)
     return finish(params, state, k_train)
 
 
@@ -131,7 +141,8 @@ def _build_model_init(model, shape, top: bool):
     return jax.jit(init, static_argnums=(1,), compiler_options=_run_once_options(top))
 
 
-def _build_state_init(optimizer, early_stopping, plateau, top: bool):
+def _build_state_init(optimizer, early_stopping, plateau,
+                      dynamic: DynamicLossScale | None, top: bool):
     def init(params, state, k_train):
         ts = TrainState(
             step=jnp.zeros((), jnp.int32),
@@ -148,6 +159,8 @@ def _build_state_init(optimizer, early_stopping, plateau, top: bool):
             from nnkit.optim import plateau_init
 
             ts = ts._replace(plateau=plateau_init(plateau))
+        if dynamic is not None:
+            ts = ts._replace(loss_scale=loss_scale_init(Policy(loss_scale=dynamic)))
         return ts
 
     return jax.jit(init, compiler_options=_run_once_options(top))

@@ -5,9 +5,14 @@ per-step key ``fold_in(step_key, step)`` -> augment -> forward (``train=True``) 
 (+ penalties) -> ``jax.value_and_grad`` -> ``optimizer.update`` -> ``apply_updates``.
 
 With a precision ``policy`` (:mod:`nnkit.precision`) the model computes in the policy's
-dtype and, for a float16 policy, the objective is multiplied by the static loss scale ``s``
+dtype and, for a float16 policy, the objective is multiplied by the loss scale ``s``
 before differentiation and the gradients divided by ``s`` after (before any clipping), so
-the optimizer sees the gradient of the unscaled loss.
+the optimizer sees the gradient of the unscaled loss. A dynamic scale (float16's default)
+reads ``s`` from ``train_state.loss_scale`` and, when the gradients are not all finite,
+keeps the step's state as it was (``jnp.where`` on every leaf, no conditional) and lowers
+``s`` (:func:`nnkit.precision.loss_scale_update`); a static ``s`` is a constant of the
+program. float32 and bfloat16 policies have no loss scale and compile the same program as
+no policy.
 """
 
 from __future__ import annotations
@@ -142,8 +147,13 @@ def make_train_step(
       policy: a :class:`nnkit.precision.Policy` or its name (``"mixed_bfloat16"``, ...):
         the model is wrapped with :func:`nnkit.precision.with_policy` (unless it already
         carries that policy) and a loss-scaled (float16) policy differentiates
-        ``s * objective`` and divides the gradients by ``s``. A static scale that overflows
-        gives non-finite gradients (``fit`` then stops at that epoch): lower ``loss_scale``.
+        ``s * objective`` and divides the gradients by ``s``. With a dynamic loss scale
+        (float16's default) ``s`` is ``train_state.loss_scale.scale`` (a state from
+        :func:`~nnkit.train.create_train_state` with the same ``policy``): a step whose
+        gradients are not all finite changes nothing but the scale (``s / factor``; params,
+        model and optimizer state, ``step`` as they were), and ``period`` finite steps in a
+        row multiply it by ``factor``. A static scale that overflows gives non-finite
+        gradients (``fit`` then stops at that epoch): lower ``loss_scale``.
 
     The returned ``step`` takes an optional keyword ``grad_norm``: ``None`` (default) follows
     ``log_grad_norm``; a boolean scalar array (traced, e.g. ``i == last`` in a ``lax.scan``)
@@ -155,7 +165,9 @@ def make_train_step(
     Returns metrics (scalars): ``loss`` (the data loss, without penalties), each metric,
     ``penalty`` (if ``l1``/``l2``), ``grad_norm`` (global norm of the mean gradient of the
     unscaled loss, before any clipping; with ``log_grad_norm=True``) and ``lr`` (the
-    injected learning rate times the plateau scale; NaN if the optimizer has none).
+    injected learning rate times the plateau scale; NaN if the optimizer has none); with a
+    dynamic loss scale also ``loss_scale`` (the scale after this step: the next step's),
+    and a skipped step's ``grad_norm`` is ``0.0``.
     """
     if grad_mode not in GRAD_MODES:
         raise ValueError(f"unknown grad_mode {grad_mode!r}; known: {', '.join(GRAD_MODES)}")
@@ -170,16 +182,18 @@ def make_train_step(
     metric_fns = resolve_metrics(metrics, loss)
     pol = None if policy is None else precision.get_policy(policy)
     model = apply_policy(model, pol)
-    objective = make_objective(model, loss, l1=l1, l2=l2, train=True)
-    if pol is not None:  # s * objective (identity when s == 1); aux keeps the unscaled loss
-        objective = precision.scaled(objective, pol, has_aux=True)
+    dynamic = None if pol is None else pol.dynamic
+    plain_objective = make_objective(model, loss, l1=l1, l2=l2, train=True)
+    objective = plain_objective
+    if pol is not None and dynamic is None:  # s * objective (identity when s == 1)
+        objective = precision.scaled(objective, pol, has_aux=True)  # aux: the unscaled loss
     unscale = (lambda g: g) if pol is None else (lambda g: precision.unscale_grads(g, pol))
     with_penalty = bool(l1 or l2)
 
     def mean0(g):
         return jax.tree_util.tree_map(lambda a: jnp.mean(a, axis=0), g)
 
-    def grads_and_metrics(params, state, x, y, key):
+    def grads_and_metrics(objective, unscale, params, state, x, y, key):
         """-> (the gradient the optimizer gets, the unclipped mean gradient whose norm is
         logged (a function of no arguments: its work is only done where called), loss,
         penalty, new state, metrics)."""
@@ -215,8 +229,19 @@ def make_train_step(
         k_aug, k_model = jax.random.split(jax.random.fold_in(k_step, ts.step))
         if augment is not None:
             x = augment(k_aug, x)
+        if dynamic is None:
+            obj, uns = objective, unscale
+        else:  # this step's scale s, a traced scalar of the train state
+            if ts.loss_scale is None:
+                raise ValueError(
+                    "the policy's loss scale is dynamic but train_state.loss_scale is None: "
+                    "create the state with create_train_state(..., policy=policy) (or set "
+                    "loss_scale=nnkit.precision.loss_scale_init(policy))")
+            s = ts.loss_scale.scale
+            obj = precision.scaled(plain_objective, pol, has_aux=True, scale=s)
+            uns = functools.partial(precision.unscale_grads, policy=pol, scale=s)
         grads, unclipped, lv, pen, new_state, ms = grads_and_metrics(
-            ts.params, ts.state, x, y, k_model)
+            obj, uns, ts.params, ts.state, x, y, k_model)
         updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
         try:
             lr = jnp.asarray(get_lr(opt_state), jnp.float32)
@@ -241,6 +266,13 @@ def make_train_step(
         new_ts = ts._replace(
             step=ts.step + 1, params=params, state=new_state, opt_state=opt_state
         )
+        if dynamic is not None:  # a non-finite gradient: keep the old state, lower s
+            finite = precision.all_finite(grads)
+            new_ts = precision.select_tree(finite, new_ts, ts)._replace(
+                loss_scale=precision.loss_scale_update(dynamic, ts.loss_scale, finite))
+            out["loss_scale"] = new_ts.loss_scale.scale
+            if "grad_norm" in out:  # a skipped step's norm is inf/nan: report 0, as unasked
+                out["grad_norm"] = jnp.where(finite, out["grad_norm"], 0.0)
         return new_ts, out
 
     if not jit:
