@@ -375,7 +375,7 @@ def all_finite(tree: Any) -> jax.Array:
 def scaled(
     fn: Callable[..., Any], policy: Policy | str, *, has_aux: bool = False,
     scale: Scale | None = None,
-):
+) -> Callable[..., Any]:
     """``fn`` with its scalar output (the first of ``(loss, aux)`` with ``has_aux``) times ``s``
     (``scale`` if given, else the policy's static scale).
 
