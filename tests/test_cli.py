@@ -683,8 +683,10 @@ def test_parallel_and_precision_errors_exit_2_before_a_run_dir(tmp_path, monkeyp
 
 
 def test_only_process_0_writes_and_every_process_gathers(tmp_path, monkeypatch, tiny):
-    """Multi-process runs: each epoch every process gathers the state (a collective) and
-    meets the others at a barrier; only process 0 writes metrics and checkpoints."""
+    """Multi-process runs: each checkpoint epoch every process gathers the state (a
+    collective); only process 0 writes metrics and checkpoints (in the background), and all
+    meet at a checkpoint's barrier once its file is complete: at the next checkpoint, or
+    when training ends."""
     from nnkit.run import trainer
 
     prep = runs.prepare(load_config(tiny))
@@ -697,7 +699,8 @@ def test_only_process_0_writes_and_every_process_gathers(tmp_path, monkeypatch, 
             return jax.device_get(tree)
 
         def sync(self, name):
-            calls.append(name)
+            epoch = int(name.rsplit("-", 1)[1])
+            calls.append((name, (d / "checkpoints" / f"ckpt-{epoch:09d}.npz").is_file()))
 
     logs = {"train_loss": 1.0, "val_loss": 0.5, "val_accuracy": 0.5}
     for pid in (1, 0):
@@ -707,13 +710,17 @@ def test_only_process_0_writes_and_every_process_gathers(tmp_path, monkeypatch, 
         d.mkdir(exist_ok=True)
         mgr = C.CheckpointManager(d / "checkpoints")
         rec = trainer._Recorder(d, prep, mgr, runs.StopFlag(), (), (None, None), Spy())
-        assert rec(0, ts, logs) is None
+        assert rec(0, ts, logs) is None and calls == ["gather"]
+        assert rec(1, ts, logs) is None
+        rec.finish(None)
         rec.close()
-        assert calls == ["gather", "nnkit-checkpoint-0"]
+        done = pid == 0  # process 0's file is complete at its barrier
+        assert calls == ["gather", "gather", ("nnkit-checkpoint-0", done),
+                         ("nnkit-checkpoint-1", done)]
         calls.clear()
     assert sorted(p.name for p in (tmp_path / "p1").iterdir()) == []
-    assert (tmp_path / "p0" / "checkpoints" / "ckpt-000000000.npz").exists()
-    assert [r["epoch"] for r in rows(tmp_path / "p0")] == [0]
+    assert (tmp_path / "p0" / "checkpoints" / "ckpt-000000001.npz").exists()
+    assert [r["epoch"] for r in rows(tmp_path / "p0")] == [0, 1]
 
 
 # ----------------------------------------------------------------------------- diagnose

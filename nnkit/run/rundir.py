@@ -464,10 +464,15 @@ class MetricsLog:
 class TensorBoard:
     """Per-epoch scalars to TensorBoard event files (``train_loss`` -> tag ``loss/train``)."""
 
-    def __init__(self, logdir: Path) -> None:
+    def __init__(self, logdir: Path, start_epoch: int = 0) -> None:
+        """``start_epoch`` > 0 (a resumed run): marks a restart at that step, so TensorBoard
+        drops the earlier files' events of the epochs this run trains again."""
         from nnkit.tensorboard import EventWriter
 
         self._w = EventWriter(logdir)
+        if start_epoch > 0:
+            self._w.restart(int(start_epoch))
+            self._w.flush()
 
     @staticmethod
     def tag(key: str) -> str:
