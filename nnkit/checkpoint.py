@@ -16,6 +16,11 @@ other ml_dtypes leaves are stored as same-width unsigned ints and viewed back.
 
 Writes are atomic: a temporary file in the same directory is written, ``fsync``-ed and
 ``os.replace``-d over the target, so a crash mid-write leaves the previous file intact.
+
+Writing while training goes on: :func:`to_host` copies a tree to host memory on the thread
+that owns its arrays (one transfer; the copy does not alias device buffers that a donating
+step may reuse), and :class:`BackgroundWriter` runs ``save(path, host_tree)`` on one
+background thread, one write at a time, raising a failed write's error in the caller.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@
                        ``data_fingerprint``: per split n, shapes, dtypes, digests of x and y)
       metrics.jsonl    one JSON object per epoch (epoch, train_loss, ..., lr, grad_norm, seconds)
       summary.json     best_epoch, epochs_run, test metrics, param_count, wall_seconds, status
-      checkpoints/     ckpt-<epoch>.npz (latest N) + best.npz   (nnkit.checkpoint)
+      checkpoints/     ckpt-<epoch>.npz (latest N; every logging.checkpoint_every epochs
+                       and the last epoch trained) + best.npz   (nnkit.checkpoint)
       plots/           history.png, lr.png, decision_boundary.png (2-D inputs)
       tensorboard/     event files (nnkit.tensorboard), one scalar per log key per epoch
 
