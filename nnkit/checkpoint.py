@@ -484,42 +484,45 @@ class BackgroundWriter:
     the host copy it holds) is pending while the caller goes on.
 
     A job's exception is raised in the caller's thread by the next :meth:`submit` or
-    :meth:`wait`, with a note naming the job; it is never dropped. The thread is not a
-    daemon, so the interpreter also waits for a job in flight before it exits (files written
-    with :func:`atomic_write` are then complete or absent, never torn).
+    :meth:`wait`, with a note naming the job; it is never dropped. Waiting uses the job's
+    own completion event, not ``Thread.join`` (which, interrupted by Ctrl-C, can take a
+    running thread for finished in Python 3.11), so a wait interrupted by
+    ``KeyboardInterrupt`` can be repeated and still waits for the job. The thread is not a
+    daemon, so a normal interpreter exit waits for it too.
     """
 
     def __init__(self, name: str = "nnkit-writer") -> None:
         self.name = name
-        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._done.set()  # nothing in flight
         self._error: BaseException | None = None
         self._what = ""
 
     @property
     def busy(self) -> bool:
         """Whether a job is still running."""
-        return self._thread is not None and self._thread.is_alive()
+        return not self._done.is_set()
 
     def submit(self, job: Callable[[], Any], what: str = "a write") -> None:
         """Waits for the job in flight (raising its error), then starts ``job()`` on the
         background thread; ``what`` names it in an error."""
         self.wait()
+        done = threading.Event()
 
         def run() -> None:
             try:
                 job()
             except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
                 self._error = e
+            finally:
+                done.set()
 
-        self._what = what
-        self._thread = threading.Thread(target=run, name=self.name)
-        self._thread.start()
+        self._what, self._done = what, done
+        threading.Thread(target=run, name=self.name).start()
 
     def wait(self) -> None:
         """Blocks until the job in flight (if any) has finished; raises its exception."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        self._done.wait()
         if self._error is not None:
             e, self._error = self._error, None
             e.add_note(f"(raised in the background while writing {self._what})")

@@ -258,6 +258,7 @@ def test_host_copy_written_in_the_background_and_its_errors_raised_in_the_caller
     saves to the same file as the tree; a BackgroundWriter runs one job at a time (submit
     waits for the one in flight) and raises a job's error in the caller, once, at the next
     submit (which then starts nothing) or wait."""
+    import signal
     import threading
 
     host = C.to_host(ts)
@@ -293,6 +294,21 @@ def test_host_copy_written_in_the_background_and_its_errors_raised_in_the_caller
     w.submit(full, "y.npz")
     with pytest.raises(OSError, match="No space"):
         w.wait()
+
+    # Ctrl-C during a wait: the job goes on, and a second wait still waits for it
+    gate, main = threading.Event(), threading.main_thread().ident
+    w.submit(lambda: (gate.wait(10), order.append(4)), "slow")
+    threading.Timer(0.1, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            w.wait()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert w.busy and order == [1, 2]
+    threading.Timer(0.1, gate.set).start()
+    w.wait()
+    assert order == [1, 2, 4] and not w.busy
 
 
 def test_manager_keeps_latest_and_best(tmp_path):

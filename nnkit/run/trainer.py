@@ -307,15 +307,21 @@ class _Recorder:
         self._sync()
 
     def close(self) -> None:
-        """Waits for the write in flight and closes TensorBoard; after an error, the
-        writer's own error is reported on stderr instead of replacing the first."""
+        """Waits for the write in flight (also through further Ctrl-C: it is the newest
+        checkpoint, and it is short) and closes TensorBoard; after an error, the writer's
+        own error is reported on stderr instead of replacing the first."""
         try:
-            if self.writer is not None:
+            while self.writer is not None:
                 try:
                     self.writer.wait()
+                    break
+                except KeyboardInterrupt:
+                    print("finishing the checkpoint being written", file=sys.stderr,
+                          flush=True)
                 except Exception as e:  # noqa: BLE001 - finish() raises it on success
                     print(f"warning: checkpoint write failed: {type(e).__name__}: {e}",
                           file=sys.stderr)
+                    break
         finally:
             if self.tb is not None:
                 self.tb.close()
