@@ -40,13 +40,13 @@ is gathered by every process (:func:`nnkit.parallel.gather`, a collective: FSDP-
 multi-host arrays become whole host arrays) and written by process 0; the processes meet at
 a barrier once the write has finished (at the next checkpoint, or at the end before any
 process goes on to its summary and exits), so none reads an unfinished file or leaves
-before it is complete. Give ``--out`` with several processes so that all of them report the same
-directory (the default name has a timestamp).
+before it is complete. Give ``--out`` with several processes so that all of them report
+the same directory (the default name has a timestamp).
 
 Non-finite loss: training stops at the bad epoch, the parameters from the start of that
 epoch are kept, the previous epoch's checkpoint is the latest (written then if
-``checkpoint_every`` had skipped it), ``summary.json`` says
-``status: nonfinite`` and the CLI exits with status 1.
+``checkpoint_every`` had skipped it), ``summary.json`` says ``status: nonfinite`` and the
+CLI exits with status 1.
 """
 
 from __future__ import annotations
@@ -228,11 +228,14 @@ class _Recorder:
         es = self.prep.early_stopping
         return es is not None and ts.bad_epochs is not None and should_stop(es, ts.bad_epochs)
 
-    def _host(self, ts: TrainState) -> HostTree:
-        """The train state as host arrays (every process: a collective with several)."""
-        return to_host(ts if self.parallel is None else self.parallel.gather(ts))
+    def _host(self, ts: TrainState) -> HostTree | Any:
+        """The train state as host arrays (every process: a collective with several); a
+        :class:`~nnkit.checkpoint.HostTree` copy on process 0, the one that writes it."""
+        tree = ts if self.parallel is None else self.parallel.gather(ts)
+        return to_host(tree) if self.main else tree
 
-    def _write(self, host: HostTree, epoch: int, *, numbered: bool, is_best: bool) -> None:
+    def _write(self, host: HostTree | Any, epoch: int, *, numbered: bool,
+               is_best: bool) -> None:
         """Hands ``host`` to the writer (process 0; after the previous write has finished),
         then meets the other processes at the previous write's barrier."""
         if self.main:
