@@ -16,6 +16,11 @@ other ml_dtypes leaves are stored as same-width unsigned ints and viewed back.
 
 Writes are atomic: a temporary file in the same directory is written, ``fsync``-ed and
 ``os.replace``-d over the target, so a crash mid-write leaves the previous file intact.
+
+Writing while training goes on: :func:`to_host` copies a tree to host memory on the thread
+that owns its arrays (one transfer; the copy does not alias device buffers that a donating
+step may reuse), and :class:`BackgroundWriter` runs ``save(path, host_tree)`` on one
+background thread, one write at a time, raising a failed write's error in the caller.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import re
 import secrets
 import stat
+import threading
 import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -42,6 +48,9 @@ __all__ = [
     "CheckpointMismatchError",
     "CheckpointManager",
     "save",
+    "to_host",
+    "HostTree",
+    "BackgroundWriter",
     "restore",
     "load_meta",
     "load_arrays",
@@ -201,6 +210,65 @@ def _host_array(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+class HostTree:
+    """A pytree's leaves copied to host memory, with what :func:`save` records about them:
+    made by :func:`to_host` on the thread that owns the arrays, then writable by :func:`save`
+    (or :meth:`CheckpointManager.save`) on any other thread while training goes on.
+
+    Attributes:
+      treedef: the tree structure, as text (the checkpoint's ``tree`` entry).
+      leaves: ``(key, array, key_impl)`` per leaf: its tree path joined with ``/``, its
+        values (NumPy, owning its memory: no device buffer is read later) and, for a typed
+        PRNG key (stored as its raw key data), the key implementation's name, else ``None``.
+    """
+
+    __slots__ = ("treedef", "leaves")
+
+    def __init__(self, treedef: str, leaves: list[tuple[str, np.ndarray, str | None]]) -> None:
+        self.treedef = treedef
+        self.leaves = leaves
+
+    @property
+    def nbytes(self) -> int:
+        """Host memory the leaves hold."""
+        return sum(a.nbytes for _, a, _ in self.leaves)
+
+
+def _host_tree(tree: Any, *, copy: bool) -> HostTree:
+    """``tree``'s leaves on the host: one device-to-host transfer for the whole tree; with
+    ``copy``, arrays that view memory they do not own (a CPU device buffer, which the next
+    donating step may reuse) are copied."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    host = jax.device_get([jax.random.key_data(x) if _is_key(x) else x for _, x in flat])
+    leaves: list[tuple[str, np.ndarray, str | None]] = []
+    seen: set[str] = set()
+    for (p, leaf), value in zip(flat, host, strict=True):
+        k = path_str(p)
+        if k in seen or k == _META:
+            raise ValueError(f"checkpoint: two leaves map to the same key {k!r}")
+        seen.add(k)
+        arr = _host_array(value)
+        if arr.dtype == object:
+            raise TypeError(f"checkpoint: leaf {k!r} is not an array ({type(leaf).__name__})")
+        if copy and not arr.flags.owndata:
+            arr = arr.copy()
+        leaves.append((k, arr, str(jax.random.key_impl(leaf)) if _is_key(leaf) else None))
+    return HostTree(str(treedef), leaves)
+
+
+def to_host(tree: Any) -> HostTree:
+    """``tree`` (arrays, typed keys, scalars) copied to host memory for :func:`save` on
+    another thread: one device-to-host transfer; the copies own their memory, so the
+    arrays of ``tree`` may be donated or deleted right after. A :class:`HostTree` is
+    returned as it is.
+
+    Raises:
+      ValueError: two leaves map to the same key.
+      TypeError: a leaf is not an array.
+    """
+    return tree if isinstance(tree, HostTree) else _host_tree(tree, copy=True)
+
+
 def save(
     path: str | os.PathLike,
     tree: Any,
@@ -211,27 +279,21 @@ def save(
     metrics: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Writes ``tree`` (arrays, typed keys, scalars) to ``path`` atomically; returns the path.
+    """Writes ``tree`` (arrays, typed keys, scalars, or a :class:`HostTree` from
+    :func:`to_host`) to ``path`` atomically; returns the path.
 
     ``step``, ``epoch``, ``config``, ``metrics`` and ``extra`` go into the JSON metadata
     (non-finite floats become ``null``). One device-to-host transfer for the whole tree.
     """
     from nnkit import __version__
 
-    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    host = jax.device_get([jax.random.key_data(x) if _is_key(x) else x for _, x in flat])
+    host = tree if isinstance(tree, HostTree) else _host_tree(tree, copy=False)
     arrays: dict[str, np.ndarray] = {}
     leaves: dict[str, dict[str, Any]] = {}
-    for (p, leaf), value in zip(flat, host, strict=True):
-        k = path_str(p)
-        if k in arrays or k == _META:
-            raise ValueError(f"checkpoint: two leaves map to the same key {k!r}")
-        arr = _host_array(value)
-        if arr.dtype == object:
-            raise TypeError(f"checkpoint: leaf {k!r} is not an array ({type(leaf).__name__})")
+    for k, arr, key_impl in host.leaves:
         info: dict[str, Any] = {"dtype": arr.dtype.name, "shape": list(arr.shape)}
-        if _is_key(leaf):
-            info["key_impl"] = str(jax.random.key_impl(leaf))
+        if key_impl is not None:
+            info["key_impl"] = key_impl
         stored = np.require(_storage(arr), requirements="C")
         info["crc32"] = _crc(stored)
         arrays[k] = stored
@@ -246,7 +308,7 @@ def save(
         "config": jsonable(config) if config is not None else None,
         "metrics": jsonable(metrics) if metrics is not None else None,
         "extra": jsonable(extra) if extra is not None else None,
-        "tree": str(treedef),
+        "tree": host.treedef,
         "leaves": leaves,
     }
     blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
@@ -413,6 +475,60 @@ def restore(path: str | os.PathLike, target: Any, *, strict: bool = True) -> tup
     return jax.tree_util.tree_unflatten(treedef, out), meta
 
 
+# ----------------------------------------------------------------------------- background
+
+
+class BackgroundWriter:
+    """Runs write jobs (e.g. :func:`save` of a :class:`HostTree`) on a background thread,
+    one at a time: :meth:`submit` first waits for the job in flight, so at most one job (and
+    the host copy it holds) is pending while the caller goes on.
+
+    A job's exception is raised in the caller's thread by the next :meth:`submit` or
+    :meth:`wait`, with a note naming the job; it is never dropped. Waiting uses the job's
+    own completion event, not ``Thread.join`` (which, interrupted by Ctrl-C, can take a
+    running thread for finished in Python 3.11), so a wait interrupted by
+    ``KeyboardInterrupt`` can be repeated and still waits for the job. The thread is not a
+    daemon, so a normal interpreter exit waits for it too.
+    """
+
+    def __init__(self, name: str = "nnkit-writer") -> None:
+        self.name = name
+        self._done = threading.Event()
+        self._done.set()  # nothing in flight
+        self._error: BaseException | None = None
+        self._what = ""
+
+    @property
+    def busy(self) -> bool:
+        """Whether a job is still running."""
+        return not self._done.is_set()
+
+    def submit(self, job: Callable[[], Any], what: str = "a write") -> None:
+        """Waits for the job in flight (raising its error), then starts ``job()`` on the
+        background thread; ``what`` names it in an error."""
+        self.wait()
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                job()
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                self._error = e
+            finally:
+                done.set()
+
+        self._what, self._done = what, done
+        threading.Thread(target=run, name=self.name).start()
+
+    def wait(self) -> None:
+        """Blocks until the job in flight (if any) has finished; raises its exception."""
+        self._done.wait()
+        if self._error is not None:
+            e, self._error = self._error, None
+            e.add_note(f"(raised in the background while writing {self._what})")
+            raise e
+
+
 # ----------------------------------------------------------------------------- manager
 
 _CKPT = re.compile(r"^ckpt-(\d+)\.npz$")
@@ -478,7 +594,7 @@ class CheckpointManager:
                 file=self.directory,
             )
         if is_best:
-            data = save(self.best_path, tree, step=step, **meta).read_bytes()
+            data = self.save_best(tree, step, **meta).read_bytes()
             path = self.path(step)
             atomic_write(path, lambda f: f.write(data))
         else:
@@ -487,6 +603,12 @@ class CheckpointManager:
             with contextlib.suppress(FileNotFoundError):
                 self.path(s).unlink()
         return path
+
+    def save_best(self, tree: Any, step: int, **meta: Any) -> Path:
+        """Saves ``tree`` as ``best.npz`` only (``meta`` as :meth:`save`): the best state of
+        a step that gets no numbered checkpoint. Returns :attr:`best_path`."""
+        step = check_int(step, "CheckpointManager.save_best: step", 0)
+        return save(self.best_path, tree, step=step, **meta)
 
     def restore(self, target: Any, which: str | int = "latest") -> tuple[Any, dict]:
         """``restore(file, target)`` for ``which`` = ``"latest"``, ``"best"`` or a step (an

@@ -16,7 +16,8 @@ A config file has the sections below; every key is optional except ``model`` and
     loss: cross_entropy
     metrics: [accuracy]
     seed: 0
-    logging: {tensorboard: true, checkpoint_keep: 3, plots: true, histograms_every: 0}
+    logging: {tensorboard: true, checkpoint_keep: 3, checkpoint_every: 1, plots: true,
+              histograms_every: 0}
     parallel: {data_parallel: true, fsdp: false}          # default {}: one device
     precision: mixed_bfloat16                             # default null: as the model is
 
@@ -777,10 +778,20 @@ class TrainingConfig:
 
 @dataclass(frozen=True)
 class LoggingConfig:
-    """``logging`` section: what the run directory gets besides metrics and summary."""
+    """``logging`` section: what the run directory gets besides metrics and summary.
+
+    ``checkpoint_keep``: numbered checkpoints kept (the latest ones). ``checkpoint_every``:
+    write one after epoch ``e`` when ``(e + 1) % checkpoint_every == 0``, and always after the
+    last epoch trained (the last one, early stopping, a stopping callback, SIGINT/SIGTERM,
+    the epoch before a non-finite one); ``best.npz`` is written whenever the monitored
+    metric improves. A resume goes on from the latest checkpoint, so a run killed outright
+    redoes the epochs after it (at most ``checkpoint_every - 1``).
+    ``histograms_every``: layer histograms every N epochs (0: off).
+    """
 
     tensorboard: bool = _field(True)
     checkpoint_keep: int = _field(3, ge=1)
+    checkpoint_every: int = _field(1, ge=1)
     plots: bool = _field(True)
     histograms_every: int = _field(0, ge=0)
 

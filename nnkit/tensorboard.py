@@ -7,10 +7,11 @@ buffer (TensorFlow's ``event.proto``)::
     masked_crc32c(b) = ((c >> 15 | c << 17) + 0xA282EAD8) mod 2^32,  c = CRC-32C of b
 
 The first event carries ``file_version = "brain.Event:2"``; each later one a ``Summary`` of
-``(tag, simple_value)`` scalars or ``(tag, histo)`` histograms at a step. This module writes
-exactly those few fields by hand (about 100 lines) instead of depending on a summary-writer
-package: those pull in protobuf and, when PyTorch is installed, import PyTorch (~1 s at every
-``nnkit train``). TensorBoard reads the files as it reads TensorFlow's.
+``(tag, simple_value)`` scalars or ``(tag, histo)`` histograms at a step, or a
+``SessionLog`` START (:meth:`EventWriter.restart`: a resumed run's first step). This module
+writes exactly those few fields by hand (about 100 lines) instead of depending on a
+summary-writer package: those pull in protobuf and, when PyTorch is installed, import
+PyTorch (~1 s at every ``nnkit train``). TensorBoard reads the files as it reads TensorFlow's.
 
 Usage::
 
@@ -96,14 +97,17 @@ def _doubles(number: int, xs: np.ndarray) -> bytes:  # packed repeated double
     return _bytes(number, np.asarray(xs, "<f8").tobytes())
 
 
-def _event(step: int, *, summary: bytes | None = None, file_version: str | None = None) -> bytes:
-    """``Event{wall_time=1 (now), step=2, file_version=3, summary=5}``."""
+def _event(step: int, *, summary: bytes | None = None, file_version: str | None = None,
+           session_log: bytes | None = None) -> bytes:
+    """``Event{wall_time=1 (now), step=2, file_version=3, summary=5, session_log=7}``."""
     out = _double(1, time.time())
     out += _field(2, 0) + _varint(int(step))
     if file_version is not None:
         out += _bytes(3, file_version.encode())
     if summary is not None:
         out += _bytes(5, summary)
+    if session_log is not None:
+        out += _bytes(7, session_log)
     return out
 
 
@@ -161,6 +165,14 @@ class EventWriter:
         with np.errstate(over="ignore"):  # beyond float32's range: +-inf
             f32 = np.asarray(value, "<f4").tobytes()
         self._add(step, _bytes(1, tag.encode()) + _field(2, 5) + f32)
+
+    def restart(self, step: int) -> None:
+        """A ``SessionLog{status=START}`` event at ``step``: the events of any file in this
+        directory at steps ``>= step`` are from a run that went on from an earlier state
+        (a resumed run redoes them), so TensorBoard drops them (its orphaned-data purge)."""
+        if self._file is None:
+            raise ValueError(f"EventWriter for {self.logdir} is closed")
+        self._pending.append(_record(_event(step, session_log=_field(1, 0) + _varint(1))))
 
     def histogram(self, tag: str, values: Any, step: int, bins: int = 30) -> None:
         """A histogram of ``values`` (any shape; NaN and inf left out) in ``bins``

@@ -252,6 +252,65 @@ def test_atomic_write_gives_the_permissions_a_plain_open_gives(tmp_path):
     assert not list(tmp_path.glob("*/.*.tmp"))
 
 
+def test_host_copy_written_in_the_background_and_its_errors_raised_in_the_caller(tmp_path,
+                                                                                ts):
+    """to_host copies a tree to memory it owns (the device arrays may be donated next) and
+    saves to the same file as the tree; a BackgroundWriter runs one job at a time (submit
+    waits for the one in flight) and raises a job's error in the caller, once, at the next
+    submit (which then starts nothing) or wait."""
+    import signal
+    import threading
+
+    host = C.to_host(ts)
+    assert all(a.flags.owndata for _, a, _ in host.leaves) and host.nbytes > 0
+    w = C.BackgroundWriter()
+    w.submit(lambda: C.save(tmp_path / "bg.npz", host, step=7), "bg.npz")
+    C.save(tmp_path / "fg.npz", ts, step=7)
+    w.wait()
+    (bg, mbg), (fg, mfg) = C.load_arrays(tmp_path / "bg.npz"), C.load_arrays(tmp_path / "fg.npz")
+    assert bg.keys() == fg.keys() and all(np.array_equal(bg[k], fg[k]) for k in bg)
+    assert (mbg["tree"], mbg["leaves"]) == (mfg["tree"], mfg["leaves"])
+    keyed = {"k": jax.random.key(3), "w": jnp.ones(2)}
+    assert _equal(C.restore(C.save(tmp_path / "k.npz", C.to_host(keyed)), keyed)[0], keyed)
+
+    gate, order = threading.Event(), []
+    w.submit(lambda: (gate.wait(10), order.append(1)), "first")
+    threading.Timer(0.2, gate.set).start()
+    assert w.busy
+    w.submit(lambda: order.append(2), "second")  # returns once the first has finished
+    assert order[:1] == [1]
+    w.wait()
+    assert order == [1, 2] and not w.busy
+
+    def full() -> None:
+        raise OSError(28, "No space left on device", str(tmp_path / "x.npz"))
+
+    w.submit(full, "x.npz")
+    with pytest.raises(OSError, match="No space") as e:
+        w.submit(lambda: order.append(3), "next")
+    assert any("x.npz" in n for n in e.value.__notes__)
+    w.wait()  # raised once
+    assert order == [1, 2]
+    w.submit(full, "y.npz")
+    with pytest.raises(OSError, match="No space"):
+        w.wait()
+
+    # Ctrl-C during a wait: the job goes on, and a second wait still waits for it
+    gate, main = threading.Event(), threading.main_thread().ident
+    w.submit(lambda: (gate.wait(10), order.append(4)), "slow")
+    threading.Timer(0.1, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            w.wait()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert w.busy and order == [1, 2]
+    threading.Timer(0.1, gate.set).start()
+    w.wait()
+    assert order == [1, 2, 4] and not w.busy
+
+
 def test_manager_keeps_latest_and_best(tmp_path):
     mgr = CheckpointManager(tmp_path / "ck", keep=2)
     trees = [{"w": jnp.full((2,), float(i))} for i in range(5)]

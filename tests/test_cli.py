@@ -323,6 +323,76 @@ def test_resume_after_an_interrupt_in_the_early_stopping_epoch(tiny, tmp_path):
         np.testing.assert_array_equal(fa[k], fc[k], err_msg=k)
 
 
+def test_checkpoint_every_resumes_without_gaps_or_repeated_epochs(tiny, tmp_path):
+    """logging.checkpoint_every: 2 over 5 epochs: checkpoints after epochs 1, 3 and 4 (the
+    last). A run killed after epoch 2 (a crash: epoch 2 has no checkpoint, maybe a best.npz)
+    resumes from epoch 1's: metrics.jsonl and TensorBoard hold each epoch once, and it ends
+    as the uninterrupted run (bit-identical checkpoints and best.npz, same summary). A
+    SIGINT after epoch 2 writes epoch 2's checkpoint, off schedule, before stopping."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(tiny, ["training.epochs=5", "logging.checkpoint_every=2",
+                             "logging.checkpoint_keep=3", "logging.plots=false",
+                             "logging.histograms_every=0"])
+    a, b, c = (tmp_path / n for n in "abc")
+
+    def crash(epoch, ts, logs):
+        if epoch == 2:
+            raise RuntimeError("killed")
+
+    def interrupt(epoch, ts, logs):
+        if epoch == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        ra = runs.train(cfg, config_path=str(tiny), out=a)
+        with pytest.raises(RuntimeError, match="killed"):
+            runs.train(cfg, config_path=str(tiny), out=b, callbacks=[crash])
+        assert [r["epoch"] for r in rows(b)] == [0, 1, 2]
+        assert runs.rundir.checkpoint_steps(b) == [1]
+        rb = runs.resume(b)
+        rc = runs.train(cfg, config_path=str(tiny), out=c, callbacks=[interrupt])
+    assert ra.status == rb.status == "completed" and rb.summary["sessions"] == 2
+    assert runs.rundir.checkpoint_steps(a) == runs.rundir.checkpoint_steps(b) == [1, 3, 4]
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+    assert [r["epoch"] for r in rows(b)] == list(range(5))
+    assert strip(rows(a)) == strip(rows(b))
+    for name in ("ckpt-000000004.npz", "best.npz"):
+        fa, fb = (leaves(d / "checkpoints" / name) for d in (a, b))
+        assert fa.keys() == fb.keys()
+        for k in fa:
+            np.testing.assert_array_equal(fa[k], fb[k], err_msg=f"{name}: {k}")
+    for k in ("test_loss", "test_accuracy", "best_epoch", "best_value", "epochs_run"):
+        assert ra.summary[k] == rb.summary[k], k
+    ea = EventAccumulator(str(b / "tensorboard"), size_guidance={"scalars": 0})
+    ea.Reload()
+    got = [(e.step, e.value) for e in ea.Scalars("loss/train")]
+    assert got == [(r["epoch"], np.float32(r["train_loss"])) for r in rows(a)]
+    assert rc.status == "interrupted" and [r["epoch"] for r in rows(c)] == [0, 1, 2]
+    assert runs.rundir.checkpoint_steps(c) == [1, 2]
+
+
+def test_a_failed_background_checkpoint_write_stops_the_run(tiny, tmp_path, monkeypatch):
+    """An error writing a checkpoint (on the writer thread) is raised by the run, at the
+    next checkpoint or at the end, before summary.json: never lost."""
+    save = C.CheckpointManager.save
+
+    def full(self, tree, step, **kw):
+        if step == 1:
+            raise OSError(28, "No space left on device", str(self.path(step)))
+        return save(self, tree, step, **kw)
+
+    monkeypatch.setattr(C.CheckpointManager, "save", full)
+    cfg = load_config(tiny, ["training.epochs=3", "logging.plots=false",
+                             "logging.tensorboard=false", "logging.histograms_every=0"])
+    with pytest.raises(OSError, match="No space left on device") as e:
+        runs.train(cfg, config_path=str(tiny), out=tmp_path / "r")
+    assert any("ckpt-000000001.npz" in n for n in e.value.__notes__)
+    assert runs.rundir.checkpoint_steps(tmp_path / "r") == [0]
+    assert [r["epoch"] for r in rows(tmp_path / "r")] == [0, 1, 2]  # raised at epoch 2's
+    assert not (tmp_path / "r" / "summary.json").exists()
+
+
 NONFINITE = """
 model: {arch: mlp, hidden: [4]}
 data: {dataset: sin, options: {n: 40}, split: [1.0], batch_size: 10}
@@ -337,11 +407,15 @@ logging: {tensorboard: false, plots: false}
 """
 
 
-def test_nonfinite_loss_exit_1_and_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("every", [1, 4])
+def test_nonfinite_loss_exit_1_and_last_good_checkpoint(tmp_path, every):
+    """A non-finite epoch 2: epoch 1's checkpoint is the latest (with checkpoint_every: 4,
+    written when training stops)."""
     cfg = tmp_path / "nan.yaml"
     cfg.write_text(NONFINITE)
     d = tmp_path / "run"
-    rc, out, err = run_cli("train", str(cfg), "--out", str(d))
+    rc, out, err = run_cli("train", str(cfg), "--out", str(d), "--set",
+                           f"logging.checkpoint_every={every}")
     assert rc == 1 and "Traceback" not in err
     assert "non-finite loss at epoch 2" in err and "last good checkpoint" in err
     assert [r["epoch"] for r in rows(d)] == [0, 1]
@@ -350,6 +424,7 @@ def test_nonfinite_loss_exit_1_and_last_good_checkpoint(tmp_path):
     c, _ = runs.read_run_config(d)
     ts, meta = C.restore(s["latest_checkpoint"], runs.initial_state(runs.prepare(c)))
     assert meta["epoch"] == 1
+    assert runs.rundir.checkpoint_steps(d) == ([0, 1] if every == 1 else [1])
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(ts.params))
 
 
@@ -683,8 +758,10 @@ def test_parallel_and_precision_errors_exit_2_before_a_run_dir(tmp_path, monkeyp
 
 
 def test_only_process_0_writes_and_every_process_gathers(tmp_path, monkeypatch, tiny):
-    """Multi-process runs: each epoch every process gathers the state (a collective) and
-    meets the others at a barrier; only process 0 writes metrics and checkpoints."""
+    """Multi-process runs: each checkpoint epoch every process gathers the state (a
+    collective); only process 0 writes metrics and checkpoints (in the background), and all
+    meet at a checkpoint's barrier once its file is complete: at the next checkpoint, or
+    when training ends."""
     from nnkit.run import trainer
 
     prep = runs.prepare(load_config(tiny))
@@ -697,7 +774,8 @@ def test_only_process_0_writes_and_every_process_gathers(tmp_path, monkeypatch, 
             return jax.device_get(tree)
 
         def sync(self, name):
-            calls.append(name)
+            epoch = int(name.rsplit("-", 1)[1])
+            calls.append((name, (d / "checkpoints" / f"ckpt-{epoch:09d}.npz").is_file()))
 
     logs = {"train_loss": 1.0, "val_loss": 0.5, "val_accuracy": 0.5}
     for pid in (1, 0):
@@ -707,13 +785,17 @@ def test_only_process_0_writes_and_every_process_gathers(tmp_path, monkeypatch, 
         d.mkdir(exist_ok=True)
         mgr = C.CheckpointManager(d / "checkpoints")
         rec = trainer._Recorder(d, prep, mgr, runs.StopFlag(), (), (None, None), Spy())
-        assert rec(0, ts, logs) is None
+        assert rec(0, ts, logs) is None and calls == ["gather"]
+        assert rec(1, ts, logs) is None
+        rec.finish(None)
         rec.close()
-        assert calls == ["gather", "nnkit-checkpoint-0"]
+        done = pid == 0  # process 0's file is complete at its barrier
+        assert calls == ["gather", "gather", ("nnkit-checkpoint-0", done),
+                         ("nnkit-checkpoint-1", done)]
         calls.clear()
     assert sorted(p.name for p in (tmp_path / "p1").iterdir()) == []
-    assert (tmp_path / "p0" / "checkpoints" / "ckpt-000000000.npz").exists()
-    assert [r["epoch"] for r in rows(tmp_path / "p0")] == [0]
+    assert (tmp_path / "p0" / "checkpoints" / "ckpt-000000001.npz").exists()
+    assert [r["epoch"] for r in rows(tmp_path / "p0")] == [0, 1]
 
 
 # ----------------------------------------------------------------------------- diagnose

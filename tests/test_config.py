@@ -145,6 +145,7 @@ def test_wrong_types_name_key_and_type(section, value, key, expect):
         ("training", {"epochs": 0}, "training.epochs", ">= 1"),
         ("training", {"l2": -1}, "training.l2", ">= 0"),
         ("logging", {"checkpoint_keep": 0}, "logging.checkpoint_keep", ">= 1"),
+        ("logging", {"checkpoint_every": 0}, "logging.checkpoint_every", ">= 1"),
     ],
 )
 def test_out_of_range_names_key_and_range(section, value, key, allowed):
@@ -370,8 +371,8 @@ def test_full_config_round_trip_and_dict(tmp_path):
                      "grad_mode": "accumulate", "microbatches": 2, "l1": 0.0, "l2": 1e-5,
                      "mode": "step"},
         "loss": "cross_entropy", "metrics": ["accuracy", "macro_f1"], "seed": 5,
-        "logging": {"tensorboard": False, "checkpoint_keep": 1, "plots": False,
-                    "histograms_every": 3},
+        "logging": {"tensorboard": False, "checkpoint_keep": 1, "checkpoint_every": 2,
+                    "plots": False, "histograms_every": 3},
         "parallel": {"data_parallel": 2, "fsdp": False},
         "precision": {"name": "mixed_float16", "loss_scale": 1024},
     }

@@ -7,7 +7,8 @@
                        ``data_fingerprint``: per split n, shapes, dtypes, digests of x and y)
       metrics.jsonl    one JSON object per epoch (epoch, train_loss, ..., lr, grad_norm, seconds)
       summary.json     best_epoch, epochs_run, test metrics, param_count, wall_seconds, status
-      checkpoints/     ckpt-<epoch>.npz (latest N) + best.npz   (nnkit.checkpoint)
+      checkpoints/     ckpt-<epoch>.npz (latest N; every logging.checkpoint_every epochs
+                       and the last epoch trained) + best.npz   (nnkit.checkpoint)
       plots/           history.png, lr.png, decision_boundary.png (2-D inputs)
       tensorboard/     event files (nnkit.tensorboard), one scalar per log key per epoch
 
@@ -464,10 +465,15 @@ class MetricsLog:
 class TensorBoard:
     """Per-epoch scalars to TensorBoard event files (``train_loss`` -> tag ``loss/train``)."""
 
-    def __init__(self, logdir: Path) -> None:
+    def __init__(self, logdir: Path, start_epoch: int = 0) -> None:
+        """``start_epoch`` > 0 (a resumed run): marks a restart at that step, so TensorBoard
+        drops the earlier files' events of the epochs this run trains again."""
         from nnkit.tensorboard import EventWriter
 
         self._w = EventWriter(logdir)
+        if start_epoch > 0:
+            self._w.restart(int(start_epoch))
+            self._w.flush()
 
     @staticmethod
     def tag(key: str) -> str:

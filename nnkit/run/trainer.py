@@ -11,23 +11,43 @@ fingerprint of its data splits when it starts, and ``--resume`` refuses data reb
 the config that differ from them (files under ``data.options.path`` replaced:
 :mod:`nnkit.run.fingerprint`).
 
+Which epochs get one: ``logging.checkpoint_every: N`` writes ``ckpt-<e>.npz`` after epoch
+``e`` when ``(e + 1) % N == 0`` and after the last epoch trained, however training ends
+(the last epoch, early stopping, a stopping callback, a signal, a non-finite epoch: then
+the epoch before it); ``best.npz`` after every epoch whose monitored value improves. A
+resume goes on from the latest checkpoint: ``metrics.jsonl`` loses its lines after it,
+TensorBoard gets a restart mark at the first epoch trained again (its readers drop the
+earlier events from there), and a ``best.npz`` of a later epoch is deleted (the epochs are
+trained again, bit for bit, and write it again).
+
+Background writes: the state is copied to host memory on the training thread (every
+process: :func:`nnkit.parallel.gather` is a collective), then the file is written by one
+background thread while the next epoch trains. At most one write is in flight (the next
+one waits for it), a write's error is raised on the training thread at the next
+checkpoint or at the end, and the run waits for the write before ``summary.json``, before
+returning, and when interrupted (a second signal: the file is complete or absent).
+
 Signals: SIGINT/SIGTERM set a flag; after the current epoch finishes, its checkpoint is
-written and training stops (exit status 130 / 143): the epoch callback returns
-:data:`nnkit.train.INTERRUPT`, so ``fit`` also skips the test-set evaluation. A second signal
-interrupts at once (the last complete checkpoint is untouched: writes are atomic).
+written (whatever ``checkpoint_every`` says) and training stops (exit status 130 / 143):
+the epoch callback returns :data:`nnkit.train.INTERRUPT`, so ``fit`` also skips the
+test-set evaluation. A second signal interrupts at once, once a write in flight has
+finished (the last complete checkpoint is untouched: writes are atomic).
 
 Devices and precision: the config's ``parallel:`` section (or a ``parallel=`` argument, a
 :class:`nnkit.parallel.DataParallel`) and ``precision:`` policy go to ``fit``. With several
 processes every process runs the same training; only process 0 creates the run directory and
 writes files (config, metrics, TensorBoard, summary, plots). Each checkpoint's train state
 is gathered by every process (:func:`nnkit.parallel.gather`, a collective: FSDP-sharded or
-multi-host arrays become whole host arrays), written by process 0, and followed by a
-barrier. Give ``--out`` with several processes so that all of them report the same
-directory (the default name has a timestamp).
+multi-host arrays become whole host arrays) and written by process 0; the processes meet at
+a barrier once the write has finished (at the next checkpoint, or at the end before any
+process goes on to its summary and exits), so none reads an unfinished file or leaves
+before it is complete. Give ``--out`` with several processes so that all of them report
+the same directory (the default name has a timestamp).
 
 Non-finite loss: training stops at the bad epoch, the parameters from the start of that
-epoch are kept, the previous epoch's checkpoint stays the latest, ``summary.json`` says
-``status: nonfinite`` and the CLI exits with status 1.
+epoch are kept, the previous epoch's checkpoint is the latest (written then if
+``checkpoint_every`` had skipped it), ``summary.json`` says ``status: nonfinite`` and the
+CLI exits with status 1.
 """
 
 from __future__ import annotations
@@ -45,7 +65,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import jax
 import numpy as np
 
-from nnkit.checkpoint import CheckpointError, CheckpointManager, CheckpointMismatchError
+from nnkit.checkpoint import (
+    BackgroundWriter,
+    CheckpointError,
+    CheckpointManager,
+    CheckpointMismatchError,
+    HostTree,
+    load_meta,
+    to_host,
+)
 from nnkit.config import Config, config_to_dict
 from nnkit.core import param_count
 from nnkit.run.fingerprint import FINGERPRINT_KEY, check_resume_data, data_fingerprint
@@ -74,6 +102,7 @@ from nnkit.run.rundir import (
     write_json,
 )
 from nnkit.train import INTERRUPT, TrainState, fit
+from nnkit.train.early_stopping import should_stop
 
 if TYPE_CHECKING:
     from nnkit.parallel import DataParallel
@@ -144,25 +173,41 @@ def _is_main() -> bool:
 class _Recorder:
     """The epoch callback: metrics line, TensorBoard, checkpoint (+best), stop on signal.
 
+    A numbered checkpoint is written after epoch ``e`` when ``(e + 1) % checkpoint_every ==
+    0``, after the last epoch, and after an epoch that ends training (early stopping, a
+    stopping callback, a signal; :meth:`finish` covers the rest: the epoch before a
+    non-finite one); ``best.npz`` whenever the monitored value improves. The train state is
+    copied to the host here (:func:`nnkit.checkpoint.to_host`), and the file written on a
+    background thread (:class:`nnkit.checkpoint.BackgroundWriter`) while training goes on;
+    the next write waits for it, and so does :meth:`finish`.
+
     Files are written by process 0 only; every process gathers the state for the checkpoint
-    (a collective when arrays span processes) and meets the others at a barrier after it."""
+    (a collective when arrays span processes). The barrier after a checkpoint says that its
+    file is complete: every process meets it once process 0's write has finished, at the
+    next checkpoint or in :meth:`finish` (so no process exits, or reads the file, before)."""
 
     def __init__(self, run_dir: Path, prep: Prepared, manager: CheckpointManager,
                  flag: StopFlag, extra: Sequence[Callback], best: tuple[Any, Any],
                  parallel: Any = None, session: int = 1, wall: float = 0.0,
-                 t0: float | None = None) -> None:
+                 t0: float | None = None, start_epoch: int = 0) -> None:
         self.main = _is_main()
         self.parallel = parallel
         self.metrics = MetricsLog(run_dir / "metrics.jsonl")
-        self.tb = (TensorBoard(run_dir / "tensorboard")
+        self.tb = (TensorBoard(run_dir / "tensorboard", start_epoch)
                    if prep.cfg.logging.tensorboard and self.main else None)
         self.prep = prep
         self.manager = manager
+        self.every = prep.cfg.logging.checkpoint_every
+        self.epochs = prep.cfg.training.epochs
+        self.writer = BackgroundWriter("nnkit-checkpoint-writer") if self.main else None
         self.flag = flag
         self.extra = tuple(extra)
         self.monitor, self.mode = monitor_of(prep)
         self.best_epoch, self.best_value = best
         self.last_epoch: int | None = None
+        self.last_row: dict[str, Any] = {}
+        self.saved_epoch: int | None = None  # the last numbered checkpoint handed over
+        self.barrier: str | None = None  # the barrier of the last write handed over
         self.config = config_to_dict(prep.cfg)
         self.session, self.wall0 = session, wall  # this session's number, earlier time
         self.t0 = time.perf_counter() if t0 is None else t0
@@ -175,6 +220,50 @@ class _Recorder:
             return True
         return v < self.best_value if self.mode == "min" else v > self.best_value
 
+    def _due(self, epoch: int, ts: TrainState) -> bool:
+        """Whether epoch ``epoch`` gets a numbered checkpoint before the other callbacks
+        run: every ``checkpoint_every`` epochs, the last epoch, and when early stopping ends
+        training after it (fit checks after the callbacks; the same rule)."""
+        if (epoch + 1) % self.every == 0 or epoch + 1 >= self.epochs:
+            return True
+        es = self.prep.early_stopping
+        return es is not None and ts.bad_epochs is not None and should_stop(es, ts.bad_epochs)
+
+    def _host(self, ts: TrainState) -> HostTree | Any:
+        """The train state as host arrays (every process: a collective with several); a
+        :class:`~nnkit.checkpoint.HostTree` copy on process 0, the one that writes it."""
+        tree = ts if self.parallel is None else self.parallel.gather(ts)
+        return to_host(tree) if self.main else tree
+
+    def _write(self, host: HostTree | Any, epoch: int, *, numbered: bool,
+               is_best: bool) -> None:
+        """Hands ``host`` to the writer (process 0; after the previous write has finished),
+        then meets the other processes at the previous write's barrier."""
+        if self.main:
+            assert self.writer is not None
+            meta = {"epoch": epoch, "metrics": self.last_row, "config": self.config,
+                    "extra": {"best_epoch": self.best_epoch, "best_value": self.best_value,
+                              "monitor": self.monitor, "session": self.session,
+                              "wall_seconds": self.wall0 + time.perf_counter() - self.t0}}
+            manager = self.manager
+            if numbered:
+                self.writer.submit(lambda: manager.save(host, epoch, is_best=is_best, **meta),
+                                   f"{manager.path(epoch)}")
+            else:
+                self.writer.submit(lambda: manager.save_best(host, epoch, **meta),
+                                   f"{manager.best_path} (epoch {epoch})")
+        self._sync()
+        self.barrier = f"nnkit-checkpoint-{epoch}" + ("" if numbered else "-best")
+        if numbered:
+            self.saved_epoch = epoch
+
+    def _sync(self) -> None:
+        """The barrier of the last write handed over (every process; process 0 has waited
+        for the write)."""
+        if self.barrier is not None and self.parallel is not None:
+            self.parallel.sync(self.barrier)
+        self.barrier = None
+
     def __call__(self, epoch: int, ts: TrainState, logs: dict) -> bool | str | None:
         row = self.metrics.append(epoch, logs) if self.main else self.metrics.row(epoch, logs)
         if self.tb is not None:
@@ -186,17 +275,12 @@ class _Recorder:
             is_best = self._better(value)
         if is_best:
             self.best_epoch, self.best_value = epoch, value
-        host = ts if self.parallel is None else self.parallel.gather(ts)  # every process
-        if self.main:
-            self.manager.save(
-                host, epoch, epoch=epoch, is_best=is_best, metrics=row, config=self.config,
-                extra={"best_epoch": self.best_epoch, "best_value": self.best_value,
-                       "monitor": self.monitor, "session": self.session,
-                       "wall_seconds": self.wall0 + time.perf_counter() - self.t0},
-            )
-        if self.parallel is not None:
-            self.parallel.sync(f"nnkit-checkpoint-{epoch}")
-        self.last_epoch = epoch
+        self.last_epoch, self.last_row = epoch, row
+        due = self._due(epoch, ts)
+        host = None
+        if due or is_best:
+            host = self._host(ts)
+            self._write(host, epoch, numbered=due, is_best=is_best)
         stop: bool | str = False
         by = None
         for cb in self.extra:
@@ -207,14 +291,44 @@ class _Recorder:
                 stop, by = True, cb
         if by is not None:  # fit names the callback that stopped training by this name
             self.__name__ = getattr(by, "__name__", type(by).__name__)
+        if not due and (stop or self.flag.signum is not None):  # training ends here
+            self._write(host or self._host(ts), epoch, numbered=True, is_best=False)
         if self.flag.signum is not None:
             self.__name__ = "signal"
             return INTERRUPT  # stop now: fit skips the test set
         return stop or None
 
+    def finish(self, last_state: TrainState | None) -> None:
+        """End of training: a numbered checkpoint of the last epoch trained if it has none
+        (``last_state``: fit's state after it, e.g. rolled back from a non-finite epoch),
+        then waits for the write in flight (raising its error) and meets the others at its
+        barrier."""
+        if (last_state is not None and self.last_epoch is not None
+                and self.saved_epoch != self.last_epoch):
+            self._write(self._host(last_state), self.last_epoch, numbered=True, is_best=False)
+        if self.writer is not None:
+            self.writer.wait()
+        self._sync()
+
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        """Waits for the write in flight (also through further Ctrl-C: it is the newest
+        checkpoint, and it is short) and closes TensorBoard; after an error, the writer's
+        own error is reported on stderr instead of replacing the first."""
+        try:
+            while self.writer is not None:
+                try:
+                    self.writer.wait()
+                    break
+                except KeyboardInterrupt:
+                    print("finishing the checkpoint being written", file=sys.stderr,
+                          flush=True)
+                except Exception as e:  # noqa: BLE001 - finish() raises it on success
+                    print(f"warning: checkpoint write failed: {type(e).__name__}: {e}",
+                          file=sys.stderr)
+                    break
+        finally:
+            if self.tb is not None:
+                self.tb.close()
 
 
 def _plots(run_dir: Path, prep: Prepared, history: dict, ts: TrainState) -> list[str]:
@@ -269,9 +383,10 @@ def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: i
     session = int(prior.get("sessions", 0)) + 1
     wall0 = float(prior.get("wall_seconds", 0.0))
     t0 = time.perf_counter()
-    rec = _Recorder(run_dir, prep, manager, flag, callbacks, best, parallel, session, wall0, t0)
+    rec = _Recorder(run_dir, prep, manager, flag, callbacks, best, parallel, session, wall0, t0,
+                    start_epoch)
     try:
-        with flag.installed():
+        with flag.installed():  # a signal during the last write: it completes, then we stop
             result = fit(
                 prep.model, prep.optimizer, prep.train, val_data=prep.val,
                 test_data=prep.test, loss=cfg.loss, metrics=cfg.metrics,
@@ -283,6 +398,7 @@ def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: i
                 eval_batch_size=cfg.data.eval_batch_size, parallel=parallel,
                 policy=prep.policy,
             )
+            rec.finish(result.last_state)  # before summary.json: the checkpoints are on disk
     finally:
         rec.close()
         if mon is not None:
@@ -360,8 +476,10 @@ def train(
 
     Everything that can fail on user input is checked before the directory is created.
     ``callbacks`` (``cb(epoch, train_state, logs) -> bool | str | None``) run after each
-    epoch's checkpoint is written; ``True`` stops training, :data:`nnkit.train.INTERRUPT`
-    stops it without the test-set evaluation. ``parallel``: a
+    epoch's metrics line, and after its checkpoint (when one is due) is handed to the
+    background writer (the file is complete by the next checkpoint, and when this returns
+    or raises); ``True`` stops training, :data:`nnkit.train.INTERRUPT` stops it without the
+    test-set evaluation, and both get the epoch a checkpoint. ``parallel``: a
     :class:`nnkit.parallel.DataParallel`; ``None`` builds it from ``cfg.parallel`` (off by
     default) with :func:`nnkit.run.prepare.make_parallel`. ``overrides``: the ``--set``
     values ``cfg`` was parsed with; errors in the keys they set name ``--set``, not the file.
@@ -411,7 +529,6 @@ def _mismatch_hint(run_dir: Path, cfg: Config, path: Path) -> str:
     the keys (outside :data:`~nnkit.run.rundir.RESUME_KEYS`) whose values differ from the
     config stored in the checkpoint, with both values."""
     from nnkit import __version__
-    from nnkit.checkpoint import load_meta
 
     head = f"the run's {run_dir / 'config.yaml'} no longer matches its checkpoints"
     try:
@@ -450,6 +567,22 @@ def _so_far(summary: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
                                              or int(extra["session"]) > int(sessions)):
         sessions, wall = extra["session"], extra.get("wall_seconds")
     return {"sessions": int(sessions or 0), "wall_seconds": float(wall or 0.0)}
+
+
+def _drop_best_after(manager: CheckpointManager, start: int) -> None:
+    """Deletes ``best.npz`` when it holds an epoch ``>= start``: an epoch after the latest
+    checkpoint (``logging.checkpoint_every`` > 1, or a kill between the two writes), which
+    the resumed run trains again and writes again if it is still the best; kept, it could
+    outlive the epochs it came from (a resume to fewer epochs, or a change of best)."""
+    path = manager.best_path
+    if not path.is_file():
+        return
+    try:
+        epoch = load_meta(path).get("epoch")
+    except CheckpointError:  # unreadable: the next improvement replaces it
+        return
+    if isinstance(epoch, int) and epoch >= start:
+        path.unlink()
 
 
 def resume(
@@ -527,6 +660,7 @@ def resume(
                          "already finished (early stopping); nothing to do")
     if _is_main():  # first: a metrics.jsonl it cannot read stops the resume unchanged
         MetricsLog(run_dir / "metrics.jsonl").truncate_from(start)
+        _drop_best_after(manager, start)
     if overrides and _is_main():
         earlier = meta.get("resumed_with") or []
         earlier = earlier if isinstance(earlier, list) else [earlier]
