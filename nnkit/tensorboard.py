@@ -137,6 +137,22 @@ def _histo(values: np.ndarray, bins: int) -> bytes:
 _serial = itertools.count()
 
 
+def _stamp(logdir: Path) -> int:
+    """The new file's timestamp: now, or one past the latest file already in ``logdir``.
+
+    TensorBoard reads a directory's files in name order, so a resumed run's file (whose
+    restart mark drops the old events it redoes) must sort after the earlier ones, also when
+    it is created within the same second (by another process, whose pid may sort first)."""
+    latest = 0
+    for f in logdir.glob("events.out.tfevents.*"):
+        try:
+            latest = max(latest, int(f.name.split(".")[3]))
+        except (IndexError, ValueError):
+            continue
+    now = int(time.time())
+    return now if now > latest else latest + 1
+
+
 class EventWriter:
     """Appends events to a new ``events.out.tfevents.*`` file in ``logdir`` (created if
     needed; other files there are left alone, so a resumed run adds a file beside the old).
@@ -148,8 +164,8 @@ class EventWriter:
     def __init__(self, logdir: str | os.PathLike) -> None:
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
-        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
-                f"{os.getpid()}.{next(_serial)}")
+        name = (f"events.out.tfevents.{_stamp(self.logdir):010d}.{socket.gethostname()}."
+                f"{os.getpid()}.{next(_serial):06d}")
         self.path = self.logdir / name
         self._file: Any = open(self.path, "wb")  # noqa: SIM115 - closed by close()
         self._pending = [_record(_event(0, file_version="brain.Event:2"))]

@@ -118,3 +118,21 @@ def test_flush_makes_events_visible_before_close(tmp_path):
     w.flush()
     assert len(list(RawEventFileLoader(str(w.path)).Load())) == 2
     w.close()
+
+
+def test_a_later_file_sorts_after_the_earlier_ones_within_one_second(tmp_path):
+    """TensorBoard reads a directory's files in name order: a resumed run's file (with its
+    restart mark) must come last even when made in the same second, by any process."""
+    import time
+
+    from nnkit.tensorboard import EventWriter
+
+    ahead = int(time.time()) + 1000  # a file of another process, its clock ahead
+    (tmp_path / f"events.out.tfevents.{ahead:010d}.other-host.99999.000000").write_bytes(b"")
+    names = []
+    for _ in range(12):  # past a serial of 9 -> 10, which sorts first as plain text
+        w = EventWriter(tmp_path)
+        w.close()
+        names.append(w.path.name)
+    assert sorted(p.name for p in tmp_path.iterdir())[-12:] == names
+    assert int(names[0].split(".")[3]) == ahead + 1
