@@ -360,6 +360,15 @@ def test_monitor_records_exact_update_ratios_histograms_and_lr(tmp_path):
     assert hist[(2, "params/a/w")].sum == pytest.approx(4.4, rel=1e-6)
     assert sorted(p.name for p in tmp_path.glob("*.png")) == [
         "histograms_epoch0000.png", "histograms_epoch0002.png", "update_ratio.png"]
+    # resumed at epoch 2 (epoch 2 trained again, now at lr 0.125): TensorBoard's reader drops
+    # the first file's epoch 2 and keeps epoch 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with monitor(every=2, logdir=tmp_path, start_epoch=2) as again:
+        again(2, {"params": p1, "step": 10}, {"lr": 0.125})
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("lr")] == [(0, 0.5), (2, 0.125)]
 
 
 def test_monitor_in_fit_writes_grads_activations_and_figures(tmp_path):

@@ -85,8 +85,10 @@ class Monitor:
         loss: Any = "cross_entropy",
         key: Any = 0,
         figures: bool = True,
+        start_epoch: int = 0,
     ) -> None:
         every = check_int(every, "monitor: every")
+        start_epoch = check_int(start_epoch, "monitor: start_epoch", 0)
         if (x_sample is None) != (model is None):
             raise ValueError("monitor: activations and gradients need both model= and x_sample=")
         if y_sample is not None and x_sample is None:
@@ -100,6 +102,9 @@ class Monitor:
         self.y = None if y_sample is None else jnp.asarray(y_sample)
         self._key = to_key(key)
         self._writer = EventWriter(self.logdir)
+        if start_epoch > 0:  # a resumed run: TensorBoard drops the old files' later events
+            self._writer.restart(start_epoch)
+            self._writer.flush()
         self._prev: dict[str, dict[str, np.ndarray]] | None = None
         self._prev_step: int | None = None
         self.history: dict[str, Any] = {
@@ -253,6 +258,7 @@ def monitor(
     loss: Any = "cross_entropy",
     key: Any = 0,
     figures: bool = True,
+    start_epoch: int = 0,
 ) -> Monitor:
     """A ``fit`` callback recording per-layer diagnostics every ``every`` epochs.
 
@@ -262,7 +268,10 @@ def monitor(
     ``x_sample`` (a small fixed batch, e.g. 128 examples) is run in training mode with the
     fixed ``key``; the two jitted functions (outputs, gradients) compile once. Call
     ``.close()`` (or use it as a context manager) at the end. See the module docstring for
-    what is written where.
+    what is written where. ``start_epoch`` > 0 (training resumed at that epoch into a
+    ``logdir`` that already has event files) marks a restart there, so TensorBoard drops
+    the earlier files' events of the epochs trained again.
     """
     return Monitor(every=every, logdir=logdir, model=model, x_sample=x_sample,
-                   y_sample=y_sample, loss=loss, key=key, figures=figures)
+                   y_sample=y_sample, loss=loss, key=key, figures=figures,
+                   start_epoch=start_epoch)

@@ -354,7 +354,7 @@ def _plots(run_dir: Path, prep: Prepared, history: dict, ts: TrainState) -> list
     return made
 
 
-def _monitor(run_dir: Path, prep: Prepared) -> Any:
+def _monitor(run_dir: Path, prep: Prepared, start_epoch: int = 0) -> Any:
     """``logging.histograms_every: N`` (> 0): a :func:`nnkit.diagnose.monitor` callback
     writing per-layer histograms of parameters, gradients and outputs on a fixed batch of
     up to 128 training examples, the learning rate and update/parameter ratios, every N
@@ -368,7 +368,8 @@ def _monitor(run_dir: Path, prep: Prepared) -> Any:
     x, y = prep.train
     k = min(128, int(np.shape(y)[0]))
     return monitor(every=every, logdir=run_dir / "diagnostics", model=prep.model,
-                   x_sample=x[:k], y_sample=y[:k], loss=prep.cfg.loss, key=prep.cfg.seed)
+                   x_sample=x[:k], y_sample=y[:k], loss=prep.cfg.loss, key=prep.cfg.seed,
+                   start_epoch=start_epoch)
 
 
 def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: int,
@@ -377,7 +378,7 @@ def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: i
     cfg = prep.cfg
     manager = CheckpointManager(run_dir / "checkpoints", keep=cfg.logging.checkpoint_keep)
     flag = StopFlag()
-    mon = _monitor(run_dir, prep)
+    mon = _monitor(run_dir, prep, start_epoch)
     if mon is not None:
         callbacks = [*callbacks, mon]
     session = int(prior.get("sessions", 0)) + 1
