@@ -258,6 +258,11 @@ the epochs already trained belong to another run. ``training.epochs`` cannot cha
 when a schedule step count is ``auto`` (computed from it)."""
 
 
+
+def _resumable(key: str) -> bool:
+    """Whether dotted ``key`` is one of :data:`RESUME_KEYS` or inside one of its sections."""
+    return any(key == k or key.startswith(k + ".") for k in RESUME_KEYS)
+
 def read_resume_config(run_dir: str | os.PathLike,
                        overrides: Sequence[str] = ()) -> tuple[Config, dict]:
     """:func:`read_run_config` for ``--resume``: the run must have a checkpoint, its
@@ -305,7 +310,7 @@ def check_resume_changes(before: Config, after: Config) -> None:
     old = config_to_dict(before)
     changed = changed_keys(old, config_to_dict(after))
     for key in changed:
-        if not any(key == k or key.startswith(k + ".") for k in RESUME_KEYS):
+        if not _resumable(key):
             raise ConfigError(
                 f"cannot change when resuming (the run so far used {config_value(old, key)!r}): it "
                 f"decides what the run trains on or how; --resume --set may change only "
@@ -336,7 +341,7 @@ def changes_since_checkpoint(saved: Mapping[str, Any], cfg: Config) -> tuple[lis
     except (ConfigError, ValueError, TypeError):
         return [], now
     changed = [k for k in changed_keys(then, now)
-               if not any(k == r or k.startswith(r + ".") for r in RESUME_KEYS)]
+               if not _resumable(k)]
     return changed, now
 
 
