@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from nnkit.optim import Plateau, plateau_update
+from nnkit.precision import select_tree
 from nnkit.train.early_stopping import EarlyStopping, early_stopping_update
 from nnkit.train.state import TrainState
 from nnkit.train.step import make_evaluator
@@ -28,10 +29,6 @@ __all__ = ["gather_rows", "all_finite", "EpochFns", "make_epoch_fns"]
 def gather_rows(tree: Any, idx: jax.Array) -> Any:
     """Rows ``idx`` (any int array shape) of every leaf: ``(n, ...) -> (*idx.shape, ...)``."""
     return jax.tree_util.tree_map(lambda a: jnp.take(a, idx, axis=0), tree)
-
-
-def _where(ok: jax.Array, a: Any, b: Any) -> Any:
-    return jax.tree_util.tree_map(lambda u, v: jnp.where(ok, u, v), a, b)
 
 
 def all_finite(tree: Any) -> jax.Array:
@@ -134,7 +131,7 @@ def make_epoch_fns(
             logs["best_epoch"] = ts.best_epoch
         if plateau is not None:
             logs["lr_scale"] = ts.plateau.scale
-        return _where(ok if keep is None else ok & keep, ts, ts0), logs
+        return select_tree(ok if keep is None else ok & keep, ts, ts0), logs
 
     nb = n // batch_size
 
