@@ -210,7 +210,7 @@ def fit(
         (:func:`nnkit.train.prefetch.prefetch`); ``0`` makes each on the main thread.
         ``None``: 2 on a GPU or TPU, whose host is otherwise idle while the device runs a
         step; 0 on the CPU, where the host's cores are the device's and a thread handover
-        only adds ~40 us a step (measured: no gain even for host-side augmentation).
+        only adds to each step (``docs/architecture.md``).
 
     Raises:
       ValueError: data that do not fit the model (shapes named), labels out of range,
