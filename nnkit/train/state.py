@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, NamedTuple
 
 import jax
@@ -174,8 +175,10 @@ def _run_once_options(top: bool) -> dict[str, Any] | None:
     bit for bit (the test suite compares them with the op-by-op version for each kind of
     initializer); level 0 would compile faster still but rounds the orthogonal
     initializer's QR step differently. Only for a call at the top level: inside another
-    trace (``jit``, ``eval_shape``) the enclosing program's options apply."""
-    if not top or jax.default_backend() != "cpu":
+    trace (``jit``, ``eval_shape``) the enclosing program's options apply. A level set
+    in ``XLA_FLAGS`` applies to every program and wins over this one."""
+    if (not top or jax.default_backend() != "cpu"
+            or "xla_backend_optimization_level" in os.environ.get("XLA_FLAGS", "")):
         return None
     return {"xla_backend_optimization_level": 1}
 
