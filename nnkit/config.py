@@ -786,7 +786,9 @@ class LoggingConfig:
     the epoch before a non-finite one); ``best.npz`` is written whenever the monitored
     metric improves. A resume goes on from the latest checkpoint, so a run killed outright
     redoes the epochs after it (at most ``checkpoint_every - 1``).
-    ``histograms_every``: layer histograms every N epochs (0: off).
+    ``histograms_every``: layer histograms every N epochs (0: off), as TensorBoard events
+    and, with ``plots``, PNGs in ``<run>/diagnostics``. ``plots``: the run's PNG figures
+    (curves, the model's figures, the diagnostics' histograms); ``false`` writes none.
     """
 
     tensorboard: bool = _field(True)

@@ -311,6 +311,10 @@ def test_resume_after_an_interrupt_in_the_early_stopping_epoch(tiny, tmp_path):
         c = runs.resume(tmp_path / "b")
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
     assert strip(rows(tmp_path / "a")) == strip(rows(tmp_path / "b"))
+    # logging.plots=false: the diagnostics (histograms_every: 2) write events, no PNG
+    diag = [p.name for p in (tmp_path / "a" / "diagnostics").iterdir()]
+    assert any(n.startswith("events.out.tfevents") for n in diag)
+    assert not [n for n in diag if n.endswith(".png")], diag
     assert c.status == "early_stopped" and c.exit_code == 0
     for k in ("stop_reason", "test_loss", "test_accuracy", "best_epoch", "best_value",
               "epochs_run"):

@@ -194,35 +194,43 @@ class Monitor:
     # ------------------------------------------------------------------------- figures
 
     def _plot(self, epoch: int, host, grads, acts) -> None:
-        from nnkit.diagnose.plots import draw_histogram, save_figure
-        from nnkit.plots import new_figure
+        from matplotlib.figure import Figure
 
+        from nnkit.diagnose.plots import draw_histogram
+
+        # Only the panels drawn get axes, and the margins are fixed in inches: matplotlib's
+        # tight layout measures every tick label and cost as much as drawing the figure.
         rows = max(len(host), len(acts), 1)
-        fig, axes = new_figure(rows, 3, figsize=(8.4, 1.7 * rows + 0.6), squeeze=False)
-        for ax in axes.ravel():
-            ax.axis("off")
+        height = 1.7 * rows + 0.6
+        fig = Figure(figsize=(8.4, height))
+        fig.subplots_adjust(left=0.07, right=0.99, bottom=0.45 / height,
+                            top=1 - 0.7 / height, wspace=0.32, hspace=0.62)
+
+        def panel(i: int, col: int, values: np.ndarray, title: str, color: str, xlabel: str):
+            c, e = np.histogram(values, bins=40)
+            draw_histogram(fig.add_subplot(rows, 3, 3 * i + col + 1), c, e, title, color,
+                           xlabel)
+
         for i, (path, g) in enumerate(host.items()):
-            v = np.concatenate([a.ravel() for a in g.values()])
-            c, e = np.histogram(v, bins=40)
-            axes[i, 0].axis("on")
-            draw_histogram(axes[i, 0], c, e, f"params {path}", "tab:blue")
+            panel(i, 0, np.concatenate([a.ravel() for a in g.values()]), f"params {path}",
+                  "tab:blue", "weight")
             if path in grads:
-                gv = np.concatenate([a.ravel() for a in grads[path].values()])
-                c, e = np.histogram(gv, bins=40)
-                axes[i, 1].axis("on")
-                draw_histogram(axes[i, 1], c, e, f"grads {path}", "tab:red")
+                panel(i, 1, np.concatenate([a.ravel() for a in grads[path].values()]),
+                      f"grads {path}", "tab:red", "gradient")
         for i, (path, a) in enumerate(acts.items()):
-            c, e = np.histogram(a[np.isfinite(a)], bins=40)
-            axes[i, 2].axis("on")
-            draw_histogram(axes[i, 2], c, e, f"output {path}", "tab:green")
+            panel(i, 2, a[np.isfinite(a)], f"output {path}", "tab:green", "output value")
         fig.suptitle(f"epoch {epoch}: weights | gradients (sample batch) | layer outputs",
-                     fontsize=10)
-        self.figures.append(save_figure(fig, self.logdir / f"histograms_epoch{epoch:04d}.png"))
+                     fontsize=10, y=1 - 0.12 / height)
+        hist_path = self.logdir / f"histograms_epoch{epoch:04d}.png"
+        fig.savefig(hist_path, dpi=80)
+        self.figures.append(str(hist_path))
 
         per_step = bool(self.history["update_ratio_per_step"])
         series = self.history["update_ratio_per_step" if per_step else "update_ratio"]
         if series:
-            fig, ax = new_figure(figsize=(5.5, 3.4))
+            fig = Figure(figsize=(5.5, 3.4))
+            fig.subplots_adjust(left=0.17, right=0.97, bottom=0.14, top=0.91)
+            ax = fig.add_subplot()
             for path, pts in series.items():
                 e, r = zip(*pts, strict=True)
                 ax.semilogy(e, np.maximum(r, 1e-12), "o-", ms=3, label=path)
@@ -233,7 +241,8 @@ class Monitor:
                                                    "since last snapshot"))
             ax.set_title("relative update per layer")
             ax.legend(fontsize=6)
-            path = save_figure(fig, self.logdir / "update_ratio.png")
+            path = str(self.logdir / "update_ratio.png")
+            fig.savefig(path, dpi=80)
             if path not in self.figures:
                 self.figures.append(path)
 

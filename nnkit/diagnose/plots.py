@@ -90,13 +90,15 @@ def draw_overfit(
         ax.legend(fontsize=7)
 
 
-def draw_histogram(ax: Axes, counts: Any, edges: Any, title: str, color: str = "tab:blue") -> None:
-    """One precomputed histogram as bars."""
+def draw_histogram(ax: Axes, counts: Any, edges: Any, title: str, color: str = "tab:blue",
+                   xlabel: str = "activation value") -> None:
+    """One precomputed histogram (``counts[i]`` in ``[edges[i], edges[i+1])``), drawn as one
+    filled step outline (one artist, not a bar per bin: ~10x cheaper to draw)."""
     counts, edges = np.asarray(counts), np.asarray(edges)
-    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=color)
+    ax.stairs(counts, edges, fill=True, color=color)
     ax.set_title(title, fontsize=8)
     ax.tick_params(labelsize=6)
-    ax.set_xlabel("activation value", fontsize=7)
+    ax.set_xlabel(xlabel, fontsize=7)
     ax.set_ylabel("count", fontsize=7)
 
 

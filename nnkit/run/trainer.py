@@ -358,8 +358,8 @@ def _monitor(run_dir: Path, prep: Prepared, start_epoch: int = 0) -> Any:
     """``logging.histograms_every: N`` (> 0): a :func:`nnkit.diagnose.monitor` callback
     writing per-layer histograms of parameters, gradients and outputs on a fixed batch of
     up to 128 training examples, the learning rate and update/parameter ratios, every N
-    epochs, to ``<run>/diagnostics`` (TensorBoard events and PNGs). One process only (the
-    monitor reads whole arrays on the host)."""
+    epochs, to ``<run>/diagnostics`` (TensorBoard events, and PNGs when ``logging.plots``).
+    One process only (the monitor reads whole arrays on the host)."""
     every = prep.cfg.logging.histograms_every
     if not every or jax.process_count() > 1:
         return None
@@ -369,7 +369,7 @@ def _monitor(run_dir: Path, prep: Prepared, start_epoch: int = 0) -> Any:
     k = min(128, int(np.shape(y)[0]))
     return monitor(every=every, logdir=run_dir / "diagnostics", model=prep.model,
                    x_sample=x[:k], y_sample=y[:k], loss=prep.cfg.loss, key=prep.cfg.seed,
-                   start_epoch=start_epoch)
+                   start_epoch=start_epoch, figures=prep.cfg.logging.plots)
 
 
 def _run(run_dir: Path, prep: Prepared, *, ts: TrainState | None, start_epoch: int,
