@@ -119,8 +119,11 @@ class FitResult(NamedTuple):
     last_state: TrainState | None = None
 
 
+@jax.jit
 def _copy(tree: Any) -> Any:
-    return jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), tree)
+    """Fresh buffers holding ``tree``'s values (a step donates its input state): one
+    compiled program for the whole tree, not one per leaf shape."""
+    return jax.tree_util.tree_map(jnp.copy, tree)
 
 
 def _streaming(train_data: Any) -> bool:
