@@ -490,18 +490,24 @@ def _sweep_until(tiny, out, grid, ready, *sets):
            *(a for s in ["training.early_stopping=null", "logging.plots=false",
                          "logging.tensorboard=false", "logging.histograms_every=0", *sets]
              for a in ("--set", s))]
+    # PYTHONFAULTHANDLER: a child that ignores the SIGINT is sent SIGABRT, and the failure
+    # shows where each of its threads was
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=ROOT)
+                            cwd=ROOT, env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not ready():
         time.sleep(0.05)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     try:
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _, err = proc.communicate(timeout=30)
+        finally:
             proc.kill()
+        pytest.fail(f"nnkit sweep still ran 90 s after SIGINT; its stacks:\n{err[-6000:]}")
     return proc.returncode, out, err, time.monotonic() - sent
 
 
@@ -542,7 +548,7 @@ def test_sigint_in_a_vmapped_sweep_exits_at_once_and_says_so(tiny, tmp_path):
     them, leaving a sweep.json and sweep.txt that say it was interrupted (no table)."""
     d = tmp_path / "sw"
     rc, out, err, took = _sweep_until(tiny, d, "seed=0,1", lambda: d.exists() and (
-        time.sleep(2) or True), "training.epochs=1000000")  # ~400 s to the end
+        time.sleep(2) or True), "training.epochs=1000000")  # minutes to the end
     assert rc == 130, err
     assert took < 60 and err.endswith("interrupted\n") and out == ""
     assert sorted(p.name for p in d.iterdir()) == ["sweep.json", "sweep.txt"]
