@@ -1,6 +1,5 @@
 """lr_find, overfit_batch and sweep."""
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -339,32 +338,6 @@ def test_sweep_over_two_devices_equals_one_device():
     assert res["three_explicit_error"] == (
         "sweep: 3 models cannot be shared evenly by 2 devices; give a number of devices that "
         "divides the number of models")
-
-
-def test_ctrl_c_during_a_sweep_is_a_flag_that_cannot_be_lost():
-    """While the sweep queues and waits for its epochs, SIGINT only sets a flag (an
-    extension that checks for signals and clears the error cannot swallow it); the sweep
-    raises KeyboardInterrupt at its next check, a second SIGINT at once, and Python's
-    handler is back afterwards."""
-    from nnkit.train.sweep import _ctrl_c_flag, _wait_ready
-
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    reached = []
-    with pytest.raises(KeyboardInterrupt):
-        with _ctrl_c_flag() as flag:
-            signal.raise_signal(signal.SIGINT)  # recorded, nothing raised here
-            reached.append("after the first SIGINT")
-            assert flag.seen
-            with pytest.raises(KeyboardInterrupt):
-                _wait_ready([jax.numpy.ones(3)], flag)  # the wait checks the flag
-            with pytest.raises(KeyboardInterrupt):
-                signal.raise_signal(signal.SIGINT)  # a second one: at once
-            reached.append("end of the block")
-    assert reached == ["after the first SIGINT", "end of the block"]  # then raised on exit
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    with _ctrl_c_flag() as flag:  # no signal: the block runs through
-        _wait_ready([jax.numpy.ones(3)], flag)
-    assert not flag.seen and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_bad_arguments_name_the_argument_and_value():

@@ -4,13 +4,9 @@ leading model axis. Each model has its own params (its seed), learning rate and 
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-import signal
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -151,10 +147,6 @@ def sweep(
     epochs (no host sync): a model whose patience runs out stops after that epoch (the
     others go on; its history ends there, its ``stop_reasons`` entry says so as fit's does),
     and with ``restore_best`` its returned params and state are its best epoch's.
-
-    Ctrl-C (SIGINT, in the main thread) raises ``KeyboardInterrupt`` once the epochs being
-    queued are queued, or within ~50 ms while the devices run; the queued epochs cannot be
-    cancelled (``nnkit sweep`` then ends the process at once).
     """
     epochs = check_int(epochs, "epochs", 0)
     prog = sweep_program(
@@ -175,14 +167,11 @@ def sweep(
     # the models train on.)
     k = epochs_per_call(epochs, int(np.size(prog.order(0))))
     pending = []
-    with _ctrl_c_flag() as interrupted:
-        for start in range(0, epochs, k):
-            interrupted.check()
-            count = min(k, epochs - start)  # the last chunk is padded to the compiled k
-            stacked, live, logs = prog.epochs(stacked, live, np.int32(start), np.int32(count),
-                                              prog.orders(start, count, k), x, y, xv, yv)
-            pending.append(logs)
-        _wait_ready(pending, interrupted)
+    for start in range(0, epochs, k):
+        count = min(k, epochs - start)  # the last chunk is padded to the compiled k
+        stacked, live, logs = prog.epochs(stacked, live, np.int32(start), np.int32(count),
+                                          prog.orders(start, count, k), x, y, xv, yv)
+        pending.append(logs)
     tables = (np.concatenate(jax.device_get(pending))[:epochs] if pending
               else np.zeros((0, 0, 0)))
     steps_per_epoch = prog.steps_per_epoch
@@ -529,58 +518,6 @@ def _rates(values: Sequence[Any], name: str) -> list[float]:
 
 EPOCHS_PER_CALL_MAX_ROWS = 1 << 22
 """:func:`sweep` hands at most this many data-order entries (int32) to one call."""
-
-
-class _CtrlC:
-    """Whether SIGINT arrived while :func:`_ctrl_c_flag` was active."""
-
-    def __init__(self) -> None:
-        self.seen = False
-
-    def handler(self, signum: int, frame: Any) -> None:
-        if self.seen:  # a second Ctrl-C: at once, wherever the main thread is
-            raise KeyboardInterrupt
-        self.seen = True
-
-    def check(self) -> None:
-        """Raises ``KeyboardInterrupt`` if SIGINT arrived."""
-        if self.seen:
-            raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _ctrl_c_flag() -> Iterator[_CtrlC]:
-    """SIGINT recorded in a flag (the caller raises ``KeyboardInterrupt`` at its next
-    :meth:`_CtrlC.check`) for the ``with`` block; the previous handler is restored after.
-
-    Python's own handler raises ``KeyboardInterrupt`` wherever the main thread is, and an
-    extension's wait that checks for signals and clears the error loses it: the sweep then
-    ran to its end. A flag cannot be lost. Only in the main thread, and only while Python's
-    default handler is installed (a caller's own handler is left alone)."""
-    flag = _CtrlC()
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield flag
-        return
-    old = signal.signal(signal.SIGINT, flag.handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, old)
-    flag.check()
-
-
-def _wait_ready(tree: Any, interrupted: _CtrlC, longest_poll_s: float = 0.05) -> None:
-    """Returns once every array of ``tree`` is computed, polling from Python so that a
-    SIGINT raises ``KeyboardInterrupt`` within ``longest_poll_s`` rather than after the
-    queued epochs have all run (minutes for a long sweep)."""
-    pause = 1e-3
-    for a in jax.tree_util.tree_leaves(tree):
-        while not a.is_ready():
-            interrupted.check()
-            time.sleep(pause)
-            pause = min(2 * pause, longest_poll_s)
-    interrupted.check()
 
 
 def epochs_per_call(epochs: int, order_size: int) -> int:
