@@ -460,8 +460,8 @@ def _nnkit_interruptible(*args: str) -> list[str]:
     started in the background by a shell without job control has SIGINT ignored, its
     children inherit that, and Python keeps an ignored SIGINT ignored (as POSIX programs
     do), so the SIGINT tests would test nothing there."""
-    return [sys.executable, "-c", "import runpy, signal, sys; "
-            "signal.signal(signal.SIGINT, signal.default_int_handler); sys.argv[0] = 'nnkit'; "
+    return [sys.executable, "-c", "import runpy, signal; "
+            "signal.signal(signal.SIGINT, signal.default_int_handler); "
             "runpy.run_module('nnkit', run_name='__main__', alter_sys=True)", *args]
 
 

@@ -197,6 +197,7 @@ class Monitor:
         from matplotlib.figure import Figure
 
         from nnkit.diagnose.plots import draw_histogram
+        from nnkit.plots import new_figure
 
         # Only the panels drawn get axes, and the margins are fixed in inches: matplotlib's
         # tight layout measures every tick label and cost as much as drawing the figure.
@@ -228,9 +229,8 @@ class Monitor:
         per_step = bool(self.history["update_ratio_per_step"])
         series = self.history["update_ratio_per_step" if per_step else "update_ratio"]
         if series:
-            fig = Figure(figsize=(5.5, 3.4))
+            fig, ax = new_figure(figsize=(5.5, 3.4))
             fig.subplots_adjust(left=0.17, right=0.97, bottom=0.14, top=0.91)
-            ax = fig.add_subplot()
             for path, pts in series.items():
                 e, r = zip(*pts, strict=True)
                 ax.semilogy(e, np.maximum(r, 1e-12), "o-", ms=3, label=path)
