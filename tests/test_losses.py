@@ -184,6 +184,22 @@ def test_out_of_range_labels_give_nan_not_a_wrong_value():
     assert np.isnan(jax.jit(L.nll)(np.log(np.full((2, 3), 1 / 3)), jnp.array([0, 7])))
 
 
+def test_integer_labels_pick_by_mask_any_int_dtype_no_gather_or_scatter():
+    logits = np.random.default_rng(0).normal(size=(4, 300)).astype(np.float32)
+    labels = np.array([0, 299, 255, 7])
+    ref = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    for dt in (np.int32, np.int16, np.uint16):
+        got = L.softmax_cross_entropy(logits, labels.astype(dt), reduction="none")
+        np.testing.assert_allclose(got, ref, rtol=1e-6)
+    with jax.enable_x64(True):  # a 64-bit label must not wrap into [0, C) when narrowed
+        bad = jnp.array([2**32 + 1, 1], jnp.int64)
+        got = L.softmax_cross_entropy(logits[:2], bad, reduction="none")
+        assert np.isnan(got[0]) and np.isfinite(got[1])
+    # the gradient is element-wise: softmax - onehot, with no gather/scatter to compile
+    hlo = jax.jit(jax.grad(L.softmax_cross_entropy)).lower(logits, labels).as_text()
+    assert "scatter" not in hlo and "gather" not in hlo
+
+
 def test_check_labels_names_the_bad_value():
     L.check_labels(np.array([0, 1, 2, 1]), 3)
     with pytest.raises(ValueError, match=r"label 5 at index 2 is outside \[0, 3\) \(1 bad"):
