@@ -9,7 +9,8 @@ and XLA:CPU allow for the same work, so that a missed ratio can be read against 
   ``h @ blockdiag(W_1, ..., W_m)``): the same products as dense matmuls, ``m`` times the
   multiply-adds but one library call per product; and the vmap + scan epoch for 1 and 4
   models with each weight gradient computed from a laid-out ``x^T`` (``laid-out-<m>``, the
-  layout :func:`nnkit.matmul.matmul` gives small weights, with and without ``vmap``).
+  layout :func:`nnkit.matmul.matmul` gives small weights, with and without ``vmap``) and
+  the cross-entropy's ``log p_y`` picked with a one-hot mask, as nnkit's loss does.
   ``nnkit.sweep`` puts 4 of its 8 models on each core, so the 4-model epoch over the
   1-model epoch is the floor of W4's ratio (``laid-out-<m>`` where measured: nnkit's own
   layout, so the floor of what nnkit's one-model epoch is compared with).
@@ -110,6 +111,14 @@ def _laid_out_dot_bwd(res, g: jax.Array):
 _laid_out_dot.defvjp(_laid_out_dot_fwd, _laid_out_dot_bwd)
 
 
+def _masked_cross_entropy(logits: jax.Array, y: jax.Array) -> jax.Array:
+    """Per-example cross-entropy picking ``log p_y`` with a one-hot mask, as nnkit's loss
+    does (its gradient is element-wise, where a gather's is a scatter)."""
+    log_p = jax.nn.log_softmax(logits)
+    hit = lax.broadcasted_iota(jnp.int32, log_p.shape, 1) == y[:, None]
+    return -jnp.sum(jnp.where(hit, log_p, 0.0), axis=-1)
+
+
 def _forward_laid_out(wl: Workload) -> handwritten.Forward:
     """:func:`handwritten.forward` with :func:`_laid_out_dot` products (MLPs only)."""
     if wl.kind != "mlp":
@@ -155,9 +164,11 @@ def sweep_floor_entries(wl: Workload, data: tuple[np.ndarray, np.ndarray]) -> li
         out.append(Entry(f"packed-{m}", f"hand-written, {m} models packed block-diagonal",
                          lambda w, m=m: _build_packed(w, data, m)))
     for m in LAID_OUT_MODELS:
-        label = f"hand-written vmap + scan, x^T laid out, {m} model" + ("s" if m > 1 else "")
+        label = (f"hand-written vmap + scan, x^T laid out, one-hot cross-entropy, {m} model"
+                 + ("s" if m > 1 else ""))
         out.append(Entry(f"laid-out-{m}", label, lambda w, m=m: sweeps.build_jax_vmap(
-            w, data, _rates(m), scan=True, fwd=_forward_laid_out(w))))
+            w, data, _rates(m), scan=True, fwd=_forward_laid_out(w),
+            ce=_masked_cross_entropy)))
     return out
 
 

@@ -133,12 +133,18 @@ def forward_lstm_hoisted(wl: Workload, params: Params, x: jax.Array) -> jax.Arra
 Forward = Callable[[Workload, Params, jax.Array], jax.Array]
 
 
+CrossEntropy = Callable[[jax.Array, jax.Array], jax.Array]
+"""``ce(logits (B, C), labels (B,)) -> (B,)`` per-example cross-entropy."""
+
+
 def loss_fn(
-    wl: Workload, params: Params, x: jax.Array, y: jax.Array, fwd: Forward | None = None
+    wl: Workload, params: Params, x: jax.Array, y: jax.Array, fwd: Forward | None = None,
+    ce: CrossEntropy | None = None,
 ) -> jax.Array:
-    """Mean softmax cross-entropy over integer labels (``fwd`` defaults to :func:`forward`)."""
+    """Mean softmax cross-entropy over integer labels (``fwd`` defaults to :func:`forward`,
+    ``ce`` to optax's ``softmax_cross_entropy_with_integer_labels``)."""
     logits = (fwd or forward)(wl, params, x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return (ce or optax.softmax_cross_entropy_with_integer_labels)(logits, y).mean()
 
 
 def make_step(

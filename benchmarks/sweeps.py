@@ -100,13 +100,14 @@ def build_nnkit_sweep(
                   models=len(lrs))
 
 
-def _vmapped_step(wl: Workload, fwd: handwritten.Forward | None = None):
+def _vmapped_step(wl: Workload, fwd: handwritten.Forward | None = None,
+                  ce: handwritten.CrossEntropy | None = None):
     opt = optax.inject_hyperparams(optax.adam)(learning_rate=1e-3)
 
     def one(carry, x, y):
         params, opt_state = carry
         loss, grads = jax.value_and_grad(
-            lambda p: handwritten.loss_fn(wl, p, x, y, fwd))(params)
+            lambda p: handwritten.loss_fn(wl, p, x, y, fwd, ce))(params)
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -126,11 +127,13 @@ def _stacked_carry(wl: Workload, opt, lrs) -> Any:
 def build_jax_vmap(
     wl: Workload, data: tuple[np.ndarray, np.ndarray], lrs=LEARNING_RATES, *,
     scan: bool = False, sharded: bool = False, fwd: handwritten.Forward | None = None,
+    ce: handwritten.CrossEntropy | None = None,
 ) -> Runner:
     """``jax-vmap8`` (per step) or ``jax-vmap8-scan`` (``K`` steps per call); ``sharded``:
     the model axis of the carry over all devices, the data replicated; ``fwd``: the
-    forward pass (default :func:`handwritten.forward`)."""
-    opt, vstep = _vmapped_step(wl, fwd)
+    forward pass (default :func:`handwritten.forward`); ``ce``: the per-example
+    cross-entropy (default optax's)."""
+    opt, vstep = _vmapped_step(wl, fwd, ce)
     carry = _stacked_carry(wl, opt, lrs)
     put = jax.device_put
     if sharded:
