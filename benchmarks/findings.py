@@ -100,6 +100,18 @@ def _over_floor(res: dict[str, Any], ratio: float) -> str:
                 "twice one model on a core." if floor > 2 else ""))
 
 
+def _same_program(ent: dict[str, dict], t: float) -> str:
+    """On W3 ``vectorize='auto'`` picks vmap, so ``nnkit-sweep8-vmap`` times the program of
+    ``nnkit-sweep8`` again: the spread between the two is this run's noise on the ratio."""
+    if not _have(ent, "nnkit-sweep8-vmap", "nnkit-epoch"):
+        return ""
+    tv = sweep_time_ratio(ent, eight="nnkit-sweep8-vmap")
+    return (f" On W3 `vectorize='auto'` picks vmap, so `nnkit-sweep8-vmap` times the same "
+            f"program again in the same run: {fmt_ratio(tv)}x one model's time against "
+            f"{fmt_ratio(t)}x: how far this ratio moves between two timings of one program "
+            f"in one run on this machine.")
+
+
 def _floor_ratio(res: dict[str, Any]) -> float:
     """Four hand-written models' epoch over one model's (the W4 floor probe), in nnkit's
     layout (``laid-out-<m>``) where measured, or NaN."""
@@ -412,7 +424,7 @@ def build(res: dict[str, Any]) -> list[str]:
                         "call per epoch cost ~0.1-0.3 ms of host CPU each to hand the 2 "
                         "devices their buffers, ~10% of this epoch) without waiting for the "
                         "previous call, and reads all epochs' logs in one transfer at the "
-                        "end. " + _over_floor(res, t))
+                        "end. " + _over_floor(res, t) + _same_program(ent, t))
             else:
                 txt += (" For a model this size vmap's batched `(8, 128, 512) @ (8, 512, "
                         "512)` matmuls run slower on XLA:CPU than the same matmuls one model "
