@@ -142,7 +142,7 @@ def _class_targets(
     )
 
 
-def _gather(log_p: Array, labels: Array) -> Array:
+def _pick(log_p: Array, labels: Array) -> Array:
     """``log_p[..., labels]``; NaN where a label is outside ``[0, C)`` (no silent wrap).
 
     Picked with a one-hot mask, ``sum_c [c == label] log_p_c``, rather than a gather: the
@@ -266,7 +266,7 @@ def softmax_cross_entropy(
     int_labels, probs = _class_targets("softmax_cross_entropy", z, labels, label_smoothing)
     log_p = jax.nn.log_softmax(z, axis=-1)
     if int_labels is not None:
-        loss = -_gather(log_p, int_labels)
+        loss = -_pick(log_p, int_labels)
         if label_smoothing:
             eps = label_smoothing
             loss = (1.0 - eps) * loss - eps * jnp.mean(log_p, axis=-1)
@@ -290,7 +290,7 @@ def nll(log_probs: Any, labels: Any, *, reduction: str = "mean") -> Array:
     _check_reduction("nll", reduction)
     lp = _float(log_probs)
     int_labels, probs = _class_targets("nll", lp, labels)
-    loss = -_gather(lp, int_labels) if int_labels is not None else -_xlogy_sum(probs, lp)
+    loss = -_pick(lp, int_labels) if int_labels is not None else -_xlogy_sum(probs, lp)
     return reduce(_per_example_mean(loss), reduction)
 
 
