@@ -127,6 +127,25 @@ def test_sweep_equals_separate_fit_runs():
     assert s.best("val_loss") == int(np.argmin([h["val_loss"][-1] for h in s.histories]))
 
 
+def test_a_one_model_sweep_runs_unbatched_and_equals_fit():
+    kw = dict(epochs=2, batch_size=16, val_data=VAL)
+    s = sweep(mlp(), "adam", TRAIN, learning_rates=[3e-2], **kw)
+    chex.assert_shape(s.train_states.params["dense_0"]["w"], (1, D, 8))
+    r = fit(mlp(), optim.make("adam", 3e-2), TRAIN, key=0, **kw)
+    chex.assert_trees_all_close(s.train_state(0).params, r.train_state.params, rtol=1e-5,
+                                atol=1e-6)
+    np.testing.assert_allclose(s.histories[0]["val_loss"], r.history["val_loss"], rtol=1e-5)
+    # the lone model is not vmapped: no dot in its program carries a batch dimension of 1
+    from nnkit.train.sweep import sweep_program
+
+    prog = sweep_program(mlp(), "adam", TRAIN, learning_rates=[3e-2], batch_size=16)
+    x, y = prog.data
+    hlo = prog.epoch.lower(prog.train_states, prog.live, np.int32(0), prog.order(0), x, y,
+                           None, None).as_text()
+    dots = [ln for ln in hlo.splitlines() if "dot_general" in ln]
+    assert dots and not any("batching_dims" in ln for ln in dots)
+
+
 def test_sweep_with_a_schedule_equals_separate_fit_runs():
     """A cosine schedule per peak rate: each swept model trains and logs as fit does with
     schedule(lr_m), from one compiled schedule scaled per model; a schedule that is not
