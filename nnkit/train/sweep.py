@@ -337,6 +337,8 @@ def _build_sweep_fns(model, loss_fn, metric_fns, opt, n, batch_size, val_n, eval
         no collective and a device's code is that of its share alone)."""
         if mesh is None:
             return on_device(fn, tree)
+        # check_vma off: a model's step mixes per-device and replicated values (the
+        # gradient-norm cond, the shared data) and no collective runs for it to guard.
         return jax.shard_map(functools.partial(on_device, fn), mesh=mesh,
                              in_specs=P("models"), out_specs=P("models"),
                              check_vma=False)(tree)
