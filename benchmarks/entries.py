@@ -83,7 +83,7 @@ TARGET_ENTRIES: dict[str, tuple[str, ...]] = {
     "W2": ("jax", "nnkit-step", "nnkit-fit-step", "nnkit-epoch", "linen", "torch",
            "torch-fused", "torch-1t"),
     "W3": ("jax", "nnkit-step", "nnkit-epoch", "linen", "haiku"),
-    "W5": ("jax", "nnkit-step", "nnkit-fit-step", "nnkit-epoch", "linen", "torch",
+    "W5": ("jax", "nnkit-step", "nnkit-fit-step", "nnkit-epoch", "linen", "nnx-split", "torch",
            "torch-fused", "torch-1t"),
 }
 """The focused re-measurement of the targets: the nnkit entries, the reference and the peers
@@ -97,8 +97,6 @@ DEFAULT: tuple[str, ...] = (
 
 EXTRA: tuple[str, ...] = tuple(k for k in REGISTRY if k not in DEFAULT)
 
-# Which peers the issue asks for on W5 (the LSTM): Flax Linen and PyTorch only.
-_W5_PEERS = {"linen", "torch", "torch-fused", "torch-1t"}
 _PEERS = {"nnx", "nnx-split", "linen", "equinox", "haiku", "torch", "torch-fused", "torch-1t"}
 
 
@@ -111,13 +109,11 @@ def make_entries(
 ) -> list[Entry]:
     """:class:`Entry` objects for ``keys`` on ``wl`` (builders close over ``data``).
 
-    Raises ValueError naming unknown keys. On W5 only the requested LSTM peers are kept.
+    Raises ValueError naming unknown keys.
     """
     unknown = [k for k in keys if k not in REGISTRY]
     if unknown:
         raise ValueError(f"unknown entries {unknown}; known: {sorted(REGISTRY)}")
-    if wl.kind == "lstm":
-        keys = [k for k in keys if k not in _PEERS or k in _W5_PEERS]
     out = []
     for k in keys:
         label, builder = REGISTRY[k]

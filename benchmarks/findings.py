@@ -22,6 +22,16 @@ from benchmarks.report import fmt_ratio, ratio_of, sweep_time_ratio
 __all__ = ["build"]
 
 
+W5_PEER_LABELS = (
+    ("Flax Linen (`nn.RNN(OptimizedLSTMCell)`)", "linen"),
+    ("Flax NNX (`nnx.RNN(OptimizedLSTMCell)`, split/merge)", "nnx-split"),
+    ("NNX with `nnx.jit`", "nnx"),
+    ("Equinox (`LSTMCell` in `lax.scan`)", "equinox"),
+    ("Haiku (`hk.LSTM`, `dynamic_unroll`)", "haiku"),
+    ("PyTorch `nn.LSTM`", "torch"),
+)
+"""W5's peers as the findings name them, with their entry keys."""
+
 def _med(entries: dict[str, dict], key: str) -> float:
     m = entries.get(key) or {}
     try:
@@ -316,10 +326,10 @@ def build(res: dict[str, Any]) -> list[str]:
     if _have(w5, "jax", "nnkit-step"):
         txt = (f"- **W5 (LSTM).** nnkit's step: {fmt_ratio(rat('W5', 'nnkit-step'))}x, "
                f"epoch: {fmt_ratio(rat('W5', 'nnkit-epoch'))}x")
-        if _have(w5, "linen", "torch"):
-            txt += (f"; Flax Linen (`nn.RNN(OptimizedLSTMCell)`) "
-                    f"{fmt_ratio(ratio_of(w5, 'linen'))}x, PyTorch `nn.LSTM` "
-                    f"{fmt_ratio(ratio_of(w5, 'torch'))}x")
+        peers = [(label, key) for label, key in W5_PEER_LABELS if _have(w5, key)]
+        if peers:
+            txt += "; " + ", ".join(f"{label} {fmt_ratio(ratio_of(w5, key))}x"
+                                    for label, key in peers)
         lf = res.get("probes", {}).get(LSTM_PROBE, {})
         rows, threads = lf.get("rows", {}), lf.get("threads", 1)
         torch_all = rows.get(f"PyTorch nn.LSTM, forward + backward, {threads} threads")

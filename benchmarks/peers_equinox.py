@@ -1,13 +1,16 @@
 """Equinox entry: modules on single examples, ``jax.vmap`` over the batch, the tutorial's
-``eqx.filter_jit`` step. Raises :class:`benchmarks.harness.Skip` without Equinox."""
+``eqx.filter_jit`` step (W5: ``eqx.nn.LSTMCell`` scanned over one sequence's time steps, as
+Equinox's RNN example does). Raises :class:`benchmarks.harness.Skip` without Equinox."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import lax
 
 from benchmarks.handwritten import device_batches
 from benchmarks.harness import Runner, Skip, per_step_runner, require
@@ -62,6 +65,25 @@ def _model(wl: Workload, eqx: Any) -> Any:
                 return self.f3(x)
 
         return LeNet()
+    if wl.kind == "lstm":
+
+        class LSTMNet(eqx.Module):
+            cell: Any
+            head: Any
+
+            def __init__(self):
+                self.cell = eqx.nn.LSTMCell(wl.input_shape[-1], wl.hidden[0], key=keys[0])
+                self.head = eqx.nn.Linear(wl.hidden[0], wl.num_classes, key=keys[1])
+
+            def __call__(self, x):  # x: (T, F), one sequence
+                def step(carry, x_t):
+                    return self.cell(x_t, carry), None
+
+                zeros = jnp.zeros((self.cell.hidden_size,), x.dtype)
+                (h, _), _ = lax.scan(step, (zeros, zeros), x)
+                return self.head(h)
+
+        return LSTMNet()
     raise Skip(f"no Equinox model for workload kind {wl.kind!r}")
 
 

@@ -1,5 +1,6 @@
 """Flax entries: NNX with ``nnx.jit`` (the tutorial loop), NNX with ``nnx.split``/``merge``
-around a plain donated ``jax.jit`` (Flax's documented fast path), and Linen.
+around a plain donated ``jax.jit`` (Flax's documented fast path), and Linen. W5's LSTM is
+each API's own: ``nnx.RNN(nnx.OptimizedLSTMCell)`` and ``nn.RNN(nn.OptimizedLSTMCell)``.
 
 Each builder raises :class:`benchmarks.harness.Skip` when Flax is not installed.
 """
@@ -59,6 +60,18 @@ def _nnx_model(wl: Workload, nnx: Any) -> Any:
                 return self.f3(x)
 
         return LeNet()
+    if wl.kind == "lstm":
+
+        class LSTMNet(nnx.Module):
+            def __init__(self):
+                cell = nnx.OptimizedLSTMCell(wl.input_shape[-1], wl.hidden[0], rngs=rngs)
+                self.rnn = nnx.RNN(cell, rngs=rngs)
+                self.head = nnx.Linear(wl.hidden[0], wl.num_classes, rngs=rngs)
+
+            def __call__(self, x):  # x: (B, T, F)
+                return self.head(self.rnn(x)[:, -1])
+
+        return LSTMNet()
     raise Skip(f"no NNX model for workload kind {wl.kind!r}")
 
 

@@ -1,5 +1,6 @@
 """Haiku entry: ``hk.transform`` + the same donated ``jax.jit`` step as the hand-written
-entry. Raises :class:`benchmarks.harness.Skip` without Haiku."""
+entry (W5: ``hk.LSTM`` under ``hk.dynamic_unroll``). Raises
+:class:`benchmarks.harness.Skip` without Haiku."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ def build_haiku(wl: Workload, data: tuple[np.ndarray, np.ndarray]) -> Runner:
             x = jax.nn.relu(hk.Linear(120)(x))
             x = jax.nn.relu(hk.Linear(84)(x))
             return hk.Linear(wl.num_classes)(x)
+    elif wl.kind == "lstm":
+
+        def forward(x):  # x: (B, T, F)
+            core = hk.LSTM(wl.hidden[0])
+            hs, _ = hk.dynamic_unroll(core, x, core.initial_state(x.shape[0]), time_major=False)
+            return hk.Linear(wl.num_classes)(hs[:, -1])
     else:
         raise Skip(f"no Haiku model for workload kind {wl.kind!r}")
 

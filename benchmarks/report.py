@@ -242,8 +242,10 @@ def render(res: dict[str, Any], labels: dict[str, str], findings: list[str]) -> 
             base = _rate(_num(ent.get("jax", {}).get("median")))
             cells = " | ".join(_cell(ent, k) for k in MAIN_COLUMNS)
             out.append(f"| {w} {d['title']} | {base} /s (1.00) | {cells} |")
-        out += ["", "`n/a`: not run for this workload (the issue asks for Linen and PyTorch "
-                "only on W5); `skip`: the library is not installed. `jax-scan` and "
+        out += ["", "`n/a`: not run in this measurement; `skip`: the library is not "
+                "installed. W5's peers run each library's own LSTM (Flax "
+                "`RNN(OptimizedLSTMCell)`, Equinox `LSTMCell` under `lax.scan`, Haiku "
+                "`LSTM` under `dynamic_unroll`, PyTorch `nn.LSTM`). `jax-scan` and "
                 "`nnkit-epoch` run K steps per call (W1, W3: 100; W2: 25; W5: 10). "
                 "`torch-1t`: PyTorch on one thread (fused Adam), which a busy machine "
                 "hurts less than PyTorch's default of one OpenMP thread per core.", ""]

@@ -82,6 +82,27 @@ def test_peers_are_skipped_when_not_installed(monkeypatch):
     assert "skipped: flax.nnx not installed" in text
 
 
+JAX_PEER_MODULES = {"nnx": "flax.nnx", "nnx-split": "flax.nnx", "linen": "flax.linen",
+                    "equinox": "equinox", "haiku": "haiku"}
+
+
+@pytest.mark.parametrize("key", sorted(JAX_PEER_MODULES))
+def test_w5_peers_train_their_own_lstm(key):
+    """Every JAX peer has a W5 model (its library's LSTM): on a tiny W5 it compiles once and
+    its loss goes down over one window of steps on the same batches."""
+    pytest.importorskip(JAX_PEER_MODULES[key])
+    import dataclasses
+    wl = dataclasses.replace(workloads.get("W5"), batch=4, input_shape=(5, 3), hidden=(8,),
+                             steps_per_epoch=2)
+    res = harness.measure(entries.make_entries(wl, workloads.synthetic(wl), [key]), wl,
+                          windows=1, window_s=0.05, log=lambda s: None)
+    m = res[key]
+    assert m.skipped is None, m.skipped
+    assert len(m.rates) == 1 and m.rates[0] > 0
+    assert m.cache_size in (None, 1)
+    assert m.loss_after < m.loss_before
+
+
 def test_torch_peers_run_where_jax_runs(monkeypatch):
     class FakeTorch:
         class cuda:
