@@ -1,11 +1,12 @@
 """Run the benchmark suite and write ``benchmarks/RESULTS.md``.
 
-    python -m benchmarks.run                       # everything (~10-15 min on 2 cores)
+    python -m benchmarks.run                       # everything (~15-20 min on 2 cores)
     python -m benchmarks.run --quick               # short windows, fewer repeats
     python -m benchmarks.run --only W1,W3          # sections: W1 W2 W3 W4 W5 targets loader
                                                    #   compile probes cli
     python -m benchmarks.run --only W3 --entries jax,nnkit-step,nnkit-epoch
     python -m benchmarks.run --render benchmarks/results.json   # report text only
+    python -m benchmarks.run --render a.json,b.json  # one report from partial runs' JSONs
 
 A full run (no ``--only``/``--entries``/``--quick``) writes ``benchmarks/RESULTS.md`` and
 ``benchmarks/results.json``; other runs print the tables and write only where ``--out`` /
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import entries as E
-from benchmarks import findings, harness, report, workloads
+from benchmarks import findings, harness, merge, report, workloads
 from benchmarks.harness import Measurement
 
 __all__ = ["main", "parse_args", "SECTIONS"]
@@ -42,9 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="2 windows of 0.3 s, 1 compile repeat")
-    p.add_argument("--render", metavar="JSON", default=None,
+    p.add_argument("--render", metavar="JSON[,JSON...]", default=None,
                    help="measure nothing: write RESULTS.md (or --out) again from a "
-                        "results.json, e.g. after editing the report text")
+                        "results.json, e.g. after editing the report text; several "
+                        "comma-separated JSONs of partial runs (--only ... --json F) are "
+                        "merged into one report (benchmarks/merge.py)")
     p.add_argument("--only", default="", help=f"comma-separated sections of {SECTIONS}")
     p.add_argument("--entries", default="",
                    help="comma-separated entries for W1/W2/W3/W5 (default: all, plus the "
@@ -117,14 +120,44 @@ def _labels() -> dict[str, str]:
     return labels
 
 
+def load_results(paths: list[str]) -> dict[str, Any]:
+    """The results in ``paths``: one results JSON as it is, several merged into one
+    (:func:`benchmarks.merge.merge`). Raises SystemExit naming a missing or unreadable file,
+    or what differs between two parts."""
+    if not paths:
+        raise SystemExit("--render: no results JSON given")
+    parts = []
+    for name in paths:
+        try:
+            parts.append((name, json.loads(Path(name).read_text())))
+        except OSError as e:
+            raise SystemExit(f"--render: cannot read {name}: {e.strerror or e}") from None
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"--render: {name} is not JSON ({e})") from None
+        if not isinstance(parts[-1][1], dict) or "meta" not in parts[-1][1]:
+            raise SystemExit(f"--render: {name} is not a results JSON of benchmarks.run "
+                             f"(no 'meta')")
+    if len(parts) == 1:
+        return parts[0][1]
+    try:
+        res = merge.merge(parts)
+    except ValueError as e:
+        raise SystemExit(f"--render: {e}") from None
+    res["meta"]["command"] = "python -m benchmarks.run --render " + ",".join(paths)
+    return res
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Runs the selected sections and returns the results dict (also written as JSON)."""
     args = parse_args(argv)
-    if args.render:  # text only: RESULTS.md again from a results.json, no measurement
-        res = json.loads(Path(args.render).read_text())
+    if args.render:  # text only: RESULTS.md again from results JSON(s), no measurement
+        res = load_results([s.strip() for s in args.render.split(",") if s.strip()])
         text = report.render(res, _labels(), findings.build(res))
         Path(args.out or HERE / "RESULTS.md").write_text(text)
         print(f"wrote {args.out or HERE / 'RESULTS.md'} from {args.render}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1, default=float))
+            print(f"wrote {args.json}")
         return res
     only = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
     bad = [s for s in only if s not in SECTIONS]

@@ -27,6 +27,7 @@ from benchmarks import (  # noqa: E402
     floors,
     handwritten,
     harness,
+    merge,
     peers_torch,
     probes,
     report,
@@ -380,3 +381,66 @@ def test_moved_reference_finding_hand_computed():
     (txt,) = [f for f in findings.build(res(15000.0)) if "reference moved" in f]
     assert "30,000 steps/s in the main table and 15,000" in txt and "14,000 - 36,000" in txt
     assert not [f for f in findings.build(res(25000.0)) if "reference moved" in f]  # < 1.5x
+
+
+def _split_results(res):
+    """The committed full run cut into the four partial runs the merge docstring shows."""
+    def part(command, **sections):
+        meta = {**res["meta"], "command": command, "seconds": 10.0}
+        return {"meta": meta, "workloads": {}, **sections}
+
+    w = res["workloads"]
+    return [
+        ("p1.json", part("run --only W1,W2", peak=res["peak"],
+                         workloads={k: w[k] for k in ("W1", "W2")})),
+        ("p2.json", part("run --only W3,W5", workloads={k: w[k] for k in ("W3", "W5")})),
+        ("p3.json", part("run --only targets,W4", targets=res["targets"],
+                         sweeps=res["sweeps"])),
+        ("p4.json", part("run --only loader,compile,probes,cli", loader=res["loader"],
+                         compile=res["compile"], probes=res["probes"], cli=res["cli"])),
+    ]
+
+
+def test_merged_partial_runs_render_the_same_report():
+    import json
+    res = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    parts = _split_results(res)
+    merged = merge.merge(parts)
+    labels = run._labels()
+
+    def body(r):
+        text = report.render(r, labels, findings.build(r))
+        return text[text.index("## Targets"):]
+
+    assert body(merged) == body(res)
+    assert [p["file"] for p in merged["meta"]["parts"]] == [n for n, _ in parts]
+    assert merged["meta"]["seconds"] == 40.0
+    head = report.render(merged, labels, [])
+    assert "Merged from 4 runs" in head and "`run --only targets,W4`" in head
+
+
+def test_merge_refuses_mixed_machines_and_a_section_measured_twice(tmp_path):
+    import json
+    res = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    parts = _split_results(res)
+    other = (parts[1][0], {**parts[1][1], "meta": {**parts[1][1]["meta"], "machine": "GPU"}})
+    with pytest.raises(ValueError, match=r"'machine' differs.*p1\.json.*p2\.json"):
+        merge.merge([parts[0], other])
+    twice = ("again.json", parts[0][1])
+    with pytest.raises(ValueError, match=r"workloads / W1 is in both p1\.json and again\.json"):
+        merge.merge([parts[0], twice])
+    with pytest.raises(ValueError, match="no results"):
+        merge.merge([])
+    # the command line names the file it cannot use
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(parts[0][1]))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SystemExit, match="bad.json is not JSON"):
+        run.load_results([str(good), str(bad)])
+    with pytest.raises(SystemExit, match="cannot read .*missing.json"):
+        run.load_results([str(good), str(tmp_path / "missing.json")])
+    (tmp_path / "other.json").write_text(json.dumps({"x": 1}))
+    with pytest.raises(SystemExit, match="other.json is not a results JSON"):
+        run.load_results([str(tmp_path / "other.json")])
+    assert run.load_results([str(good)]) == parts[0][1]
