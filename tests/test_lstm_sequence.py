@@ -154,3 +154,19 @@ def test_backward_pass_has_one_matmul_per_step_and_the_weight_gradient_after_the
     jaxpr_scan = jax.make_jaxpr(jax.grad(lambda q: _loss(SCAN, q, xs, None, False, False)))(p)
     (_, _), (_, bwd_scan) = _scan_bodies(jaxpr_scan.jaxpr)
     assert _dots(bwd_scan, nested=True) >= 2
+
+
+def test_a_larger_unroll_unrolls_the_backward_loop_too_with_the_same_gradient():
+    p, xs = _params(), _xs((2,))
+
+    def grad(unroll):
+        def loss(q):
+            (h, c), _ = R.run_cell(CELL, q, xs, None, unroll=unroll, outputs=False)
+            return jnp.sum(jnp.sin(3.0 * h)) + jnp.sum(c * c)
+        return jax.grad(loss)(p), jax.make_jaxpr(jax.grad(loss))(p).jaxpr
+
+    g1, j1 = grad(1)
+    g4, j4 = grad(4)
+    assert [u for u, _ in _scan_bodies(j1)] == [1, BACKWARD_UNROLL]
+    assert [u for u, _ in _scan_bodies(j4)] == [4, 4]  # forward, backward
+    _close(g1, g4)

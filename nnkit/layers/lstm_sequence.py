@@ -42,7 +42,10 @@ __all__ = ["lstm_sequence"]
 Array = jax.Array
 
 BACKWARD_UNROLL = 2
-"""Time steps per iteration of the backward loop (CPU, h128: ~10% faster than 1)."""
+"""Time steps per iteration of the backward loop, at least (CPU, h128: ~10% faster than 1).
+A larger ``unroll`` unrolls the backward loop as much. On CPU (h128, T=64, batch 64, one
+gradient): unrolling both loops 8 steps took 8% less time and 0.3 s more to compile;
+unrolling only the backward loop 8 steps, 10% less and 0.16 s more."""
 
 
 def _forward(w: Array, b: Array, xs: Array, h0: Array, c0: Array, unroll: int):
@@ -75,7 +78,8 @@ def lstm_sequence(w: Array, b: Array, xs: Array, h0: Array, c0: Array,
       b: ``(4H,)``.
       xs: ``(T, B, F)``, time-major, ``T >= 1``.
       h0, c0: ``(B, H)``, the initial carry.
-      unroll: time steps per iteration of the forward loop.
+      unroll: time steps per iteration of the forward loop, and of the backward loop when
+        it exceeds :data:`BACKWARD_UNROLL`.
       outputs: return every step's ``h_t``; ``False`` returns only the last, and the
         backward pass then carries no per-step cotangent of the outputs.
 
@@ -131,7 +135,7 @@ def _lstm_sequence_jvp(unroll, outputs, primals, tangents):
 
     carry0 = vary_like((_zeros_if_symbolic(dh0, h0), _zeros_if_symbolic(dc0, c0)), dz, k, w_hh)
     (dh_last, dc_last), dhs = lax.scan(tangent_step, carry0, (dz, k, fs, qs),
-                                       unroll=BACKWARD_UNROLL)
+                                       unroll=max(BACKWARD_UNROLL, unroll))
     if outputs:
         return (hs, c_last), (dhs, dc_last)
     return (hs[-1], c_last), (dh_last, dc_last)

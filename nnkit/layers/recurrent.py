@@ -414,7 +414,11 @@ def LSTM(
 ) -> Layer:
     """LSTM layer (:func:`LSTMCell` scanned over time); shapes and options as :func:`RNN`.
 
-    With ``return_state`` the output is ``(y, (h_T, c_T))``.
+    With ``return_state`` the output is ``(y, (h_T, c_T))``. ``unroll`` also unrolls the
+    backward loop of its gradient where it is above that loop's default of 2, so a larger
+    ``unroll`` trades compile time for speed. On a CPU (hidden 128, 64 steps, batch 64,
+    Adam), ``unroll=8`` made a training step 6-10% faster, and its compile took 0.3-0.4 s
+    longer (~0.7 -> ~1.0 s).
     """
     cell = LSTMCell(hidden, forget_bias=forget_bias, kernel_init=kernel_init,
                     recurrent_init=recurrent_init)
