@@ -20,7 +20,7 @@ from nnkit import activations as A
 from nnkit import layers as L
 from nnkit._checks import check_int
 from nnkit.config import ConfigError, suggest, typed_options
-from nnkit.core import Lambda, Layer, ShapeError, residual, serial
+from nnkit.core import Layer, ShapeError, residual, serial
 
 __all__ = [
     "mlp",
@@ -105,38 +105,34 @@ def lenet5(num_classes: int = 10, pool: str = "max") -> Layer:
     )
 
 
-def _lstm(hidden: int) -> Layer:
+def _lstm(hidden: int, unroll: int) -> Layer:
     """An LSTM over (time, features) returning the last hidden state (hidden,)."""
-    lstm = getattr(L, "LSTM", None)
-    if lstm is None:
-        raise ValueError("lstm models need nnkit.layers.LSTM (nnkit/layers/recurrent.py)")
-    params = inspect.signature(lstm).parameters
-    if "return_sequences" in params:
-        return lstm(hidden, return_sequences=False, name="lstm")
-    if "return_sequence" in params:
-        return lstm(hidden, return_sequence=False, name="lstm")
-    return serial(lstm(hidden, name="lstm"), Lambda(lambda h: h[:, -1], kind="last"),
-                  name="lstm")
+    return L.LSTM(hidden, return_sequences=False, unroll=unroll, name="lstm")
 
 
-def lstm_classifier(hidden: int = 64, out: int = 10) -> Layer:
+def lstm_classifier(hidden: int = 64, out: int = 10, unroll: int = 1) -> Layer:
     """LSTM sequence classifier: ``LSTM(hidden)`` over (time, features), then ``Dense(out)``.
 
     The last hidden state (hidden,) feeds the output layer; outputs are ``out`` logits.
+    ``unroll``: time steps per loop iteration (see :func:`nnkit.layers.LSTM`: a larger one
+    compiles longer and trains faster).
     """
     check_int(hidden, "lstm_classifier: hidden")
     check_int(out, "lstm_classifier: out")
-    return serial(_lstm(hidden), L.Dense(out, name="out"))
+    check_int(unroll, "lstm_classifier: unroll")
+    return serial(_lstm(hidden, unroll), L.Dense(out, name="out"))
 
 
-def lstm_regressor(hidden: int = 64, out: int = 1) -> Layer:
+def lstm_regressor(hidden: int = 64, out: int = 1, unroll: int = 1) -> Layer:
     """LSTM sequence regressor: ``LSTM(hidden)`` over (time, features), then ``Dense(out)``.
 
     The last hidden state (hidden,) feeds the output layer; outputs are ``out`` real values.
+    ``unroll`` as :func:`lstm_classifier`.
     """
     check_int(hidden, "lstm_regressor: hidden")
     check_int(out, "lstm_regressor: out")
-    return serial(_lstm(hidden), L.Dense(out, name="out"))
+    check_int(unroll, "lstm_regressor: unroll")
+    return serial(_lstm(hidden, unroll), L.Dense(out, name="out"))
 
 
 def perceptron(out: int = 1, activation: str = "step") -> Layer:

@@ -110,6 +110,32 @@ def test_lstm_models_shapes(arch):
     chex.assert_shape(y, (5, 3))
 
 
+@pytest.mark.parametrize("arch", ["lstm_classifier", "lstm_regressor"])
+def test_lstm_models_unroll_same_function_more_steps_per_iteration(arch):
+    """``unroll`` from a config reaches the LSTM: its loops (forward and, above 2, the
+    gradient's backward one) run that many steps per iteration, with the same values and
+    gradients; a bad value is refused naming the arch and key."""
+    x = jax.random.normal(jax.random.key(1), (4, 6, 2))
+
+    def run(unroll):
+        model = models.build({"arch": arch, "hidden": 8, "out": 3, "unroll": unroll})
+        _, p, s = model.init(KEY, (6, 2))
+
+        def loss(q):
+            return jnp.sum(jnp.sin(model.apply(q, s, x)[0]))
+        jaxpr = jax.make_jaxpr(jax.grad(loss))(p).jaxpr
+        scans = [e.params["unroll"] for e in jaxpr.eqns if e.primitive.name == "scan"]
+        return loss(p), jax.grad(loss)(p), scans
+
+    v1, g1, s1 = run(1)
+    v4, g4, s4 = run(4)
+    assert s1 == [1, 2] and s4 == [4, 4]  # forward loop, backward loop
+    np.testing.assert_allclose(v4, v1, rtol=1e-5)
+    chex.assert_trees_all_close(g4, g1, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match=f"{arch}: unroll must be a positive int, got 0"):
+        models.build({"arch": arch, "hidden": 8, "unroll": 0})
+
+
 def test_build_arch_equals_direct_call():
     a = models.build({"arch": "mlp", "hidden": [16, 8], "out": 4, "activation": "gelu"})
     b = models.mlp(hidden=(16, 8), out=4, activation="gelu")
