@@ -1,7 +1,7 @@
 """Merging the results of several partial runs into one report.
 
 A full run takes ~15-20 minutes; where one command may not run that long (a job with a time
-limit, a borrowed accelerator), the sections can be run as separate commands, each writing
+limit, a shared GPU queue), the sections can be run as separate commands, each writing
 its own JSON, and rendered as one RESULTS.md::
 
     python -m benchmarks.run --only W1,W2 --json part1.json
