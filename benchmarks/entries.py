@@ -24,7 +24,7 @@ from benchmarks.harness import Entry, Runner
 from benchmarks.workloads import Workload
 
 __all__ = ["REGISTRY", "DEFAULT", "EXTRA", "EXTRA_BY_WORKLOAD", "TARGET_ENTRIES", "REFERENCE",
-           "PEERS", "make_entries"]
+           "make_entries"]
 
 Builder = Callable[[Workload, tuple[np.ndarray, np.ndarray]], Runner]
 
@@ -96,12 +96,6 @@ DEFAULT: tuple[str, ...] = (
 """Entries of the main tables (peers without a model for a workload are skipped)."""
 
 EXTRA: tuple[str, ...] = tuple(k for k in REGISTRY if k not in DEFAULT)
-
-_PEERS = {"nnx", "nnx-split", "linen", "equinox", "haiku", "torch", "torch-fused", "torch-1t"}
-
-
-PEERS = frozenset(_PEERS)
-"""Keys of the peer-library entries."""
 
 
 def make_entries(

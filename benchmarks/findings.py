@@ -32,6 +32,7 @@ W5_PEER_LABELS = (
 )
 """W5's peers as the findings name them, with their entry keys."""
 
+
 def _med(entries: dict[str, dict], key: str) -> float:
     m = entries.get(key) or {}
     try:

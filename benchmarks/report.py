@@ -14,6 +14,7 @@ __all__ = ["fmt_ratio", "ratio_of", "targets", "render"]
 MAIN_COLUMNS = ("jax-scan", "nnkit-step", "nnkit-epoch", "nnx", "nnx-split", "linen",
                 "equinox", "haiku", "torch", "torch-fused", "torch-1t")
 PEERS = ("nnx", "nnx-split", "linen", "equinox", "haiku", "torch", "torch-fused", "torch-1t")
+"""Keys of the peer-library entries, which the "ahead of every peer" targets read."""
 
 
 def _num(v: Any) -> float:
