@@ -357,17 +357,19 @@ def build(res: dict[str, Any]) -> list[str]:
                 "the scanned cell does a weight-gradient matmul and a `(160, 512)` "
                 "accumulation inside the loop at every step. That made the step ~20% faster "
                 "than the scanned cell (1.18x -> 1.35-1.43x the hand-written step over several "
-                "full runs). PyTorch's lead is oneDNN's fused "
-                "LSTM, which uses both cores (measured apart: ~1.7-1.8x faster on two threads "
-                "than on one), while XLA:CPU runs the loop's mid-size matmuls on one core "
-                "(measured apart: the forward `(64, 160) @ (160, 512)` takes ~40 us in a "
-                "loop, ~265 GFLOP/s, about one core's peak, and its time grows linearly with "
-                "the batch). A per-op profile of a training step (~11.5 ms) puts ~8 ms in "
-                "matmuls (the loops' 64 forward and 64 backward products ~6 ms, the weight "
-                "gradient ~1.9 ms), ~1 ms in zero-filling the residual and cotangent buffers "
-                "(8 MB and 2 MB; 0.1-0.4 ms each) that the loops then write step by step, "
-                "and the rest in the gates' arithmetic (~3 us per `(64, 128)` array and "
-                "operation)")
+                "full runs). PyTorch's lead is oneDNN's fused LSTM, which uses both cores "
+                "(measured apart: ~1.7-1.8x faster on two threads than on one), while XLA:CPU runs"
+                " the loop's mid-size matmuls on one core (measured apart: the forward `(64, 160) "
+                "@ (160, 512)` takes ~40 us in a loop, ~265 GFLOP/s, about one core's peak, and "
+                "its time grows linearly with the batch). That is the size policy of the matmul "
+                "library XLA:CPU calls for its dots, not the loop: it splits a product over the "
+                "cores only from a few tens of MFLOP (measured apart, outside any loop: `(512, "
+                "160) @ (160, 512)`, 84 MFLOP, 240 us on two cores and 337 us on one; the loop's "
+                "10.5 MFLOP product 45 and 53 us). A per-op profile of a training step (~11.5 ms) "
+                "puts ~8 ms in matmuls (the loops' 64 forward and 64 backward products ~6 ms, the "
+                "weight gradient ~1.9 ms), ~1 ms in zero-filling the residual and cotangent "
+                "buffers (8 MB and 2 MB; 0.1-0.4 ms each) that the loops then write step by step, "
+                "and the rest in the gates' arithmetic (~3 us per `(64, 128)` array and operation)")
         if _have(w5, "nnkit-epoch-dp", "nnkit-epoch"):
             ndev = res.get("meta", {}).get("devices", 1)
             txt += (f". Splitting the batch over the {ndev} CPU devices, one per core "
@@ -389,7 +391,12 @@ def build(res: dict[str, Any]) -> list[str]:
                     "~7.5-8.8 ms, with the one-device gradient unchanged). That is about this "
                     "machine's floor for two cores: the one-device gradient on half the batch, "
                     "run in two processes pinned to one core each, took ~7.0-7.2 ms per "
-                    "process, against ~6.9 ms alone")
+                    "process, against ~6.9 ms alone. XLA combines the step's six all-reduces "
+                    "(four gradients, the loss, the metric) into one over a tuple, which "
+                    "XLA:CPU's runtime still runs array by array; measured apart, that tuple "
+                    "took ~120-260 us against ~90-130 us for the same values packed in one "
+                    "array: under 2% of this step, so nnkit keeps the partitioner's exact "
+                    "global-batch maths rather than per-device code that would pack them")
         if _have(w5, "jax-hoisted"):
             txt += (f". Hoisting the input projection `x_t W_ih` out of the forward loop (one "
                     f"`(B*T, F) @ (F, 4H)` matmul) runs at "
@@ -408,7 +415,16 @@ def build(res: dict[str, Any]) -> list[str]:
                 "inside one loop body so that XLA could run them on both cores: none "
                 "measured faster (the forward loop took 4.0 ms on both cores and 4.1 ms on "
                 "one); one residual array in place of three made the gradient twice as "
-                "slow.")
+                "slow. Nor did fewer kernels in the loop bodies pay: one sigmoid for all "
+                "four gates (`tanh z = 2 sigmoid(2z) - 1`; 22 -> 17 kernels per forward "
+                "step) ran at 1.01x, summing the gates' tangents with masks or slices "
+                "instead of a split (no `(64, 512)` concatenation in the backward loop) at "
+                "0.91-0.93x, and storing the activations, `c_{t-1}` and `tanh c_t` in place "
+                "of `K`, `f` and `q`, to rebuild those in the backward loop, at 0.5x: JAX's "
+                "partial evaluation moves the part of the tangent loop that needs no tangent "
+                "into a loop of its own, which stacks `K`, `f` and `q` all the same (the "
+                "first two measured interleaved with the shipped step in one process, 15 "
+                "rounds; the last in alternating processes).")
         out.append(txt)
 
     sw = res.get("sweeps", {})
