@@ -394,7 +394,7 @@ def build(res: dict[str, Any]) -> list[str]:
                     "`dZ` (`A^T` laid out batch-major behind a barrier, so that the weight "
                     "gradient `A^T dZ` is a plain matmul and a split batch stays split: a "
                     "`(F+H, B*T)` copy where `dZ^T` is `(4H, T*B)`) made the one-device step "
-                    "4-6% faster, but under data parallelism XLA still computed that gradient "
+                    "3-6% faster, but under data parallelism XLA still computed that gradient "
                     "transposed, as a dot outside the library, and the data-parallel gradient "
                     "took ~1.2x as long, so nnkit keeps `dZ^T A`. Two devices in one "
                     "process still fall short of two processes. Measured in one run, the "
